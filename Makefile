@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test check bench install browser clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Fill the SQLite database with the demo shop, then run the engine with the
+# development mail sink (emails land in outbox/ as .eml files). Ctrl-C stops it.
+demo: $(STAMP)
+	$(BIN)/lifecycle demo
+	$(BIN)/lifecycle run --demo
+
+# Debian's chromium for the dashboard's browser tests. Installed when missing
+# and we may (root with apt-get); otherwise those tests skip locally, with a
+# message, and fail under CI=true.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: browser tests will not run"; \
+	  else echo "chromium is not installed: browser tests will skip (apt-get install chromium)"; fi; }
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check engine tests bench
+	$(BIN)/ruff format --check engine tests bench
+	$(BIN)/mypy
+	$(BIN)/lifecycle check
+
+bench: $(STAMP)
+	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/send.py
+	$(BIN)/python bench/track.py
+
+clean:
+	rm -rf $(VENV) outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm .lifecycle-secret

@@ -1,0 +1,9 @@
+"""The `lifecycle` command line."""
+
+from __future__ import annotations
+
+# Each module adds its commands to `main` when imported.
+from . import core  # noqa: F401
+from .base import main
+
+__all__ = ["main"]

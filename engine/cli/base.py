@@ -1,0 +1,61 @@
+"""Shared pieces of the command line: the group, --config, error reporting."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from ..app import App
+from ..errors import ConfigError, EngineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lifecycle")
+def main() -> None:
+    """Email lifecycle campaigns for small online shops."""
+
+
+def with_app(func: F) -> F:
+    """Add --config to a command and hand it an App; turn engine errors into exit codes.
+
+    ConfigError → exit 2 with every problem listed; any other EngineError → exit 1.
+    """
+
+    @click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False),
+        envvar="LIFECYCLE_CONFIG",
+        default="config.yaml",
+        show_default=True,
+        help="The shop's config.yaml (campaigns/, segments/ and templates/ sit beside it).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, config: str, **kwargs: Any) -> Any:
+        app = App.from_option(config)
+        try:
+            return func(app, *args, **kwargs)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                errors.print(str(problem), markup=False)
+            sys.exit(2)
+        except EngineError as exc:
+            errors.print(f"error: {exc}", markup=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))

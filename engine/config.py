@@ -1,0 +1,325 @@
+"""Typed, frozen models of config.yaml, campaign files and segment files.
+
+Each model rejects unknown keys. Values a marketer types (durations, times of
+day, locales, timezones, money, percentages) get their own validated types
+whose errors say what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from .models import MessageKind
+
+SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+EMAIL = re.compile(
+    r"^[^@\s<>\"',;\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$"
+)
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _shown(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90s', '30m', '2h', '3d', '1w' (or a timedelta) → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected a duration like 2h or 3d, got {_shown(value)}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def parse_time_of_day(value: Any) -> time:
+    """'10:00' or '9:30' (24-hour clock) → time."""
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
+        hours, minutes = (int(p) for p in value.strip().split(":"))
+        if hours < 24 and minutes < 60:
+            return time(hours, minutes)
+    raise ValueError(f'expected a time of day like "10:00", got {_shown(value)}')
+
+
+def parse_locale(value: Any) -> str:
+    """A Babel locale name such as 'bn_BD' or 'en', normalised."""
+    if not isinstance(value, str):
+        raise ValueError(f'expected a locale like "bn_BD" or "en", got {_shown(value)}')
+    try:
+        return str(Locale.parse(value.replace("-", "_")))
+    except (UnknownLocaleError, ValueError) as exc:
+        raise ValueError(f'expected a locale like "bn_BD" or "en", got {_shown(value)}') from exc
+
+
+def parse_timezone(value: Any) -> str:
+    """An IANA timezone name such as 'Asia/Dhaka'."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValueError(f'expected a timezone like "Asia/Dhaka", got {_shown(value)}') from exc
+    return str(value)
+
+
+def parse_email(value: Any) -> str:
+    if not isinstance(value, str) or not EMAIL.match(value.strip()):
+        raise ValueError(f"expected an email address, got {_shown(value)}")
+    return value.strip()
+
+
+def parse_slug(value: Any) -> str:
+    if not isinstance(value, str) or not SLUG.match(value):
+        raise ValueError(
+            f"expected a name of lowercase letters, digits and _ (like thank_you), got {_shown(value)}"
+        )
+    return value
+
+
+def parse_amount(value: Any) -> Decimal:
+    """A non-negative money amount; YAML floats are read by their text, never as binary."""
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"expected an amount like 0.01 or 250, got {_shown(value)}") from exc
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"expected an amount of zero or more, got {_shown(value)}")
+    return amount
+
+
+def parse_percent(value: Any) -> Decimal:
+    """'20%' or 20 → Decimal('20'); must lie in (0, 100)."""
+    text = str(value).strip().removesuffix("%").strip()
+    try:
+        percent = Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError(f'expected a discount like "20%", got {_shown(value)}') from exc
+    if not percent.is_finite() or not 0 < percent < 100:
+        raise ValueError(f"expected a discount between 0% and 100%, got {_shown(value)}")
+    return percent
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+TimeOfDay = Annotated[time, BeforeValidator(parse_time_of_day)]
+LocaleName = Annotated[str, BeforeValidator(parse_locale)]
+TimeZoneName = Annotated[str, BeforeValidator(parse_timezone)]
+Email = Annotated[str, BeforeValidator(parse_email)]
+Slug = Annotated[str, BeforeValidator(parse_slug)]
+Amount = Annotated[Decimal, BeforeValidator(parse_amount)]
+Percent = Annotated[Decimal, BeforeValidator(parse_percent)]
+# Text in one language for everyone, or per language: {en: "...", bn: "..."}.
+LocalText = str | dict[str, str]
+
+
+def pick_text(text: LocalText, locale: str) -> str:
+    """The variant of `text` for `locale` ('bn_BD' → 'bn_BD', then 'bn', then 'en', then any)."""
+    if isinstance(text, str):
+        return text
+    language = locale.split("_")[0]
+    for key in (locale, language, "en"):
+        if key in text:
+            return text[key]
+    return next(iter(text.values()))
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- config.yaml
+
+
+class Shop(Frozen):
+    name: str = Field(min_length=1)
+    address: str = Field(min_length=5, description="postal address shown in every footer")
+    url: str = Field(pattern=r"^https?://")
+    story: LocalText = ""
+    country: str = Field(default="BD", pattern=r"^[A-Z]{2}$")
+    currency: str = Field(default="BDT", pattern=r"^[A-Z]{3}$")
+    timezone: TimeZoneName = "Asia/Dhaka"
+    locale: LocaleName = "bn_BD"
+    support_email: Email | None = None
+
+
+class Sender(Frozen):
+    name: str = Field(min_length=1)
+    email: Email
+
+
+class Smtp(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    timeout: Duration = timedelta(seconds=30)
+    local_hostname: str = "localhost"
+
+
+class SendWindow(Frozen):
+    start: TimeOfDay = time(9, 0)
+    end: TimeOfDay = time(20, 0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (an empty window sends nothing)")
+        return self
+
+
+class FrequencyCap(Frozen):
+    max: int = Field(ge=1)
+    per: Duration
+
+
+class Dkim(Frozen):
+    domain: str = Field(min_length=3)
+    selector: str = Field(min_length=1)
+    key_file: str = Field(min_length=1, description="PEM private key, relative to config.yaml")
+
+
+class Sending(Frozen):
+    sender: Sender = Field(alias="from")
+    reply_to: Email | None = None
+    unsubscribe_mailto: Email | None = None
+    smtp: Smtp = Smtp()
+    connections: int = Field(default=4, ge=1, le=64)
+    rate_per_second: float = Field(default=50, gt=0)
+    recycle_after: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    lease: Duration = timedelta(minutes=5)
+    max_attempts: int = Field(default=8, ge=1)
+    max_age: Duration = timedelta(hours=72)
+    window: SendWindow = SendWindow()
+    frequency_cap: FrequencyCap | None = None
+    dkim: Dkim | None = None
+
+
+class Tracking(Frozen):
+    base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s]+$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    machine_open_window: Duration = timedelta(seconds=5)
+
+
+class ExtraHoliday(Frozen):
+    id: Slug
+    name: LocalText
+    date: date
+
+
+class Holidays(Frozen):
+    country: str = Field(default="BD", pattern=r"^[A-Z]{2}$")
+    # A confirmed date replaces the estimate for that year, e.g. after moon sighting.
+    confirmed: dict[Slug, list[date]] = {}
+    extra: list[ExtraHoliday] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_date_is_a_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("confirmed"), dict):
+            confirmed = {k: v if isinstance(v, list) else [v] for k, v in data["confirmed"].items()}
+            data = {**data, "confirmed": confirmed}
+        return data
+
+
+class Refunds(Frozen):
+    minimum: Amount = Decimal("0.01")
+
+
+class Reports(Frozen):
+    attribution_days: int = Field(default=7, ge=1, le=365)
+
+
+class Paths(Frozen):
+    campaigns: str = "campaigns"
+    segments: str = "segments"
+    templates: str = "templates/emails"
+
+
+class Config(Frozen):
+    shop: Shop
+    sending: Sending
+    database: str = "sqlite:///lifecycle.db"
+    tick_seconds: int = Field(default=60, ge=1, le=3600)
+    campaigns: list[Slug] = Field(default=[], description="the campaigns that run")
+    tracking: Tracking = Tracking()
+    holidays: Holidays = Holidays()
+    refunds: Refunds = Refunds()
+    reports: Reports = Reports()
+    paths: Paths = Paths()
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+class _Trigger(Frozen):
+    delay: Duration = timedelta(0)
+    expires_after: Duration | None = None
+
+
+class FirstOrder(_Trigger):
+    type: Literal["first_order"]
+
+
+class OrderPlaced(_Trigger):
+    type: Literal["order_placed"]
+    # A first order already gets the welcome: no thank-you within this long of it.
+    quiet_after_welcome: Duration | None = timedelta(hours=1)
+
+
+class OrderDelivered(_Trigger):
+    type: Literal["order_delivered"]
+    quiet_after_welcome: Duration | None = timedelta(hours=1)
+
+
+class PriceDrop(_Trigger):
+    type: Literal["price_drop"]
+
+
+class HolidayTrigger(_Trigger):
+    type: Literal["holiday"]
+    holidays: list[Slug] = Field(min_length=1)
+    days_before: int = Field(ge=0, le=365)
+    at: TimeOfDay = time(10, 0)
+
+
+Trigger = Annotated[
+    FirstOrder | OrderPlaced | OrderDelivered | PriceDrop | HolidayTrigger,
+    Field(discriminator="type"),
+]
+
+
+class Offer(Frozen):
+    sku: str = Field(min_length=1)
+    discount: Percent
+
+
+class Campaign(Frozen):
+    name: Slug
+    description: str = ""
+    kind: MessageKind = MessageKind.MARKETING
+    trigger: Trigger
+    segment: Slug = "everyone"
+    template: Slug
+    subject: LocalText
+    preheader: LocalText = ""
+    offers: list[Offer] = []
+    resend_in_doubt: bool = False
+
+
+# ---------------------------------------------------------------- segments
+
+
+class Segment(Frozen):
+    name: Slug
+    description: str = ""
+    # Checked and compiled by engine.segments; kept as written here.
+    rules: dict[str, Any] | None = None

@@ -1,0 +1,271 @@
+"""The store: every table the engine reads and writes.
+
+Times are aware UTC (`UTCDateTime`); money is Decimal (`Money`). States are
+`StrEnum`s stored as short strings, so PostgreSQL needs no enum types and a
+new state needs no migration of a type.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, String
+from sqlmodel import Field, SQLModel
+
+from .types import Money, UTCDateTime
+
+
+def _utc(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def _money(**kw: Any) -> Any:
+    return Field(sa_type=Money, **kw)
+
+
+def _state(default: StrEnum, **kw: Any) -> Any:
+    return Field(default=default, sa_type=String(16), **kw)
+
+
+class OrderStatus(StrEnum):
+    PLACED = "placed"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"  # planned, waiting for send_after
+    SENDING = "sending"  # claimed by a dispatcher under a lease
+    RETRY = "retry"  # a transient failure; next_attempt_at says when
+    SENT = "sent"  # the SMTP server answered 250
+    FAILED = "failed"  # permanent failure; last_error says why
+    EXPIRED = "expired"  # expires_at passed before it could go
+    IN_DOUBT = "in_doubt"  # the lease ran out mid-send: it may or may not have gone
+    SUPPRESSED = "suppressed"  # consent withdrawn or address suppressed before sending
+
+
+class MessageKind(StrEnum):
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+
+
+class EventKind(StrEnum):
+    OPEN = "open"
+    CLICK = "click"
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(sa_type=String(64), unique=True, index=True)
+    email: str = Field(sa_type=String(254), unique=True, index=True)
+    name: str = Field(default="", sa_type=String(200))
+    locale: str = Field(default="en", sa_type=String(16))
+    timezone: str | None = Field(default=None, sa_type=String(64))
+    city: str | None = Field(default=None, sa_type=String(100))
+    birthday: date | None = None
+    marketing_consent: bool = False
+    consent_at: datetime | None = _utc(default=None)
+    consent_source: str | None = Field(default=None, sa_type=String(100))
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    # Kept up to date by shop.record_order so the planner never aggregates orders.
+    first_order_at: datetime | None = _utc(default=None, index=True)
+    last_order_at: datetime | None = _utc(default=None, index=True)
+    orders_count: int = Field(default=0, index=True)
+    total_spent: Decimal = _money(default=Decimal("0"), index=True)
+
+
+class CustomerTag(SQLModel, table=True):
+    __tablename__ = "customer_tag"
+
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True)
+    tag: str = Field(sa_type=String(64), primary_key=True, index=True)
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "product"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str = Field(sa_type=String(64), unique=True, index=True)
+    name: str = Field(sa_type=String(200))
+    name_bn: str | None = Field(default=None, sa_type=String(200))
+    category: str | None = Field(default=None, sa_type=String(100), index=True)
+    price: Decimal = _money()
+    stock: int = 0
+    updated_at: datetime = _utc()
+
+
+class PriceChange(SQLModel, table=True):
+    """Every price a product has had, from when; the refund planner reads it."""
+
+    __tablename__ = "price_change"
+    __table_args__ = (Index("ix_price_change_product_at", "product_id", "changed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="product.id")
+    price: Decimal = _money()
+    changed_at: datetime = _utc(index=True)
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_customer_placed", "customer_id", "placed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(sa_type=String(64), unique=True, index=True)
+    customer_id: int = Field(foreign_key="customer.id")
+    placed_at: datetime = _utc(index=True)
+    delivered_at: datetime | None = _utc(default=None, index=True)
+    status: OrderStatus = _state(OrderStatus.PLACED)
+    total: Decimal = _money(default=Decimal("0"))
+
+
+class OrderItem(SQLModel, table=True):
+    __tablename__ = "order_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    product_id: int = Field(foreign_key="product.id", index=True)
+    quantity: int
+    unit_price: Decimal = _money()
+
+
+class Message(SQLModel, table=True):
+    """The outbox and the send log in one: one row per email, ever."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        Index("ix_message_due", "status", "send_after"),
+        Index("ix_message_customer_campaign", "customer_id", "campaign", "created_at"),
+        Index("ix_message_campaign_created", "campaign", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_type=String(200), unique=True)
+    campaign: str = Field(sa_type=String(64))
+    kind: MessageKind = _state(MessageKind.MARKETING)
+    customer_id: int = Field(foreign_key="customer.id")
+    occurrence: str = Field(sa_type=String(120))
+    order_id: int | None = Field(default=None, foreign_key="orders.id")
+    order_item_id: int | None = Field(default=None, foreign_key="order_item.id")
+    holiday: str | None = Field(default=None, sa_type=String(64))
+    holiday_date: date | None = None
+    status: MessageStatus = _state(MessageStatus.QUEUED)
+    created_at: datetime = _utc()
+    send_after: datetime = _utc()
+    expires_at: datetime | None = _utc(default=None)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc(default=None)
+    lease_owner: str | None = Field(default=None, sa_type=String(64))
+    lease_until: datetime | None = _utc(default=None)
+    sent_at: datetime | None = _utc(default=None)
+    message_id: str | None = Field(default=None, sa_type=String(255))
+    smtp_code: int | None = None
+    last_error: str | None = Field(default=None, sa_type=String(1000))
+    context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class MessageEvent(SQLModel, table=True):
+    __tablename__ = "message_event"
+    __table_args__ = (Index("ix_message_event_message_kind", "message_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id")
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    kind: EventKind = _state(EventKind.OPEN)
+    at: datetime = _utc(index=True)
+    machine: bool = False
+    user_agent: str | None = Field(default=None, sa_type=String(500))
+    url: str | None = Field(default=None, sa_type=String(2000))
+    detail: str | None = Field(default=None, sa_type=String(1000))
+
+
+class Suppression(SQLModel, table=True):
+    """Addresses never to be mailed again, whatever the campaign."""
+
+    __tablename__ = "suppression"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_type=String(254), unique=True, index=True)
+    reason: str = Field(sa_type=String(200))
+    source: str = Field(default="", sa_type=String(100))
+    created_at: datetime = _utc()
+
+
+class ConsentChange(SQLModel, table=True):
+    """Append-only log of every marketing-consent change: who, when, how."""
+
+    __tablename__ = "consent_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    consent: bool
+    at: datetime = _utc()
+    source: str = Field(sa_type=String(100))
+    detail: str | None = Field(default=None, sa_type=String(500))
+
+
+class Credit(SQLModel, table=True):
+    """The store-credit ledger. A refund is credited once, by its dedupe key."""
+
+    __tablename__ = "credit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(sa_type=String(200), unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    order_item_id: int | None = Field(default=None, foreign_key="order_item.id", index=True)
+    amount: Decimal = _money()
+    reason: str = Field(sa_type=String(200))
+    created_at: datetime = _utc()
+
+
+class Coupon(SQLModel, table=True):
+    __tablename__ = "coupon"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_type=String(64), unique=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    percent_off: Decimal | None = _money(default=None)
+    amount_off: Decimal | None = _money(default=None)
+    created_at: datetime = _utc()
+    expires_at: datetime | None = _utc(default=None)
+    used_at: datetime | None = _utc(default=None)
+
+
+class SurveyAnswer(SQLModel, table=True):
+    """A 0–10 'would you recommend us' answer, for the net promoter score."""
+
+    __tablename__ = "survey_answer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    score: int
+    at: datetime = _utc(index=True)
+
+
+class ReceivedEvent(SQLModel, table=True):
+    """Ids of shop events already applied, so a repeated event is ignored."""
+
+    __tablename__ = "received_event"
+
+    id: str = Field(sa_type=String(128), primary_key=True)
+    type: str = Field(sa_type=String(64))
+    received_at: datetime = _utc()
+
+
+class Checkpoint(SQLModel, table=True):
+    """Small named values the engine keeps between runs (watermarks)."""
+
+    __tablename__ = "checkpoint"
+
+    name: str = Field(sa_type=String(64), primary_key=True)
+    value: str = Field(sa_type=String(200))
+    updated_at: datetime = _utc()

@@ -1,0 +1,348 @@
+"""Getting shop data in: customers, products, prices and orders.
+
+Every function validates its input and raises `DataError` naming the field
+and the value; nothing is written for invalid input. All functions take an
+open session and leave committing to the caller, so a batch of calls is one
+transaction. Customers and orders are keyed by the shop's own ids
+(`external_id`); calling again with the same id updates, never duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from .config import parse_email, parse_locale, parse_timezone
+from .errors import DataError, UnknownRecord
+from .models import (
+    ConsentChange,
+    Customer,
+    CustomerTag,
+    Order,
+    OrderItem,
+    OrderStatus,
+    PriceChange,
+    Product,
+)
+from .types import to_money
+
+
+def _require_aware(name: str, value: datetime) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise DataError(f"{name} must be a timezone-aware datetime, got: {value!r}")
+    return value
+
+
+def _checked(name: str, parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise DataError(f"{name}: {exc}") from exc
+
+
+def money(name: str, value: Any) -> Decimal:
+    """`value` as a non-negative amount with at most two decimals, or DataError."""
+    try:
+        amount = to_money(value)
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise DataError(f"{name} must be an amount like 120.50, got: {value!r}") from exc
+    if amount < 0:
+        raise DataError(f"{name} must not be negative, got: {value}")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise DataError(f"{name} has more than two decimal places, got: {value}")
+    return amount.quantize(Decimal("0.01"))
+
+
+def clean_text(name: str, value: Any, *, required: bool = False, limit: int = 200) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise DataError(f"{name} is required")
+        return None
+    text = str(value).strip()
+    if "\x00" in text:
+        raise DataError(f"{name} must not contain a NUL character")
+    if len(text) > limit:
+        raise DataError(f"{name} is longer than {limit} characters")
+    return text
+
+
+def upsert_customer(
+    session: Session,
+    *,
+    external_id: str,
+    email: str,
+    now: datetime,
+    name: str | None = None,
+    locale: str | None = None,
+    timezone: str | None = None,
+    city: str | None = None,
+    birthday: date | None = None,
+    tags: Iterable[str] | None = None,
+    marketing_consent: bool | None = None,
+    consent_source: str = "api",
+    created_at: datetime | None = None,
+) -> Customer:
+    """Create or update the customer with the shop's id `external_id`.
+
+    Fields left as None keep their stored value. A change of marketing consent
+    is written to the consent log with `consent_source`.
+    """
+    _require_aware("now", now)
+    external_id = clean_text("customer id", external_id, required=True, limit=64) or ""
+    email = _checked("email", parse_email, email).lower()
+    customer = (
+        session.exec(select(Customer).where(Customer.external_id == external_id)).scalars().first()
+    )
+    clash = (
+        session.exec(select(Customer.external_id).where(Customer.email == email)).scalars().first()
+    )
+    if clash is not None and clash != external_id:
+        raise DataError(f"email {email} already belongs to customer {clash}")
+    if customer is None:
+        customer = Customer(
+            external_id=external_id, email=email, created_at=created_at or now, updated_at=now
+        )
+        session.add(customer)
+    customer.email = email
+    customer.updated_at = now
+    if name is not None:
+        customer.name = clean_text("name", name) or ""
+    if locale is not None:
+        customer.locale = _checked("locale", parse_locale, locale)
+    if timezone is not None:
+        customer.timezone = _checked("timezone", parse_timezone, timezone)
+    if city is not None:
+        customer.city = clean_text("city", city, limit=100)
+    if birthday is not None:
+        customer.birthday = birthday
+    session.flush()
+    if tags is not None:
+        set_tags(session, customer, tags)
+    if marketing_consent is not None and marketing_consent != customer.marketing_consent:
+        set_consent(session, customer, marketing_consent, source=consent_source, now=now)
+    return customer
+
+
+def set_tags(session: Session, customer: Customer, tags: Iterable[str]) -> None:
+    """Replace the customer's tags."""
+    wanted = {clean_text("tag", t, limit=64) for t in tags} - {None}
+    session.execute(CustomerTag.__table__.delete().where(CustomerTag.customer_id == customer.id))
+    for tag in sorted(t for t in wanted if t):
+        session.add(CustomerTag(customer_id=customer.id, tag=tag))
+    session.flush()
+
+
+def set_consent(
+    session: Session,
+    customer: Customer,
+    consent: bool,
+    *,
+    source: str,
+    now: datetime,
+    detail: str | None = None,
+) -> bool:
+    """Record a marketing-consent change; return False if it was already so."""
+    if customer.marketing_consent == consent and customer.consent_at is not None:
+        return False
+    customer.marketing_consent = consent
+    customer.consent_at = now
+    customer.consent_source = source[:100]
+    session.add(
+        ConsentChange(
+            customer_id=customer.id, consent=consent, at=now, source=source[:100], detail=detail
+        )
+    )
+    session.flush()
+    return True
+
+
+def upsert_product(
+    session: Session,
+    *,
+    sku: str,
+    name: str,
+    price: Any,
+    now: datetime,
+    stock: int | None = None,
+    category: str | None = None,
+    name_bn: str | None = None,
+) -> Product:
+    """Create or update a product by SKU; a new price is recorded in its price history."""
+    _require_aware("now", now)
+    sku = clean_text("sku", sku, required=True, limit=64) or ""
+    name = clean_text("name", name, required=True) or ""
+    amount = money("price", price)
+    if stock is not None and (not isinstance(stock, int) or isinstance(stock, bool) or stock < 0):
+        raise DataError(f"stock must be a whole number of zero or more, got: {stock!r}")
+    product = session.exec(select(Product).where(Product.sku == sku)).scalars().first()
+    if product is None:
+        product = Product(sku=sku, name=name, price=amount, stock=stock or 0, updated_at=now)
+        session.add(product)
+        session.flush()
+        session.add(PriceChange(product_id=product.id, price=amount, changed_at=now))
+    else:
+        _change_price(session, product, amount, now)
+        if stock is not None:
+            product.stock = stock
+    product.name = name
+    product.updated_at = now
+    if category is not None:
+        product.category = clean_text("category", category, limit=100)
+    if name_bn is not None:
+        product.name_bn = clean_text("name_bn", name_bn)
+    session.flush()
+    return product
+
+
+def set_price(session: Session, sku: str, price: Any, *, now: datetime) -> Product:
+    """Set a product's price from `now` on, recording it in the price history."""
+    _require_aware("now", now)
+    product = product_by_sku(session, sku)
+    _change_price(session, product, money("price", price), now)
+    session.flush()
+    return product
+
+
+def _change_price(session: Session, product: Product, amount: Decimal, now: datetime) -> None:
+    if amount != product.price:
+        product.price = amount
+        product.updated_at = now
+        session.add(PriceChange(product_id=product.id, price=amount, changed_at=now))
+
+
+def product_by_sku(session: Session, sku: str) -> Product:
+    product = session.exec(select(Product).where(Product.sku == sku)).scalars().first()
+    if product is None:
+        raise UnknownRecord(f"unknown product sku {sku!r}")
+    return product
+
+
+def customer_by_external_id(session: Session, external_id: str) -> Customer:
+    customer = (
+        session.exec(select(Customer).where(Customer.external_id == external_id)).scalars().first()
+    )
+    if customer is None:
+        raise UnknownRecord(f"unknown customer {external_id!r}")
+    return customer
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of an order: a product, how many, and the unit price paid."""
+
+    sku: str
+    quantity: int
+    unit_price: Any = None  # None: the product's price when the order was placed
+
+
+def record_order(
+    session: Session,
+    *,
+    external_id: str,
+    customer_id: str,
+    items: Sequence[Line],
+    placed_at: datetime,
+    delivered_at: datetime | None = None,
+    cancelled: bool = False,
+) -> Order:
+    """Record an order once; recording the same id again returns the stored order.
+
+    Keeps the customer's first_order_at, last_order_at, orders_count and
+    total_spent up to date (cancelled orders do not count).
+    """
+    _require_aware("placed_at", placed_at)
+    if delivered_at is not None:
+        _require_aware("delivered_at", delivered_at)
+        if delivered_at < placed_at:
+            raise DataError(f"order {external_id}: delivered_at is before placed_at")
+    external_id = clean_text("order id", external_id, required=True, limit=64) or ""
+    existing = session.exec(select(Order).where(Order.external_id == external_id)).scalars().first()
+    if existing is not None:
+        return existing
+    customer = customer_by_external_id(session, customer_id)
+    if not items:
+        raise DataError(f"order {external_id} has no items")
+    lines = [_order_line(session, external_id, line) for line in items]
+    status = (
+        OrderStatus.CANCELLED
+        if cancelled
+        else (OrderStatus.DELIVERED if delivered_at else OrderStatus.PLACED)
+    )
+    total = sum((price * quantity for _, quantity, price in lines), Decimal("0"))
+    order = Order(
+        external_id=external_id,
+        customer_id=customer.id,
+        placed_at=placed_at,
+        delivered_at=delivered_at,
+        status=status,
+        total=total,
+    )
+    session.add(order)
+    session.flush()
+    for product, quantity, price in lines:
+        session.add(
+            OrderItem(order_id=order.id, product_id=product.id, quantity=quantity, unit_price=price)
+        )
+    session.flush()
+    refresh_order_totals(session, [customer.id])
+    return order
+
+
+def _order_line(session: Session, order_id: str, line: Line) -> tuple[Product, int, Decimal]:
+    quantity = line.quantity
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise DataError(
+            f"order {order_id}: quantity of {line.sku} must be a whole number of 1 or more, got: {quantity!r}"
+        )
+    product = product_by_sku(session, line.sku)
+    price = (
+        product.price
+        if line.unit_price is None
+        else money(f"order {order_id}: unit price of {line.sku}", line.unit_price)
+    )
+    return product, quantity, price
+
+
+def mark_delivered(session: Session, external_id: str, delivered_at: datetime) -> Order:
+    """Mark an order delivered; marking it again keeps the first delivery time."""
+    _require_aware("delivered_at", delivered_at)
+    order = session.exec(select(Order).where(Order.external_id == external_id)).scalars().first()
+    if order is None:
+        raise UnknownRecord(f"unknown order {external_id!r}")
+    if order.status == OrderStatus.CANCELLED:
+        raise DataError(f"order {external_id} is cancelled and cannot be delivered")
+    if order.delivered_at is None:
+        if delivered_at < order.placed_at:
+            raise DataError(f"order {external_id}: delivered_at is before placed_at")
+        order.delivered_at = delivered_at
+        order.status = OrderStatus.DELIVERED
+        session.flush()
+    return order
+
+
+def refresh_order_totals(session: Session, customer_ids: Iterable[int]) -> None:
+    """Recompute the denormalised order figures of these customers, set-based."""
+    ids = sorted(set(customer_ids))
+    counted = (Order.customer_id == Customer.id) & (Order.status != OrderStatus.CANCELLED)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        session.execute(
+            update(Customer)
+            .where(Customer.id.in_(chunk))
+            .values(
+                first_order_at=select(func.min(Order.placed_at)).where(counted).scalar_subquery(),
+                last_order_at=select(func.max(Order.placed_at)).where(counted).scalar_subquery(),
+                orders_count=select(func.count(Order.id)).where(counted).scalar_subquery(),
+                total_spent=select(func.coalesce(func.sum(Order.total), 0))
+                .where(counted)
+                .scalar_subquery(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    session.expire_all()

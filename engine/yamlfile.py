@@ -1,0 +1,119 @@
+"""Safe YAML reading that remembers where every key was written.
+
+Only plain data is allowed (a `!!python/object` tag is an error), duplicate
+keys are errors, and `10:00` stays the text "10:00" instead of YAML 1.1's
+sexagesimal 600.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+KeyPath = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 base-60 numbers."""
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _INT,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+@dataclass
+class YamlDoc:
+    """A parsed file: its data and the line of every key path in it."""
+
+    file: str
+    data: Any
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line(self, path: KeyPath) -> int | None:
+        """The line of `path`, or of its nearest written ancestor."""
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+
+class YamlProblems(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(map(str, problems)))
+
+
+def read_yaml(path: Path, shown_as: str) -> YamlDoc:
+    """Parse `path`; raise YamlProblems naming the file and line for any fault."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlProblems([Problem(shown_as, None, "", f"cannot read the file: {exc}")]) from exc
+    return parse_yaml(text, shown_as)
+
+
+def parse_yaml(text: str, shown_as: str) -> YamlDoc:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        doc = YamlDoc(shown_as, loader.construct_document(node) if node else None)
+        problems: list[Problem] = []
+        if node is not None:
+            _index(loader, node, (), doc, problems)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        reason = " ".join(filter(None, [exc.context, exc.problem])) or str(exc)
+        if "could not determine a constructor" in reason:
+            reason = f"{reason.split('for the tag')[-1].strip()}: only plain YAML data is allowed"
+        raise YamlProblems([Problem(shown_as, line, "", f"invalid YAML: {reason}")]) from exc
+    except yaml.YAMLError as exc:
+        raise YamlProblems([Problem(shown_as, None, "", f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    if problems:
+        raise YamlProblems(problems)
+    return doc
+
+
+def _index(
+    loader: _Loader, node: yaml.Node, path: KeyPath, doc: YamlDoc, problems: list[Problem]
+) -> None:
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dotted = ".".join(map(str, (*path, key)))
+                problems.append(Problem(doc.file, line, dotted, "duplicate key"))
+            seen.add(key)
+            doc.lines[(*path, key)] = line
+            _index(loader, value_node, (*path, key), doc, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(loader, item, (*path, i), doc, problems)

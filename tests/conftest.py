@@ -1,0 +1,93 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL schema, the shipped project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from engine.db import make_engine, upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; under CI=true a missing real component is a failure."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this must run, not skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped config, campaigns, segments and templates, free to edit."""
+    target = tmp_path / "shop"
+    target.mkdir()
+    shutil.copy(REPO / "config.yaml", target / "config.yaml")
+    for folder in ("campaigns", "segments", "templates"):
+        shutil.copytree(REPO / folder, target / folder)
+    return target
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL, dropped afterwards."""
+    if not POSTGRES_URL:
+        skip_or_fail("LIFECYCLE_TEST_POSTGRES_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # the server is down: say so, never pass silently
+        admin.dispose()
+        skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of an empty database, once per dialect."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Engine]:
+    """An upgraded database, on SQLite and on PostgreSQL."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Engine]:
+    """An upgraded SQLite database, for tests whose SQL is not dialect-specific."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
