@@ -251,6 +251,18 @@ class SurveyAnswer(SQLModel, table=True):
     at: datetime = _utc(index=True)
 
 
+class ShopHoliday(SQLModel, table=True):
+    """A sale or occasion the shop announces itself (beside the country's holidays)."""
+
+    __tablename__ = "shop_holiday"
+
+    id: str = Field(sa_type=String(64), primary_key=True)
+    name: str = Field(sa_type=String(200))
+    name_bn: str | None = Field(default=None, sa_type=String(200))
+    date: date
+    created_at: datetime = _utc()
+
+
 class ReceivedEvent(SQLModel, table=True):
     """Ids of shop events already applied, so a repeated event is ignored."""
 

@@ -29,6 +29,7 @@ from .models import (
     OrderStatus,
     PriceChange,
     Product,
+    ShopHoliday,
 )
 from .types import to_money
 
@@ -346,3 +347,27 @@ def refresh_order_totals(session: Session, customer_ids: Iterable[int]) -> None:
             .execution_options(synchronize_session=False)
         )
     session.expire_all()
+
+
+def add_holiday(
+    session: Session,
+    *,
+    holiday_id: str,
+    day: date,
+    name: str,
+    now: datetime,
+    name_bn: str | None = None,
+) -> ShopHoliday:
+    """Add or move a sale or occasion of the shop's own; holiday campaigns may name its id."""
+    from .config import parse_slug
+
+    holiday_id = _checked("holiday id", parse_slug, holiday_id)
+    row = session.get(ShopHoliday, holiday_id)
+    if row is None:
+        row = ShopHoliday(id=holiday_id, name="", date=day, created_at=now)
+        session.add(row)
+    row.name = clean_text("name", name, required=True) or ""
+    row.name_bn = clean_text("name_bn", name_bn)
+    row.date = day
+    session.flush()
+    return row

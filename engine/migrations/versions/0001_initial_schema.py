@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 23:00:02.071321
+Create Date: 2026-11-22
 """
 
-import sqlalchemy as sa
 from alembic import op
-
+import sqlalchemy as sa
+import sqlmodel
 import engine.types
+
 
 revision = "0001"
 down_revision = None
@@ -81,6 +82,15 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=128), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("received_at", engine.types.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "shop_holiday",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("name_bn", sa.String(length=200), nullable=True),
+        sa.Column("date", sa.Date(), nullable=False),
+        sa.Column("created_at", engine.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -392,6 +402,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_suppression_email"))
 
     op.drop_table("suppression")
+    op.drop_table("shop_holiday")
     op.drop_table("received_event")
     with op.batch_alter_table("product", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_product_sku"))
