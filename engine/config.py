@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, time, timedelta
+from datetime import date as Date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -210,9 +211,12 @@ class Tracking(Frozen):
 
 
 class ExtraHoliday(Frozen):
+    """A sale or occasion of the shop's own. Without a date here, its date is set in
+    the database when announced (`lifecycle holiday set`, or the events API)."""
+
     id: Slug
     name: LocalText
-    date: date
+    date: Date | None = None
 
 
 class Holidays(Frozen):
