@@ -24,4 +24,6 @@ def check_project(
 
 def _checkers() -> list:  # type: ignore[type-arg]
     """Checks beyond the files' own shape, each owned by the module it protects."""
-    return []
+    from .segments import check_segments
+
+    return [check_segments]
