@@ -32,7 +32,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, distinct, exists, func, select
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from .errors import EngineError
@@ -181,24 +180,23 @@ def _counts(session: Session, start: datetime, end: datetime, window: timedelta)
     """The customer and order counts of the definitions, as scalar subqueries of one SELECT."""
     counted = col(Order.status) != OrderStatus.CANCELLED
     placed = col(Order.placed_at)
-    other = aliased(Order)
+    other = Order.__table__.alias("earlier")  # type: ignore[attr-defined]
+    customer = col(Order.customer_id)
 
     def customers(*where: Any) -> Any:
-        return (
-            select(func.count(distinct(Order.customer_id))).where(counted, *where).scalar_subquery()
-        )
+        return select(func.count(distinct(customer))).where(counted, *where).scalar_subquery()
 
     def ordered(lo: datetime | None, hi: datetime) -> Any:
-        lower = [other.placed_at >= lo] if lo is not None else []
+        lower = [other.c.placed_at >= lo] if lo is not None else []
         return exists().where(
-            other.customer_id == Order.customer_id,
-            other.status != OrderStatus.CANCELLED,
+            other.c.customer_id == customer,
+            other.c.status != OrderStatus.CANCELLED,
             *lower,
-            other.placed_at < hi,
+            other.c.placed_at < hi,
         )
 
     firsts = (
-        select(Order.customer_id)
+        select(customer)
         .where(counted)
         .group_by(col(Order.customer_id))
         .having(and_(func.min(placed) >= start, func.min(placed) < end))
@@ -214,12 +212,15 @@ def _counts(session: Session, start: datetime, end: datetime, window: timedelta)
         select(func.count()).select_from(firsts).scalar_subquery().label("new"),
         customers(*in_period).label("ordering"),
         customers(*in_period, ordered(None, start)).label("returners"),
-        select(func.count(Order.id)).where(counted, *in_period).scalar_subquery().label("orders"),
+        select(func.count(col(Order.id)))
+        .where(counted, *in_period)
+        .scalar_subquery()
+        .label("orders"),
         select(func.coalesce(func.sum(Order.total), 0))
         .where(counted, *in_period)
         .scalar_subquery()
         .label("revenue"),
-        select(func.count(Order.id))
+        select(func.count(col(Order.id)))
         .where(counted, placed >= end - YEAR, placed < end)
         .scalar_subquery()
         .label("year_orders"),
@@ -235,7 +236,7 @@ def net_promoter_score(session: Session, start: datetime, end: datetime) -> dict
     """Answers given in [start, end), by group, and the score (None without answers)."""
     score = col(SurveyAnswer.score)
     query = select(
-        func.count(SurveyAnswer.id),
+        func.count(col(SurveyAnswer.id)),
         func.coalesce(func.sum(case((score >= 9, 1), else_=0)), 0),
         func.coalesce(func.sum(case((score <= 6, 1), else_=0)), 0),
     ).where(
