@@ -1,0 +1,500 @@
+"""Render emails from the shop's Jinja templates, safely and fast.
+
+Templates run in Jinja's immutable sandbox with StrictUndefined and see only
+plain values and the filters registered here (`money`, `date`, `percent`,
+`number`). HTML is autoescaped; text parts and subjects are not.
+
+The CSS of an HTML template is inlined by premailer once per template version
+(file path + mtime of the template and its layout), with the Jinja syntax
+stashed away during inlining, so each email costs only the Jinja render. A
+template whose CSS depends on the expanded output (sibling combinators over
+repeated rows, `class="{{ … }}"`) cannot be inlined ahead; it is inlined per
+email instead, and `lifecycle check` says so.
+
+Errors name the template file and line: `RenderError` for one email,
+`Problem`s (`check_templates`) for the project.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import logging
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import premailer
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, pass_context
+from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from . import formatting
+from .errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT = 1_000_000  # characters of one rendered part; beyond this the email fails
+_PREMAILER = {
+    "cssutils_logging_level": logging.CRITICAL,
+    "allow_network": False,
+    "disable_validation": True,
+}
+
+
+class RenderError(DeliveryError):
+    """One email could not be rendered; the message says which template, line and why."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        self.file = file
+        self.line = line
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------- filters
+
+
+def _fmt(ctx: Context) -> tuple[str, str, str, str]:
+    shop = ctx.get("shop") or {}
+    locale = ctx.get("locale") or "en"
+    return (
+        locale,
+        ctx.get("timezone") or shop.get("timezone") or "UTC",
+        ctx.get("currency") or shop.get("currency") or "BDT",
+        shop.get("locale") or locale,
+    )
+
+
+@pass_context
+def _money(ctx: Context, amount: Any) -> str:
+    locale, _, currency, shop_locale = _fmt(ctx)
+    return formatting.money(amount, currency=currency, locale=locale, symbol_locale=shop_locale)
+
+
+@pass_context
+def _date(ctx: Context, value: Any, format: str = "long") -> str:
+    locale, timezone, _, _ = _fmt(ctx)
+    return formatting.format_day(value, locale=locale, timezone=timezone, format=format)
+
+
+@pass_context
+def _percent(ctx: Context, value: Any) -> str:
+    return formatting.percent(value, locale=_fmt(ctx)[0])
+
+
+@pass_context
+def _number(ctx: Context, value: Any) -> str:
+    return formatting.number(value, locale=_fmt(ctx)[0])
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "money": _money,
+    "date": _date,
+    "percent": _percent,
+    "number": _number,
+}
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, where `order.items` means the key, not `dict.items`."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+def make_environment(templates_dir: Path, *, autoescape: bool) -> ImmutableSandboxedEnvironment:
+    """A sandboxed environment over `templates_dir` with our filters and no extra globals."""
+    env = _Sandbox(
+        loader=FileSystemLoader(str(templates_dir)),
+        autoescape=autoescape,
+        undefined=StrictUndefined,
+        auto_reload=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(FILTERS)
+    for name in ("lipsum", "cycler", "joiner"):
+        env.globals.pop(name, None)
+    return env
+
+
+# ---------------------------------------------------------------- errors
+
+
+def locate(exc: BaseException, templates_dir: Path | None = None) -> tuple[str | None, int | None]:
+    """The template file (relative to `templates_dir`) and line where `exc` happened."""
+    if isinstance(exc, TemplateSyntaxError):
+        return _shown(exc.filename or exc.name, templates_dir), exc.lineno
+    if isinstance(exc, TemplateNotFound):
+        return str(exc.name), None
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename == "<template>" or f.filename.endswith((".html", ".txt"))
+    ]
+    if not frames:
+        return None, None
+    last = frames[-1]
+    file = None if last.filename == "<template>" else _shown(last.filename, templates_dir)
+    return file, last.lineno
+
+
+def _shown(filename: str | None, templates_dir: Path | None) -> str | None:
+    if filename is None or templates_dir is None:
+        return filename
+    try:
+        return str(Path(filename).resolve().relative_to(templates_dir.resolve()))
+    except ValueError:
+        return filename
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, with the kind of error when it matters (SecurityError)."""
+    kind = type(exc).__name__
+    text = str(exc) or kind
+    return text if kind in {"UndefinedError", "TemplateSyntaxError"} else f"{kind}: {text}"
+
+
+# ---------------------------------------------------------------- CSS inlining
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_RESTORE = re.compile(r"<!--JSTMT(\d+)-->|JEXPR(\d+)X")
+_EXTENDS = re.compile(r"""\{%-?\s*extends\s+["']([^"']+)["']\s*-?%\}""")
+_BLOCK = re.compile(
+    r"(\{%-?\s*block\s+(\w+)\s*-?%\})(.*?)(\{%-?\s*endblock(?:\s+\w+)?\s*-?%\})", re.S
+)
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S | re.I)
+_DYNAMIC_ATTR = re.compile(
+    r"""\b(class|id)\s*=\s*("[^"]*(?:\{\{|\{%)[^"]*"|'[^']*(?:\{\{|\{%)[^']*')"""
+)
+_TAG_STATEMENT = re.compile(r"<[a-zA-Z][^<>]*?\{%")
+
+
+def _line(source: str, index: int) -> int:
+    return source.count("\n", 0, index) + 1
+
+
+def flatten(name: str, read: Callable[[str], str], _depth: int = 0) -> tuple[str, list[str]]:
+    """The source of `name` with its `{% extends %}` layout filled in, and the files used.
+
+    Only the simple form is supported (blocks in the child replace blocks of the
+    same name in the layout); anything else is returned as it is and rendered by
+    Jinja's own inheritance, inlined per email.
+    """
+    source = read(name)
+    match = _EXTENDS.search(source)
+    if match is None or _depth > 5:
+        return source, [name]
+    parent, files = flatten(match.group(1), read, _depth + 1)
+    blocks = {m.group(2): m.group(3) for m in _BLOCK.finditer(source)}
+
+    def fill(m: re.Match[str]) -> str:
+        body = blocks.get(m.group(2), m.group(3))
+        return f"{m.group(1)}{body}{m.group(4)}"
+
+    return _BLOCK.sub(fill, parent), [name, *files]
+
+
+def inlining_notes(name: str, source: str) -> list[str]:
+    """Why the CSS of `source` (file `name`) cannot be inlined before rendering."""
+    notes = []
+    for style in _STYLE.finditer(source):
+        css = re.sub(r"/\*.*?\*/", "", style.group(1), flags=re.S)
+        for selector, offset in _top_level_selectors(css):
+            bare = re.sub(r"\[[^\]]*\]|\([^)]*\)", "", selector)
+            if "+" in bare or "~" in bare:
+                line = _line(source, style.start(1) + offset)
+                notes.append(
+                    f"{name}:{line}: CSS selector {selector.strip()!r} uses a sibling "
+                    "combinator, which only matches once rows are rendered"
+                )
+    for m in _DYNAMIC_ATTR.finditer(source):
+        notes.append(
+            f"{name}:{_line(source, m.start())}: {m.group(1)}= is built from a template "
+            "expression, so its CSS is only known once rendered"
+        )
+    for m in _TAG_STATEMENT.finditer(source):
+        notes.append(f"{name}:{_line(source, m.start())}: a {{% … %}} statement inside an HTML tag")
+    return notes
+
+
+def _top_level_selectors(css: str) -> list[tuple[str, int]]:
+    """(selector text, offset) of each rule outside at-rules such as @media."""
+    out: list[tuple[str, int]] = []
+    depth = 0
+    start = 0
+    for i, char in enumerate(css):
+        if char == "{":
+            prelude = css[start:i]
+            if depth == 0 and not prelude.strip().startswith("@"):
+                out.extend((part, start) for part in prelude.split(","))
+            depth += 1
+            start = i + 1
+        elif char == "}":
+            depth = max(depth - 1, 0)
+            start = i + 1
+        elif char == ";" and depth == 0:
+            start = i + 1
+    return out
+
+
+def inline_css(html: str) -> str:
+    """premailer over a finished HTML document (the per-email fallback)."""
+    return str(premailer.Premailer(html, **_PREMAILER).transform())
+
+
+def precompile(source: str) -> str | None:
+    """Inline the CSS of a template source with its Jinja syntax protected (perf B1).
+
+    Returns None when the Jinja syntax did not survive inlining intact.
+    """
+    saved: list[str] = []
+
+    def stash(m: re.Match[str]) -> str:
+        saved.append(m.group(0))
+        i = len(saved) - 1
+        return f"<!--JSTMT{i}-->" if m.group(0)[1] in "%#" else f"JEXPR{i}X"
+
+    protected = _JINJA.sub(stash, source)
+    inlined = inline_css(protected)
+    seen: list[int] = []
+
+    def restore(m: re.Match[str]) -> str:
+        i = int(m.group(1) or m.group(2))
+        seen.append(i)
+        return saved[i] if i < len(saved) else m.group(0)
+
+    out = _RESTORE.sub(restore, inlined)
+    if sorted(seen) != list(range(len(saved))):
+        return None
+    return out
+
+
+# ---------------------------------------------------------------- compiled templates
+
+
+@dataclass(frozen=True)
+class HtmlTemplate:
+    """One HTML template compiled for sending."""
+
+    name: str
+    template: Template  # CSS already inlined, unless inline_per_email
+    inline_per_email: bool
+    notes: tuple[str, ...] = ()
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        html = self.template.render(context)
+        return inline_css(html) if self.inline_per_email else html
+
+
+@dataclass
+class _Entry:
+    stamp: tuple[tuple[str, int], ...]
+    value: Any
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass
+class Renderer:
+    """Compiles each template once per version and renders emails from plain dicts."""
+
+    templates_dir: Path
+    max_output: int = MAX_OUTPUT
+    _html_env: ImmutableSandboxedEnvironment = field(init=False, repr=False)
+    _text_env: ImmutableSandboxedEnvironment = field(init=False, repr=False)
+    _cache: dict[str, _Entry] = field(default_factory=dict, init=False, repr=False)
+    _strings: dict[tuple[str, bool], Template] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._html_env = make_environment(self.templates_dir, autoescape=True)
+        self._text_env = make_environment(self.templates_dir, autoescape=False)
+
+    # -- finding files
+
+    def variant(self, name: str, suffix: str, locale: str) -> str:
+        """`name.bn.html` for a `bn…` locale when that file exists, else `name.html`."""
+        language = locale.split("_")[0].split("-")[0].lower()
+        localised = f"{name}.{language}.{suffix}"
+        if (self.templates_dir / localised).is_file():
+            return localised
+        return f"{name}.{suffix}"
+
+    def _read(self, name: str) -> str:
+        path = self.templates_dir / name
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RenderError(f"cannot read template {name}: {exc}", file=name) from exc
+
+    def _stamp(self, names: list[str]) -> tuple[tuple[str, int], ...]:
+        out = []
+        for name in names:
+            try:
+                out.append((name, (self.templates_dir / name).stat().st_mtime_ns))
+            except OSError:
+                out.append((name, -1))
+        return tuple(out)
+
+    def _cached(self, key: str, build: Callable[[], tuple[list[str], Any]]) -> Any:
+        entry = self._cache.get(key)
+        if entry is not None and self._stamp([n for n, _ in entry.stamp]) == entry.stamp:
+            return entry.value
+        files, value = build()
+        self._cache[key] = _Entry(self._stamp(files), value)
+        return value
+
+    # -- compiling
+
+    def html_template(self, name: str) -> HtmlTemplate:
+        """The compiled HTML template `name` (a file name such as `welcome.bn.html`)."""
+        return self._cached("html:" + name, lambda: self._compile_html(name))
+
+    def text_template(self, name: str) -> Template:
+        return self._cached("text:" + name, lambda: ([name], self._load(self._text_env, name)))
+
+    def _load(self, env: ImmutableSandboxedEnvironment, name: str) -> Template:
+        try:
+            return env.get_template(name)
+        except TemplateError as exc:
+            raise self._error(exc, name) from exc
+
+    def _compile_html(self, name: str) -> tuple[list[str], HtmlTemplate]:
+        source, files = flatten(name, self._read)
+        own = self._load(self._html_env, name)  # syntax errors reported against the real file
+        notes = [note for f in files for note in inlining_notes(f, self._read(f))]
+        compiled = None if notes else precompile(source)
+        if compiled is None:
+            if not notes:
+                notes.append(f"{name}: template syntax did not survive CSS inlining")
+            log.info("template %s: CSS inlined per email (%s)", name, "; ".join(notes))
+            return files, HtmlTemplate(name, own, True, tuple(notes))
+        try:
+            code = self._html_env.compile(compiled, name=name, filename=None)
+        except TemplateError as exc:
+            raise self._error(exc, name) from exc
+        template = self._html_env.template_class.from_code(
+            self._html_env, code, self._html_env.make_globals(None), None
+        )
+        return files, HtmlTemplate(name, template, False)
+
+    def string_template(self, source: str, *, html: bool = False) -> Template:
+        """A subject or preheader template, compiled once per text."""
+        key = (source, html)
+        template = self._strings.get(key)
+        if template is None:
+            env = self._html_env if html else self._text_env
+            try:
+                template = env.from_string(source)
+            except TemplateError as exc:
+                line = getattr(exc, "lineno", None)
+                raise RenderError(f"line {line}: {describe(exc)}", line=line) from exc
+            if len(self._strings) > 1000:
+                self._strings.clear()
+            self._strings[key] = template
+        return template
+
+    # -- rendering
+
+    def render_string(self, source: str, context: Mapping[str, Any], what: str) -> str:
+        try:
+            return self.string_template(source).render(context)
+        except RenderError as exc:
+            raise RenderError(f"{what}: {exc}", line=exc.line) from exc
+        except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
+            _, line = locate(exc)
+            raise RenderError(f"{what}: {describe(exc)}", line=line) from exc
+
+    def render_file(self, name: str, context: Mapping[str, Any]) -> str:
+        """Render template file `name` (html or txt); raise RenderError naming file and line."""
+        is_html = name.endswith(".html")
+        try:
+            if is_html:
+                out = self.html_template(name).render(context)
+            else:
+                out = self.text_template(name).render(context)
+        except RenderError:
+            raise
+        except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
+            raise self._runtime_error(exc, name, context, is_html) from exc
+        if len(out) > self.max_output:
+            raise RenderError(
+                f"{name}: rendered output is {len(out):,} characters, over the "
+                f"{self.max_output:,} limit",
+                file=name,
+            )
+        return out
+
+    def _runtime_error(
+        self, exc: BaseException, name: str, context: Mapping[str, Any], is_html: bool
+    ) -> RenderError:
+        if is_html and not self.html_template(name).inline_per_email:
+            # The compiled template's lines are those of the inlined source: render the
+            # file itself again to point at the line the marketer wrote.
+            try:
+                self._html_env.get_template(name).render(context)
+            except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as real:
+                return self._error(real, name)
+        return self._error(exc, name)
+
+    def _error(self, exc: BaseException, name: str) -> RenderError:
+        file, line = locate(exc, self.templates_dir)
+        file = file or name
+        where = f"{file}:{line}" if line else file
+        return RenderError(f"{where}: {describe(exc)}", file=file, line=line)
+
+    def render_email(
+        self,
+        template: str,
+        locale: str,
+        context: dict[str, Any],
+        *,
+        subject: str,
+        preheader: str = "",
+    ) -> RenderedEmail:
+        """Subject, HTML and text of one email; `subject`/`preheader` are template texts."""
+        context["preheader"] = self.render_string(preheader, context, "preheader").strip()
+        rendered_subject = self.render_string(subject, context, "subject").strip()
+        context["subject"] = rendered_subject
+        html = self.render_file(self.variant(template, "html", locale), context)
+        text = self.render_file(self.variant(template, "txt", locale), context)
+        return RenderedEmail(rendered_subject, html, text)
+
+
+# ---------------------------------------------------------------- link tracking
+
+_ANCHOR = re.compile(r"<a\s[^>]*>", re.I)
+_HREF = re.compile(r"""(\shref\s*=\s*)(["'])(https?://[^"']*)\2""", re.I)
+_NO_TRACK = re.compile(r"""\s+data-track\s*=\s*(["'])no\1""", re.I)
+
+
+def track_links(html: str, tracked: Callable[[str], str], *, keep: tuple[str, ...] = ()) -> str:
+    """Point every `<a href="http…">` at `tracked(original URL)`, in one regex pass.
+
+    Links marked `data-track="no"` keep their URL (the attribute is removed);
+    URLs starting with one of `keep` (the unsubscribe link) are left alone.
+    """
+
+    def anchor(m: re.Match[str]) -> str:
+        tag = m.group(0)
+        if _NO_TRACK.search(tag):
+            return _NO_TRACK.sub("", tag)
+        href = _HREF.search(tag)
+        if href is None:
+            return tag
+        url = htmllib.unescape(href.group(3))
+        if url.startswith(keep):
+            return tag
+        new = htmllib.escape(tracked(url), quote=True)
+        return f"{tag[: href.start(3)]}{new}{tag[href.end(3) :]}"
+
+    return _ANCHOR.sub(anchor, html)
