@@ -25,6 +25,7 @@ def check_project(
 def _checkers() -> list:  # type: ignore[type-arg]
     """Checks beyond the files' own shape, each owned by the module it protects."""
     from .calendar import check_holidays
+    from .render import check_templates
     from .segments import check_segments
 
-    return [check_segments, check_holidays]
+    return [check_segments, check_holidays, check_templates]

@@ -21,7 +21,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
 from typing import Any
@@ -210,6 +210,7 @@ class Composer:
         `now` is the Date header (the clock if not given). Database errors raise.
         """
         now = now or datetime.now(UTC)
+        self.renderer.revalidate()
         contexts = load_contexts(session, self.project, messages, self.links)
         results: list[Outgoing | Unsendable] = []
         for message, context in zip(messages, contexts, strict=True):
@@ -234,6 +235,7 @@ class Composer:
         customer or the data the campaign needs is missing, DeliveryError when
         the email cannot be built.
         """
+        self.renderer.revalidate()
         message = preview_message(session, self.project, campaign, customer_id, now=now)
         [context] = load_contexts(session, self.project, [message], self.links)
         if isinstance(context, Exception):
@@ -430,10 +432,10 @@ def preview_message(
     )
     trigger = campaign.trigger
     if isinstance(trigger, HolidayTrigger):
-        holiday = trigger.holidays[0]
+        holiday, day, name = _next_holiday(session, project, trigger, now)
         message.holiday = holiday
-        message.holiday_date = (now + timedelta(days=trigger.days_before)).date()
-        message.context = {"holiday_name": _holiday_text(project, holiday)}
+        message.holiday_date = day
+        message.context = {"holiday_name": name}
         return message
     order = _order_for(session, customer_id, first=isinstance(trigger, FirstOrder))
     if order is None:
@@ -446,11 +448,19 @@ def preview_message(
     return message
 
 
-def _holiday_text(project: Project, holiday: str) -> Any:
-    for extra in project.config.holidays.extra:
-        if extra.id == holiday:
-            return extra.name
-    return holiday_name(project, holiday, None, "en")
+def _next_holiday(
+    session: Session, project: Project, trigger: HolidayTrigger, now: datetime
+) -> tuple[str, date, Any]:
+    """The campaign's next holiday from the calendar, else its first one, days_before ahead."""
+    from .calendar import holiday_dates
+
+    today = now.date()
+    for holiday in holiday_dates(project, [today.year, today.year + 1], session.connection()):
+        if holiday.id in trigger.holidays and holiday.date >= today:
+            return holiday.id, holiday.date, holiday.name
+    first = trigger.holidays[0]
+    day = today + timedelta(days=trigger.days_before)
+    return first, day, holiday_name(project, first, None, "en")
 
 
 def _order_for(session: Session, customer_id: int, *, first: bool) -> Order | None:

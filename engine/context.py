@@ -93,6 +93,7 @@ class _Batch:
     line_by_id: dict[int, Any] = field(default_factory=dict)
     products: dict[str, Any] = field(default_factory=dict)  # sku → product row
     credits: dict[int, Any] = field(default_factory=dict)
+    offers: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _credit_id(message: Message) -> int | None:
@@ -299,7 +300,10 @@ def _context(
             "name": holiday_name(project, message.holiday, extra.get("holiday_name"), locale),
             "date": message.holiday_date,
         }
-        offers = offers_context(campaign, batch.products, lang)
+        key = (campaign.name, lang)
+        if key not in batch.offers:
+            batch.offers[key] = offers_context(campaign, batch.products, lang)
+        offers = batch.offers[key]
     return base_context(
         project,
         campaign,

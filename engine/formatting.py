@@ -90,7 +90,12 @@ def money(amount: Any, *, currency: str, locale: str, symbol_locale: str | None 
 
     `symbol_locale` (the shop's locale) decides the symbol: ৳, not "BDT".
     """
-    rounded = round_money(amount)
+    return _money(round_money(amount), currency, locale, symbol_locale)
+
+
+@lru_cache(maxsize=8192)
+def _money(rounded: Decimal, currency: str, locale: str, symbol_locale: str | None) -> str:
+    # Emails of a batch repeat the same prices: Babel's ~40 µs per call is paid once.
     text = format_currency(rounded, currency, locale=_locale(locale))
     if symbol_locale:
         babel_symbol, wanted = _symbols(currency, locale, symbol_locale)
@@ -101,14 +106,21 @@ def money(amount: Any, *, currency: str, locale: str, symbol_locale: str | None 
 
 def number(value: Any, *, locale: str) -> str:
     """A plain number (a quantity, a stock count) in the locale's grouping and digits."""
-    return native_digits(
-        format_decimal(to_decimal(value, "number"), locale=_locale(locale)), locale
-    )
+    return _number(to_decimal(value, "number"), locale)
+
+
+@lru_cache(maxsize=4096)
+def _number(value: Decimal, locale: str) -> str:
+    return native_digits(format_decimal(value, locale=_locale(locale)), locale)
 
 
 def percent(value: Any, *, locale: str) -> str:
     """A percentage given in points: 20 → "20%" (bn: "২০%"), 12.5 → "12.5%"."""
-    points = to_decimal(value, "percentage")
+    return _percent(to_decimal(value, "percentage"), locale)
+
+
+@lru_cache(maxsize=1024)
+def _percent(points: Decimal, locale: str) -> str:
     text = format_decimal(points.normalize(), locale=_locale(locale), format="#,##0.##")
     return native_digits(f"{text}%", locale)
 
@@ -121,4 +133,9 @@ def format_day(value: date | datetime, *, locale: str, timezone: str, format: st
         value = value.astimezone(ZoneInfo(timezone)).date()
     elif not isinstance(value, date):
         raise FormatError(f"expected a date, got: {value!r}")
+    return _day(value, locale, format)
+
+
+@lru_cache(maxsize=1024)
+def _day(value: date, locale: str, format: str) -> str:
     return native_digits(babel_format_date(value, format=format, locale=_locale(locale)), locale)

@@ -33,7 +33,10 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import formatting
-from .errors import DeliveryError
+from .config import Campaign, pick_text
+from .errors import DeliveryError, Problem
+from .loader import Project
+from .models import MessageKind
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +298,7 @@ class HtmlTemplate:
 class _Entry:
     stamp: tuple[tuple[str, int], ...]
     value: Any
+    checked: int  # the generation in which the files were last looked at
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,8 @@ class Renderer:
     _text_env: ImmutableSandboxedEnvironment = field(init=False, repr=False)
     _cache: dict[str, _Entry] = field(default_factory=dict, init=False, repr=False)
     _strings: dict[tuple[str, bool], Template] = field(default_factory=dict, init=False, repr=False)
+    _variants: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False, repr=False)
+    _generation: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._html_env = make_environment(self.templates_dir, autoescape=True)
@@ -321,13 +327,22 @@ class Renderer:
 
     # -- finding files
 
+    def revalidate(self) -> None:
+        """Look at the files again on next use (once per batch, not once per email)."""
+        self._generation += 1
+        self._variants.clear()
+
     def variant(self, name: str, suffix: str, locale: str) -> str:
         """`name.bn.html` for a `bn…` locale when that file exists, else `name.html`."""
-        language = locale.split("_")[0].split("-")[0].lower()
-        localised = f"{name}.{language}.{suffix}"
-        if (self.templates_dir / localised).is_file():
-            return localised
-        return f"{name}.{suffix}"
+        key = (name, suffix, locale)
+        found = self._variants.get(key)
+        if found is None:
+            language = locale.split("_")[0].split("-")[0].lower()
+            found = f"{name}.{language}.{suffix}"
+            if not (self.templates_dir / found).is_file():
+                found = f"{name}.{suffix}"
+            self._variants[key] = found
+        return found
 
     def _read(self, name: str) -> str:
         path = self.templates_dir / name
@@ -347,10 +362,13 @@ class Renderer:
 
     def _cached(self, key: str, build: Callable[[], tuple[list[str], Any]]) -> Any:
         entry = self._cache.get(key)
+        if entry is not None and entry.checked == self._generation:
+            return entry.value
         if entry is not None and self._stamp([n for n, _ in entry.stamp]) == entry.stamp:
+            entry.checked = self._generation
             return entry.value
         files, value = build()
-        self._cache[key] = _Entry(self._stamp(files), value)
+        self._cache[key] = _Entry(self._stamp(files), value, self._generation)
         return value
 
     # -- compiling
@@ -498,3 +516,137 @@ def track_links(html: str, tracked: Callable[[str], str], *, keep: tuple[str, ..
         return f"{tag[: href.start(3)]}{new}{tag[href.end(3) :]}"
 
     return _ANCHOR.sub(anchor, html)
+
+
+# ---------------------------------------------------------------- lifecycle check
+
+ACCEPT_PER_EMAIL = "lifecycle: inline-per-email"
+CHECK_LOCALES = ("en", "bn_BD")
+
+
+def check_templates(project: Project) -> list[Problem]:
+    """Test-render every campaign's templates and subject in every language variant.
+
+    Reports, with file and line: syntax errors, undefined variables, sandbox
+    escapes (SecurityError), a footer without the postal address or (for
+    marketing) without the unsubscribe link, and CSS that cannot be inlined
+    before rendering (accept that with a `{# lifecycle: inline-per-email #}`
+    comment in the template).
+    """
+    from .context import sample_context
+
+    renderer = Renderer(project.templates_dir)
+    folder = project.config.paths.templates.rstrip("/")
+    problems: list[Problem] = []
+    seen: set[tuple[str, str, int | None, str]] = set()
+
+    def add(problem: Problem) -> None:
+        key = (problem.file, problem.key, problem.line, problem.message)
+        if key not in seen:
+            seen.add(key)
+            problems.append(problem)
+
+    for path in sorted(project.templates_dir.glob("*.*")):
+        if path.suffix in (".html", ".txt"):
+            _check_syntax(renderer, path.name, folder, add)
+    for campaign in project.campaigns.values():
+        for locale in _locales(project, campaign.template):
+            context = sample_context(project, campaign, locale)
+            _check_campaign(project, renderer, campaign, locale, context, folder, add)
+    return problems
+
+
+def _locales(project: Project, template: str) -> list[str]:
+    locales = [*CHECK_LOCALES, project.config.shop.locale]
+    for path in project.templates_dir.glob(f"{template}.*.*"):
+        parts = path.name.split(".")
+        if len(parts) == 3:
+            locales.append(parts[1])
+    return list(dict.fromkeys(locales))
+
+
+def _check_syntax(
+    renderer: Renderer, name: str, folder: str, add: Callable[[Problem], None]
+) -> None:
+    env = renderer._html_env if name.endswith(".html") else renderer._text_env
+    try:
+        env.get_template(name)
+    except TemplateError as exc:
+        file, line = locate(exc, renderer.templates_dir)
+        add(Problem(f"{folder}/{file or name}", line, "", describe(exc)))
+        return
+    if name.endswith(".html"):
+        source = renderer._read(name)
+        if ACCEPT_PER_EMAIL not in source:
+            for note in inlining_notes(name, source):
+                where, _, what = note.partition(": ")
+                line = int(where.rsplit(":", 1)[1]) if ":" in where else None
+                add(
+                    Problem(
+                        f"{folder}/{name}",
+                        line,
+                        "",
+                        f"{what}; its CSS will be inlined per email (about 145× slower). "
+                        f"Use a class on the rows instead, or add "
+                        f"{{# {ACCEPT_PER_EMAIL} #}} to the template to accept that",
+                    )
+                )
+
+
+def _check_campaign(
+    project: Project,
+    renderer: Renderer,
+    campaign: Campaign,
+    locale: str,
+    context: dict[str, Any],
+    folder: str,
+    add: Callable[[Problem], None],
+) -> None:
+    file = project.campaign_files.get(campaign.name, f"{campaign.name}.yaml")
+    for key, text in (("preheader", campaign.preheader), ("subject", campaign.subject)):
+        path: tuple[str | int, ...] = (
+            (key,) if isinstance(text, str) else (key, _text_key(text, locale))
+        )
+        try:
+            context[key] = renderer.render_string(pick_text(text, locale), context, key).strip()
+        except RenderError as exc:
+            add(Problem(file, project.where(file, path), ".".join(map(str, path)), str(exc)))
+            context[key] = ""
+    parts = {}
+    for suffix in ("html", "txt"):
+        name = renderer.variant(campaign.template, suffix, locale)
+        try:
+            parts[suffix] = renderer.render_file(name, context)
+        except RenderError as exc:
+            message = str(exc).split(": ", 1)[-1] if exc.line else str(exc)
+            add(Problem(f"{folder}/{exc.file or name}", exc.line, "", message))
+    for suffix, body in parts.items():
+        name = renderer.variant(campaign.template, suffix, locale)
+        shown = htmllib.unescape(body) if suffix == "html" else body
+        address = project.config.shop.address
+        if address not in shown:
+            add(
+                Problem(
+                    f"{folder}/{name}",
+                    None,
+                    "",
+                    f"the footer must show the shop's postal address ({address})",
+                )
+            )
+        if campaign.kind == MessageKind.MARKETING and context["unsubscribe_url"] not in shown:
+            add(
+                Problem(
+                    f"{folder}/{name}",
+                    None,
+                    "",
+                    "a marketing email must carry the unsubscribe link ({{ unsubscribe_url }})",
+                )
+            )
+
+
+def _text_key(text: dict[str, str], locale: str) -> str:
+    language = locale.split("_")[0]
+    for key in (locale, language, "en"):
+        if key in text:
+            return key
+    return next(iter(text))
