@@ -1,0 +1,795 @@
+"""The dispatcher: claim due messages, check, compose, send, record.
+
+`dispatch` runs one pass over the outbox:
+
+    sweep expired leases → claim a batch (lease) → re-check (expired,
+    suppressed, consent, address) → compose → send over the mailer's pool →
+    record each result in small batched commits → claim the next batch …
+
+Claims are one UPDATE with the due rows chosen in a subquery (`FOR UPDATE
+SKIP LOCKED` on PostgreSQL), so dispatchers in separate processes never
+take the same row; on SQLite the single statement runs under the database
+write lock. One batch is claimed ahead while the previous one is still
+sending, so the pool never waits for the database.
+
+A message whose lease ran out while `sending` (its dispatcher died) becomes
+`in_doubt` and is not resent, unless its campaign says `resend_in_doubt`.
+The circuit breaker pauses the run on an auth failure, a refusal of the
+sender, or the same permanent refusal for several messages in a row: no new
+claims, leases of unsent rows released, nobody suppressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from .config import EMAIL
+from .db import ignoring_insert, is_postgres
+from .errors import ConfigError, StoreError
+from .loader import Project, Secrets
+from .mailer import Mailer, MemoryMailer, Outcome, SendResult
+from .models import Customer, Message, MessageKind, MessageStatus, Suppression
+from .types import UTCDateTime
+
+log = logging.getLogger(__name__)
+
+M = Message.__table__.c
+C = Customer.__table__.c
+S = Suppression.__table__.c
+DUE = (MessageStatus.QUEUED, MessageStatus.RETRY)
+FLUSH_ROWS = 50  # commit results every this many messages …
+FLUSH_SECONDS = 0.1  # … or this often, whichever comes first
+RETRY_BASE = timedelta(minutes=2)
+RETRY_CAP = timedelta(hours=6)
+SAME_REFUSAL_STREAK = 5  # identical permanent refusals in a row that pause the run
+MAX_ERRORS_KEPT = 100
+
+
+Progress = Callable[[int, int], None]  # (messages handled, messages due at the start)
+
+
+class Composes(Protocol):
+    """engine.compose.Composer: one Outgoing (has .data) or Unsendable (has .reason) each."""
+
+    def prepare(self, session: Session, messages: Sequence[Message]) -> list[Any]: ...
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did: counts per outcome and per campaign, errors, pause."""
+
+    worker_id: str
+    dry_run: bool = False
+    claimed: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    campaigns: dict[str, Counter[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    swept_in_doubt: int = 0
+    swept_resend: int = 0
+    suppressed_addresses: int = 0
+    paused: bool = False
+    pause_reason: str | None = None
+    stopped: bool = False
+    seconds: float = 0.0
+
+    def count(self, campaign: str, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self.campaigns.setdefault(campaign, Counter())[outcome] += 1
+
+    def error(self, message_id: int, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"message {message_id}: {text}")
+
+    @property
+    def handled(self) -> int:
+        return sum(n for key, n in self.counts.items() if key != "released")
+
+    def pause(self, reason: str) -> None:
+        if not self.paused:
+            self.paused, self.pause_reason = True, reason
+            log.error("sending paused: %s", reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "dry_run": self.dry_run,
+            "claimed": self.claimed,
+            "counts": dict(self.counts),
+            "campaigns": {name: dict(c) for name, c in sorted(self.campaigns.items())},
+            "swept_in_doubt": self.swept_in_doubt,
+            "swept_resend": self.swept_resend,
+            "suppressed_addresses": self.suppressed_addresses,
+            "paused": self.paused,
+            "pause_reason": self.pause_reason,
+            "stopped": self.stopped,
+            "errors": list(self.errors),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the dispatcher keeps about one claimed message while it is in flight."""
+
+    id: int
+    campaign: str
+    attempts: int
+    send_after: datetime
+    resend_in_doubt: bool
+    batch_size: int
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
+    """Delay before retry number `attempt` (1-based): doubling from 2 min, capped at
+    6 h, with jitter (a random half to all of it) so retries do not arrive together."""
+    ceiling = min(RETRY_BASE * 2 ** max(0, attempt - 1), RETRY_CAP)
+    return ceiling * (rng or random).uniform(0.5, 1.0)
+
+
+def address_problem(email: str) -> str | None:
+    """Why `email` cannot go on an envelope, or None."""
+    if any(ch in email for ch in "\r\n\x00"):
+        return f"invalid recipient address (control character): {email!r}"
+    if len(email) > 254 or not EMAIL.match(email):
+        return f"invalid recipient address: {email!r}"
+    return None
+
+
+# ---------------------------------------------------------------- SQL steps
+
+
+def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tuple[int, int]:
+    """Rows left `sending` past their lease: `in_doubt`, or `retry` for campaigns
+    with `resend_in_doubt`. Return (in_doubt, resent)."""
+    resend = sorted(name for name, c in project.campaigns.items() if c.resend_in_doubt)
+    expired = (M.status == MessageStatus.SENDING) & (M.lease_until < now)
+    with engine.begin() as conn:
+        resent = conn.execute(
+            update(Message.__table__)
+            .where(expired & M.campaign.in_(resend))
+            .values(
+                status=MessageStatus.RETRY,
+                lease_owner=None,
+                lease_until=None,
+                next_attempt_at=now,
+                last_error="lease expired while sending; resent (campaign has resend_in_doubt)",
+            )
+        ).rowcount
+        in_doubt = conn.execute(
+            update(Message.__table__)
+            .where(expired)
+            .values(
+                status=MessageStatus.IN_DOUBT,
+                lease_until=None,
+                last_error="lease expired while sending: the server may or may not have it",
+            )
+        ).rowcount
+    if in_doubt or resent:
+        log.warning("expired leases: %d in doubt, %d to resend", in_doubt, resent)
+    return in_doubt, resent
+
+
+def _due(now: datetime) -> Any:
+    return (
+        M.status.in_(DUE)
+        & (M.send_after <= now)
+        & or_(M.next_attempt_at.is_(None), M.next_attempt_at <= now)
+    )
+
+
+def count_due(engine: Engine, now: datetime) -> int:
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(_due(now))).scalar_one())
+
+
+def claim(engine: Engine, worker_id: str, now: datetime, lease: timedelta, size: int) -> list[int]:
+    """Lease up to `size` due messages to `worker_id`; return their ids, oldest first."""
+    chosen = select(M.id).where(_due(now)).order_by(M.send_after, M.id).limit(size)
+    if is_postgres(engine):
+        chosen = chosen.with_for_update(skip_locked=True)
+    statement = (
+        update(Message.__table__)
+        .where(M.id.in_(chosen.scalar_subquery()) & M.status.in_(DUE))
+        .values(status=MessageStatus.SENDING, lease_owner=worker_id, lease_until=now + lease)
+        .returning(M.id)
+    )
+    with engine.begin() as conn:
+        return sorted(conn.execute(statement).scalars())
+
+
+def _rows(session: Session, ids: Sequence[int]) -> list[Any]:
+    query = (
+        select(
+            M.id,
+            M.campaign,
+            M.kind,
+            M.attempts,
+            M.send_after,
+            M.expires_at,
+            C.email,
+            C.marketing_consent,
+            S.reason.label("suppressed_because"),
+        )
+        .join(Customer.__table__, C.id == M.customer_id)
+        .outerjoin(Suppression.__table__, S.email == C.email)
+        .where(M.id.in_(ids))
+        .order_by(M.id)
+    )
+    return list(session.execute(query))
+
+
+def precheck(row: Any, now: datetime) -> tuple[MessageStatus, str] | None:
+    """The status a message takes without being sent, with the reason; None to send."""
+    if row.expires_at is not None and row.expires_at <= now:
+        return MessageStatus.EXPIRED, f"expired at {row.expires_at.isoformat()}"
+    if row.suppressed_because is not None:
+        return MessageStatus.SUPPRESSED, f"address is suppressed: {row.suppressed_because}"
+    if row.kind == MessageKind.MARKETING and not row.marketing_consent:
+        return MessageStatus.SUPPRESSED, "customer has no marketing consent"
+    problem = address_problem(row.email)
+    if problem is not None:
+        return MessageStatus.FAILED, problem
+    return None
+
+
+def compose(composer: Composes, session: Session, messages: Sequence[Message]) -> list[Any]:
+    """Compose a batch; if the composer fails on the batch, compose one by one so one
+    bad message cannot stop the others (it gets a `_ComposeFailure`)."""
+    try:
+        results = composer.prepare(session, messages)
+        if len(results) != len(messages):
+            raise RuntimeError(f"composer returned {len(results)} results for {len(messages)}")
+        return results
+    except ConfigError:
+        raise
+    except Exception:
+        log.exception("composing a batch of %d failed; composing one by one", len(messages))
+    results = []
+    for message in messages:
+        try:
+            results.extend(composer.prepare(session, [message]))
+        except ConfigError:
+            raise
+        except Exception as exc:  # a bug for one message must not hold the batch in `sending`
+            log.exception("composing message %s failed", message.id)
+            results.append(_ComposeFailure(message.id or 0, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+@dataclass(frozen=True)
+class _ComposeFailure:
+    message_id: int
+    reason: str
+
+
+def _unsendable_reason(result: Any) -> str | None:
+    return None if hasattr(result, "data") else str(getattr(result, "reason", result))
+
+
+# ---------------------------------------------------------------- recording results
+
+
+_SENT = (
+    update(Message.__table__)
+    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
+    .values(
+        status=MessageStatus.SENT,
+        sent_at=bindparam("b_at", type_=UTCDateTime),
+        message_id=bindparam("b_header"),
+        smtp_code=bindparam("b_code"),
+        attempts=M.attempts + 1,
+        lease_until=None,
+        last_error=None,
+    )
+)
+_RETRY = (
+    update(Message.__table__)
+    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
+    .values(
+        status=MessageStatus.RETRY,
+        next_attempt_at=bindparam("b_next", type_=UTCDateTime),
+        smtp_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        attempts=M.attempts + bindparam("b_tried"),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+_FINAL = (
+    update(Message.__table__)
+    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
+    .values(
+        status=bindparam("b_status"),
+        smtp_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        attempts=M.attempts + bindparam("b_tried"),
+        lease_until=None,
+    )
+)
+_RELEASE = (
+    update(Message.__table__)
+    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
+    .values(
+        status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+
+
+def release(engine: Engine, worker_id: str, ids: Sequence[int]) -> None:
+    """Give leased rows back (queued, or retry if tried before) at once."""
+    with engine.begin() as conn:
+        conn.execute(_RELEASE, [{"b_id": i, "b_owner": worker_id} for i in ids])
+
+
+class Ledger:
+    """Buffers status changes and commits them together: every FLUSH_ROWS rows or
+    FLUSH_SECONDS, never one commit per message, never one per whole batch."""
+
+    def __init__(self, engine: Engine, worker_id: str, report: DispatchReport):
+        self.engine = engine
+        self.worker_id = worker_id
+        self.report = report
+        self.pending: dict[Any, list[dict[str, Any]]] = {}
+        self.suppress: dict[str, str] = {}
+        self.size = 0
+        self.since = 0.0
+        self.now = datetime.min
+
+    def add(self, statement: Any, campaign: str, outcome: str, **values: Any) -> None:
+        values["b_owner"] = self.worker_id
+        self.pending.setdefault(statement, []).append(values)
+        self.report.count(campaign, outcome)
+        if self.size == 0:
+            self.since = time.monotonic()
+        self.size += 1
+        if self.size >= FLUSH_ROWS:
+            self.flush()
+
+    def due(self) -> bool:
+        return self.size > 0 and time.monotonic() - self.since >= FLUSH_SECONDS
+
+    def flush(self) -> None:
+        if not self.size and not self.suppress:
+            return
+        with self.engine.begin() as conn:
+            for statement in (_SENT, _RETRY, _FINAL, _RELEASE):
+                if self.pending.get(statement):
+                    conn.execute(statement, self.pending[statement])
+            if self.suppress:
+                known = set(conn.scalars(select(S.email).where(S.email.in_(self.suppress))))
+                rows = [
+                    {"email": email, "reason": reason, "source": "smtp", "created_at": self.now}
+                    for email, reason in self.suppress.items()
+                ]
+                conn.execute(ignoring_insert(conn, Suppression.__table__, "email"), rows)
+                self.report.suppressed_addresses += len(self.suppress.keys() - known)
+        self.pending.clear()
+        self.suppress.clear()
+        self.size = 0
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class _Letter:
+    claim: Claim
+    sender: str
+    recipient: str
+    data: bytes
+    header_message_id: str
+
+
+class _Run:
+    """State of one dispatch pass; the producer, workers and ledger share it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        project: Project,
+        mailer: Mailer,
+        composer: Composes,
+        now: datetime,
+        worker_id: str,
+        limit: int | None,
+        stop: asyncio.Event | None,
+        progress: Progress | None,
+    ):
+        self.engine, self.project, self.mailer, self.composer = engine, project, mailer, composer
+        self.sending = project.config.sending
+        self.started_at = now
+        self.started = time.monotonic()
+        self.worker_id, self.limit, self.stop, self.progress = worker_id, limit, stop, progress
+        self.report = DispatchReport(worker_id)
+        self.ledger = Ledger(engine, worker_id, self.report)
+        self.queue: asyncio.Queue[_Letter | None] = asyncio.Queue(maxsize=self.sending.batch_size)
+        self.streak: list[tuple[_Letter, SendResult]] = []
+        self.connect_failures = 0
+        self.due_total = 0
+        self.failure: Exception | None = None
+
+    def clock(self) -> datetime:
+        """`now` as passed in, advanced by the time this pass has run (for leases
+        and sent_at in long passes); never read from the wall clock."""
+        return self.started_at + timedelta(seconds=time.monotonic() - self.started)
+
+    def halted(self) -> bool:
+        return self.report.paused or bool(self.stop and self.stop.is_set())
+
+    # -- producing
+
+    async def produce(self) -> None:
+        while not self.halted():
+            room = self.sending.batch_size
+            if self.limit is not None:
+                room = min(room, self.limit - self.report.claimed)
+            if room <= 0:
+                break
+            ids = claim(self.engine, self.worker_id, self.clock(), self.sending.lease, room)
+            if not ids:
+                break
+            self.report.claimed += len(ids)
+            try:
+                letters = self._prepare(ids)
+            except BaseException:  # e.g. templates broken: give the rows back, then raise
+                release(self.engine, self.worker_id, ids)
+                raise
+            for letter in letters:
+                await self.queue.put(letter)
+            self._tick_ledger()
+
+    def _prepare(self, ids: list[int]) -> list[_Letter]:
+        now = self.clock()
+        self.ledger.now = now
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = _rows(session, ids)
+            to_send = []
+            for row in rows:
+                verdict = precheck(row, now)
+                if verdict is None:
+                    to_send.append(row)
+                else:
+                    self._final(row.id, row.campaign, verdict[0], verdict[1], tried=0)
+            if not to_send:
+                return []
+            messages = list(
+                session.scalars(
+                    select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id)
+                )
+            )
+            results = compose(self.composer, session, messages)
+        letters = []
+        for row, result in zip(to_send, results, strict=True):
+            reason = _unsendable_reason(result)
+            if reason is not None:
+                self._final(row.id, row.campaign, MessageStatus.FAILED, reason, tried=0)
+                continue
+            letters.append(
+                _Letter(
+                    self._claim_of(row, len(to_send)),
+                    result.sender,
+                    result.recipient,
+                    result.data,
+                    result.header_message_id,
+                )
+            )
+        return letters
+
+    def _claim_of(self, row: Any, batch_size: int) -> Claim:
+        campaign = self.project.campaigns.get(row.campaign)
+        return Claim(
+            row.id,
+            row.campaign,
+            row.attempts,
+            row.send_after,
+            bool(campaign and campaign.resend_in_doubt),
+            batch_size,
+        )
+
+    # -- sending
+
+    async def work(self) -> None:
+        """Send letters from the queue until the sentinel; never dies, so the queue
+        always drains (after a pause or stop, letters are released, not sent)."""
+        while (letter := await self.queue.get()) is not None:
+            try:
+                if self.halted():
+                    self._release(letter)
+                    continue
+                result = await self.mailer.send(letter.sender, letter.recipient, letter.data)
+                self.record(letter, result)
+                self._tick_ledger()
+            except Exception as exc:  # the database failed: stop claiming, re-raise at the end
+                self.crashed(exc)
+
+    def crashed(self, exc: Exception) -> None:
+        log.exception("dispatching stopped by an error")
+        self.failure = self.failure or exc
+        self.report.pause(f"stopped by an error: {type(exc).__name__}: {exc}")
+
+    def record(self, letter: _Letter, result: SendResult) -> None:
+        """Turn one send result into a status change (and maybe a pause)."""
+        if result.outcome is Outcome.PERMANENT:
+            self._permanent(letter, result)
+            return
+        self._end_streak()
+        if result.outcome is Outcome.SENT:
+            self.connect_failures = 0
+            self.ledger.add(
+                _SENT,
+                letter.claim.campaign,
+                MessageStatus.SENT,
+                b_id=letter.claim.id,
+                b_at=self.clock(),
+                b_header=letter.header_message_id,
+                b_code=result.code,
+            )
+        elif result.outcome is Outcome.SYSTEMIC:
+            self.report.pause(f"the SMTP server refuses all mail: {result.describe()}")
+            self._release(letter)
+        elif result.outcome is Outcome.IN_DOUBT:
+            self._in_doubt(letter, result)
+        else:
+            self._transient(letter, result)
+
+    def _transient(self, letter: _Letter, result: SendResult) -> None:
+        self._retry_or_fail(letter.claim, result.describe(), result.code, tried=1)
+        if result.stage == "connect":
+            self.connect_failures += 1
+            if self.connect_failures >= self.mailer.concurrency:
+                smtp = self.sending.smtp
+                self.report.pause(
+                    f"SMTP server {smtp.host}:{smtp.port} unreachable: {result.describe()}"
+                )
+
+    def _in_doubt(self, letter: _Letter, result: SendResult) -> None:
+        claim = letter.claim
+        reason = f"cut off after DATA, may have been delivered: {result.describe()}"
+        self.report.error(claim.id, reason)
+        if claim.resend_in_doubt:
+            self._retry_or_fail(claim, reason, result.code, tried=1)
+        else:
+            self._final(claim.id, claim.campaign, MessageStatus.IN_DOUBT, reason, tried=1)
+
+    def _permanent(self, letter: _Letter, result: SendResult) -> None:
+        """Hold identical refusals in a row: five of them (or a whole small batch)
+        mean the server refuses everyone, so nobody is blamed and the run pauses."""
+        if self.report.paused:
+            self._release(letter)
+            return
+        if self.streak and _signature(self.streak[0][1]) != _signature(result):
+            self._end_streak()
+        self.streak.append((letter, result))
+        threshold = max(3, min(SAME_REFUSAL_STREAK, letter.claim.batch_size))
+        if len(self.streak) >= threshold:
+            self.report.pause(
+                f"the SMTP server refused {len(self.streak)} messages in a row "
+                f"with the same reply: {result.describe()}"
+            )
+            for held, _ in self.streak:
+                self._release(held)
+            self.streak.clear()
+
+    def _end_streak(self) -> None:
+        for letter, result in self.streak:
+            claim = letter.claim
+            self._final(
+                claim.id, claim.campaign, MessageStatus.FAILED, result.describe(), 1, result
+            )
+            if result.bad_mailbox:
+                reason = f"smtp {result.code} {result.enhanced}: {result.reply.strip()}"
+                self.ledger.suppress[letter.recipient.lower()] = reason[:200]
+        self.streak.clear()
+
+    def _retry_or_fail(self, claim: Claim, reason: str, code: int | None, tried: int) -> None:
+        now = self.clock()
+        attempts = claim.attempts + tried
+        if attempts >= self.sending.max_attempts or now - claim.send_after >= self.sending.max_age:
+            reason = f"gave up after {attempts} attempts: {reason}"
+            self._final(claim.id, claim.campaign, MessageStatus.FAILED, reason, tried)
+            return
+        self.ledger.add(
+            _RETRY,
+            claim.campaign,
+            MessageStatus.RETRY,
+            b_id=claim.id,
+            b_next=now + backoff(attempts),
+            b_code=code,
+            b_error=reason[:1000],
+            b_tried=tried,
+        )
+
+    def _final(
+        self,
+        message_id: int,
+        campaign: str,
+        status: MessageStatus,
+        reason: str,
+        tried: int,
+        result: SendResult | None = None,
+    ) -> None:
+        if status in (MessageStatus.FAILED, MessageStatus.IN_DOUBT):
+            self.report.error(message_id, f"{status}: {reason}")
+            log.warning("message %s %s: %s", message_id, status, reason)
+        self.ledger.add(
+            _FINAL,
+            campaign,
+            status,
+            b_id=message_id,
+            b_status=status.value,
+            b_code=result.code if result else None,
+            b_error=reason[:1000],
+            b_tried=tried,
+        )
+
+    def _release(self, letter: _Letter) -> None:
+        self.ledger.add(_RELEASE, letter.claim.campaign, "released", b_id=letter.claim.id)
+
+    def _tick_ledger(self) -> None:
+        if self.ledger.due():
+            self.ledger.flush()
+            if self.progress:
+                self.progress(self.report.handled, self.due_total)
+
+    async def keep_flushing(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                self._tick_ledger()
+            except Exception as exc:
+                self.crashed(exc)
+
+    def finish(self) -> None:
+        self._end_streak()
+        self.ledger.flush()
+        self.report.stopped = bool(self.stop and self.stop.is_set())
+        self.report.seconds = time.monotonic() - self.started
+        if self.progress:
+            self.progress(self.report.handled, self.due_total)
+
+
+def _signature(result: SendResult) -> tuple[Any, ...]:
+    text = re.sub(r"<[^>]*>|\S+@\S+", "", result.reply).strip().lower()
+    return result.code, result.enhanced, text
+
+
+async def dispatch(
+    engine: Engine,
+    project: Project,
+    secrets: Secrets,
+    mailer: Mailer,
+    now: datetime,
+    *,
+    limit: int | None = None,
+    worker_id: str | None = None,
+    composer: Composes | None = None,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+) -> DispatchReport:
+    """Send every due message (at most `limit`) and return what happened.
+
+    Leaves the mailer open (its owner closes it). Raises ConfigError if the
+    templates cannot be compiled; a failure of one message never raises.
+    """
+    if composer is None:
+        from .compose import Composer
+
+        composer = Composer(project, secrets)
+    run = _Run(
+        engine,
+        project,
+        mailer,
+        composer,
+        now,
+        worker_id or default_worker_id(),
+        limit,
+        stop,
+        progress,
+    )
+    run.report.swept_in_doubt, run.report.swept_resend = sweep_expired_leases(engine, project, now)
+    if progress is not None:
+        run.due_total = (
+            count_due(engine, now) if limit is None else min(limit, count_due(engine, now))
+        )
+        progress(0, run.due_total)
+    workers = [asyncio.create_task(run.work()) for _ in range(max(1, mailer.concurrency))]
+    flusher = asyncio.create_task(run.keep_flushing())
+    try:
+        await run.produce()
+    except Exception as exc:
+        run.crashed(exc)
+    finally:
+        for _ in workers:  # in-flight sends finish; queued letters are released
+            await run.queue.put(None)
+        await asyncio.gather(*workers)
+        flusher.cancel()
+    try:
+        run.finish()
+    except SQLAlchemyError as exc:
+        run.failure = run.failure or exc
+    if run.failure is not None:
+        if isinstance(run.failure, SQLAlchemyError):
+            raise StoreError(f"the database failed while sending: {run.failure}") from run.failure
+        raise run.failure
+    return run.report
+
+
+async def rehearse(
+    engine: Engine,
+    project: Project,
+    secrets: Secrets,
+    now: datetime,
+    *,
+    limit: int | None = None,
+    composer: Composes | None = None,
+) -> DispatchReport:
+    """What `dispatch` would do now, writing nothing: the due messages are checked,
+    composed and 'sent' to a MemoryMailer. Counts use the statuses they would get."""
+    if composer is None:
+        from .compose import Composer
+
+        composer = Composer(project, secrets)
+    report = DispatchReport("dry-run", dry_run=True)
+    mailer = MemoryMailer()
+    query = select(M.id).where(_due(now)).order_by(M.send_after, M.id).limit(limit)
+    with Session(engine) as session:
+        ids = list(session.scalars(query))
+        report.claimed = len(ids)
+        for start in range(0, len(ids), project.config.sending.batch_size):
+            chunk = _rows(session, ids[start : start + project.config.sending.batch_size])
+            await _rehearse_chunk(session, chunk, composer, mailer, report, now)
+        session.rollback()
+    return report
+
+
+async def _rehearse_chunk(
+    session: Session,
+    chunk: list[Any],
+    composer: Composes,
+    mailer: MemoryMailer,
+    report: DispatchReport,
+    now: datetime,
+) -> None:
+    to_send = []
+    for row in chunk:
+        verdict = precheck(row, now)
+        if verdict is None:
+            to_send.append(row)
+        else:
+            report.count(row.campaign, verdict[0])
+    messages = list(
+        session.scalars(select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id))
+    )
+    for row, result in zip(to_send, compose(composer, session, messages), strict=True):
+        reason = _unsendable_reason(result)
+        if reason is not None:
+            report.count(row.campaign, MessageStatus.FAILED)
+            report.error(row.id, f"failed: {reason}")
+            continue
+        sent = await mailer.send(result.sender, result.recipient, result.data)
+        report.count(row.campaign, MessageStatus.SENT if sent.outcome is Outcome.SENT else "other")
