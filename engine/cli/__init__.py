@@ -5,6 +5,7 @@ from __future__ import annotations
 # Each module adds its commands to `main` when imported.
 from . import (
     core,  # noqa: F401
+    demo,  # noqa: F401
     reporting,  # noqa: F401
 )
 from . import preview  # noqa: F401
