@@ -66,9 +66,12 @@ Progress = Callable[[int, int], None]  # (messages handled, messages due at the 
 
 
 class Composes(Protocol):
-    """engine.compose.Composer: one Outgoing (has .data) or Unsendable (has .reason) each."""
+    """engine.compose.Composer: one Outgoing (has .data) or Unsendable (has .reason)
+    per message, in order; `now` is the Date header."""
 
-    def prepare(self, session: Session, messages: Sequence[Message]) -> list[Any]: ...
+    def prepare(
+        self, session: Session, messages: Sequence[Message], *, now: datetime
+    ) -> list[Any]: ...
 
 
 @dataclass
@@ -255,11 +258,13 @@ def precheck(row: Any, now: datetime) -> tuple[MessageStatus, str] | None:
     return None
 
 
-def compose(composer: Composes, session: Session, messages: Sequence[Message]) -> list[Any]:
+def compose(
+    composer: Composes, session: Session, messages: Sequence[Message], now: datetime
+) -> list[Any]:
     """Compose a batch; if the composer fails on the batch, compose one by one so one
     bad message cannot stop the others (it gets a `_ComposeFailure`)."""
     try:
-        results = composer.prepare(session, messages)
+        results = composer.prepare(session, messages, now=now)
         if len(results) != len(messages):
             raise RuntimeError(f"composer returned {len(results)} results for {len(messages)}")
         return results
@@ -270,7 +275,7 @@ def compose(composer: Composes, session: Session, messages: Sequence[Message]) -
     results = []
     for message in messages:
         try:
-            results.extend(composer.prepare(session, [message]))
+            results.extend(composer.prepare(session, [message], now=now))
         except ConfigError:
             raise
         except Exception as exc:  # a bug for one message must not hold the batch in `sending`
@@ -482,7 +487,7 @@ class _Run:
                     select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id)
                 )
             )
-            results = compose(self.composer, session, messages)
+            results = compose(self.composer, session, messages, now)
         letters = []
         for row, result in zip(to_send, results, strict=True):
             reason = _unsendable_reason(result)
@@ -785,7 +790,7 @@ async def _rehearse_chunk(
     messages = list(
         session.scalars(select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id))
     )
-    for row, result in zip(to_send, compose(composer, session, messages), strict=True):
+    for row, result in zip(to_send, compose(composer, session, messages, now), strict=True):
         reason = _unsendable_reason(result)
         if reason is not None:
             report.count(row.campaign, MessageStatus.FAILED)

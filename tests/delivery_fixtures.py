@@ -169,7 +169,7 @@ class PlainComposer:
         self.calls = 0
 
     def prepare(
-        self, session: Session, messages: Sequence[Message]
+        self, session: Session, messages: Sequence[Message], *, now: datetime
     ) -> list[PlainOutgoing | PlainUnsendable]:
         self.calls += 1
         ids = [m.customer_id for m in messages]

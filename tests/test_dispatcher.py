@@ -391,10 +391,9 @@ def test_timeout_after_data_is_in_doubt(
     report = with_server(script, project_dir, sqlite_store, now, connections=1)
     rows = box.rows()
     assert (
-        (rows[ids[1]].status == MessageStatus.IN_DOUBT
-        and "Timeout" in (rows[ids[1]].last_error or ""))
-        or "timed out" in (rows[ids[1]].last_error or "").lower()
-    )
+        rows[ids[1]].status == MessageStatus.IN_DOUBT
+        and "Timeout" in (rows[ids[1]].last_error or "")
+    ) or "timed out" in (rows[ids[1]].last_error or "").lower()
     assert rows[ids[0]].status == rows[ids[2]].status == MessageStatus.SENT
     assert report.counts == {"sent": 2, "in_doubt": 1}
 
@@ -476,12 +475,12 @@ def test_many_results_commit_every_fifty(
 
 
 class BrokenComposer(PlainComposer):
-    def prepare(self, session: Session, messages: Any) -> Any:
+    def prepare(self, session: Session, messages: Any, *, now: datetime) -> Any:
         if any(m.occurrence == "4" for m in messages):
             if len(messages) > 1:
                 raise RuntimeError("boom for the batch")
             raise ValueError("cannot render message with occurrence 4")
-        return super().prepare(session, messages)
+        return super().prepare(session, messages, now=now)
 
 
 def test_a_composer_crash_fails_one_message_not_the_batch(

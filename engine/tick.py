@@ -1,0 +1,74 @@
+"""One step of the daemon: plan, then send. `lifecycle tick` and the scheduler call it.
+
+`tick(now)` is steppable: tests call it with a fixed `now`, never through the
+scheduler thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from .dispatcher import Composes, DispatchReport, dispatch
+from .loader import Project, Secrets
+from .mailer import Mailer
+
+
+@dataclass
+class TickReport:
+    at: datetime
+    plan: Any | None  # engine.planner.PlanReport, or None when planning was skipped
+    dispatch: DispatchReport
+
+    @property
+    def paused(self) -> bool:
+        return self.dispatch.paused
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "plan": self.plan.as_dict() if self.plan is not None else None,
+            "dispatch": self.dispatch.as_dict(),
+        }
+
+
+async def tick(
+    engine: Engine,
+    project: Project,
+    secrets: Secrets,
+    mailer: Mailer,
+    now: datetime,
+    *,
+    plan: bool = True,
+    limit: int | None = None,
+    worker_id: str | None = None,
+    composer: Composes | None = None,
+    stop: asyncio.Event | None = None,
+    progress: Any = None,
+) -> TickReport:
+    """Queue what is due at `now` (unless `plan` is false), then send what is due.
+
+    The planner is imported here, not at module load, so sending works on its own.
+    """
+    planned = None
+    if plan:
+        from .planner import plan as run_planner
+
+        planned = run_planner(engine, project, now)
+    sent = await dispatch(
+        engine,
+        project,
+        secrets,
+        mailer,
+        now,
+        limit=limit,
+        worker_id=worker_id,
+        composer=composer,
+        progress=progress,
+        stop=stop,
+    )
+    return TickReport(now, planned, sent)
