@@ -1,0 +1,383 @@
+"""The shop's events API: what an event looks like, and applying a batch of them.
+
+The body of `POST /api/events` is one event object or a list of them. Every
+event has an `id` (the shop's own, up to 128 characters; an id seen before is
+accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
+8601 time with a timezone; default: when it arrived). By type:
+
+- `customer.upserted`: `customer` = {id, email, name?, locale?, timezone?,
+  city?, birthday? (YYYY-MM-DD), tags? [..], marketing_consent? (true/false),
+  created_at?}. Creates the customer or updates the fields given.
+- `order.placed`: `order` = {id, customer_id, placed_at, items: [{sku,
+  quantity, unit_price?}], delivered_at?, cancelled?}. Without unit_price a
+  line is charged the product's current price.
+- `order.delivered`: `order_id`, `delivered_at`.
+- `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
+- `product.price_changed`: `sku`, `price` (the new price from `at` on).
+
+Amounts are JSON numbers or strings ("120.50"), read exactly (never as binary
+floats), zero or more, at most two decimals.
+
+An order for a customer the engine does not know is rejected, not invented:
+an order carries no email address, and a customer without one cannot be
+mailed. Send `customer.upserted` first (earlier in the same batch is enough).
+The same goes for an unknown product SKU or order id.
+
+A batch is one transaction: if any event is invalid, nothing of the batch is
+applied, and `EventsRejected` lists each problem with the event's index, the
+field and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from . import shop
+from .db import session_scope
+from .errors import DataError, EngineError, UnknownRecord
+from .models import ReceivedEvent
+
+MAX_BODY_BYTES = 1_000_000
+
+
+def _amount(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+        raise ValueError(f"expected an amount like 120.50, got {value!r}")
+    try:
+        return shop.money("amount", value)
+    except DataError as exc:
+        raise ValueError(str(exc).removeprefix("amount ")) from exc
+
+
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+Key = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomerData(_Shape):
+    id: Key
+    email: Annotated[str, Field(max_length=254)]
+    name: Text | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    city: str | None = None
+    birthday: date | None = None
+    tags: list[Key] | None = None
+    marketing_consent: StrictBool | None = None
+    created_at: AwareDatetime | None = None
+
+
+class OrderLine(_Shape):
+    sku: Key
+    quantity: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    unit_price: Amount | None = None
+
+
+class OrderData(_Shape):
+    id: Key
+    customer_id: Key
+    placed_at: AwareDatetime
+    delivered_at: AwareDatetime | None = None
+    cancelled: StrictBool = False
+    items: list[OrderLine] = Field(min_length=1, max_length=1000)
+
+
+class ProductData(_Shape):
+    sku: Key
+    name: Text
+    price: Amount
+    stock: Annotated[StrictInt, Field(ge=0)] | None = None
+    category: str | None = None
+    name_bn: str | None = None
+
+
+class _Event(_Shape):
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    at: AwareDatetime | None = None
+
+
+class CustomerUpserted(_Event):
+    type: Literal["customer.upserted"]
+    customer: CustomerData
+
+
+class OrderPlaced(_Event):
+    type: Literal["order.placed"]
+    order: OrderData
+
+
+class OrderDelivered(_Event):
+    type: Literal["order.delivered"]
+    order_id: Key
+    delivered_at: AwareDatetime
+
+
+class ProductUpserted(_Event):
+    type: Literal["product.upserted"]
+    product: ProductData
+
+
+class PriceChanged(_Event):
+    type: Literal["product.price_changed"]
+    sku: Key
+    price: Amount
+
+
+ShopEvent = Annotated[
+    CustomerUpserted | OrderPlaced | OrderDelivered | ProductUpserted | PriceChanged,
+    Field(discriminator="type"),
+]
+_EVENT = TypeAdapter(ShopEvent)
+EVENT_TYPES = (
+    "customer.upserted",
+    "order.placed",
+    "order.delivered",
+    "product.upserted",
+    "product.price_changed",
+)
+
+
+@dataclass(frozen=True)
+class EventProblem:
+    index: int | None  # position in the batch; None for the body as a whole
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EventsRejected(EngineError, ValueError):
+    """The batch is invalid; nothing of it was applied."""
+
+    def __init__(self, problems: list[EventProblem], *, malformed: bool = False):
+        self.problems = problems
+        self.malformed = malformed  # the body is not JSON at all (HTTP 400, not 422)
+        super().__init__("; ".join(f"event {p.index}: {p.field}: {p.reason}" for p in problems))
+
+
+def parse_events(body: bytes) -> list[ShopEvent]:
+    """Decode and validate a request body; raise EventsRejected listing every problem."""
+    try:
+        data = json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError) as exc:
+        problem = EventProblem(None, "", f"the body is not valid JSON: {exc}")
+        raise EventsRejected([problem], malformed=True) from exc
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise EventsRejected([EventProblem(None, "", "expected at least one event")])
+    events: list[ShopEvent] = []
+    problems: list[EventProblem] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(EventProblem(index, "", "expected an event object"))
+            continue
+        try:
+            events.append(_EVENT.validate_python(item))
+        except ValidationError as exc:
+            problems.extend(_problems(index, exc))
+    if problems:
+        raise EventsRejected(problems)
+    return events
+
+
+def _problems(index: int, exc: ValidationError) -> list[EventProblem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = [p for p in error["loc"] if p not in EVENT_TYPES]
+        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc)
+        field = field.replace(".[", "[")
+        if error["type"] == "union_tag_invalid":
+            reason = f"unknown event type {error['input'].get('type')!r}; expected one of: {', '.join(EVENT_TYPES)}"
+            field = "type"
+        elif error["type"] == "union_tag_not_found":
+            reason, field = "required field is missing", "type"
+        elif error["type"] == "missing":
+            reason = "required field is missing"
+        elif error["type"] == "extra_forbidden":
+            reason = "unknown field"
+        else:
+            reason = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(EventProblem(index, field, reason))
+    return problems
+
+
+@dataclass(frozen=True)
+class Applied:
+    id: str
+    status: Literal["applied", "duplicate"]
+
+
+def apply_events(engine: Engine, events: list[ShopEvent], *, now: datetime) -> list[Applied]:
+    """Apply `events` in order, in one transaction; repeated ids are ignored.
+
+    Raises EventsRejected (nothing applied) when an event cannot be applied.
+    """
+    try:
+        return _apply_all(engine, events, now)
+    except IntegrityError:
+        # The same id arrived in a concurrent request: the retry sees it as a duplicate.
+        return _apply_all(engine, events, now)
+
+
+def _apply_all(engine: Engine, events: list[ShopEvent], now: datetime) -> list[Applied]:
+    with session_scope(engine) as session:
+        ids = [event.id for event in events]
+        seen = set(
+            session.execute(
+                select(col(ReceivedEvent.id)).where(col(ReceivedEvent.id).in_(ids))
+            ).scalars()
+        )
+        results = []
+        for index, event in enumerate(events):
+            if event.id in seen:
+                results.append(Applied(event.id, "duplicate"))
+                continue
+            seen.add(event.id)
+            _apply_one(session, index, event, now)
+            session.add(ReceivedEvent(id=event.id, type=event.type, received_at=now))
+            results.append(Applied(event.id, "applied"))
+        session.flush()
+        return results
+
+
+def _apply_one(session: Session, index: int, event: ShopEvent, now: datetime) -> None:
+    at = event.at or now
+    try:
+        _APPLY[type(event)](session, event, at)
+    except _FieldError as exc:
+        raise EventsRejected([EventProblem(index, exc.field, exc.reason)]) from exc
+    except DataError as exc:
+        raise EventsRejected([EventProblem(index, _field_of(event, str(exc)), str(exc))]) from exc
+
+
+def _field_of(event: ShopEvent, message: str) -> str:
+    """The field a shop error names (its first word, when that is a field), else the part."""
+    main = _MAIN_FIELD[event.type]
+    word = message.split(":")[0].split(" ")[0]
+    data = getattr(event, main, None)
+    if isinstance(data, BaseModel) and word in type(data).model_fields:
+        return f"{main}.{word}"
+    return main
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+
+
+def _customer(session: Session, event: CustomerUpserted, at: datetime) -> None:
+    data = event.customer
+    shop.upsert_customer(
+        session,
+        external_id=data.id,
+        email=data.email,
+        now=at,
+        name=data.name,
+        locale=data.locale,
+        timezone=data.timezone,
+        city=data.city,
+        birthday=data.birthday,
+        tags=data.tags,
+        marketing_consent=data.marketing_consent,
+        consent_source="events api",
+        created_at=data.created_at,
+    )
+
+
+def _order(session: Session, event: OrderPlaced, at: datetime) -> None:
+    data = event.order
+    try:
+        shop.customer_by_external_id(session, data.customer_id)
+    except UnknownRecord as exc:
+        raise _FieldError(
+            "order.customer_id",
+            f"unknown customer {data.customer_id!r}: send a customer.upserted event "
+            "for it first (earlier in the same batch is enough)",
+        ) from exc
+    for i, line in enumerate(data.items):
+        _known_sku(session, line.sku, f"order.items[{i}].sku")
+    shop.record_order(
+        session,
+        external_id=data.id,
+        customer_id=data.customer_id,
+        items=[shop.Line(x.sku, x.quantity, x.unit_price) for x in data.items],
+        placed_at=data.placed_at,
+        delivered_at=data.delivered_at,
+        cancelled=data.cancelled,
+    )
+
+
+def _delivered(session: Session, event: OrderDelivered, at: datetime) -> None:
+    try:
+        shop.mark_delivered(session, event.order_id, event.delivered_at)
+    except UnknownRecord as exc:
+        raise _FieldError("order_id", str(exc)) from exc
+
+
+def _product(session: Session, event: ProductUpserted, at: datetime) -> None:
+    data = event.product
+    shop.upsert_product(
+        session,
+        sku=data.sku,
+        name=data.name,
+        price=data.price,
+        now=at,
+        stock=data.stock,
+        category=data.category,
+        name_bn=data.name_bn,
+    )
+
+
+def _price(session: Session, event: PriceChanged, at: datetime) -> None:
+    _known_sku(session, event.sku, "sku")
+    shop.set_price(session, event.sku, event.price, now=at)
+
+
+def _known_sku(session: Session, sku: str, field: str) -> None:
+    try:
+        shop.product_by_sku(session, sku)
+    except UnknownRecord as exc:
+        raise _FieldError(
+            field, f"unknown product sku {sku!r}: send product.upserted first"
+        ) from exc
+
+
+_APPLY: dict[type, Any] = {
+    CustomerUpserted: _customer,
+    OrderPlaced: _order,
+    OrderDelivered: _delivered,
+    ProductUpserted: _product,
+    PriceChanged: _price,
+}
+_MAIN_FIELD = {
+    "customer.upserted": "customer",
+    "order.placed": "order",
+    "order.delivered": "delivered_at",
+    "product.upserted": "product",
+    "product.price_changed": "price",
+}
