@@ -383,6 +383,8 @@ class _Pass:
                 opens, closes = _window_on(day, window.start, window.end, zone)
                 rows.append((name, opens, closes))
                 day += timedelta(days=1)
+        # nesting=True keeps the WITH inside the INSERT, so the statement still
+        # begins with INSERT (Python's sqlite3 opens transactions only for those).
         return (
             values(
                 column("zone", String),
@@ -391,7 +393,7 @@ class _Pass:
                 name="send_window",
             )
             .data(rows)
-            .cte("send_window")
+            .cte("send_window", nesting=True)
         )
 
     def _in_window(self, due: Any, windows: CTE) -> Any:
@@ -534,7 +536,7 @@ class _Pass:
                 name="holiday_due",
             )
             .data(rows)
-            .cte("holiday_due")
+            .cte("holiday_due", nesting=True)
         )
 
     def _holiday_rows(self, trigger: HolidayTrigger) -> _Candidates | None:
