@@ -234,7 +234,10 @@ def _top_level_selectors(css: str) -> list[tuple[str, int]]:
         if char == "{":
             prelude = css[start:i]
             if depth == 0 and not prelude.strip().startswith("@"):
-                out.extend((part, start) for part in prelude.split(","))
+                offset = start
+                for part in prelude.split(","):
+                    out.append((part, offset + len(part) - len(part.lstrip())))
+                    offset += len(part) + 1
             depth += 1
             start = i + 1
         elif char == "}":
