@@ -69,7 +69,7 @@ from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.selectable import CTE, Select
 
-from .calendar import holiday_dates
+from .calendar import HolidayDate, holiday_dates
 from .config import (
     Campaign,
     FirstOrder,
@@ -256,6 +256,7 @@ class _Pass:
         self.tz = func.coalesce(customer.c.timezone, project.config.shop.timezone)
         self.marketing = campaign.kind == MessageKind.MARKETING
         self.result = CampaignResult()
+        self._holidays: list[HolidayDate] | None = None
 
     def run(self) -> CampaignResult:
         if self.sql.pg:  # concurrent passes of one campaign take turns
@@ -481,11 +482,13 @@ class _Pass:
 
     # -- holidays
 
-    def _holiday_occurrences(self, trigger: HolidayTrigger) -> list[Any]:
-        years = [self.now.year, self.now.year + 1]
-        return [
-            h for h in holiday_dates(self.project, years, self.conn) if h.id in trigger.holidays
-        ]
+    def _holiday_occurrences(self, trigger: HolidayTrigger) -> list[HolidayDate]:
+        """The trigger's holidays this year and next (read once per pass)."""
+        if self._holidays is None:
+            years = [self.now.year, self.now.year + 1]
+            dated = holiday_dates(self.project, years, self.conn)
+            self._holidays = [h for h in dated if h.id in trigger.holidays]
+        return self._holidays
 
     def _holiday_table(
         self, trigger: HolidayTrigger, zones: Iterable[str], only_open: bool

@@ -8,6 +8,7 @@ from . import (
     data,  # noqa: F401
     delivery,  # noqa: F401
     demo,  # noqa: F401
+    planning,  # noqa: F401
     preview,  # noqa: F401
     reporting,  # noqa: F401
 )
