@@ -1,0 +1,164 @@
+"""`lifecycle import customers|products|orders FILE.csv`: the shop's data from CSV.
+
+Exit codes: 0 imported (with --skip-bad, also when bad rows were skipped: they
+are listed on stderr as warnings and under "skipped" in --json); 2 nothing
+imported because the file or some rows are bad; 1 the database failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..app import App
+from ..importer import KINDS, BadRow, CsvFormatError, ImportRejected, ImportResult, import_csv
+from ..importer import Progress as ProgressCallback
+from .base import console, errors, main, print_json, with_app
+
+PROGRESS_FROM_BYTES = 512 * 1024  # smaller files finish before a bar is worth drawing
+SHOWN_BAD_ROWS = 100
+
+_HELP = {
+    "customers": "Columns: id,email (required), name, locale, timezone, city, birthday, "
+    "tags (a;b or a|b), marketing_consent (true/false, yes/no, 1/0), consent_source, "
+    "created_at.",
+    "products": "Columns: sku, name, price (required), name_bn, category, stock. A changed "
+    "price is recorded in the price history.",
+    "orders": "One row per order line. Columns: order_id, customer_id, placed_at, sku, "
+    "quantity (required), delivered_at, status (placed/delivered/cancelled), unit_price "
+    "(default: the product's current price). Naive times are in the shop's timezone.",
+}
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import customers, products or orders from CSV (UTF-8, header on line 1).
+
+    Rows are matched by the shop's own ids, so importing a file again changes
+    nothing. A file with bad rows is not imported at all (exit 2) unless
+    --skip-bad is given.
+    """
+
+
+def _command(kind: str) -> None:
+    @import_group.command(kind, help=f"Import {kind} from FILE (CSV). {_HELP[kind]}")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+    @click.option(
+        "--skip-bad",
+        is_flag=True,
+        help="Import the good rows and list the bad ones as warnings (exit 0), "
+        "instead of importing nothing (exit 2).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @with_app
+    def command(app: App, file: str, skip_bad: bool, as_json: bool) -> None:
+        run_import(app, kind, file, skip_bad=skip_bad, as_json=as_json)
+
+
+for _kind in KINDS:
+    _command(_kind)
+
+
+def run_import(app: App, kind: str, file: str, *, skip_bad: bool, as_json: bool) -> None:
+    """Import one file and report; exits 2 when nothing was imported because of bad input."""
+    now = datetime.now(UTC)
+    timezone = app.project.config.shop.timezone
+    engine = app.engine
+    try:
+        with _progress_bar(Path(file), enabled=not as_json) as progress:
+            result = import_csv(
+                engine,
+                kind,
+                file,
+                now=now,
+                shop_timezone=timezone,
+                skip_bad=skip_bad,
+                progress=progress,
+            )
+    except ImportRejected as exc:
+        _rejected(exc, kind, as_json)
+        sys.exit(2)
+    except CsvFormatError as exc:
+        if as_json:
+            print_json(
+                {"ok": False, "imported": False, "kind": kind, "file": file, "error": str(exc)}
+            )
+        else:
+            errors.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    if as_json:
+        print_json({"ok": True, "imported": True, **result.as_dict()})
+        return
+    console.print(_summary(result), markup=False, soft_wrap=True)
+    if result.skipped:
+        _list_bad(result.skipped, "warning: skipped")
+
+
+def _rejected(exc: ImportRejected, kind: str, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "ok": False,
+                "imported": False,
+                "kind": kind,
+                "file": exc.file,
+                "rows": exc.rows,
+                "errors": [bad.as_dict() for bad in exc.bad],
+            }
+        )
+        return
+    _list_bad(exc.bad, "error:")
+    errors.print(
+        f"{exc}; fix these rows, or use --skip-bad to import the others",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _list_bad(bad: list[BadRow], prefix: str) -> None:
+    for row in bad[:SHOWN_BAD_ROWS]:
+        errors.print(f"{prefix} {row}", markup=False, soft_wrap=True)
+    if len(bad) > SHOWN_BAD_ROWS:
+        errors.print(f"… and {len(bad) - SHOWN_BAD_ROWS} more bad rows (see --json)")
+
+
+def _summary(result: ImportResult) -> str:
+    rows = f"{result.rows} row{'s' if result.rows != 1 else ''}"
+    if result.kind == "orders":
+        counts = (
+            f"{result.created} orders created, {result.updated} marked delivered, "
+            f"{result.unchanged} already imported"
+        )
+    else:
+        counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
+    skipped = f", {len(result.skipped)} bad rows skipped" if result.skipped else ""
+    return f"{result.file}: {rows}: {counts}{skipped}"
+
+
+@contextmanager
+def _progress_bar(path: Path, *, enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A progress callback drawing on stderr, for large files on a terminal only."""
+    if not enabled or not errors.is_terminal or path.stat().st_size < PROGRESS_FROM_BYTES:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=errors, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(f"{path.name}: {step}", total=total)
+            bar.update(tasks[step], completed=done, total=total)
+
+        yield update
