@@ -129,16 +129,19 @@ def _list_bad(bad: list[BadRow], prefix: str) -> None:
 
 
 def _summary(result: ImportResult) -> str:
-    rows = f"{result.rows} row{'s' if result.rows != 1 else ''}"
     if result.kind == "orders":
         counts = (
-            f"{result.created} orders created, {result.updated} marked delivered, "
+            f"{_count(result.created, 'order')} created, {result.updated} marked delivered, "
             f"{result.unchanged} already imported"
         )
     else:
         counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
-    skipped = f", {len(result.skipped)} bad rows skipped" if result.skipped else ""
-    return f"{result.file}: {rows}: {counts}{skipped}"
+    skipped = f", {_count(len(result.skipped), 'bad row')} skipped" if result.skipped else ""
+    return f"{result.file}: {_count(result.rows, 'row')}: {counts}{skipped}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 @contextmanager
