@@ -32,6 +32,7 @@ import aiosmtplib
 from .config import Sending, Smtp
 from .loader import Project, Secrets
 
+_UNSAFE = re.compile(r"[\x00-\x20<>\x7f]")  # never on an envelope line
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -273,6 +274,11 @@ class SmtpMailer:
         return cls(project.config.sending, secrets.smtp_password)
 
     async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
+        for address in (sender, recipient):
+            if _UNSAFE.search(address) or "@" not in address:
+                return SendResult(
+                    Outcome.PERMANENT, Stage.RCPT, None, f"refused before sending: {address!r}"
+                )
         await self.bucket.take()
         connection = await self.idle.get()
         try:

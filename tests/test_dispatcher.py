@@ -343,9 +343,7 @@ def test_expired_lease_is_in_doubt_unless_the_campaign_resends(
     assert rows[critical].status == MessageStatus.SENT
     assert rows[live].status == MessageStatus.SENDING  # another dispatcher still holds it
     assert report.swept_in_doubt == 1 and report.swept_resend == 1
-    assert (
-        script.recipients() == [f"customer{2 * 2 - 1 + 2}@example.com"] or len(script.received) == 1
-    )
+    assert [r.message["Message-ID"] for r in script.received] == [rows[critical].message_id]
 
 
 def test_expired_and_unsubscribed_messages_are_not_sent(
@@ -390,10 +388,8 @@ def test_timeout_after_data_is_in_doubt(
     script = Script(hang_after_data={"customer3@example.com"})
     report = with_server(script, project_dir, sqlite_store, now, connections=1)
     rows = box.rows()
-    assert (
-        rows[ids[1]].status == MessageStatus.IN_DOUBT
-        and "Timeout" in (rows[ids[1]].last_error or "")
-    ) or "timed out" in (rows[ids[1]].last_error or "").lower()
+    assert rows[ids[1]].status == MessageStatus.IN_DOUBT
+    assert "timed out" in (rows[ids[1]].last_error or "").lower()
     assert rows[ids[0]].status == rows[ids[2]].status == MessageStatus.SENT
     assert report.counts == {"sent": 2, "in_doubt": 1}
 

@@ -88,10 +88,11 @@ def _show(report: DispatchReport, as_json: bool, extra: dict[str, Any] | None = 
 @click.option(
     "--dry-run", is_flag=True, help="Check and compose what is due; send and write nothing."
 )
+@click.option("--at", "at", type=Instant(), help="Send what is due at this time (default: now).")
 @with_app
-def send(app: App, limit: int | None, as_json: bool, dry_run: bool) -> None:
+def send(app: App, limit: int | None, as_json: bool, dry_run: bool, at: datetime | None) -> None:
     """Send every queued message that is due now."""
-    now = datetime.now(UTC)
+    now = at or datetime.now(UTC)
     if dry_run:
         report = asyncio.run(rehearse(app.engine, app.project, app.secrets, now, limit=limit))
         _show(report, as_json)

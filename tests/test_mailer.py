@@ -1,0 +1,161 @@
+"""The SMTP mailer against a scripted aiosmtpd on 127.0.0.1, and its outcome rules."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.mailer import (
+    MemoryMailer,
+    Outcome,
+    SendResult,
+    SmtpMailer,
+    Stage,
+    TokenBucket,
+    _response_result,
+)
+from tests.delivery_fixtures import project_for
+from tests.smtp_servers import Script, serving
+
+DATA = b"From: <a@shop.test>\r\nTo: <b@example.com>\r\nSubject: hi\r\n\r\nbody\r\n.leading dot\r\n"
+
+
+def send_all(project_dir: Path, script: Script, count: int, **sending: Any) -> list[SendResult]:
+    async def go() -> list[SendResult]:
+        async with serving(script) as port:
+            mailer = SmtpMailer(project_for(project_dir, port, **sending).config.sending)
+            try:
+                return list(
+                    await asyncio.gather(
+                        *(
+                            mailer.send("a@shop.test", f"r{i}@example.com", DATA)
+                            for i in range(count)
+                        )
+                    )
+                )
+            finally:
+                await mailer.close()
+
+    return asyncio.run(go())
+
+
+def test_sends_prebuilt_bytes_over_reused_connections(project_dir: Path) -> None:
+    script = Script()
+    results = send_all(project_dir, script, 12, connections=3, recycle_after=100)
+    assert [r.outcome for r in results] == [Outcome.SENT] * 12
+    assert all(r.code == 250 and "queued" in r.reply for r in results)
+    assert script.connections == 3  # reused, not one per message
+    assert sorted(script.recipients()) == sorted(f"r{i}@example.com" for i in range(12))
+    assert script.received[0].data.replace(b"\r\n", b"\n") == DATA.replace(b"\r\n", b"\n")
+
+
+def test_connections_are_recycled(project_dir: Path) -> None:
+    script = Script()
+    send_all(project_dir, script, 10, connections=1, recycle_after=4)
+    assert script.connections == 3 and len(script.received) == 10
+
+
+def test_the_rate_limit_is_shared_by_the_pool(project_dir: Path) -> None:
+    started = time.monotonic()
+    send_all(project_dir, Script(), 12, connections=4, rate_per_second=40.0)
+    # 4 may go at once, the other 8 at 40 a second: at least 0.2 s.
+    assert time.monotonic() - started >= 0.19
+
+
+def test_token_bucket_waits_only_when_empty() -> None:
+    async def go() -> float:
+        bucket = TokenBucket(100.0, capacity=5)
+        started = time.monotonic()
+        for _ in range(15):
+            await bucket.take()
+        return time.monotonic() - started
+
+    assert 0.09 <= asyncio.run(go()) < 0.5
+
+
+def test_refused_recipient_and_transient_replies(project_dir: Path) -> None:
+    script = Script(
+        rcpt_replies={
+            "r1@example.com": "550 5.1.1 no such user",
+            "r2@example.com": "452 4.2.2 full",
+        }
+    )
+    results = send_all(project_dir, script, 3, connections=1)
+    assert results[0].outcome is Outcome.SENT
+    assert (results[1].outcome, results[1].code, results[1].enhanced) == (
+        Outcome.PERMANENT,
+        550,
+        "5.1.1",
+    )
+    assert results[1].bad_mailbox and results[1].stage is Stage.RCPT
+    assert results[2].outcome is Outcome.TRANSIENT and not results[2].bad_mailbox
+    assert len(script.received) == 1
+
+
+def test_nobody_listening_is_transient(project_dir: Path) -> None:
+    async def go() -> SendResult:
+        mailer = SmtpMailer(project_for(project_dir, 1).config.sending)
+        try:
+            return await mailer.send("a@shop.test", "b@example.com", DATA)
+        finally:
+            await mailer.close()
+
+    result = asyncio.run(go())
+    assert result.outcome is Outcome.TRANSIENT and result.stage is Stage.CONNECT
+
+
+def test_an_address_with_a_line_break_never_reaches_the_wire(project_dir: Path) -> None:
+    script = Script()
+    results = asyncio.run(_one(project_dir, script, "b@example.com\r\nRCPT TO:<x@evil.test>"))
+    assert results.outcome is Outcome.PERMANENT and script.received == []
+
+
+async def _one(project_dir: Path, script: Script, recipient: str) -> SendResult:
+    async with serving(script) as port:
+        mailer = SmtpMailer(project_for(project_dir, port).config.sending)
+        try:
+            return await mailer.send("a@shop.test", recipient, DATA)
+        finally:
+            await mailer.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "stage", "outcome"),
+    [
+        pytest.param(550, "5.1.1 user unknown", Stage.RCPT, Outcome.PERMANENT, id="bad-mailbox"),
+        pytest.param(552, "5.2.2 mailbox full", Stage.DATA, Outcome.PERMANENT, id="full"),
+        pytest.param(451, "4.3.0 try later", Stage.MAIL, Outcome.TRANSIENT, id="greylisted"),
+        pytest.param(421, "4.7.0 closing", Stage.RCPT, Outcome.TRANSIENT, id="closing"),
+        pytest.param(535, "5.7.8 bad credentials", Stage.AUTH, Outcome.SYSTEMIC, id="auth"),
+        pytest.param(550, "5.7.1 relaying denied", Stage.RCPT, Outcome.SYSTEMIC, id="policy"),
+        pytest.param(553, "sender not allowed", Stage.MAIL, Outcome.SYSTEMIC, id="sender"),
+        pytest.param(554, "no service", Stage.CONNECT, Outcome.SYSTEMIC, id="greeting"),
+    ],
+)
+def test_replies_are_classified(code: int, reply: str, stage: Stage, outcome: Outcome) -> None:
+    assert _response_result(code, reply, stage).outcome is outcome
+
+
+def test_memory_mailer_keeps_what_it_accepts() -> None:
+    def respond(sender: str, recipient: str, data: bytes) -> SendResult:
+        if recipient.startswith("no"):
+            return SendResult(Outcome.PERMANENT, Stage.RCPT, 550, "5.1.1 nope")
+        return SendResult(Outcome.SENT, Stage.DATA, 250, "ok")
+
+    mailer = MemoryMailer(respond)
+    results = asyncio.run(_both(mailer))
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.PERMANENT]
+    assert mailer.sent == [("a@shop.test", "yes@example.com", DATA)] and mailer.closed
+
+
+async def _both(mailer: MemoryMailer) -> list[SendResult]:
+    results = [
+        await mailer.send("a@shop.test", "yes@example.com", DATA),
+        await mailer.send("a@shop.test", "no@example.com", DATA),
+    ]
+    await mailer.close()
+    return results
