@@ -14,7 +14,7 @@ from decimal import Decimal
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 240
-LEFT, RIGHT, TOP, BOTTOM = 44, 12, 14, 30
+LEFT, RIGHT, TOP, BOTTOM = 48, 12, 14, 30
 MAX_LABELS = 8
 
 Number = int | Decimal | None
@@ -38,9 +38,16 @@ def _frame(title: str, top: Decimal, unit: str) -> list[str]:
         f"<title>{escape(title)}</title>",
         f'<line class="grid" x1="{LEFT}" y1="{TOP}" x2="{WIDTH - RIGHT}" y2="{TOP}"/>',
         f'<line class="base" x1="{LEFT}" y1="{base}" x2="{WIDTH - RIGHT}" y2="{base}"/>',
-        f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{top:g}{escape(unit)}</text>',
+        f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{_tick(top)}{escape(unit)}</text>',
         f'<text class="axis" x="{LEFT - 6}" y="{base + 4}" text-anchor="end">0</text>',
     ]
+
+
+def _tick(value: Decimal) -> str:
+    """An axis label: whole numbers without decimals, others with two at most."""
+    if value == value.to_integral_value():
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _scale(values: Sequence[Number], floor: Decimal) -> Decimal:

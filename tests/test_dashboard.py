@@ -233,3 +233,26 @@ def test_the_stylesheet_is_served_and_pages_fit_a_phone(client: TestClient) -> N
 def test_no_password_no_dashboard(sqlite_store: Engine, project: Project) -> None:
     with pytest.raises(EngineError, match="LIFECYCLE_DASHBOARD_PASSWORD"):
         dashboard_app(sqlite_store, lambda: project, Secrets(secret="s" * 32))
+
+
+def test_charts_escape_labels_and_leave_gaps_for_no_data() -> None:
+    from decimal import Decimal
+
+    from engine import charts
+
+    svg = str(
+        charts.line_chart(
+            "Open rate",
+            ["<b>day 1</b>", "day 2", "day 3", "day 4"],
+            {"rate": [Decimal("10.00"), None, Decimal("30.00"), Decimal("40.00")]},
+            unit="%",
+            references={"all email": Decimal("22.33")},
+        )
+    )
+    assert "&lt;b&gt;day 1&lt;/b&gt;" in svg and "<b>" not in svg
+    # the gap splits the line: a lone point, then a line through days 3 and 4
+    assert svg.count("<polyline") == 1 and svg.count("<circle") == 3
+    assert "all email 22.33%" in svg
+    assert ">40%</text>" in svg  # the axis top is the biggest value
+    bars = str(charts.bar_chart("Sent", ["a", "b"], [0, 5]))
+    assert bars.count("<rect") == 2 and "<title>b: 5</title>" in bars
