@@ -95,20 +95,42 @@ def unsafe_reason(what: str, value: str) -> str | None:
     return None
 
 
-def encoded_words(text: str, used: int) -> list[str]:
-    """`text` as RFC 2047 base64 encoded words, one per line, the first after `used` columns."""
+def encoded_words(text: str, used: int, *, at_spaces: bool = False) -> list[str]:
+    """`text` as RFC 2047 base64 encoded words, one per line, the first after `used` columns.
+
+    Words break on character boundaries, never inside a UTF-8 sequence. With
+    `at_spaces` (display names) they break after a space where they can: RFC 2047
+    readers drop the folding whitespace between encoded words, and Python's own
+    phrase parser keeps it, so breaking between words reads right in both.
+    """
+    pieces = re.findall(r"\S+\s*|\s+", text) if at_spaces else list(text)
     words: list[str] = []
     chunk = ""
     budget = (LINE - used - 12) // 4 * 3
-    for char in text:
-        if chunk and len((chunk + char).encode("utf-8")) > budget:
+    for piece in pieces:
+        if chunk and len((chunk + piece).encode("utf-8")) > budget:
             words.append(chunk)
             chunk = ""
             budget = (LINE - 1 - 12) // 4 * 3
-        chunk += char
+        while len(piece.encode("utf-8")) > budget:  # one word longer than a line
+            head = _fit(piece, budget)
+            words.append(head)
+            piece = piece[len(head) :]
+            budget = (LINE - 1 - 12) // 4 * 3
+        chunk += piece
     if chunk or not words:
         words.append(chunk)
     return [f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words]
+
+
+def _fit(text: str, budget: int) -> str:
+    """The longest prefix of `text` whose UTF-8 fits in `budget` bytes (at least one char)."""
+    size = 0
+    for i, char in enumerate(text):
+        size += len(char.encode("utf-8"))
+        if size > budget:
+            return text[: max(i, 1)]
+    return text
 
 
 def _fold_ascii(text: str, used: int) -> list[str] | None:
@@ -147,9 +169,10 @@ def mailbox(name: str, display: str, address: str) -> str:
     if not display:
         return f"{prefix}<{address}>"
     quoted = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if _PRINTABLE_ASCII.match(display) and len(prefix) + len(quoted) + len(address) + 3 <= LINE:
+    plain = _PRINTABLE_ASCII.match(display) and "=?" not in display
+    if plain and len(prefix) + len(quoted) + len(address) + 3 <= LINE:
         return f"{prefix}{quoted} <{address}>"
-    words = encoded_words(display, len(prefix))
+    words = encoded_words(display, len(prefix), at_spaces=True)
     last = len(words[-1]) + (len(prefix) if len(words) == 1 else 1)
     tail = f" <{address}>" if last + len(address) + 3 <= LINE else f"\r\n <{address}>"
     return prefix + "\r\n ".join(words) + tail
@@ -271,6 +294,7 @@ class Composer:
             context,
             subject=pick_text(campaign.subject, locale),
             preheader=pick_text(campaign.preheader, locale),
+            origin=self.project.campaign_files.get(campaign.name, campaign.name),
         )
         reason = unsafe_reason("subject", rendered.subject)
         if reason:

@@ -481,10 +481,13 @@ class Renderer:
         *,
         subject: str,
         preheader: str = "",
+        origin: str = "",
     ) -> RenderedEmail:
-        """Subject, HTML and text of one email; `subject`/`preheader` are template texts."""
-        context["preheader"] = self.render_string(preheader, context, "preheader").strip()
-        rendered_subject = self.render_string(subject, context, "subject").strip()
+        """Subject, HTML and text of one email; `subject`/`preheader` are template texts
+        from `origin` (the campaign file, named in errors)."""
+        where = f"{origin}: " if origin else ""
+        context["preheader"] = self.render_string(preheader, context, f"{where}preheader").strip()
+        rendered_subject = self.render_string(subject, context, f"{where}subject").strip()
         context["subject"] = rendered_subject
         html = self.render_file(self.variant(template, "html", locale), context)
         text = self.render_file(self.variant(template, "txt", locale), context)
