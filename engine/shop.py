@@ -97,6 +97,20 @@ def upsert_customer(
     _require_aware("now", now)
     external_id = clean_text("customer id", external_id, required=True, limit=64) or ""
     email = _checked("email", parse_email, email).lower()
+    # Every value is checked before the session is touched: invalid input writes nothing.
+    if created_at is not None:
+        _require_aware("created_at", created_at)
+    if birthday is not None and (not isinstance(birthday, date) or isinstance(birthday, datetime)):
+        raise DataError(f"birthday must be a date, got: {birthday!r}")
+    if name is not None:
+        name = clean_text("name", name) or ""
+    if locale is not None:
+        locale = _checked("locale", parse_locale, locale)
+    if timezone is not None:
+        timezone = _checked("timezone", parse_timezone, timezone)
+    if city is not None:
+        city = clean_text("city", city, limit=100)
+    wanted_tags = None if tags is None else _clean_tags(tags)
     customer = (
         session.exec(select(Customer).where(Customer.external_id == external_id)).scalars().first()
     )
@@ -113,28 +127,34 @@ def upsert_customer(
     customer.email = email
     customer.updated_at = now
     if name is not None:
-        customer.name = clean_text("name", name) or ""
+        customer.name = name
     if locale is not None:
-        customer.locale = _checked("locale", parse_locale, locale)
+        customer.locale = locale
     if timezone is not None:
-        customer.timezone = _checked("timezone", parse_timezone, timezone)
+        customer.timezone = timezone
     if city is not None:
-        customer.city = clean_text("city", city, limit=100)
+        customer.city = city
     if birthday is not None:
         customer.birthday = birthday
     session.flush()
-    if tags is not None:
-        set_tags(session, customer, tags)
+    if wanted_tags is not None:
+        set_tags(session, customer, wanted_tags)
     if marketing_consent is not None and marketing_consent != customer.marketing_consent:
         set_consent(session, customer, marketing_consent, source=consent_source, now=now)
     return customer
 
 
+def _clean_tags(tags: Iterable[str]) -> set[str]:
+    if isinstance(tags, str):
+        raise DataError(f"tags must be a list of tags, got the text: {tags!r}")
+    return {t for t in (clean_text("tag", tag, limit=64) for tag in tags) if t}
+
+
 def set_tags(session: Session, customer: Customer, tags: Iterable[str]) -> None:
     """Replace the customer's tags."""
-    wanted = {clean_text("tag", t, limit=64) for t in tags} - {None}
+    wanted = _clean_tags(tags)
     session.execute(CustomerTag.__table__.delete().where(CustomerTag.customer_id == customer.id))
-    for tag in sorted(t for t in wanted if t):
+    for tag in sorted(wanted):
         session.add(CustomerTag(customer_id=customer.id, tag=tag))
     session.flush()
 
@@ -181,6 +201,10 @@ def upsert_product(
     amount = money("price", price)
     if stock is not None and (not isinstance(stock, int) or isinstance(stock, bool) or stock < 0):
         raise DataError(f"stock must be a whole number of zero or more, got: {stock!r}")
+    if category is not None:
+        category = clean_text("category", category, limit=100)
+    if name_bn is not None:
+        name_bn = clean_text("name_bn", name_bn)
     product = session.exec(select(Product).where(Product.sku == sku)).scalars().first()
     if product is None:
         product = Product(sku=sku, name=name, price=amount, stock=stock or 0, updated_at=now)
@@ -194,9 +218,9 @@ def upsert_product(
     product.name = name
     product.updated_at = now
     if category is not None:
-        product.category = clean_text("category", category, limit=100)
+        product.category = category
     if name_bn is not None:
-        product.name_bn = clean_text("name_bn", name_bn)
+        product.name_bn = name_bn
     session.flush()
     return product
 
@@ -361,13 +385,18 @@ def add_holiday(
     """Add or move a sale or occasion of the shop's own; holiday campaigns may name its id."""
     from .config import parse_slug
 
+    _require_aware("now", now)
     holiday_id = _checked("holiday id", parse_slug, holiday_id)
+    if not isinstance(day, date) or isinstance(day, datetime):
+        raise DataError(f"holiday {holiday_id}: day must be a date, got: {day!r}")
+    name = clean_text("name", name, required=True) or ""
+    name_bn = clean_text("name_bn", name_bn)
     row = session.get(ShopHoliday, holiday_id)
     if row is None:
-        row = ShopHoliday(id=holiday_id, name="", date=day, created_at=now)
+        row = ShopHoliday(id=holiday_id, name=name, date=day, created_at=now)
         session.add(row)
-    row.name = clean_text("name", name, required=True) or ""
-    row.name_bn = clean_text("name_bn", name_bn)
+    row.name = name
+    row.name_bn = name_bn
     row.date = day
     session.flush()
     return row
