@@ -17,6 +17,9 @@ import yaml
 from .errors import Problem
 
 KeyPath = tuple[str | int, ...]
+# More values than any shop's config has; guards against alias bombs.
+MAX_VALUES = 20_000
+MAX_DEPTH = 50
 
 
 class _Loader(yaml.SafeLoader):
@@ -42,6 +45,19 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+def _timestamp(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    """A date or time, or a YAML error at its line when it looks like one but is not (2027-13-10)."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a valid date: {exc}", node.start_mark
+        ) from exc
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 
 @dataclass
@@ -83,6 +99,8 @@ def parse_yaml(text: str, shown_as: str) -> YamlDoc:
         problems: list[Problem] = []
         if node is not None:
             _index(loader, node, (), doc, problems)
+    except _TooBig as exc:
+        raise YamlProblems([Problem(shown_as, exc.line, "", exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -99,21 +117,47 @@ def parse_yaml(text: str, shown_as: str) -> YamlDoc:
     return doc
 
 
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node, message: str):
+        self.line = node.start_mark.line + 1
+        self.message = message
+
+
 def _index(
-    loader: _Loader, node: yaml.Node, path: KeyPath, doc: YamlDoc, problems: list[Problem]
+    loader: _Loader, root: yaml.Node, path: KeyPath, doc: YamlDoc, problems: list[Problem]
 ) -> None:
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                dotted = ".".join(map(str, (*path, key)))
-                problems.append(Problem(doc.file, line, dotted, "duplicate key"))
-            seen.add(key)
-            doc.lines[(*path, key)] = line
-            _index(loader, value_node, (*path, key), doc, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index(loader, item, (*path, i), doc, problems)
+    """Record the line of every key path and find duplicate keys.
+
+    Aliases are followed, so a file of nested aliases (a "billion laughs") or
+    one that refers to itself would expand without end: past MAX_VALUES
+    values or MAX_DEPTH levels it is refused.
+    """
+    stack: list[tuple[yaml.Node, KeyPath]] = [(root, path)]
+    visited = 0
+    while stack:
+        node, path = stack.pop()
+        visited += 1
+        if visited > MAX_VALUES:
+            raise _TooBig(
+                node, f"the file expands to more than {MAX_VALUES} values (nested aliases?)"
+            )
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(
+                node, f"values nested more than {MAX_DEPTH} deep (an alias inside itself?)"
+            )
+        doc.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            children = []
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    dotted = ".".join(map(str, (*path, key)))
+                    problems.append(Problem(doc.file, line, dotted, "duplicate key"))
+                seen.add(key)
+                doc.lines[(*path, key)] = line
+                children.append((value_node, (*path, key)))
+            stack.extend(reversed(children))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed([(item, (*path, i)) for i, item in enumerate(node.value)]))
