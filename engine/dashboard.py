@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -53,6 +54,7 @@ from .retention import ReportError
 
 COOKIE = "lifecycle_dashboard"
 SESSION_HOURS = 12
+MAX_TRACKED = 10_000  # addresses with recent wrong passwords kept in memory
 PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-src 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -205,11 +207,11 @@ class Dashboard:
         return guarded
 
     def _same_origin(self, request: Request) -> bool:
-        claimed = request.headers.get("origin") or request.headers.get("referer")
-        if not claimed:
-            return False
-        own = f"{request.url.scheme}://{request.url.netloc}"
-        return claimed == own or claimed.startswith(own + "/")
+        """True when the Origin (or Referer) names this host; behind a TLS proxy the
+        scheme may differ, the host may not."""
+        claimed = request.headers.get("origin") or request.headers.get("referer") or ""
+        host = urlsplit(claimed).netloc
+        return bool(host) and hmac.compare_digest(host.lower(), request.url.netloc.lower())
 
     # -- rendering
 
@@ -247,6 +249,8 @@ class Dashboard:
             )
         client = request.client.host if request.client else "unknown"
         now = time.monotonic()
+        if len(self.failures) > MAX_TRACKED:
+            self.failures = {k: v for k, v in self.failures.items() if now - v[-1] < self.lockout}
         recent = [t for t in self.failures.get(client, []) if now - t < self.lockout]
         self.failures[client] = recent
         if len(recent) >= self.max_failures:
