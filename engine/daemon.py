@@ -1,0 +1,375 @@
+"""`lifecycle run`: the scheduler and the tracking server in one event loop.
+
+APScheduler 3 (`AsyncIOScheduler`, UTC, a `MemoryJobStore`: the database is
+the source of truth) runs one interval job every `tick_seconds`, coalesced,
+never two at once, however late, the first one at start. Each tick reads the
+clock once, picks up edited files (`engine.reload`), takes the planner lock
+if it can (`engine.locks`), plans (in a worker thread, so the tracking server
+keeps answering) and sends. uvicorn serves the tracking app in the same loop.
+
+SIGTERM or SIGINT stops it gracefully: no new claims (the `stop` event the
+dispatcher watches), in-flight SMTP transactions finish, unsent leases are
+released, the last opens and clicks are written, the planner lock is freed,
+and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets as random_secrets
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import Engine
+
+from .errors import ConfigError, EngineError
+from .loader import Project, Secrets
+from .locks import PlannerLock
+from .reload import ProjectWatcher
+
+log = logging.getLogger("engine.daemon")
+
+SECRET_FILE = ".lifecycle-secret"
+OUTBOX = "outbox"
+SHUTDOWN_GRACE_SECONDS = 60
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One concise line per event: time, level, where, what."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        force=True,
+    )
+    for noisy in ("alembic", "apscheduler", "uvicorn.error", "aiosmtpd", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def demo_secret(config_dir: Path) -> str:
+    """The demo's tracking secret: made once, kept in `.lifecycle-secret` (mode 0600)."""
+    path = config_dir / SECRET_FILE
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(random_secrets.token_urlsafe(32) + "\n")
+    os.chmod(path, 0o600)
+    secret = path.read_text().strip()
+    if len(secret) < 16:
+        raise EngineError(f"{path} holds no usable secret: delete it and run again")
+    return secret
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon installs its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening socket for the tracking server; EngineError if the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EngineError(
+            f"the tracking server cannot listen on {host}:{port}: {exc.strerror} "
+            "(change tracking.port in config.yaml, or stop what uses it)"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Daemon:
+    """The running engine. `serve()` runs until a stop signal; `tick_once()` is one tick."""
+
+    config_file: Path
+    engine: Engine
+    secrets: Secrets
+    watcher: ProjectWatcher
+    lock: PlannerLock
+    demo: bool = False
+    clock: Callable[[], datetime] = _utcnow
+    worker_id: str = ""
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    mailer: Any = None
+    composer: Any = None
+    scheduler: AsyncIOScheduler | None = None
+    ticks: int = 0
+    leader: bool = False
+
+    def __post_init__(self) -> None:
+        from .dispatcher import default_worker_id
+
+        self.worker_id = self.worker_id or default_worker_id()
+        self._tick_lock = asyncio.Lock()
+        self._tick_task: asyncio.Task[Any] | None = None
+
+    @property
+    def project(self) -> Project:
+        return self.watcher.current()
+
+    # ------------------------------------------------------------ one tick
+
+    async def tick_once(self) -> Any:
+        """Reload if edited, plan if the planner, send; return the TickReport (None if stopped)."""
+        if self.stop.is_set():
+            return None
+        async with self._tick_lock:
+            self._tick_task = asyncio.current_task()
+            try:
+                return await self._tick()
+            except Exception:  # one failing tick never stops the daemon
+                log.exception("tick failed; the next one runs as scheduled")
+                return None
+            finally:
+                self._tick_task = None
+
+    async def _tick(self) -> Any:
+        from .planner import plan
+        from .tick import tick
+
+        now = self.clock()
+        await self._reload()
+        leader = await asyncio.to_thread(self.lock.try_acquire)
+        if leader != self.leader:
+            log.info("this daemon %s the planner", "is now" if leader else "is no longer")
+            self.leader = leader
+        project = self.project
+        planned = await asyncio.to_thread(plan, self.engine, project, now) if leader else None
+        report = await tick(
+            self.engine,
+            project,
+            self.secrets,
+            self.mailer,
+            now,
+            plan=False,
+            worker_id=self.worker_id,
+            composer=self.composer,
+            stop=self.stop,
+        )
+        report.plan = planned
+        self.ticks += 1
+        for line in describe(report):
+            if line.startswith("error "):
+                log.error(line.removeprefix("error "))
+            else:
+                log.info(line)
+        return report
+
+    async def _reload(self) -> None:
+        before = self.project
+        new = self.watcher.poll()
+        if new is None:
+            return
+        try:
+            self.composer = _composer(new, self.secrets)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload: %s", problem)
+            self.watcher.project = before
+            return
+        if new.config.sending != before.config.sending:
+            await self.mailer.close()
+            self.mailer = _mailer(new, self.secrets)
+        if new.config.tick_seconds != before.config.tick_seconds and self.scheduler:
+            self.scheduler.reschedule_job(
+                "tick", trigger="interval", seconds=new.config.tick_seconds
+            )
+            log.info("ticking every %d s from now on", new.config.tick_seconds)
+        for what in ("database", "tracking"):
+            if getattr(new.config, what) != getattr(before.config, what):
+                log.warning("config: a change of %s takes effect at the next restart", what)
+
+    # ------------------------------------------------------------ the process
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        config = self.project.config
+        sink = await self._start_sink() if self.demo else None
+        sock = listen(config.tracking.host, config.tracking.port)
+        self.mailer = _mailer(self.project, self.secrets)
+        self.composer = _composer(self.project, self.secrets)
+        server = _server(self, sock)
+        web = asyncio.create_task(server.serve(sockets=[sock]))
+        self.scheduler = _scheduler(self.tick_once, config.tick_seconds)
+        self.scheduler.start()
+        log.info(
+            "running: tick every %d s, tracking on http://%s:%d, worker %s",
+            config.tick_seconds,
+            config.tracking.host,
+            sock.getsockname()[1],
+            self.worker_id,
+        )
+        if sink is not None:
+            _print_demo(self, sink, sock.getsockname()[1])
+        await asyncio.wait(
+            [asyncio.ensure_future(self.stop.wait()), web], return_when=asyncio.FIRST_COMPLETED
+        )
+        crashed = web.done() and not self.stop.is_set()
+        if crashed:
+            log.error("the tracking server stopped by itself; stopping the daemon")
+        await self._shutdown(server, web, sink)
+        return 1 if crashed else 0
+
+    async def _shutdown(self, server: _Server, web: asyncio.Task[Any], sink: Any) -> None:
+        self.stop.set()
+        assert self.scheduler is not None
+        self.scheduler.shutdown(wait=False)
+        try:  # the running tick finishes its in-flight sends and releases its leases
+            await asyncio.wait_for(self._tick_lock.acquire(), SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            log.error(
+                "the running tick did not finish in %d s; stopping it", SHUTDOWN_GRACE_SECONDS
+            )
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await web  # the app's lifespan writes the last opens and clicks
+        await self.mailer.close()
+        await asyncio.to_thread(self.lock.release)
+        if sink is not None:
+            await sink.stop()
+        log.info("stopped")
+
+    def _on_signal(self, sig: int) -> None:
+        if not self.stop.is_set():
+            log.info("%s: stopping; in-flight sends finish first", signal.Signals(sig).name)
+            self.stop.set()
+        elif self._tick_task is not None:
+            log.warning("%s again: cancelling the running tick", signal.Signals(sig).name)
+            self._tick_task.cancel()
+
+    async def _start_sink(self) -> Any:
+        from .sink import start_sink
+
+        smtp = self.project.config.sending.smtp
+        outbox = self.config_file.parent / OUTBOX
+        return await start_sink(smtp.host, smtp.port, outbox, echo=None)
+
+
+def _mailer(project: Project, secrets: Secrets) -> Any:
+    from .mailer import SmtpMailer
+
+    return SmtpMailer.from_project(project, secrets)
+
+
+def _composer(project: Project, secrets: Secrets) -> Any:
+    from .compose import Composer
+
+    return Composer(project, secrets)
+
+
+def _server(daemon: Daemon, sock: socket.socket) -> _Server:
+    from .tracking import create_app
+
+    app = create_app(daemon.engine, daemon.watcher.current, daemon.secrets)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    return _Server(config)
+
+
+def _scheduler(job: Callable[[], Any], seconds: int) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC, jobstores={"default": MemoryJobStore()})
+    scheduler.add_job(
+        job,
+        "interval",
+        seconds=seconds,
+        id="tick",
+        next_run_time=_utcnow(),
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+    )
+    return scheduler
+
+
+def _print_demo(daemon: Daemon, sink: Any, port: int) -> None:
+    tracking = daemon.project.config.tracking
+    print(f"demo: emails land in {sink.directory}/ (the mail sink on {sink.host}:{sink.port})")
+    print(f"demo: tracking server on http://{tracking.host}:{port} (links use {tracking.base_url})")
+    if daemon.secrets.dashboard_password:
+        print(f"demo: dashboard at http://{tracking.host}:{port}/dashboard")
+    print("demo: Ctrl-C stops it", flush=True)
+
+
+def describe(report: Any) -> list[str]:
+    """Log lines for one tick: one per campaign that did something, plus errors."""
+    lines = []
+    plan = report.plan.as_dict() if report.plan is not None else {"campaigns": {}}
+    for name, result in plan["campaigns"].items():
+        if result.get("error"):
+            lines.append(f"error campaign {name}: planning failed: {result['error']}")
+        elif result["queued"]:
+            skipped = ", ".join(
+                f"{k} {v}" for k, v in result.items() if k.startswith("skipped") and v
+            )
+            lines.append(
+                f"campaign {name}: queued {result['queued']}" + (f" ({skipped})" if skipped else "")
+            )
+    sent = report.dispatch
+    for name, counts in sorted(sent.campaigns.items()):
+        lines.append(
+            f"campaign {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        )
+    if sent.swept_in_doubt or sent.swept_resend:
+        lines.append(
+            f"expired leases: {sent.swept_in_doubt} in doubt, {sent.swept_resend} queued again"
+        )
+    lines.extend(f"error {line}" for line in sent.errors)
+    if sent.paused:
+        lines.append(f"error sending paused: {sent.pause_reason}")
+    return lines
+
+
+def run_daemon(
+    config_file: Path, project: Project, engine: Engine, secrets: Secrets, *, demo: bool
+) -> int:
+    """Build the daemon and run it until a stop signal. Raises LockHeld if another has the database."""
+    from .locks import planner_lock
+
+    if demo:
+        secrets = replace(secrets, secret=secrets.secret or demo_secret(config_file.parent))
+    lock = planner_lock(engine)
+
+    async def main() -> int:
+        daemon = Daemon(
+            config_file, engine, secrets, ProjectWatcher(project, config_file), lock, demo=demo
+        )
+        return await daemon.serve()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        lock.release()
+        engine.dispose()

@@ -1,0 +1,321 @@
+"""`lifecycle run`: the secret rule, one tick in-process, and real daemons on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import re
+import signal
+import stat
+from datetime import UTC, datetime, timedelta
+from email.policy import default
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from engine.cli import main
+from engine.daemon import Daemon as InProcessDaemon
+from engine.daemon import demo_secret, describe
+from engine.db import make_engine, session_scope, upgrade
+from engine.loader import Secrets, load_project
+from engine.locks import FileLock
+from engine.mailer import MemoryMailer
+from engine.models import Customer, EventKind, Message, MessageEvent, MessageStatus
+from engine.reload import ProjectWatcher
+from engine.shop import Line, record_order, upsert_customer, upsert_product
+from tests.daemon_fixtures import API_KEY, SECRET, Daemon, SlowSink, configure, free_port
+
+
+def test_run_refuses_to_start_without_a_secret(project_dir: Path):
+    result = CliRunner().invoke(
+        main, ["run", "--config", str(project_dir / "config.yaml")], env={"LIFECYCLE_SECRET": ""}
+    )
+    assert result.exit_code == 2
+    assert "LIFECYCLE_SECRET is not set" in result.output
+    assert "--demo" in result.output
+
+
+def test_run_refuses_a_short_secret(project_dir: Path):
+    result = CliRunner().invoke(
+        main,
+        ["run", "--config", str(project_dir / "config.yaml")],
+        env={"LIFECYCLE_SECRET": "short"},
+    )
+    assert result.exit_code == 2
+
+
+def test_run_refuses_an_invalid_project(project_dir: Path):
+    (project_dir / "campaigns" / "welcome.yaml").write_text("name: welcome\nshedule: 1\n")
+    result = CliRunner().invoke(
+        main,
+        ["run", "--config", str(project_dir / "config.yaml")],
+        env={"LIFECYCLE_SECRET": SECRET},
+    )
+    assert result.exit_code == 2
+    assert "campaigns/welcome.yaml" in result.output
+
+
+def test_the_demo_secret_is_made_once_and_kept_private(tmp_path: Path):
+    first = demo_secret(tmp_path)
+    path = tmp_path / ".lifecycle-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) >= 32
+    assert demo_secret(tmp_path) == first
+
+
+# ---------------------------------------------------------------- one tick, in-process
+
+
+def seed_first_orders(engine, now: datetime, count: int, *, prefix: str = "c") -> list[str]:
+    """`count` consenting customers, each with a first order a minute before `now`."""
+    emails = []
+    with session_scope(engine) as session:
+        for sku in ("TEA-500G", "JUTE-BAG-01", "SARI-JAM-01"):  # the holiday offers' products
+            upsert_product(session, sku=sku, name=sku, price="450.00", now=now - timedelta(days=9))
+        for i in range(count):
+            address = f"{prefix}{i}@example.com"
+            upsert_customer(
+                session,
+                external_id=f"{prefix}{i}",
+                email=address,
+                now=now - timedelta(days=1),
+                name=f"Customer {i}",
+                marketing_consent=True,
+            )
+            record_order(
+                session,
+                external_id=f"{prefix}-o{i}",
+                customer_id=f"{prefix}{i}",
+                items=[Line("TEA-500G", 1)],
+                placed_at=now - timedelta(minutes=1),
+            )
+            emails.append(address)
+    return emails
+
+
+def test_one_tick_plans_sends_and_picks_up_an_edit(project_dir: Path, tmp_path: Path):
+    now = datetime.now(UTC)
+    config = configure(
+        project_dir, smtp_port=1, http_port=1, database=f"sqlite:///{tmp_path / 'shop.db'}"
+    )
+    project = load_project(config)
+    engine = make_engine(project.database_url(Secrets()))
+    upgrade(engine)
+    seed_first_orders(engine, now, 3)
+    mailer = MemoryMailer()
+
+    async def scenario() -> tuple[object, object]:
+        daemon = InProcessDaemon(
+            config,
+            engine,
+            Secrets(secret=SECRET),
+            ProjectWatcher(project, config),
+            FileLock(tmp_path / "l"),
+            clock=lambda: now,
+        )
+        daemon.mailer = mailer
+        first = await daemon.tick_once()
+        # The marketer turns the welcome off while it runs.
+        text = config.read_text().replace("  - welcome\n", "")
+        config.write_text(text)
+        os.utime(config, ns=(0, config.stat().st_mtime_ns + 2_000_000_000))
+        seed_first_orders(engine, now, 2, prefix="d")
+        second = await daemon.tick_once()
+        assert "welcome" not in daemon.project.config.campaigns
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.dispatch.counts["sent"] == 3
+    assert {r for _, r, _ in mailer.sent} == {"c0@example.com", "c1@example.com", "c2@example.com"}
+    assert "welcome" not in second.plan.campaigns
+    assert any("campaign welcome: queued 3" in line for line in describe(first))
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- real daemons
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def message_urls(eml: Path) -> dict[str, str]:
+    parsed = email.message_from_bytes(eml.read_bytes(), policy=default)
+    html = parsed.get_body(("html",)).get_content()
+    urls = dict.fromkeys(("o", "c", "u"), "")
+    for kind in urls:
+        found = re.search(rf'"(http://127\.0\.0\.1:\d+/{kind}/[^"]+)"', html)
+        assert found, f"no /{kind}/ link in {eml.name}"
+        urls[kind] = found.group(1).replace("&amp;", "&")
+    return urls
+
+
+@pytest.mark.slow
+def test_a_real_daemon_takes_an_event_sends_and_tracks(project_dir: Path, daemons):
+    http_port, smtp_port = free_port(), free_port()
+    database = project_dir / "shop.db"
+    config = configure(
+        project_dir, smtp_port=smtp_port, http_port=http_port, database=f"sqlite:///{database}"
+    )
+    daemon = Daemon(config, ["--demo"]).start()
+    daemons.append(daemon)
+    base = f"http://127.0.0.1:{http_port}"
+    daemon.wait_for(lambda: _ok(f"{base}/healthz"), why="the tracking server")
+    assert f"emails land in {project_dir / 'outbox'}" in daemon.output()
+
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {
+            "id": f"p-{sku}",
+            "type": "product.upserted",
+            "product": {"sku": sku, "name": sku, "price": "100"},
+        }
+        for sku in ("JUTE-BAG-01", "SARI-JAM-01")  # the holiday offers' products
+    ] + [
+        {
+            "id": "e1",
+            "type": "product.upserted",
+            "product": {"sku": "TEA-500G", "name": "Sylhet tea", "price": "450.00"},
+        },
+        {
+            "id": "e2",
+            "type": "customer.upserted",
+            "customer": {
+                "id": "c1",
+                "email": "rahim@example.com",
+                "name": "Rahim",
+                "locale": "en",
+                "marketing_consent": True,
+            },
+        },
+        {
+            "id": "e3",
+            "type": "order.placed",
+            "order": {
+                "id": "o1",
+                "customer_id": "c1",
+                "placed_at": now,
+                "items": [{"sku": "TEA-500G", "quantity": 1}],
+            },
+        },
+    ]
+    with httpx.Client(timeout=10) as client:
+        response = client.post(
+            f"{base}/api/events", json=events, headers={"authorization": f"Bearer {API_KEY}"}
+        )
+        assert response.status_code == 200, response.text
+        # A second daemon on the same SQLite database refuses to start.
+        second = Daemon(config, ["--demo"]).start("second")
+        daemons.append(second)
+        assert second.process.wait(30) == 1
+        assert "only one daemon" in second.output()
+        outbox = project_dir / "outbox"
+        [eml] = daemon.wait_for(
+            lambda: sorted(outbox.glob("*.eml")), why="the welcome email in outbox/"
+        )
+        urls = message_urls(eml)
+        pixel = client.get(
+            urls["o"], headers={"user-agent": "Mozilla/5.0 (X11; Linux) Firefox/120"}
+        )
+        assert (pixel.status_code, pixel.headers["content-type"]) == (200, "image/gif")
+        click = client.get(urls["c"])
+        assert click.status_code == 302 and click.headers["location"].startswith("https://")
+        page = client.get(urls["u"])
+        assert page.status_code == 200 and "<form" in page.text
+        done = client.post(urls["u"], content=b"List-Unsubscribe=One-Click")
+        assert done.status_code == 200
+
+    engine = make_engine(f"sqlite:///{database}")
+
+    def tracked() -> set[str]:
+        with Session(engine) as session:
+            return set(session.execute(select(MessageEvent.kind)).scalars())
+
+    daemon.wait_for(
+        lambda: tracked() >= {EventKind.OPEN, EventKind.CLICK, EventKind.UNSUBSCRIBE}, why="events"
+    )
+    with Session(engine) as session:
+        assert session.execute(select(Customer.marketing_consent)).scalar_one() is False
+        message = session.execute(select(Message)).scalar_one()
+        assert (message.campaign, message.status) == ("welcome", MessageStatus.SENT)
+    engine.dispose()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert "stopped" in daemon.output()
+    FileLock(f"{database}.lock").acquire()  # released on the way out
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigkill_mid_send_then_restart_sends_nothing_twice(project_dir: Path, daemons):
+    sink = SlowSink()
+    try:
+        database = project_dir / "shop.db"
+        config = configure(
+            project_dir,
+            smtp_port=sink.port,
+            http_port=free_port(),
+            database=f"sqlite:///{database}",
+            lease="2s",
+            batch_size="1",
+            connections="1",
+        )
+        engine = make_engine(f"sqlite:///{database}")
+        upgrade(engine)
+        seed_first_orders(engine, datetime.now(UTC), 6)
+        sink.slow.set()
+        first = Daemon(config).start("first")
+        daemons.append(first)
+        first.wait_for(lambda: sink.started, why="a send in flight")
+        first.stop(signal.SIGKILL)
+        in_flight = set(sink.started)
+        sink.slow.clear()
+
+        second = Daemon(config).start("second")
+        daemons.append(second)
+
+        def settled() -> bool:
+            with Session(engine) as session:
+                open_rows = session.execute(
+                    select(func.count()).where(
+                        Message.status.in_(
+                            [MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.RETRY]
+                        )
+                    )
+                ).scalar_one()
+                total = session.execute(select(func.count()).select_from(Message)).scalar_one()
+            return total == 6 and open_rows == 0
+
+        second.wait_for(settled, timeout=40, why="every message sent or in doubt")
+        assert second.stop() == 0
+        with Session(engine) as session:
+            rows = session.execute(
+                select(Customer.email, Message.status).join(
+                    Customer, Customer.id == Message.customer_id
+                )
+            ).all()
+        status = dict(rows)
+        assert len(sink.started) == len(set(sink.started)), (
+            f"a message went out twice: {sink.started}"
+        )
+        assert all(status[address] == MessageStatus.IN_DOUBT for address in in_flight)
+        assert set(status.values()) <= {MessageStatus.SENT, MessageStatus.IN_DOUBT}
+        sent = {a for a, s in status.items() if s == MessageStatus.SENT}
+        assert sent and sent <= set(sink.accepted)
+        engine.dispose()
+    finally:
+        sink.close()
