@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lxml.etree
 import premailer
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, pass_context
 from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
@@ -248,9 +249,23 @@ def _top_level_selectors(css: str) -> list[tuple[str, int]]:
     return out
 
 
+# What premailer (and lxml and cssutils under it) raise on input it cannot take;
+# an empty document surfaces as an AttributeError from inside premailer.
+_PREMAILER_ERRORS = (
+    premailer.premailer.PremailerError,
+    lxml.etree.LxmlError,
+    ValueError,
+    LookupError,
+    AttributeError,
+)
+
+
 def inline_css(html: str) -> str:
-    """premailer over a finished HTML document (the per-email fallback)."""
-    return str(premailer.Premailer(html, **_PREMAILER).transform())
+    """premailer over an HTML document; raise RenderError if it cannot be inlined."""
+    try:
+        return str(premailer.Premailer(html, **_PREMAILER).transform())
+    except _PREMAILER_ERRORS as exc:
+        raise RenderError(f"the CSS could not be inlined: {type(exc).__name__}: {exc}") from exc
 
 
 def precompile(source: str) -> str | None:
@@ -584,7 +599,15 @@ def _check_syntax(
     if name.endswith(".html"):
         source = renderer._read(name)
         if ACCEPT_PER_EMAIL not in source:
-            for note in inlining_notes(name, source):
+            notes = inlining_notes(name, source)
+            if not notes:
+                try:
+                    compiled = renderer.html_template(name)
+                except RenderError as exc:
+                    add(Problem(f"{folder}/{exc.file or name}", exc.line, "", str(exc)))
+                    return
+                notes = [n for n in compiled.notes if n.startswith(f"{name}: ")]
+            for note in notes:
                 where, _, what = note.partition(": ")
                 line = int(where.rsplit(":", 1)[1]) if ":" in where else None
                 add(
@@ -593,8 +616,8 @@ def _check_syntax(
                         line,
                         "",
                         f"{what}; its CSS will be inlined per email (about 145× slower). "
-                        f"Use a class on the rows instead, or add "
-                        f"{{# {ACCEPT_PER_EMAIL} #}} to the template to accept that",
+                        "Write the CSS so it does not depend on the rendered rows (a class "
+                        f"on each row), or add {{# {ACCEPT_PER_EMAIL} #}} to accept that",
                     )
                 )
 

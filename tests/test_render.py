@@ -153,6 +153,24 @@ def test_dynamic_class_falls_back_too() -> None:
     assert inlining_notes("x.html", css) == []
 
 
+def test_jinja_inside_css_falls_back_when_it_cannot_survive_inlining(tmp_path: Path) -> None:
+    source = (
+        "<html><head><style>p { color: {{ colour }}; }</style></head>"
+        "<body><p>one</p><p>two</p></body></html>"
+    )
+    renderer = Renderer(write(tmp_path / "t", {"paint.html": source}))
+    compiled = renderer.html_template("paint.html")
+    assert compiled.inline_per_email
+    assert compiled.notes == ("paint.html: template syntax did not survive CSS inlining",)
+    html = renderer.render_file("paint.html", {"colour": "#ff0000"})
+    assert html.count('style="color:#f00"') == 2  # cssutils shortens the colour
+
+
+def test_a_document_premailer_cannot_take_is_a_render_error() -> None:
+    with pytest.raises(RenderError, match="the CSS could not be inlined"):
+        inline_css("")
+
+
 def test_undefined_variable_names_file_and_line(tmp_path: Path) -> None:
     folder = write(
         tmp_path / "t",

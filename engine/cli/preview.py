@@ -58,10 +58,10 @@ def find_customer(session: Session, project: Project, campaign: str, given: str 
     if given:
         by = col(Customer.email) if "@" in given else col(Customer.external_id)
         value = given.strip().lower() if "@" in given else given.strip()
-        found = session.execute(select(Customer.id).where(by == value)).scalar()
+        found = session.execute(select(col(Customer.id)).where(by == value)).scalar()
         if found is None and given.strip().isdigit():
             found = session.execute(
-                select(Customer.id).where(col(Customer.id) == int(given))
+                select(col(Customer.id)).where(col(Customer.id) == int(given))
             ).scalar()
         if found is None:
             raise UnknownRecord(f"no customer with id or email {given!r}")
@@ -71,11 +71,11 @@ def find_customer(session: Session, project: Project, campaign: str, given: str 
         first = isinstance(chosen.trigger, FirstOrder)
         placed = col(Order.placed_at)
         found = session.execute(
-            select(Order.customer_id).order_by(placed if first else placed.desc()).limit(1)
+            select(col(Order.customer_id)).order_by(placed if first else placed.desc()).limit(1)
         ).scalar()
         if found is not None:
             return int(found)
-    found = session.execute(select(Customer.id).order_by(col(Customer.id)).limit(1)).scalar()
+    found = session.execute(select(col(Customer.id)).order_by(col(Customer.id)).limit(1)).scalar()
     if found is None:
         raise UnknownRecord("there are no customers yet: import some first")
     return int(found)
