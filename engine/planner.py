@@ -81,6 +81,7 @@ from .config import (
 from .db import ignoring_insert, is_postgres
 from .loader import Project
 from .models import (
+    Checkpoint,
     Credit,
     Customer,
     Message,
@@ -104,11 +105,14 @@ message = Message.__table__  # type: ignore[attr-defined]
 credit = Credit.__table__  # type: ignore[attr-defined]
 price_change = PriceChange.__table__  # type: ignore[attr-defined]
 suppression = Suppression.__table__  # type: ignore[attr-defined]
+checkpoint = Checkpoint.__table__  # type: ignore[attr-defined]
 
 DEFAULT_LOOKBACK = timedelta(days=7)
 # Price drops this recent are looked at; a drop is credited at the next pass,
 # so this only matters after a long outage.
 REFUND_LOOKBACK = timedelta(days=30)
+# Between full passes a pass looks only at what became due since the last one.
+FULL_RESCAN = timedelta(minutes=15)
 # Messages that do not count towards the frequency cap.
 UNCOUNTED = (MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.SUPPRESSED)
 
@@ -145,8 +149,17 @@ class PlanReport:
         }
 
 
-def plan(engine: Engine, project: Project, now: datetime, *, dry_run: bool = False) -> PlanReport:
-    """Queue every message due at `now`; with `dry_run`, roll back and only report."""
+def plan(
+    engine: Engine, project: Project, now: datetime, *, dry_run: bool = False, rescan: bool = False
+) -> PlanReport:
+    """Queue every message due at `now`; with `dry_run`, roll back and only report.
+
+    A pass looks at everything due within each trigger's lookback when the last
+    full pass of the campaign is `FULL_RESCAN` old (or `rescan` is set, or time
+    went backwards); otherwise only at what became due since the last pass. So
+    a customer who was skipped (no consent yet, capped, not yet in the segment)
+    is looked at again within 15 minutes, and an idle pass costs next to nothing.
+    """
     if now.tzinfo is None:
         raise ValueError(f"now must be an aware datetime, got: {now!r}")
     now = now.astimezone(UTC)
@@ -154,7 +167,7 @@ def plan(engine: Engine, project: Project, now: datetime, *, dry_run: bool = Fal
     for campaign in sorted(project.enabled_campaigns, key=_run_order):
         try:
             with engine.connect() as conn, conn.begin() as transaction:
-                result = _Pass(conn, project, campaign, now).run()
+                result = _Pass(conn, project, campaign, now).run(rescan)
                 if dry_run:
                     transaction.rollback()
         except Exception as exc:  # one failing campaign never stops the others
@@ -257,11 +270,20 @@ class _Pass:
         self.marketing = campaign.kind == MessageKind.MARKETING
         self.result = CampaignResult()
         self._holidays: list[HolidayDate] | None = None
+        self.since: datetime | None = None
 
-    def run(self) -> CampaignResult:
+    def run(self, rescan: bool = False) -> CampaignResult:
         if self.sql.pg:  # concurrent passes of one campaign take turns
             key = zlib.crc32(f"lifecycle.plan:{self.campaign.name}".encode())
             self.conn.execute(select(func.pg_advisory_xact_lock(key)))
+        self.since = None if rescan else self._incremental_since()
+        self._plan()
+        self._remember("plan", self.now)
+        if self.since is None:
+            self._remember("plan-full", self.now)
+        return self.result
+
+    def _plan(self) -> None:
         trigger = self.trigger
         if isinstance(trigger, PriceDrop):
             self._plan_refunds()
@@ -274,7 +296,32 @@ class _Pass:
             candidates = self._event_rows()
             if candidates is not None:
                 self._queue(candidates)
-        return self.result
+
+    # -- incremental passes
+
+    def _incremental_since(self) -> datetime | None:
+        """The last pass's `now` if this pass may look only at what is new, else None."""
+        last, full = self._recall("plan"), self._recall("plan-full")
+        if last is None or full is None or not full <= last <= self.now:
+            return None
+        return last if self.now - full < FULL_RESCAN else None
+
+    def _recall(self, what: str) -> datetime | None:
+        name = f"{what}:{self.campaign.name}"
+        value = self.conn.execute(
+            select(checkpoint.c.value).where(checkpoint.c.name == name)
+        ).scalar_one_or_none()
+        try:
+            return datetime.fromisoformat(value) if value else None
+        except ValueError:
+            return None
+
+    def _remember(self, what: str, moment: datetime) -> None:
+        name, value = f"{what}:{self.campaign.name}", moment.isoformat()
+        stored = {"value": value, "updated_at": self.now}
+        changed = self._write(update(checkpoint).where(checkpoint.c.name == name).values(**stored))
+        if not changed:
+            self._write(ignoring_insert(self.conn, checkpoint, "name").values(name=name, **stored))
 
     # -- the common audience and the insert
 
@@ -314,7 +361,10 @@ class _Pass:
         segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
         fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
         not_expired = rows.expires_at > self.now if rows.expires_at is not None else None
-        where = [*rows.where, *([not_expired] if not_expired is not None else []), segment, fresh]
+        # Cheap, selective tests first: most candidates of a pass were queued by an earlier one.
+        where = [*rows.where[:1], fresh, *rows.where[1:], segment]
+        if not_expired is not None:
+            where.append(not_expired)
         return select().select_from(rows.select_from).where(*where)
 
     def _eligible(self) -> list[Any]:
@@ -440,6 +490,8 @@ class _Pass:
             where += self._quiet_after_welcome(trigger, event)
             occurrence = literal("order-") + _text(orders.c.id)
             extra = {"order_id": orders.c.id}
+        if self.since is not None:
+            earliest = max(earliest, self.since - trigger.delay)
         where += [event > earliest, event <= latest]
         zones = self._zones(select_from, where)
         if not zones:
@@ -510,6 +562,8 @@ class _Pass:
                     expires = min(expires, due + trigger.expires_after)
                 if only_open and not due <= self.now < expires:
                     continue
+                if only_open and self.since is not None and due <= self.since:
+                    continue  # looked at by an earlier pass
                 send_after = _into_window(due, window.start, window.end, zone)
                 context = json.dumps({"holiday_name": holiday.name}, ensure_ascii=False)
                 rows.append(
@@ -570,8 +624,10 @@ class _Pass:
             day = holiday.date - timedelta(days=trigger.days_before)
             due = datetime.combine(day, trigger.at, UTC)
             end = datetime.combine(holiday.date + timedelta(days=1), time(0), UTC)
-            if due - widest <= self.now < end + widest:
-                return True
+            if not due - widest <= self.now < end + widest:
+                continue
+            if self.since is None or due + widest > self.since:
+                return True  # (between full passes: only when a zone's due time may be new)
         return False
 
     def _move_holidays(self, trigger: HolidayTrigger) -> None:
@@ -655,8 +711,9 @@ class _Pass:
 
     def _insert_credits(self) -> int:
         since = self.now - REFUND_LOOKBACK
+        changed_since = since if self.since is None else max(since, self.since)
         recent = select(price_change.c.product_id).where(
-            price_change.c.changed_at > since, price_change.c.changed_at <= self.now
+            price_change.c.changed_at > changed_since, price_change.c.changed_at <= self.now
         )
         credited = (
             select(func.coalesce(func.sum(type_coerce(credit.c.amount, BigInteger)), 0))

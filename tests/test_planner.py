@@ -308,7 +308,38 @@ def test_cap_window_rolls(lite: Shop) -> None:
     report = lite.plan(NOW)
     assert report["thank_you"]["skipped_cap"] == 1 and len(lite.messages()) == 3
     lite.edit("config.yaml", lambda c: c["sending"].update(frequency_cap={"max": 3, "per": "3d"}))
-    assert lite.plan(NOW)["thank_you"]["queued"] == 1
+    assert lite.plan(NOW)["thank_you"]["queued"] == 0  # between full passes: only what is new
+    assert lite.plan(NOW, rescan=True)["thank_you"]["queued"] == 1
+
+
+def test_skipped_customer_is_looked_at_again_by_the_next_full_pass(lite: Shop) -> None:
+    lite.enable("welcome")
+    lite.customer("ana", consent=False)
+    lite.order("o1", "ana", NOW - H)
+    assert lite.plan(NOW)["welcome"]["skipped_consent"] == 1
+    with session_scope(lite.engine) as s:
+        upsert_customer(
+            s, external_id="ana", email="ana@example.com", now=NOW, marketing_consent=True
+        )
+    minute = timedelta(minutes=1)
+    assert lite.plan(NOW + minute)["welcome"] == {
+        "queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0
+    }  # fmt: skip
+    assert lite.plan(NOW + 14 * minute)["welcome"]["queued"] == 0
+    assert lite.plan(NOW + 15 * minute)["welcome"]["queued"] == 1
+
+
+def test_rescanning_passes_queue_nothing_twice(shop: Shop) -> None:
+    shop.enable("welcome", "thank_you", "price_drop_refund")
+    shop.customer("ana")
+    shop.order("o1", "ana", NOW - 5 * H, NOW - 3 * H)
+    shop.order("o2", "ana", NOW - H)
+    shop.price("JUTE-BAG-01", "300", NOW - 30 * timedelta(minutes=1))
+    first = shop.plan(NOW, rescan=True)
+    assert [first[c]["queued"] for c in ("welcome", "thank_you", "price_drop_refund")] == [1, 1, 1]
+    again = shop.plan(NOW, rescan=True)
+    assert [again[c]["queued"] for c in ("welcome", "thank_you", "price_drop_refund")] == [0, 0, 0]
+    assert len(shop.messages()) == 3 and len(shop.credits()) == 1
 
 
 def test_bad_timezone_falls_back_to_the_shops(lite: Shop, caplog: pytest.LogCaptureFixture) -> None:
