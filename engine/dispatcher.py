@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import random
 import re
@@ -31,6 +32,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -284,6 +286,46 @@ def compose(
     return results
 
 
+def compose_ids(
+    composer: Composes, session: Session, ids: Sequence[int], now: datetime
+) -> list[Any]:
+    """Load the messages `ids` (in that order) and compose them."""
+    query = select(Message).where(M.id.in_(ids)).order_by(M.id)
+    messages = {m.id: m for m in session.scalars(query)}
+    return compose(composer, session, [messages[i] for i in ids], now)
+
+
+# A composer process (see `compose_processes`): its own database engine and Composer.
+_IN_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(url: str, project: Project, secrets: Secrets) -> None:
+    from .compose import Composer
+    from .db import make_engine
+
+    _IN_WORKER["engine"] = make_engine(url)
+    _IN_WORKER["composer"] = Composer(project, secrets)
+
+
+def _compose_in_worker(ids: list[int], now: datetime) -> list[Any]:
+    with Session(_IN_WORKER["engine"]) as session:
+        return compose_ids(_IN_WORKER["composer"], session, ids, now)
+
+
+def start_compose_pool(
+    engine: Engine, project: Project, secrets: Secrets, processes: int = 1
+) -> Executor:
+    """Processes that compose batches beside the sending loop (templates compiled once
+    in each), so composing and sending use separate cores."""
+    url = engine.url.render_as_string(hide_password=False)
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(url, project, secrets),
+    )
+
+
 @dataclass(frozen=True)
 class _ComposeFailure:
     message_id: int
@@ -437,6 +479,7 @@ class _Run:
         self.connect_failures = 0
         self.due_total = 0
         self.failure: Exception | None = None
+        self.pool: Executor | None = None
 
     def clock(self) -> datetime:
         """`now` as passed in, advanced by the time this pass has run (for leases
@@ -460,7 +503,7 @@ class _Run:
                 break
             self.report.claimed += len(ids)
             try:
-                letters = self._prepare(ids)
+                letters = await self._prepare(ids)
             except BaseException:  # e.g. templates broken: give the rows back, then raise
                 release(self.engine, self.worker_id, ids)
                 raise
@@ -468,13 +511,13 @@ class _Run:
                 await self.queue.put(letter)
             self._tick_ledger()
 
-    def _prepare(self, ids: list[int]) -> list[_Letter]:
+    async def _prepare(self, ids: list[int]) -> list[_Letter]:
+        """Re-check the claimed rows, compose the rest; return what is to be sent."""
         now = self.clock()
         self.ledger.now = now
         with Session(self.engine, expire_on_commit=False) as session:
-            rows = _rows(session, ids)
             to_send = []
-            for row in rows:
+            for row in _rows(session, ids):
                 verdict = precheck(row, now)
                 if verdict is None:
                     to_send.append(row)
@@ -482,12 +525,13 @@ class _Run:
                     self._final(row.id, row.campaign, verdict[0], verdict[1], tried=0)
             if not to_send:
                 return []
-            messages = list(
-                session.scalars(
-                    select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id)
-                )
+            if self.pool is None:
+                results = compose_ids(self.composer, session, [r.id for r in to_send], now)
+        if self.pool is not None:  # the sending goes on meanwhile
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(
+                self.pool, _compose_in_worker, [r.id for r in to_send], now
             )
-            results = compose(self.composer, session, messages, now)
         letters = []
         for row, result in zip(to_send, results, strict=True):
             reason = _unsendable_reason(result)
@@ -695,13 +739,17 @@ async def dispatch(
     composer: Composes | None = None,
     progress: Progress | None = None,
     stop: asyncio.Event | None = None,
+    compose_pool: Executor | None = None,
 ) -> DispatchReport:
     """Send every due message (at most `limit`) and return what happened.
 
-    Leaves the mailer open (its owner closes it). Raises ConfigError if the
-    templates cannot be compiled; a failure of one message never raises.
+    With `compose_pool` (from `start_compose_pool`), batches are composed in
+    those processes while this loop sends; otherwise by `composer` (default:
+    engine.compose.Composer) in this process. Leaves the mailer and the pool
+    open (their owner closes them). Raises ConfigError if the templates cannot
+    be compiled; a failure of one message never raises.
     """
-    if composer is None:
+    if composer is None and compose_pool is None:
         from .compose import Composer
 
         composer = Composer(project, secrets)
@@ -709,13 +757,14 @@ async def dispatch(
         engine,
         project,
         mailer,
-        composer,
+        composer,  # type: ignore[arg-type]  # unused when a pool composes
         now,
         worker_id or default_worker_id(),
         limit,
         stop,
         progress,
     )
+    run.pool = compose_pool
     run.report.swept_in_doubt, run.report.swept_resend = sweep_expired_leases(engine, project, now)
     if progress is not None:
         run.due_total = (

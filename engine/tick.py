@@ -7,6 +7,7 @@ scheduler thread.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,10 +50,13 @@ async def tick(
     composer: Composes | None = None,
     stop: asyncio.Event | None = None,
     progress: Any = None,
+    compose_pool: Executor | None = None,
 ) -> TickReport:
     """Queue what is due at `now` (unless `plan` is false), then send what is due.
 
     The planner is imported here, not at module load, so sending works on its own.
+    A long-running caller (the daemon) may pass a `compose_pool` from
+    `engine.dispatcher.start_compose_pool`, made once and reused every tick.
     """
     planned = None
     if plan:
@@ -70,5 +74,6 @@ async def tick(
         composer=composer,
         progress=progress,
         stop=stop,
+        compose_pool=compose_pool,
     )
     return TickReport(now, planned, sent)

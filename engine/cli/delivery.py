@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from ..app import App
 from ..config import EMAIL
-from ..dispatcher import DispatchReport, dispatch, rehearse
+from ..dispatcher import DispatchReport, count_due, dispatch, rehearse, start_compose_pool
 from ..errors import DataError, EngineError
 from ..mailer import Mailer, Outcome, SmtpMailer
 from ..sink import serve_sink
@@ -28,6 +28,8 @@ from ..tick import TickReport, tick
 from .base import console, errors, main, print_json, with_app
 from .demo import Instant
 from .preview import find_customer
+
+POOL_FROM = 1000  # due messages from which composing gets its own process
 
 
 @contextmanager
@@ -89,20 +91,46 @@ def _show(report: DispatchReport, as_json: bool, extra: dict[str, Any] | None = 
     "--dry-run", is_flag=True, help="Check and compose what is due; send and write nothing."
 )
 @click.option("--at", "at", type=Instant(), help="Send what is due at this time (default: now).")
+@click.option(
+    "--compose-processes",
+    type=click.IntRange(min=0),
+    help="Processes that compose emails beside the sending loop "
+    f"(default: 1 when more than {POOL_FROM} are due, else 0: compose in the loop).",
+)
 @with_app
-def send(app: App, limit: int | None, as_json: bool, dry_run: bool, at: datetime | None) -> None:
+def send(
+    app: App,
+    limit: int | None,
+    as_json: bool,
+    dry_run: bool,
+    at: datetime | None,
+    compose_processes: int | None,
+) -> None:
     """Send every queued message that is due now."""
     now = at or datetime.now(UTC)
     if dry_run:
         report = asyncio.run(rehearse(app.engine, app.project, app.secrets, now, limit=limit))
         _show(report, as_json)
-    with progress_bar(not as_json and sys.stdout.isatty()) as progress:
-        report = _with_mailer(
-            app,
-            lambda mailer: dispatch(
-                app.engine, app.project, app.secrets, mailer, now, limit=limit, progress=progress
-            ),
-        )
+    if compose_processes is None:
+        due = count_due(app.engine, now)
+        compose_processes = 1 if min(due, limit or due) > POOL_FROM else 0
+    pool = (
+        start_compose_pool(app.engine, app.project, app.secrets, compose_processes)
+        if compose_processes
+        else None
+    )
+    try:
+        with progress_bar(not as_json and sys.stdout.isatty()) as progress:
+            report = _with_mailer(
+                app,
+                lambda mailer: dispatch(
+                    app.engine, app.project, app.secrets, mailer, now,
+                    limit=limit, progress=progress, compose_pool=pool,
+                ),
+            )  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown()
     _show(report, as_json)
 
 
