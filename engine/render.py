@@ -46,6 +46,8 @@ _PREMAILER = {
     "cssutils_logging_level": logging.CRITICAL,
     "allow_network": False,
     "disable_validation": True,
+    # @media rules stay in <style> and must keep !important to beat the inlined styles.
+    "strip_important": False,
 }
 
 
