@@ -457,7 +457,7 @@ class _Job:
     def skip_whole_orders(self, lines: list[tuple[Record, _LineRow]]) -> set[str]:
         """The ids of orders with a bad line; their other lines are reported too."""
         first_bad: dict[str, int] = {}
-        for bad in self.bad:
+        for bad in sorted(self.bad, key=lambda b: b.line):
             order_id = self.cells_by_line[bad.line].get("order_id", "")
             first_bad.setdefault(order_id, bad.line)
         for record, line in lines:
@@ -500,9 +500,7 @@ class _Job:
     # ------------------------------------------------------------ orders
 
     def _orders(self, session: Any, conn: Connection, records: list[Record]) -> None:
-        # The lines of one order repeat its times: parse each text once.
-        when = lru_cache(maxsize=4096)(lambda v: _when(v, self.zone))
-        lines = self.parse(records, lambda r: _line_row(r, when))
+        lines = self.parse(records, _line_parser(self.zone))
         customers = _lookup(
             conn, _table(Customer), "external_id", (ln.customer_id for _, ln in lines), "id"
         )
@@ -803,24 +801,52 @@ def _status(value: str) -> OrderStatus:
         raise ValueError(f"expected one of {names}, got {_shown(value)}") from None
 
 
-def _line_row(record: Record, when: Callable[[str], datetime]) -> _LineRow:
-    row = _LineRow(
-        order_id=_required(record, "order_id", lambda v: _text(v, 64)),
-        customer_id=_required(record, "customer_id", lambda v: _text(v, 64)),
-        placed_at=_required(record, "placed_at", when),
-        delivered_at=_cell(record, "delivered_at", when),
-        status=_cell(record, "status", _status),
-        sku=_required(record, "sku", lambda v: _text(v, 64)),
-        quantity=_required(record, "quantity", lambda v: _whole(v, 1)),
-        unit_price=_cell(record, "unit_price", _amount),
-    )
-    if row.delivered_at is not None and row.delivered_at < row.placed_at:
+_HEAD = ("order_id", "customer_id", "placed_at", "delivered_at", "status")
+_Head = tuple[str, str, datetime, datetime | None, OrderStatus | None]
+
+
+def _order_head(record: Record, zone: ZoneInfo) -> _Head:
+    """The columns every line of an order repeats, parsed and checked together."""
+    placed_at = _required(record, "placed_at", lambda v: _when(v, zone))
+    delivered_at = _cell(record, "delivered_at", lambda v: _when(v, zone))
+    status = _cell(record, "status", _status)
+    if delivered_at is not None and delivered_at < placed_at:
         raise _BadCell("delivered_at", f"is before placed_at ({record.cells['placed_at']})")
-    if row.status == OrderStatus.DELIVERED and row.delivered_at is None:
+    if status == OrderStatus.DELIVERED and delivered_at is None:
         raise _BadCell("delivered_at", "is required when status is delivered")
-    if row.status == OrderStatus.PLACED and row.delivered_at is not None:
+    if status == OrderStatus.PLACED and delivered_at is not None:
         raise _BadCell("status", "is placed, but delivered_at is given")
-    return row
+    return (
+        _required(record, "order_id", lambda v: _text(v, 64)),
+        _required(record, "customer_id", lambda v: _text(v, 64)),
+        placed_at,
+        delivered_at,
+        status,
+    )
+
+
+def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
+    """Parse order lines, each order's repeated columns once (they are most of the work)."""
+    heads: dict[tuple[str, ...], _Head] = {}
+
+    def parse(record: Record) -> _LineRow:
+        key = tuple(record.cells.get(column, "") for column in _HEAD)
+        head = heads.get(key)
+        if head is None:
+            head = heads[key] = _order_head(record, zone)
+        order_id, customer_id, placed_at, delivered_at, status = head
+        return _LineRow(
+            order_id,
+            customer_id,
+            placed_at,
+            delivered_at,
+            status,
+            sku=_required(record, "sku", lambda v: _text(v, 64)),
+            quantity=_required(record, "quantity", lambda v: _whole(v, 1)),
+            unit_price=_cell(record, "unit_price", _amount),
+        )
+
+    return parse
 
 
 @dataclass

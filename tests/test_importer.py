@@ -510,6 +510,9 @@ def test_one_bad_line_keeps_its_whole_order_out(
         "3001,C2,2026-11-10T10:00,JUTE-BAG-01,1,-5\n"
         "3002,C2,2026-11-11T10:00,TEA-500G,1,\n"
         "3002,C3,2026-11-11T10:00,TEA-500G,1,\n"
+        "3003,C2,2026-11-12T10:00,NOPE,1,\n"
+        "3003,C2,2026-11-12T10:00,TEA-500G,two,\n"
+        "3003,C2,2026-11-12T10:00,TEA-500G,1,\n"
     )
     with pytest.raises(ImportRejected) as caught:
         run(sqlite_shop, "orders", csv_file("orders.csv", text))
@@ -518,6 +521,9 @@ def test_one_bad_line_keeps_its_whole_order_out(
         'orders.csv:3: unit_price: expected an amount of zero or more, got "-5"',
         "orders.csv:4: order_id: order 3002 is not imported: its line 5 is bad",
         'orders.csv:5: customer_id: order 3002 has customer_id "C2" on an earlier line, got "C3"',
+        'orders.csv:6: sku: unknown product sku "NOPE"',
+        'orders.csv:7: quantity: expected a whole number of 1 or more, got "two"',
+        "orders.csv:8: order_id: order 3003 is not imported: its line 6 is bad",
     ]
 
 
