@@ -57,8 +57,10 @@ def configure_logging(level: int = logging.INFO) -> None:
         datefmt="%Y-%m-%dT%H:%M:%S",
         force=True,
     )
-    for noisy in ("alembic", "apscheduler", "uvicorn.error", "aiosmtpd", "mail.log"):
+    for noisy in ("alembic", "uvicorn.error", "aiosmtpd", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances reached" is the coalescing we asked for.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def demo_secret(config_dir: Path) -> str:

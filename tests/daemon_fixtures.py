@@ -109,13 +109,15 @@ class Daemon:
 
 
 class SlowSink:
-    """An aiosmtpd server in its own thread that holds every DATA while `slow` is set.
+    """An aiosmtpd server in its own thread that takes `delay` seconds per message
+    and holds every DATA while `slow` is set.
 
     `started` lists the recipients of every DATA the server got (before answering);
     `accepted` those it answered 250 to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay  # seconds every DATA takes, even when not held
         self.slow = threading.Event()
         self.started: list[str] = []
         self.accepted: list[str] = []
@@ -139,6 +141,7 @@ class SlowSink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         recipients = list(envelope.rcpt_tos)
         self.started.extend(recipients)
+        await asyncio.sleep(self.delay)
         deadline = time.monotonic() + 60
         while self.slow.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
