@@ -62,6 +62,17 @@ def test_the_layout_is_mobile_friendly_with_bengali_fonts() -> None:
     assert "{{ shop.address }}" in layout and "{{ unsubscribe_url }}" in layout
 
 
+def test_mobile_rules_survive_inlining(shipped: tuple[Project, Renderer]) -> None:
+    project, renderer = shipped
+    html = renderer.render_file(
+        "thank_you.html", sample_context(project, project.campaigns["thank_you"], "en")
+    )
+    style = re.search(r"<style>(.*?)</style>", html, re.S)
+    assert style and "@media only screen and (max-width: 620px)" in style.group(1)
+    assert "!important" in style.group(1)  # or the inlined styles would win on phones
+    assert 'class="container" width="100%"' in html and "max-width:600px" in html
+
+
 def test_the_refund_notice_states_every_figure(shipped: tuple[Project, Renderer]) -> None:
     project, renderer = shipped
     context = sample_context(project, project.campaigns["price_drop_refund"], "bn_BD")
