@@ -210,10 +210,7 @@ class Composer:
         self.renderer = renderer or Renderer(project.templates_dir)
         self._signer = _signer(secrets)
         sending = project.config.sending
-        for what, value in (("sending.from.name", sending.sender.name),):
-            reason = unsafe_reason(what, value)
-            if reason:
-                raise ConfigError([Problem("config.yaml", None, what, reason)])
+        _check_sending(project)
         self.sender = sending.sender.email
         self.domain = self.sender.rsplit("@", 1)[1]
         self.base_url = project.config.tracking.base_url.rstrip("/")
@@ -253,8 +250,8 @@ class Composer:
         """`campaign` for customer `customer_id` as they would get it; writes nothing.
 
         Uses the customer's own orders (the latest one; the first for a welcome),
-        or, for a holiday, the campaign's first holiday as if it were
-        `days_before` days away. Raises UnknownRecord or DataError when the
+        or, for a holiday, the next date of one of the campaign's holidays in the
+        calendar. Raises UnknownRecord or DataError when the
         customer or the data the campaign needs is missing, DeliveryError when
         the email cannot be built.
         """
@@ -387,6 +384,30 @@ class Composer:
         except dkim.DKIMException as exc:
             raise DeliveryError(f"DKIM signing failed: {exc}") from exc
         return bytes(signature) + data
+
+
+def _check_sending(project: Project) -> None:
+    """The config's own header values must be safe and, for addresses, ASCII."""
+    sending = project.config.sending
+    problems = []
+    name_reason = unsafe_reason("the sender's name", sending.sender.name)
+    if name_reason:
+        problems.append(("sending.from.name", name_reason))
+    for key, address in (
+        ("sending.from.email", sending.sender.email),
+        ("sending.reply_to", sending.reply_to),
+        ("sending.unsubscribe_mailto", sending.unsubscribe_mailto),
+    ):
+        if address is not None and not address.isascii():
+            problems.append((key, f"{address!r} is not ASCII (SMTPUTF8 is not supported)"))
+    if problems:
+        file = next(iter(project.docs), "config.yaml")
+        raise ConfigError(
+            [
+                Problem(file, project.where(file, tuple(key.split("."))), key, reason)
+                for key, reason in problems
+            ]
+        )
 
 
 def _signer(secrets: Secrets) -> Signer:

@@ -429,6 +429,34 @@ def test_the_tracking_secret_is_required(project: Project) -> None:
         Composer(project, Secrets(secret="short"))
 
 
+def test_config_header_values_are_checked_up_front(project_dir: Path) -> None:
+    config = project_dir / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("reply_to: help@nakshighor.example", "reply_to: সাহায্য@nakshighor.example")
+    config.write_text(text, encoding="utf-8")
+    project = load_project(config)
+    with pytest.raises(ConfigError) as caught:
+        Composer(project, Secrets(secret=SECRET))
+    [problem] = caught.value.problems
+    assert (problem.file, problem.key) == ("config.yaml", "sending.reply_to")
+    assert problem.line == next(
+        n for n, line in enumerate(text.splitlines(), 1) if "reply_to:" in line
+    )
+    assert "is not ASCII" in problem.message
+
+
+def test_a_bengali_sender_name_is_encoded(project_dir: Path, renderer: Renderer) -> None:
+    config = project_dir / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("from: {name: Nakshi Ghor,", "from: {name: নকশি ঘর,"), encoding="utf-8"
+    )
+    composer = Composer(load_project(config), Secrets(secret=SECRET), renderer=renderer)
+    raw = composer._from + "\r\nSubject: x\r\n\r\n"
+    parsed = email.message_from_bytes(raw.encode("ascii"), policy=email.policy.default)
+    assert parsed["From"].addresses[0].display_name == "নকশি ঘর"
+
+
 def test_preview_renders_without_writing(
     composer: Composer, session: Session, data: ShopData
 ) -> None:
