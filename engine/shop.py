@@ -15,8 +15,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlmodel import Session
+from sqlalchemy import delete, func, select, update
+from sqlmodel import Session, SQLModel, col
 
 from .config import parse_email, parse_locale, parse_timezone
 from .errors import DataError, UnknownRecord
@@ -32,6 +32,14 @@ from .models import (
     ShopHoliday,
 )
 from .types import to_money
+
+
+def _id(row: SQLModel) -> int:
+    """The primary key of a flushed row."""
+    value = getattr(row, "id", None)
+    if value is None:
+        raise DataError(f"{type(row).__name__} has no id yet (not flushed)")
+    return int(value)
 
 
 def _require_aware(name: str, value: datetime) -> datetime:
@@ -112,10 +120,14 @@ def upsert_customer(
         city = clean_text("city", city, limit=100)
     wanted_tags = None if tags is None else _clean_tags(tags)
     customer = (
-        session.exec(select(Customer).where(Customer.external_id == external_id)).scalars().first()
+        session.execute(select(Customer).where(col(Customer.external_id) == external_id))
+        .scalars()
+        .first()
     )
     clash = (
-        session.exec(select(Customer.external_id).where(Customer.email == email)).scalars().first()
+        session.execute(select(col(Customer.external_id)).where(col(Customer.email) == email))
+        .scalars()
+        .first()
     )
     if clash is not None and clash != external_id:
         raise DataError(f"email {email} already belongs to customer {clash}")
@@ -153,9 +165,9 @@ def _clean_tags(tags: Iterable[str]) -> set[str]:
 def set_tags(session: Session, customer: Customer, tags: Iterable[str]) -> None:
     """Replace the customer's tags."""
     wanted = _clean_tags(tags)
-    session.execute(CustomerTag.__table__.delete().where(CustomerTag.customer_id == customer.id))
+    session.execute(delete(CustomerTag).where(col(CustomerTag.customer_id) == customer.id))
     for tag in sorted(wanted):
-        session.add(CustomerTag(customer_id=customer.id, tag=tag))
+        session.add(CustomerTag(customer_id=_id(customer), tag=tag))
     session.flush()
 
 
@@ -176,7 +188,7 @@ def set_consent(
     customer.consent_source = source[:100]
     session.add(
         ConsentChange(
-            customer_id=customer.id, consent=consent, at=now, source=source[:100], detail=detail
+            customer_id=_id(customer), consent=consent, at=now, source=source[:100], detail=detail
         )
     )
     session.flush()
@@ -205,12 +217,12 @@ def upsert_product(
         category = clean_text("category", category, limit=100)
     if name_bn is not None:
         name_bn = clean_text("name_bn", name_bn)
-    product = session.exec(select(Product).where(Product.sku == sku)).scalars().first()
+    product = session.execute(select(Product).where(col(Product.sku) == sku)).scalars().first()
     if product is None:
         product = Product(sku=sku, name=name, price=amount, stock=stock or 0, updated_at=now)
         session.add(product)
         session.flush()
-        session.add(PriceChange(product_id=product.id, price=amount, changed_at=now))
+        session.add(PriceChange(product_id=_id(product), price=amount, changed_at=now))
     else:
         _change_price(session, product, amount, now)
         if stock is not None:
@@ -238,11 +250,11 @@ def _change_price(session: Session, product: Product, amount: Decimal, now: date
     if amount != product.price:
         product.price = amount
         product.updated_at = now
-        session.add(PriceChange(product_id=product.id, price=amount, changed_at=now))
+        session.add(PriceChange(product_id=_id(product), price=amount, changed_at=now))
 
 
 def product_by_sku(session: Session, sku: str) -> Product:
-    product = session.exec(select(Product).where(Product.sku == sku)).scalars().first()
+    product = session.execute(select(Product).where(col(Product.sku) == sku)).scalars().first()
     if product is None:
         raise UnknownRecord(f"unknown product sku {sku!r}")
     return product
@@ -250,7 +262,9 @@ def product_by_sku(session: Session, sku: str) -> Product:
 
 def customer_by_external_id(session: Session, external_id: str) -> Customer:
     customer = (
-        session.exec(select(Customer).where(Customer.external_id == external_id)).scalars().first()
+        session.execute(select(Customer).where(col(Customer.external_id) == external_id))
+        .scalars()
+        .first()
     )
     if customer is None:
         raise UnknownRecord(f"unknown customer {external_id!r}")
@@ -287,7 +301,11 @@ def record_order(
         if delivered_at < placed_at:
             raise DataError(f"order {external_id}: delivered_at is before placed_at")
     external_id = clean_text("order id", external_id, required=True, limit=64) or ""
-    existing = session.exec(select(Order).where(Order.external_id == external_id)).scalars().first()
+    existing = (
+        session.execute(select(Order).where(col(Order.external_id) == external_id))
+        .scalars()
+        .first()
+    )
     if existing is not None:
         return existing
     customer = customer_by_external_id(session, customer_id)
@@ -302,7 +320,7 @@ def record_order(
     total = sum((price * quantity for _, quantity, price in lines), Decimal("0"))
     order = Order(
         external_id=external_id,
-        customer_id=customer.id,
+        customer_id=_id(customer),
         placed_at=placed_at,
         delivered_at=delivered_at,
         status=status,
@@ -312,10 +330,12 @@ def record_order(
     session.flush()
     for product, quantity, price in lines:
         session.add(
-            OrderItem(order_id=order.id, product_id=product.id, quantity=quantity, unit_price=price)
+            OrderItem(
+                order_id=_id(order), product_id=_id(product), quantity=quantity, unit_price=price
+            )
         )
     session.flush()
-    refresh_order_totals(session, [customer.id])
+    refresh_order_totals(session, [_id(customer)])
     return order
 
 
@@ -337,7 +357,11 @@ def _order_line(session: Session, order_id: str, line: Line) -> tuple[Product, i
 def mark_delivered(session: Session, external_id: str, delivered_at: datetime) -> Order:
     """Mark an order delivered; marking it again keeps the first delivery time."""
     _require_aware("delivered_at", delivered_at)
-    order = session.exec(select(Order).where(Order.external_id == external_id)).scalars().first()
+    order = (
+        session.execute(select(Order).where(col(Order.external_id) == external_id))
+        .scalars()
+        .first()
+    )
     if order is None:
         raise UnknownRecord(f"unknown order {external_id!r}")
     if order.status == OrderStatus.CANCELLED:
@@ -354,17 +378,23 @@ def mark_delivered(session: Session, external_id: str, delivered_at: datetime) -
 def refresh_order_totals(session: Session, customer_ids: Iterable[int]) -> None:
     """Recompute the denormalised order figures of these customers, set-based."""
     ids = sorted(set(customer_ids))
-    counted = (Order.customer_id == Customer.id) & (Order.status != OrderStatus.CANCELLED)
+    counted = (col(Order.customer_id) == col(Customer.id)) & (
+        col(Order.status) != OrderStatus.CANCELLED
+    )
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         session.execute(
             update(Customer)
-            .where(Customer.id.in_(chunk))
+            .where(col(Customer.id).in_(chunk))
             .values(
-                first_order_at=select(func.min(Order.placed_at)).where(counted).scalar_subquery(),
-                last_order_at=select(func.max(Order.placed_at)).where(counted).scalar_subquery(),
-                orders_count=select(func.count(Order.id)).where(counted).scalar_subquery(),
-                total_spent=select(func.coalesce(func.sum(Order.total), 0))
+                first_order_at=select(func.min(col(Order.placed_at)))
+                .where(counted)
+                .scalar_subquery(),
+                last_order_at=select(func.max(col(Order.placed_at)))
+                .where(counted)
+                .scalar_subquery(),
+                orders_count=select(func.count(col(Order.id))).where(counted).scalar_subquery(),
+                total_spent=select(func.coalesce(func.sum(col(Order.total)), 0))
                 .where(counted)
                 .scalar_subquery(),
             )

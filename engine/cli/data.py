@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ..app import App
 from ..importer import KINDS, BadRow, CsvFormatError, ImportRejected, ImportResult, import_csv
@@ -157,7 +164,7 @@ def _progress_bar(path: Path, *, enabled: bool) -> Iterator[ProgressCallback | N
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=errors, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(step: str, done: int, total: int) -> None:
             if step not in tasks:
