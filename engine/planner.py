@@ -201,10 +201,10 @@ class _Sql:
         shifted = func.strftime("%Y-%m-%d %H:%M:%f", moment, seconds) + literal("000")
         return type_coerce(shifted, UTCDateTime)
 
-    def seconds_between(self, earlier: Any, later: Any) -> ColumnElement[float]:
+    def seconds_between(self, earlier: Any, later: Any) -> Any:
         if self.pg:
-            return func.extract("epoch", later - earlier)  # type: ignore[no-any-return]
-        return (func.julianday(later) - func.julianday(earlier)) * 86400.0  # type: ignore[no-any-return]
+            return func.extract("epoch", later - earlier)
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
 
     def later(self, a: Any, b: Any) -> ColumnElement[datetime]:
         return type_coerce(func.greatest(a, b) if self.pg else func.max(a, b), UTCDateTime)

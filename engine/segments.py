@@ -260,7 +260,8 @@ def _spent(value: Any, now: datetime) -> Rule:
 def _cmp(left: Any, op: str, right: Any) -> Rule | None:
     if right is None:
         return None
-    return {">=": left >= right, ">": left > right, "<=": left <= right}[op]  # type: ignore[no-any-return]
+    comparisons: dict[str, Rule] = {">=": left >= right, ">": left > right, "<=": left <= right}
+    return comparisons[op]
 
 
 def _moment(column: Any) -> Callable[[Any, datetime], Rule]:
