@@ -108,6 +108,18 @@ def parse_percent(value: Any) -> Decimal:
     return percent
 
 
+def _matching(pattern: str, expected: str) -> Any:
+    """A validator for text that must match `pattern`, saying `expected` when it does not."""
+    rx = re.compile(pattern)
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not rx.match(value):
+            raise ValueError(f"expected {expected}, got {_shown(value)}")
+        return value
+
+    return BeforeValidator(parse)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 TimeOfDay = Annotated[time, BeforeValidator(parse_time_of_day)]
 LocaleName = Annotated[str, BeforeValidator(parse_locale)]
@@ -116,6 +128,9 @@ Email = Annotated[str, BeforeValidator(parse_email)]
 Slug = Annotated[str, BeforeValidator(parse_slug)]
 Amount = Annotated[Decimal, BeforeValidator(parse_amount)]
 Percent = Annotated[Decimal, BeforeValidator(parse_percent)]
+CountryCode = Annotated[str, _matching(r"^[A-Z]{2}$", "a two-letter country code like BD")]
+CurrencyCode = Annotated[str, _matching(r"^[A-Z]{3}$", "a three-letter currency code like BDT")]
+WebAddress = Annotated[str, _matching(r"^https?://\S+$", "a web address like https://shop.example")]
 # Text in one language for everyone, or per language: {en: "...", bn: "..."}.
 LocalText = str | dict[str, str]
 
@@ -141,10 +156,10 @@ class Frozen(BaseModel):
 class Shop(Frozen):
     name: str = Field(min_length=1)
     address: str = Field(min_length=5, description="postal address shown in every footer")
-    url: str = Field(pattern=r"^https?://")
+    url: WebAddress
     story: LocalText = ""
-    country: str = Field(default="BD", pattern=r"^[A-Z]{2}$")
-    currency: str = Field(default="BDT", pattern=r"^[A-Z]{3}$")
+    country: CountryCode = "BD"
+    currency: CurrencyCode = "BDT"
     timezone: TimeZoneName = "Asia/Dhaka"
     locale: LocaleName = "bn_BD"
     support_email: Email | None = None
@@ -204,7 +219,7 @@ class Sending(Frozen):
 
 
 class Tracking(Frozen):
-    base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s]+$")
+    base_url: WebAddress = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     machine_open_window: Duration = timedelta(seconds=5)
@@ -220,7 +235,7 @@ class ExtraHoliday(Frozen):
 
 
 class Holidays(Frozen):
-    country: str = Field(default="BD", pattern=r"^[A-Z]{2}$")
+    country: CountryCode = "BD"
     # A confirmed date replaces the estimate for that year, e.g. after moon sighting.
     confirmed: dict[Slug, list[date]] = {}
     extra: list[ExtraHoliday] = []

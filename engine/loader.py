@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +21,7 @@ from .errors import ConfigError, Problem
 from .yamlfile import KeyPath, YamlDoc, YamlProblems, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
+Named = TypeVar("Named", Campaign, Segment)
 
 ENV_CONFIG = "LIFECYCLE_CONFIG"
 
@@ -90,6 +91,21 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def load_project(path: str | os.PathLike[str] | None = None) -> Project:
     """Load and cross-check everything; raise ConfigError with every problem found."""
+    project, problems = load_partial(path)
+    if project is None or problems:
+        raise ConfigError(problems)
+    return project
+
+
+def load_partial(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[Project | None, list[Problem]]:
+    """Load what is valid and list every problem, for `lifecycle check`.
+
+    The project (None when config.yaml itself is invalid) holds only the
+    campaigns and segments that loaded and whose names resolve, so further
+    checks can run on them without repeating these problems.
+    """
     config_file = config_path(path).resolve()
     root = config_file.parent
     problems: list[Problem] = []
@@ -97,15 +113,40 @@ def load_project(path: str | os.PathLike[str] | None = None) -> Project:
 
     config = _load_model(config_file, root, Config, docs, problems)
     paths = config.paths if config else _fallback_paths(docs.get(_shown(config_file, root)))
-    campaigns, campaign_files = _load_folder(root / paths.campaigns, root, Campaign, docs, problems)
-    segments, segment_files = _load_folder(root / paths.segments, root, Segment, docs, problems)
+    campaigns = _load_folder(root / paths.campaigns, root, Campaign, docs, problems)
+    segments = _load_folder(root / paths.segments, root, Segment, docs, problems)
+    refs = _check_references(campaigns, segments, root, paths, docs)
+    problems.extend(refs)
     if config is None:
-        raise ConfigError(problems)
-    project = Project(root, config, campaigns, segments, docs, campaign_files, segment_files)
-    problems.extend(cross_check(project))
-    if problems:
-        raise ConfigError(problems)
-    return project
+        raw = docs.get(_shown(config_file, root))
+        names = raw.data.get("campaigns") if raw and isinstance(raw.data, dict) else None
+        if raw is not None and isinstance(names, list):
+            problems.extend(_check_enabled(names, set(campaigns.items), campaigns.broken, raw))
+        return None, problems
+    bad = {p.file for p in refs}
+    good = {n: c for n, c in campaigns.items.items() if campaigns.files[n] not in bad}
+    project = Project(
+        root,
+        config,
+        good,
+        segments.items,
+        docs,
+        {n: campaigns.files[n] for n in good},
+        segments.files,
+    )
+    problems.extend(
+        cross_check(project, broken=campaigns.broken | (set(campaigns.items) - set(good)))
+    )
+    return project, problems
+
+
+@dataclass
+class _Folder(Generic[Named]):
+    """The valid models of one folder, their files, and the names of files that failed."""
+
+    items: dict[str, Named] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
 
 
 def _fallback_paths(doc: YamlDoc | None) -> Paths:
@@ -148,71 +189,84 @@ def _load_model(
 
 
 def _load_folder(
-    folder: Path, root: Path, model: type[M], docs: dict[str, YamlDoc], problems: list[Problem]
-) -> tuple[dict[str, M], dict[str, str]]:
-    items: dict[str, M] = {}
-    files: dict[str, str] = {}
+    folder: Path, root: Path, model: type[Named], docs: dict[str, YamlDoc], problems: list[Problem]
+) -> _Folder[Named]:
+    loaded: _Folder[Named] = _Folder()
     if not folder.is_dir():
         problems.append(Problem(_shown(folder, root), None, "", "folder not found"))
-        return items, files
+        return loaded
     for path in sorted(folder.glob("*.y*ml")):
         item = _load_model(path, root, model, docs, problems)
         if item is None:
+            loaded.broken.add(path.stem)
             continue
         name = item.name
         shown = _shown(path, root)
-        if name in items:
+        if name in loaded.items:
             line = docs[shown].line(("name",))
             problems.append(
-                Problem(shown, line, "name", f"duplicate name {name!r}: also in {files[name]}")
+                Problem(
+                    shown, line, "name", f"duplicate name {name!r}: also in {loaded.files[name]}"
+                )
             )
             continue
         if path.stem != name:
+            loaded.broken.add(path.stem)  # reported here, not again as a missing name
             line = docs[shown].line(("name",))
             problems.append(
                 Problem(
                     shown, line, "name", f"name {name!r} must match the file name {path.stem!r}"
                 )
             )
-        items[name] = item
-        files[name] = shown
-    return items, files
+        loaded.items[name] = item
+        loaded.files[name] = shown
+    return loaded
 
 
-def cross_check(project: Project) -> list[Problem]:
-    """Problems that span files: names that must exist elsewhere."""
+def _check_references(
+    campaigns: _Folder[Campaign],
+    segments: _Folder[Segment],
+    root: Path,
+    paths: Paths,
+    docs: dict[str, YamlDoc],
+) -> list[Problem]:
+    """Each campaign's segment and template files must exist (a broken file is reported once)."""
     problems: list[Problem] = []
-    config_file = next(iter(project.docs), "config.yaml")
-    for i, name in enumerate(project.config.campaigns):
-        if name not in project.campaigns:
-            line = project.where(config_file, ("campaigns", i))
-            known = _suggest(name, project.campaigns)
-            problems.append(
-                Problem(config_file, line, f"campaigns[{i}]", f"no campaign named {name!r}{known}")
-            )
-    for name, campaign in project.campaigns.items():
-        file = project.campaign_files[name]
-        if campaign.segment not in project.segments:
-            known = _suggest(campaign.segment, project.segments)
+    for name, campaign in campaigns.items.items():
+        file = campaigns.files[name]
+        doc = docs[file]
+        if campaign.segment not in segments.items and campaign.segment not in segments.broken:
+            known = _suggest(campaign.segment, set(segments.items) | segments.broken)
             problems.append(
                 Problem(
                     file,
-                    project.where(file, ("segment",)),
+                    doc.line(("segment",)),
                     "segment",
-                    f"no segment named {campaign.segment!r} in {project.config.paths.segments}/{known}",
+                    f"no segment named {campaign.segment!r} in {paths.segments}/{known}",
                 )
             )
         for suffix in (".html", ".txt"):
-            template = project.templates_dir / f"{campaign.template}{suffix}"
+            template = root / paths.templates / f"{campaign.template}{suffix}"
             if not template.is_file():
                 problems.append(
                     Problem(
                         file,
-                        project.where(file, ("template",)),
+                        doc.line(("template",)),
                         "template",
-                        f"template file {project.config.paths.templates}/{campaign.template}{suffix} not found",
+                        f"template file {paths.templates}/{campaign.template}{suffix} not found",
                     )
                 )
+    return problems
+
+
+def cross_check(project: Project, broken: set[str] | frozenset[str] = frozenset()) -> list[Problem]:
+    """Problems that span config.yaml and other files: names that must exist elsewhere.
+
+    `broken` names campaign files that exist but failed to load (already reported).
+    """
+    config_file = next(iter(project.docs), "config.yaml")
+    doc = project.docs.get(config_file, YamlDoc(config_file, None))
+    problems = _check_enabled(project.config.campaigns, set(project.campaigns), broken, doc)
     dkim = project.config.sending.dkim
     if dkim is not None and not (project.root / dkim.key_file).is_file():
         problems.append(
@@ -226,23 +280,60 @@ def cross_check(project: Project) -> list[Problem]:
     return problems
 
 
-def _suggest(name: str, known: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
+def _check_enabled(
+    names: list[Any], known: set[str], broken: set[str] | frozenset[str], doc: YamlDoc
+) -> list[Problem]:
+    """Every campaign config.yaml enables must have a file."""
+    problems = []
+    for i, name in enumerate(names):
+        if isinstance(name, str) and name not in known and name not in broken:
+            hint = _suggest(name, known | broken)
+            problems.append(
+                Problem(
+                    doc.file,
+                    doc.line(("campaigns", i)),
+                    f"campaigns[{i}]",
+                    f"no campaign named {name!r}{hint}",
+                )
+            )
+    return problems
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1)
     if close:
         return f" (did you mean {close[0]!r}?)"
-    return f" (known: {', '.join(sorted(known)) or 'none'})"
+    return f" (known: {', '.join(names) or 'none'})"
 
 
 def validation_problems(
     exc: ValidationError, doc: YamlDoc, model: type[BaseModel]
 ) -> list[Problem]:
-    """Turn pydantic's errors into file:line: key: message problems."""
-    problems = []
+    """Turn pydantic's errors into one file:line: key: message problem per place.
+
+    The alternatives of a union become one "expected A or B" line, and a key
+    reported missing is left out when a misspelled key beside it is the hint.
+    """
+    by_path: dict[KeyPath, list[Any]] = {}
     for error in exc.errors(include_url=False):
         path = _data_path(doc.data, error["loc"])
-        key = _dotted(path)
-        message = _message(error, path, doc, model)
-        problems.append(Problem(doc.file, doc.line(path), key, message))
+        if error["type"] == "union_tag_invalid":
+            path = (*path, str(error.get("ctx", {}).get("discriminator", "type")).strip("'"))
+        by_path.setdefault(path, []).append(error)
+    typos = {
+        (*path[:-1], hint)
+        for path, errors in by_path.items()
+        for error in errors
+        if error["type"] == "extra_forbidden"
+        for hint in _close(model, path, doc)
+    }
+    problems = []
+    for path, errors in by_path.items():
+        if path in typos and all(e["type"] == "missing" for e in errors):
+            continue
+        for message in _messages(errors, path, doc, model):
+            problems.append(Problem(doc.file, doc.line(path), _dotted(path), message))
     return problems
 
 
@@ -261,10 +352,10 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
             and part not in node
             and isinstance(part, str)
             and part.isidentifier()
+            and part == loc[-1]
         ):
-            # A missing required key, or a discriminator tag we step over.
-            if part == loc[-1]:
-                path.append(part)
+            # A missing required key (a discriminator tag in between is stepped over).
+            path.append(part)
     return tuple(path)
 
 
@@ -275,12 +366,49 @@ def _dotted(path: KeyPath) -> str:
     return out
 
 
+# What a value of each pydantic error type should have been, in the marketer's words.
+_EXPECTED = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "decimal_type": "a number",
+    "decimal_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "date_type": "a date like 2026-11-27",
+    "date_parsing": "a date like 2026-11-27",
+    "date_from_datetime_parsing": "a date like 2026-11-27",
+    "date_from_datetime_inexact": "a date like 2026-11-27",
+}
+
+
+def _messages(errors: list[Any], path: KeyPath, doc: YamlDoc, model: type[BaseModel]) -> list[str]:
+    kinds = [e["type"] for e in errors]
+    if len(errors) > 1 and all(kind in _EXPECTED for kind in kinds):
+        wanted = " or ".join(dict.fromkeys(_EXPECTED[kind] for kind in kinds))
+        return [f"expected {wanted}, got {_found(errors[0].get('input'))}"]
+    return list(dict.fromkeys(_message(e, path, doc, model) for e in errors))
+
+
+def _close(model: type[BaseModel], path: KeyPath, doc: YamlDoc) -> list[str]:
+    """The allowed key that a misspelled key at `path` most likely meant, if any."""
+    allowed = _allowed_keys(model, path[:-1], doc)
+    return difflib.get_close_matches(str(path[-1]), allowed, n=1) if allowed else []
+
+
 def _message(error: Any, path: KeyPath, doc: YamlDoc, model: type[BaseModel]) -> str:
     kind = error["type"]
     found = error.get("input")
     if kind == "extra_forbidden":
+        close = _close(model, path, doc)
         allowed = _allowed_keys(model, path[:-1], doc)
-        close = difflib.get_close_matches(str(path[-1]), allowed, n=1) if allowed else []
         hint = (
             f" (did you mean {close[0]!r}?)"
             if close
@@ -291,25 +419,19 @@ def _message(error: Any, path: KeyPath, doc: YamlDoc, model: type[BaseModel]) ->
         return "required key is missing"
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
-        return f"type: expected one of {ctx.get('expected_tags', '')}, got {_found(ctx.get('tag'))}"
+        return f"expected one of {ctx.get('expected_tags', '')}, got {_found(ctx.get('tag'))}"
     if kind == "union_tag_not_found":
         return "required key 'type' is missing"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_found(found)}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if (
-        kind.endswith("_type")
-        or kind.endswith("_parsing")
-        or kind
-        in {
-            "literal_error",
-            "greater_than_equal",
-            "less_than_equal",
-            "greater_than",
-            "string_pattern_mismatch",
-            "too_short",
-            "string_too_short",
-        }
-    ):
-        message = f"{message[0].lower()}{message[1:]}, got {_found(found)}"
+    if message.startswith("Input should be "):
+        wanted = message.removeprefix("Input should be ")
+        if wanted.startswith(("greater", "less")):
+            wanted = f"a number {wanted}"
+        return f"expected {wanted}, got {_found(found)}"
+    if kind in {"too_short", "too_long", "string_too_short", "string_too_long"}:
+        return f"{message[0].lower()}{message[1:]}, got {_found(found)}"
     return message
 
 
@@ -328,9 +450,10 @@ def _allowed_keys(model: type[BaseModel], path: KeyPath, doc: YamlDoc) -> list[s
     current: Any = model
     node: Any = doc.data
     for part in path:
-        node = node[part] if isinstance(node, (dict, list)) else None
         if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
+        node = node.get(part) if isinstance(node, dict) else None
         current = _field_model(current, part, node)
         if current is None:
             return []

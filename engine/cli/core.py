@@ -22,7 +22,8 @@ def check(app: App, as_json: bool) -> None:
         print_json({"ok": not problems, "errors": [p.as_dict() for p in problems]})
     elif problems:
         for problem in problems:
-            errors.print(str(problem), markup=False)
+            # One line per problem, however long: editors and CI jump to file:line.
+            errors.print(str(problem), markup=False, soft_wrap=True)
         errors.print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found")
     else:
         console.print("ok: config, campaigns, segments and templates are valid")
