@@ -173,6 +173,12 @@ _EXTENDS = re.compile(r"""\{%-?\s*extends\s+["']([^"']+)["']\s*-?%\}""")
 _BLOCK = re.compile(
     r"(\{%-?\s*block\s+(\w+)\s*-?%\})(.*?)(\{%-?\s*endblock(?:\s+\w+)?\s*-?%\})", re.S
 )
+_BLOCK_OPEN = re.compile(r"\{%-?\s*block\s")
+_INCLUDE = re.compile(r"""\{%-?\s*include\s+["']([^"']+)["'][^%]*?-?%\}""")
+_MACRO = re.compile(r"\{%-?\s*(?:import|from|macro|call)\s")
+_SUPER = re.compile(r"\bsuper\(\)")
+_STATEMENT = re.compile(r"\{%.*?%\}", re.S)
+_LEADING_STATEMENTS = re.compile(r"(?:\s*(?:\{%.*?%\}|\{#.*?#\}))+\s*", re.S)
 _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S | re.I)
 _DYNAMIC_ATTR = re.compile(
     r"""\b(class|id)\s*=\s*("[^"]*(?:\{\{|\{%)[^"]*"|'[^']*(?:\{\{|\{%)[^']*')"""
@@ -184,25 +190,57 @@ def _line(source: str, index: int) -> int:
     return source.count("\n", 0, index) + 1
 
 
+class NotFlat(Exception):
+    """A template whose layout and includes cannot be spliced into one source."""
+
+
 def flatten(name: str, read: Callable[[str], str], _depth: int = 0) -> tuple[str, list[str]]:
-    """The source of `name` with its `{% extends %}` layout filled in, and the files used.
+    """The source of `name` with its includes and `{% extends %}` layout spliced in.
 
-    Only the simple form is supported (blocks in the child replace blocks of the
-    same name in the layout); anything else is returned as it is and rendered by
-    Jinja's own inheritance, inlined per email.
+    Returns the single source (what Jinja would render, block tags dropped) and
+    the files it came from. Raises NotFlat, naming the file and line, for what
+    only rendering can resolve (macros, `super()`, nested blocks); such a
+    template is rendered by Jinja's own inheritance and inlined per email.
     """
+    if _depth > 10:
+        raise NotFlat(f"{name}: layouts and includes nest more than 10 deep")
     source = read(name)
+    files = [name]
+    for pattern, what in ((_MACRO, "a macro"), (_SUPER, "super()")):
+        found = pattern.search(source)
+        if found:
+            raise NotFlat(
+                f"{name}:{_line(source, found.start())}: {what} is only known once rendered"
+            )
+
+    def include(m: re.Match[str]) -> str:
+        body, used = flatten(m.group(1), read, _depth + 1)
+        files.extend(used)
+        return body
+
+    source = _INCLUDE.sub(include, source)
     match = _EXTENDS.search(source)
-    if match is None or _depth > 5:
-        return source, [name]
-    parent, files = flatten(match.group(1), read, _depth + 1)
-    blocks = {m.group(2): m.group(3) for m in _BLOCK.finditer(source)}
+    if match is None:
+        return source, files
+    parent, used = flatten(match.group(1), read, _depth + 1)
+    files.extend(used)
+    blocks = {m.group(2): m.group(3) for m in _blocks(name, source)}
+    _blocks(match.group(1), parent)
+    # Jinja runs a child's top-level statements ({% set %}) but prints nothing else.
+    leftover = _BLOCK.sub("", source).replace(match.group(0), "")
+    statements = "".join(_STATEMENT.findall(leftover))
+    spliced = _BLOCK.sub(lambda m: blocks.get(m.group(2), m.group(3)), parent)
+    return statements + spliced, files
 
-    def fill(m: re.Match[str]) -> str:
-        body = blocks.get(m.group(2), m.group(3))
-        return f"{m.group(1)}{body}{m.group(4)}"
 
-    return _BLOCK.sub(fill, parent), [name, *files]
+def _blocks(name: str, source: str) -> list[re.Match[str]]:
+    found = list(_BLOCK.finditer(source))
+    for m in found:
+        inner = _BLOCK_OPEN.search(m.group(3))
+        if inner:
+            line = _line(source, m.start(3) + inner.start())
+            raise NotFlat(f"{name}:{line}: a block inside a block is only known once rendered")
+    return found
 
 
 def inlining_notes(name: str, source: str) -> list[str]:
@@ -282,7 +320,11 @@ def precompile(source: str) -> str | None:
         i = len(saved) - 1
         return f"<!--JSTMT{i}-->" if m.group(0)[1] in "%#" else f"JEXPR{i}X"
 
-    protected = _JINJA.sub(stash, source)
+    # Statements before the document ({% set %}) would be dropped by the HTML
+    # parser as comments outside <html>: keep them aside as they are.
+    lead = _LEADING_STATEMENTS.match(source)
+    prefix = lead.group(0) if lead else ""
+    protected = _JINJA.sub(stash, source[len(prefix) :])
     inlined = inline_css(protected)
     seen: list[int] = []
 
@@ -294,7 +336,7 @@ def precompile(source: str) -> str | None:
     out = _RESTORE.sub(restore, inlined)
     if sorted(seen) != list(range(len(saved))):
         return None
-    return out
+    return prefix + out
 
 
 # ---------------------------------------------------------------- compiled templates
@@ -319,6 +361,14 @@ class _Entry:
     stamp: tuple[tuple[str, int], ...]
     value: Any
     checked: int  # the generation in which the files were last looked at
+
+
+def _referenced(env: ImmutableSandboxedEnvironment, name: str) -> list[str]:
+    """The templates `name` extends or includes by a literal name (for cache stamps)."""
+    from jinja2 import meta
+
+    source = env.loader.get_source(env, name)[0] if env.loader else ""
+    return [t for t in meta.find_referenced_templates(env.parse(source)) if t]
 
 
 @dataclass(frozen=True)
@@ -407,8 +457,13 @@ class Renderer:
             raise self._error(exc, name) from exc
 
     def _compile_html(self, name: str) -> tuple[list[str], HtmlTemplate]:
-        source, files = flatten(name, self._read)
         own = self._load(self._html_env, name)  # syntax errors reported against the real file
+        try:
+            source, files = flatten(name, self._read)
+        except NotFlat as exc:
+            log.info("template %s: CSS inlined per email (%s)", name, exc)
+            files = [name, *(str(t) for t in _referenced(self._html_env, name))]
+            return files, HtmlTemplate(name, own, True, (str(exc),))
         notes = [note for f in files for note in inlining_notes(f, self._read(f))]
         compiled = None if notes else precompile(source)
         if compiled is None:
@@ -608,7 +663,7 @@ def _check_syntax(
                 except RenderError as exc:
                     add(Problem(f"{folder}/{exc.file or name}", exc.line, "", str(exc)))
                     return
-                notes = [n for n in compiled.notes if n.startswith(f"{name}: ")]
+                notes = [n for n in compiled.notes if n.split(":")[0] == name]
             for note in notes:
                 where, _, what = note.partition(": ")
                 line = int(where.rsplit(":", 1)[1]) if ":" in where else None

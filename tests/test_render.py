@@ -153,6 +153,51 @@ def test_dynamic_class_falls_back_too() -> None:
     assert inlining_notes("x.html", css) == []
 
 
+def test_includes_and_top_level_sets_are_spliced_in_before_inlining(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path / "t",
+        {
+            "_base.html": STYLE_ONLY,
+            "_greeting.html": '<p class="note">Hello {{ who }}</p>',
+            "mail.html": '{% extends "_base.html" %}{% set who = customer.name %}'
+            '{% block content %}{% include "_greeting.html" %}{% endblock %}',
+        },
+    )
+    renderer = Renderer(folder)
+    compiled = renderer.html_template("mail.html")
+    assert not compiled.inline_per_email
+    html = renderer.render_file("mail.html", context())
+    assert '<p class="note" style="color:#123456">Hello Rahima</p>' in html
+    assert _dom(html) == _dom(
+        inline_css(renderer._html_env.get_template("mail.html").render(context()))
+    )
+
+
+@pytest.mark.parametrize(
+    ("child", "note"),
+    [
+        pytest.param(
+            '{% extends "_base.html" %}{% macro hi(n) %}<p class="note">{{ n }}</p>{% endmacro %}'
+            "{% block content %}{{ hi(customer.name) }}{% endblock %}",
+            "mail.html:1: a macro is only known once rendered",
+            id="macro",
+        ),
+        pytest.param(
+            '{% extends "_base.html" %}{% block content %}{{ super() }}'
+            '<p class="note">{{ customer.name }}</p>{% endblock %}',
+            "mail.html:1: super() is only known once rendered",
+            id="super",
+        ),
+    ],
+)
+def test_what_cannot_be_spliced_is_inlined_per_email(tmp_path: Path, child: str, note: str) -> None:
+    renderer = Renderer(write(tmp_path / "t", {"_base.html": STYLE_ONLY, "mail.html": child}))
+    compiled = renderer.html_template("mail.html")
+    assert compiled.inline_per_email and compiled.notes == (note,)
+    html = renderer.render_file("mail.html", context())
+    assert '<p class="note" style="color:#123456">Rahima</p>' in html
+
+
 def test_jinja_inside_css_falls_back_when_it_cannot_survive_inlining(tmp_path: Path) -> None:
     source = (
         "<html><head><style>p { color: {{ colour }}; }</style></head>"
