@@ -242,13 +242,14 @@ class Daemon:
     async def _shutdown(self, server: _Server, web: asyncio.Task[Any], sink: Any) -> None:
         self.stop.set()
         assert self.scheduler is not None
-        self.scheduler.shutdown(wait=False)
+        self.scheduler.pause()  # shutting it down now would cancel the running tick
         try:  # the running tick finishes its in-flight sends and releases its leases
             await asyncio.wait_for(self._tick_lock.acquire(), SHUTDOWN_GRACE_SECONDS)
         except TimeoutError:
-            log.error(
-                "the running tick did not finish in %d s; stopping it", SHUTDOWN_GRACE_SECONDS
-            )
+            log.error("the running tick did not end in %d s; cancelling it", SHUTDOWN_GRACE_SECONDS)
+            if self._tick_task is not None:
+                self._tick_task.cancel()
+        self.scheduler.shutdown(wait=False)
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await web  # the app's lifespan writes the last opens and clicks

@@ -319,3 +319,40 @@ def test_sigkill_mid_send_then_restart_sends_nothing_twice(project_dir: Path, da
         engine.dispose()
     finally:
         sink.close()
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_send_in_flight_finish(project_dir: Path, daemons):
+    sink = SlowSink(delay=1.5)
+    try:
+        database = project_dir / "shop.db"
+        config = configure(
+            project_dir,
+            smtp_port=sink.port,
+            http_port=free_port(),
+            database=f"sqlite:///{database}",
+            batch_size="1",
+            connections="1",
+        )
+        engine = make_engine(f"sqlite:///{database}")
+        upgrade(engine)
+        seed_first_orders(engine, datetime.now(UTC), 4)
+        daemon = Daemon(config).start()
+        daemons.append(daemon)
+        daemon.wait_for(lambda: sink.started, why="a send in flight")
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert not sink.slow.is_set() and sink.accepted  # the server answered it
+        with Session(engine) as session:
+            status = dict(
+                session.execute(
+                    select(Customer.email, Message.status).join(
+                        Customer, Customer.id == Message.customer_id
+                    )
+                ).all()
+            )
+        assert {status[address] for address in sink.accepted} == {MessageStatus.SENT}
+        unsent = [a for a, s in status.items() if a not in sink.started]
+        assert unsent and all(status[a] == MessageStatus.QUEUED for a in unsent)
+        engine.dispose()
+    finally:
+        sink.close()

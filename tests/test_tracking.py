@@ -479,3 +479,12 @@ def test_machine_agents_list():
     assert is_machine_agent("Mozilla/5.0 (compatible; BingPreview/1.0b)")
     assert not is_machine_agent(PHONE)
     assert not is_machine_agent("Mozilla/5.0 (Windows NT 10.0) Microsoft Outlook 16.0")
+
+
+def test_the_dashboard_is_mounted_when_a_password_is_set(db, project, now):
+    secrets = Secrets(secret=SECRET, dashboard_password="a-long-dashboard-password")
+    client = TestClient(create_app(db, lambda: project, secrets, clock=lambda: now))
+    response = client.get("/dashboard/", follow_redirects=True)
+    assert response.status_code in (200, 401)
+    assert "disabled" not in response.text
+    assert "password" in response.text.lower()
