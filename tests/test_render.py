@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAYOUT = """<!DOCTYPE html>
 <html><head><style>
 .note { color: #123456; }
-.row + .row td { border-top: 1px solid #abcdef; }
+tr + tr td { border-top: 1px solid #abcdef; }
 </style></head>
 <body>{% block content %}{% endblock %}</body></html>
 """
