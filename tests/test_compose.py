@@ -202,6 +202,10 @@ def test_holiday_email_lists_the_offers(
     assert "- জামদানি শাড়ি: ৮,৫০০.০০৳-এর বদলে ৭,২২৫.০০৳ (১৫% ছাড়), স্টকে আছে ৩টি" in body
 
 
+def test_an_empty_batch_asks_nothing(composer: Composer, session: Session) -> None:
+    assert composer.prepare(session, [], now=NOW) == []
+
+
 def test_the_same_message_builds_the_same_bytes(
     composer: Composer, session: Session, data: ShopData
 ) -> None:
