@@ -181,7 +181,9 @@ def import_csv(
         with session_scope(engine) as session:
             job.run(session, records)
     except SQLAlchemyError as exc:
-        raise StoreError(f"{shown}: the database refused the import: {exc}") from exc
+        # The driver's own message, first line only: SQLAlchemy's repeats every parameter.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StoreError(f"{shown}: the database refused the import: {reason}") from exc
     return job.result
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
 from engine.db import make_engine, upgrade
-from engine.errors import DataError
+from engine.errors import DataError, StoreError
 from engine.importer import CsvFormatError, ImportRejected, ImportResult, import_csv
 from engine.models import (
     ConsentChange,
@@ -591,3 +592,23 @@ def test_bad_rows_leave_postgresql_as_it_was_too(
     with pytest.raises(CsvFormatError):
         run(shop, "customers", csv_file("customers.csv", "id,name\nC1,x\n"))
     assert dump(shop) == before
+
+
+def test_a_database_failure_midway_rolls_back_everything_and_says_why(
+    sqlite_shop: Engine, csv_file: Callable[..., Path], run: Callable[..., ImportResult]
+) -> None:
+    with sqlite_shop.begin() as conn:  # order lines are written after their orders
+        conn.execute(
+            sqlalchemy.text(
+                "CREATE TRIGGER frozen BEFORE INSERT ON order_item "
+                "BEGIN SELECT RAISE(ABORT, 'order lines are frozen'); END"
+            )
+        )
+    before = dump(sqlite_shop)
+    orders = "order_id,customer_id,placed_at,sku,quantity\n6001,C2,2026-11-10T10:00,TEA-500G,1\n"
+    with pytest.raises(StoreError) as caught:
+        run(sqlite_shop, "orders", csv_file("orders.csv", orders))
+    assert str(caught.value) == (
+        "orders.csv: the database refused the import: order lines are frozen"
+    )
+    assert dump(sqlite_shop) == before
