@@ -59,13 +59,25 @@ class Signer:
         return _b64(hmac.new(self._key, payload, hashlib.sha256).digest())
 
     def make(self, purpose: Purpose, message_id: int, url: str | None = None) -> str:
+        """A token for `message_id` (and, for a click, `url`); InvalidToken if it cannot be one.
+
+        A URL too long for a token that `verify` accepts is refused here, rather
+        than making a link that would never work.
+        """
+        if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 0:
+            raise InvalidToken(f"a message id must be a whole number, got: {message_id!r}")
         payload = f"{purpose.value}:{message_id}"
         if purpose is Purpose.CLICK:
             if not url:
                 raise InvalidToken("a click token needs a URL")
             payload += f":{url}"
         data = payload.encode("utf-8")
-        return f"{_b64(data)}.{self._sign(data)}"
+        token = f"{_b64(data)}.{self._sign(data)}"
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken(
+                f"the link is too long to sign ({len(url or '')} characters): {(url or '')[:60]}…"
+            )
+        return token
 
     def open_token(self, message_id: int) -> str:
         return self.make(Purpose.OPEN, message_id)
@@ -85,13 +97,16 @@ class Signer:
             data = _unb64(body)
         except (binascii.Error, ValueError) as exc:
             raise InvalidToken("malformed token") from exc
-        if not hmac.compare_digest(self._sign(data), signature):
+        if _b64(data) != body:  # the decoder skips stray characters: only our own spelling counts
+            raise InvalidToken("malformed token")
+        # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError.
+        if not hmac.compare_digest(self._sign(data).encode(), signature.encode("utf-8", "replace")):
             raise InvalidToken("bad signature")
         kind, _, rest = data.decode("utf-8", "replace").partition(":")
         if kind != purpose.value:
             raise InvalidToken("token made for another purpose")
         number, _, url = rest.partition(":")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise InvalidToken("malformed token")
         if purpose is Purpose.CLICK and not url:
             raise InvalidToken("click token without a URL")
