@@ -166,7 +166,7 @@ def test_transactional_notice_has_no_list_unsubscribe_but_keeps_the_address(
         "Credited to your account: ৳0.30",
     ):
         assert line in body
-    assert "Email preferences: http://127.0.0.1:8000/u/" in body
+    assert "Stop our marketing emails: http://127.0.0.1:8000/u/" in body
 
 
 def test_links_are_tracked_and_the_pixel_is_signed(
