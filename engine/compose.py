@@ -216,7 +216,8 @@ class Composer:
         self.base_url = project.config.tracking.base_url.rstrip("/")
         self._from = mailbox("From", sending.sender.name, self.sender)
         self._reply_to = f"Reply-To: <{sending.reply_to}>" if sending.reply_to else None
-        self._mailto = sending.unsubscribe_mailto or self.sender
+        # Only an address someone reads goes in List-Unsubscribe; the link alone is enough.
+        self._mailto = sending.unsubscribe_mailto
         self._dkim = _dkim_key(project)
         self._keep = (f"{self.base_url}/u/", f"{self.base_url}/o/", f"{self.base_url}/c/")
 
@@ -337,10 +338,8 @@ class Composer:
         if self._reply_to:
             headers.append(self._reply_to)
         if unsubscribe_url:
-            headers.append(
-                f"List-Unsubscribe: <{unsubscribe_url}>,\r\n"
-                f" <mailto:{self._mailto}?subject=unsubscribe>"
-            )
+            mailto = f",\r\n <mailto:{self._mailto}?subject=unsubscribe>" if self._mailto else ""
+            headers.append(f"List-Unsubscribe: <{unsubscribe_url}>{mailto}")
             headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
         headers.append("MIME-Version: 1.0")
         headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')

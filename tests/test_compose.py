@@ -146,6 +146,17 @@ def test_marketing_emails_carry_one_click_unsubscribe(
     assert text is not None and f"/u/{match.group(1)}" in text.get_content()
 
 
+def test_without_an_unsubscribe_mailbox_the_header_has_the_link_only(
+    project: Project, renderer: Renderer, session: Session, data: ShopData
+) -> None:
+    sending = project.config.sending.model_copy(update={"unsubscribe_mailto": None})
+    config = project.config.model_copy(update={"sending": sending})
+    composer = Composer(replace(project, config=config), Secrets(secret=SECRET), renderer=renderer)
+    message = queue(session, "welcome", data.sam, order_id=data.order_en)
+    parsed = parse(prepare_one(composer, session, message))
+    assert re.fullmatch(r"<http://127\.0\.0\.1:8000/u/[^>]+>", str(parsed["List-Unsubscribe"]))
+
+
 def test_transactional_notice_has_no_list_unsubscribe_but_keeps_the_address(
     composer: Composer, session: Session, data: ShopData
 ) -> None:
