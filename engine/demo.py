@@ -412,7 +412,7 @@ def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[
         placed = delivered - timedelta(hours=rng.randint(20, 60))
         recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
     elif role is Role.PRICE_DROP:
-        past += _past(rng, now, rng.randint(0, 2), 10, 300)
+        past += _past(rng, now, rng.randint(1, 2), 10, 300)
         placed = now - timedelta(hours=26 + index % 20, minutes=rng.randint(0, 59))
         recent.append((placed, None, _dropped_lines(index)))
     elif role is Role.REGULAR:

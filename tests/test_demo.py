@@ -28,11 +28,14 @@ from engine.demo import (
     seed_demo,
 )
 from engine.errors import DataError
+from engine.loader import load_project
 from engine.models import (
     Checkpoint,
     ConsentChange,
     Customer,
     CustomerTag,
+    Message,
+    MessageStatus,
     Order,
     OrderItem,
     OrderStatus,
@@ -41,6 +44,7 @@ from engine.models import (
     ShopHoliday,
     SurveyAnswer,
 )
+from engine.planner import plan
 from tests.conftest import POSTGRES_URL, skip_or_fail
 
 SMALL = 40  # every scenario plus a few chance customers; seeds in about a second
@@ -430,6 +434,44 @@ def test_the_summary_names_each_scenario(shop_db: Engine) -> None:
     for campaign in ("welcome", "thank_you", "holiday_preannounce", "price_drop_refund"):
         assert f"{campaign}:" in text
     assert "added nothing" in text
+
+
+# ---------------------------------------------------------------- with the planner
+
+
+def due_now(engine: Engine, now: datetime) -> dict[str, int]:
+    """Per campaign, the queued emails the dispatcher would send at `now`."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Message.campaign, func.count())
+            .where(
+                col(Message.status) == MessageStatus.QUEUED,
+                col(Message.send_after) <= now,
+                col(Message.expires_at).is_(None) | (col(Message.expires_at) > now),
+            )
+            .group_by(col(Message.campaign))
+        ).all()
+    return {campaign: count for campaign, count in rows}
+
+
+CAMPAIGNS = {"welcome", "thank_you", "holiday_preannounce", "price_drop_refund"}
+
+
+def test_every_campaign_has_an_email_to_send_right_away(shop_db: Engine, project_dir: Path) -> None:
+    """What `make demo` promises: at 23:58 in Dhaka, each campaign sends at once."""
+    plan(shop_db, load_project(project_dir / "config.yaml"), NOW)
+    assert set(due_now(shop_db, NOW)) == CAMPAIGNS
+
+
+def test_every_campaign_sends_when_only_sydney_is_awake(
+    sqlite_store: Engine, project_dir: Path
+) -> None:
+    """02:00 UTC in the week New York moves its clocks: 09:00-20:00 only in Sydney."""
+    now = datetime(2026, 3, 8, 2, 0, tzinfo=UTC)
+    with session_scope(sqlite_store) as session:
+        seed_demo(session, now=now, customers=MIN_CUSTOMERS)
+    plan(sqlite_store, load_project(project_dir / "config.yaml"), now)
+    assert set(due_now(sqlite_store, now)) == CAMPAIGNS
 
 
 # ---------------------------------------------------------------- the command
