@@ -16,7 +16,8 @@ Machine opens (`machine = true` on the open event):
   Microsoft's link scanners (BingPreview, Microsoft Defender / Safe Links),
   or is a generic bot, crawler, headless browser or HTTP library;
 - the open came within `tracking.machine_open_window` of the message's
-  `sent_at` (nobody reads that fast: proxies fetch on delivery).
+  `sent_at` (nobody reads that fast: proxies fetch on delivery);
+- the pixel was fetched with HEAD (a checker, not a mail client).
 
 Machine clicks: a HEAD request, a scanner user agent, or a click less than a
 second after the message was sent. A human click also counts as a human open:
@@ -150,7 +151,7 @@ def _rows(
     base = {"message_id": hit.message_id, "customer_id": customer_id, "at": hit.at}
     base["user_agent"] = agent
     if hit.kind is EventKind.OPEN:
-        machine = is_machine_open(agent, hit.at, sent_at, open_window)
+        machine = hit.head or is_machine_open(agent, hit.at, sent_at, open_window)
         if not machine:
             human_opened.add(hit.message_id)
         return [{**base, "kind": EventKind.OPEN, "machine": machine, "url": None}]

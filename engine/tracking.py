@@ -94,22 +94,15 @@ class Tracker:
 
     # ------------------------------------------------------------ handlers
 
-    async def pixel(self, request: Request) -> Response:
-        message_id = self.claim(request.path_params["token"], Purpose.OPEN)
-        if message_id is not None:
-            try:
-                self.hits.record(
-                    Hit(
-                        EventKind.OPEN,
-                        message_id,
-                        self.clock(),
-                        request.headers.get("user-agent"),
-                        head=request.method == "HEAD",
-                    )
-                )
-            except Exception:  # the pixel answers whatever happens
-                log.exception("tracking: could not queue an open of message %s", message_id)
-        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+    def open(self, token: str, user_agent: str | None, *, head: bool) -> None:
+        """Queue an open for a valid pixel token; a bad one records nothing. Never raises."""
+        message_id = self.claim(token, Purpose.OPEN)
+        if message_id is None:
+            return
+        try:
+            self.hits.record(Hit(EventKind.OPEN, message_id, self.clock(), user_agent, head=head))
+        except Exception:  # the pixel answers whatever happens
+            log.exception("tracking: could not queue an open of message %s", message_id)
 
     async def click(self, request: Request) -> Response:
         try:
@@ -250,20 +243,41 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-class LimitUrlLength:
-    """Answer 414 for a request line longer than `MAX_URL_BYTES`, before any routing."""
+_PIXEL_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"content-length", str(len(PIXEL)).encode()),
+    *((name.lower().encode(), value.encode()) for name, value in NO_CACHE.items()),
+]
 
-    def __init__(self, app: ASGIApp):
+
+class FrontDoor:
+    """Before any routing: 414 for a URL longer than `MAX_URL_BYTES`, and the pixel.
+
+    The pixel is the hot path (every opened email fetches it), so it is answered
+    here in plain ASGI, without Starlette's request and response objects.
+    """
+
+    def __init__(self, app: ASGIApp, tracker: Tracker):
         self.app = app
+        self.tracker = tracker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            size = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
-            if size > MAX_URL_BYTES:
-                response = PlainTextResponse("URL too long\n", status_code=414)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if len(scope.get("raw_path") or path.encode()) + len(scope["query_string"]) > MAX_URL_BYTES:
+            await PlainTextResponse("URL too long\n", status_code=414)(scope, receive, send)
+        elif (
+            path.startswith("/o/") and path.endswith(".gif") and scope["method"] in ("GET", "HEAD")
+        ):
+            agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
+            head = scope["method"] == "HEAD"
+            self.tracker.open(path[3:-4], agent and agent.decode("latin-1"), head=head)
+            await send({"type": "http.response.start", "status": 200, "headers": _PIXEL_HEADERS})
+            await send({"type": "http.response.body", "body": b"" if head else PIXEL})
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(
@@ -281,7 +295,6 @@ def create_app(
     buffer = hits or HitBuffer(engine, lambda: get_project().config.tracking.machine_open_window)
     tracker = Tracker(engine, get_project, secrets, Signer(secrets.secret), buffer, clock)
     routes: list[BaseRoute] = [
-        Route("/o/{token}.gif", tracker.pixel, methods=["GET"]),
         Route("/c/{token}", tracker.click, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe, methods=["POST"]),
@@ -305,7 +318,7 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.tracker = tracker
-    app.add_middleware(LimitUrlLength)
+    app.add_middleware(FrontDoor, tracker=tracker)
     return app
 
 

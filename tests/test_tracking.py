@@ -488,3 +488,16 @@ def test_the_dashboard_is_mounted_when_a_password_is_set(db, project, now):
     assert response.status_code in (200, 401)
     assert "disabled" not in response.text
     assert "password" in response.text.lower()
+
+
+def test_a_head_on_the_pixel_answers_headers_only_and_is_a_machine_open(
+    client, db, signer, make_message
+):
+    message_id = make_message()
+    response = client.head(f"/o/{signer.open_token(message_id)}.gif", headers={"user-agent": PHONE})
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(PIXEL))
+    assert response.content == b""
+    flush(client)
+    [event] = events(db)
+    assert event.machine is True
