@@ -495,7 +495,10 @@ def test_the_demo_command_seeds_once(project_dir: Path, tmp_path: Path) -> None:
     [
         pytest.param(["--at", "2026-11-22T06:00"], 2, "with its offset", id="naive-at"),
         pytest.param(["--at", "yesterday"], 2, "expected a time like", id="garbage-at"),
-        pytest.param(["--customers", "5"], 1, "needs between 36", id="too-few"),
+        pytest.param(["--customers", "5"], 2, "5 is not in the range 36<=x<=20000", id="too-few"),
+        pytest.param(
+            ["--customers", "many"], 2, "'many' is not a valid integer", id="not-a-number"
+        ),
     ],
 )
 def test_the_demo_command_refuses_bad_options(

@@ -9,7 +9,7 @@ import click
 
 from ..app import App
 from ..db import session_scope
-from ..demo import DEFAULT_CUSTOMERS, seed_demo
+from ..demo import DEFAULT_CUSTOMERS, MAX_CUSTOMERS, MIN_CUSTOMERS, seed_demo
 from .base import console, main, with_app
 
 
@@ -40,10 +40,10 @@ class Instant(click.ParamType):
 @click.option("--at", "at", type=Instant(), help="Seed as if it were this time (default: now).")
 @click.option(
     "--customers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=MIN_CUSTOMERS, max=MAX_CUSTOMERS),
     default=DEFAULT_CUSTOMERS,
     show_default=True,
-    help="How many customers the demo shop has.",
+    help="How many customers the demo shop has (enough for every scenario).",
 )
 @with_app
 def demo(app: App, at: datetime | None, customers: int) -> None:
