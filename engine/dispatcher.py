@@ -129,7 +129,7 @@ class DispatchReport:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Claim:
     """What the dispatcher keeps about one claimed message while it is in flight."""
 
@@ -480,6 +480,7 @@ class _Run:
         self.due_total = 0
         self.failure: Exception | None = None
         self.pool: Executor | None = None
+        self.resend_in_doubt = {n for n, c in project.campaigns.items() if c.resend_in_doubt}
 
     def clock(self) -> datetime:
         """`now` as passed in, advanced by the time this pass has run (for leases
@@ -550,15 +551,8 @@ class _Run:
         return letters
 
     def _claim_of(self, row: Any, batch_size: int) -> Claim:
-        campaign = self.project.campaigns.get(row.campaign)
-        return Claim(
-            row.id,
-            row.campaign,
-            row.attempts,
-            row.send_after,
-            bool(campaign and campaign.resend_in_doubt),
-            batch_size,
-        )
+        resend = row.campaign in self.resend_in_doubt
+        return Claim(row.id, row.campaign, row.attempts, row.send_after, resend, batch_size)
 
     # -- sending
 
