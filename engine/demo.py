@@ -343,6 +343,8 @@ def _customer(index: int, scenario: Role | None, now: datetime) -> CustomerSeed:
         city = rng.choice(HOME_CITIES if rng.random() < 0.75 else DIASPORA_CITIES)
     home = CITIES[city] == SHOP_TIMEZONE
     locale = "bn_BD" if rng.random() < (0.92 if home else 0.45) else "en"
+    if index <= len(FEATURED):
+        locale = FEATURED[index - 1][2]
     name, latin = _name(rng, index, locale)
     external_id = f"NG-C{index:05d}"
     orders = _orders(rng, role, index, now)
