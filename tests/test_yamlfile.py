@@ -74,7 +74,7 @@ def test_only_plain_data_is_allowed(text: str) -> None:
     [
         pytest.param(
             "name: x\n  bad: [\n",
-            "f.yaml:2: invalid YAML: mapping values are not allowed here",
+            "f.yaml:2: invalid YAML: mapping values are not allowed",
             id="indent",
         ),
         pytest.param("a: [1, 2\nb: 3\n", "f.yaml:2: invalid YAML: ", id="unclosed-list"),
