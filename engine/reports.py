@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Interval, and_, case, distinct, func, literal, select
+from sqlalchemy import Interval, and_, case, distinct, exists, func, literal, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -136,9 +136,26 @@ def build_report(
         }
 
 
-def _in_period(start: datetime, end: datetime) -> Any:
+def _period_messages(start: datetime, end: datetime) -> Any:
+    """The period's messages, computed once per query (MATERIALIZED).
+
+    Materialising keeps SQLite from walking ix_message_campaign_created row by
+    row to save a sort, which is ten times slower than one scan.
+    """
     when = func.coalesce(col(Message.sent_at), col(Message.created_at))
-    return and_(when >= start, when < end)
+    return (
+        select(
+            col(Message.id),
+            col(Message.campaign),
+            col(Message.customer_id),
+            col(Message.status),
+            col(Message.order_item_id),
+            col(Message.sent_at),
+        )
+        .where(when >= start, when < end)
+        .cte("period_messages")
+        .prefix_with("MATERIALIZED")
+    )
 
 
 def _human(now: datetime) -> Any:
@@ -197,10 +214,9 @@ def _rates(row: dict[str, Any]) -> None:
 
 
 def _status_counts(session: Session, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
-    query = (
-        select(col(Message.campaign), col(Message.status), func.count())
-        .where(_in_period(start, end))
-        .group_by(col(Message.campaign), col(Message.status))
+    messages = _period_messages(start, end)
+    query = select(messages.c.campaign, messages.c.status, func.count()).group_by(
+        messages.c.campaign, messages.c.status
     )
     out: dict[str, dict[str, int]] = {}
     for campaign, status, count in session.execute(query):
@@ -214,7 +230,8 @@ def _status_counts(session: Session, start: datetime, end: datetime) -> dict[str
 def _event_counts(
     session: Session, start: datetime, end: datetime, now: datetime, *, by_campaign: bool = True
 ) -> dict[str, dict[str, int]]:
-    message = col(Message.id)
+    messages = _period_messages(start, end)
+    message = messages.c.id
     kind, machine = col(MessageEvent.kind), col(MessageEvent.machine)
 
     def unique(*when: Any) -> Any:
@@ -229,35 +246,33 @@ def _event_counts(
         unique(kind == EventKind.BOUNCE),
         unique(kind == EventKind.COMPLAINT),
     ]
-    group = [col(Message.campaign)] if by_campaign else [literal("*").label("everything")]
+    group = [messages.c.campaign] if by_campaign else [literal("*").label("everything")]
     query = (
         select(*group, *columns)
+        .select_from(messages)
         .join(MessageEvent, col(MessageEvent.message_id) == message)
-        .where(
-            _in_period(start, end),
-            col(Message.status) == MessageStatus.SENT,
-            col(MessageEvent.at) <= now,
-        )
+        .where(messages.c.status == MessageStatus.SENT, col(MessageEvent.at) <= now)
     )
     if by_campaign:
-        query = query.group_by(col(Message.campaign))
+        query = query.group_by(messages.c.campaign)
     return {
         row[0]: dict(zip(EVENT_FIGURES, row[1:], strict=True)) for row in session.execute(query)
     }
 
 
 def _credits(session: Session, start: datetime, end: datetime) -> dict[str, Decimal]:
+    messages = _period_messages(start, end)
     pairs = (
-        select(col(Message.campaign).label("campaign"), col(Credit.id), col(Credit.amount))
+        select(messages.c.campaign, col(Credit.id), col(Credit.amount))
         .distinct()
+        .select_from(messages)
         .join(
             Credit,
             and_(
-                col(Credit.order_item_id) == col(Message.order_item_id),
-                col(Credit.customer_id) == col(Message.customer_id),
+                col(Credit.order_item_id) == messages.c.order_item_id,
+                col(Credit.customer_id) == messages.c.customer_id,
             ),
         )
-        .where(_in_period(start, end))
         .subquery()
     )
     query = select(pairs.c.campaign, func.sum(pairs.c.amount)).group_by(pairs.c.campaign)
@@ -282,14 +297,12 @@ def _attributed(
     *,
     by_campaign: bool = True,
 ) -> dict[str, tuple[int, Decimal]]:
+    messages = _period_messages(start, end)
     engaged = (
-        select(
-            col(Message.campaign).label("campaign"),
-            col(Message.customer_id).label("customer_id"),
-            col(MessageEvent.at).label("at"),
-        )
-        .join(MessageEvent, col(MessageEvent.message_id) == col(Message.id))
-        .where(_in_period(start, end), col(Message.status) == MessageStatus.SENT, _human(now))
+        select(messages.c.campaign, messages.c.customer_id, col(MessageEvent.at).label("at"))
+        .select_from(messages)
+        .join(MessageEvent, col(MessageEvent.message_id) == messages.c.id)
+        .where(messages.c.status == MessageStatus.SENT, _human(now))
         .subquery()
     )
     placed = col(Order.placed_at)
@@ -346,17 +359,25 @@ def activity(
         else ("month" if span <= timedelta(days=3660) else "year")
     )
     slices = buckets(start, end, grain, timezone)
-    sent_at = col(Message.sent_at)
-    index = case(*[(sent_at < b.end, i) for i, b in enumerate(slices)], else_=len(slices))
-    query = (
+    messages = _period_messages(start, end)
+    sent_at = messages.c.sent_at
+    opened = (
+        exists()
+        .where(col(MessageEvent.message_id) == messages.c.id, _human(now))
+        .correlate(messages)
+    )
+    per_message = (
         select(
-            index.label("slot"),
-            func.count(distinct(col(Message.id))),
-            func.count(distinct(case((col(MessageEvent.id).is_not(None), col(Message.id))))),
+            case(*[(sent_at < b.end, i) for i, b in enumerate(slices)], else_=len(slices)).label(
+                "slot"
+            ),
+            case((opened, 1), else_=0).label("opened"),
         )
-        .outerjoin(MessageEvent, and_(col(MessageEvent.message_id) == col(Message.id), _human(now)))
-        .where(col(Message.status) == MessageStatus.SENT, sent_at >= start, sent_at < end)
-        .group_by(index)
+        .where(messages.c.status == MessageStatus.SENT)
+        .subquery()
+    )
+    query = select(per_message.c.slot, func.count(), func.sum(per_message.c.opened)).group_by(
+        per_message.c.slot
     )
     counts = {slot: (sent, opened) for slot, sent, opened in session.execute(query)}
     points = []

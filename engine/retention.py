@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, distinct, exists, func, select
+from sqlalchemy import and_, case, distinct, exists, func, intersect, select
 from sqlmodel import Session, col
 
 from .errors import EngineError
@@ -186,14 +186,17 @@ def _counts(session: Session, start: datetime, end: datetime, window: timedelta)
     def customers(*where: Any) -> Any:
         return select(func.count(distinct(customer))).where(counted, *where).scalar_subquery()
 
-    def ordered(lo: datetime | None, hi: datetime) -> Any:
-        lower = [other.c.placed_at >= lo] if lo is not None else []
+    def ordered_before(moment: datetime) -> Any:
         return exists().where(
             other.c.customer_id == customer,
             other.c.status != OrderStatus.CANCELLED,
-            *lower,
-            other.c.placed_at < hi,
+            other.c.placed_at < moment,
         )
+
+    def active(lo: datetime, hi: datetime) -> Any:
+        return select(customer).where(counted, placed >= lo, placed < hi)
+
+    retained = intersect(active(start - window, start), active(end - window, end)).subquery()
 
     firsts = (
         select(customer)
@@ -206,12 +209,10 @@ def _counts(session: Session, start: datetime, end: datetime, window: timedelta)
     query = select(
         customers(placed >= start - window, placed < start).label("at_start"),
         customers(placed >= end - window, placed < end).label("at_end"),
-        customers(placed >= start - window, placed < start, ordered(end - window, end)).label(
-            "retained"
-        ),
+        select(func.count()).select_from(retained).scalar_subquery().label("retained"),
         select(func.count()).select_from(firsts).scalar_subquery().label("new"),
         customers(*in_period).label("ordering"),
-        customers(*in_period, ordered(None, start)).label("returners"),
+        customers(*in_period, ordered_before(start)).label("returners"),
         select(func.count(col(Order.id)))
         .where(counted, *in_period)
         .scalar_subquery()
