@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 SECRET = "benchmark-secret-0123456789abcdef"
 MESSAGES = 2000
 AGENT = "Mozilla/5.0 (Linux; Android 13) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"
+LOAD_BEFORE = ""
 SERVER_LIFETIME = 600  # seconds: the server exits by itself after this
 
 
@@ -194,6 +195,12 @@ def count_opens(url: str) -> int:
     return int(count)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_client(port: int, paths: list[str], args: argparse.Namespace) -> dict:
     out = subprocess.run(
         [
@@ -250,6 +257,8 @@ def main() -> None:
 
     signer = Signer(SECRET)
     pixels = [f"/o/{signer.open_token(i)}.gif" for i in range(1, MESSAGES + 1)]
+    global LOAD_BEFORE
+    LOAD_BEFORE = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     with tempfile.TemporaryDirectory() as directory:
         url = prepare(Path(directory))
         from tests.daemon_fixtures import free_port
@@ -262,10 +271,14 @@ def main() -> None:
             _wait_for_port(port)
             results = {"noop": [], "open": []}
             for _ in range(args.rounds):
-                results["noop"].append(run_client(port, ["/bench/noop"], args))
-                before = count_opens(url)
+                cpu = cpu_seconds(server.pid)
+                noop = run_client(port, ["/bench/noop"], args)
+                noop["server_cpu_us"] = 1e6 * (cpu_seconds(server.pid) - cpu) / noop["requests"]
+                results["noop"].append(noop)
+                before, cpu = count_opens(url), cpu_seconds(server.pid)
                 opened = run_client(port, pixels, args)
                 rows, durable_at = wait_until_recorded(url, before + opened["requests"])
+                opened["server_cpu_us"] = 1e6 * (cpu_seconds(server.pid) - cpu) / opened["requests"]
                 opened["recorded"] = rows - before
                 opened["durable_rate"] = opened["recorded"] / (durable_at - opened["started"])
                 results["open"].append(opened)
@@ -296,12 +309,16 @@ def report(results: dict, args: argparse.Namespace) -> None:
         f"tracking server on 127.0.0.1, {args.connections} keep-alive connections, "
         f"{args.seconds:g} s x {args.rounds} rounds, {os.cpu_count()} cores, server and client share them"
     )
-    print(f"{'endpoint':<28}{'req/s (median [min-max])':>30}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"load average when it started: {LOAD_BEFORE}")
+    print(
+        f"{'endpoint':<26}{'req/s median [min-max]':>24}{'p50 ms':>8}{'p99 ms':>8}{'server CPU':>12}"
+    )
     for name, rows in (("GET /bench/noop (no-op)", noop), ("GET /o/<token>.gif", opens)):
         rates = [r["rate"] for r in rows]
+        spread = f"{median(rows, 'rate'):,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]"
         print(
-            f"{name:<28}{median(rows, 'rate'):>12,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]"
-            f"{median(rows, 'p50_ms'):>9.2f}{median(rows, 'p99_ms'):>9.2f}"
+            f"{name:<26}{spread:>24}{median(rows, 'p50_ms'):>8.2f}{median(rows, 'p99_ms'):>8.2f}"
+            f"{median(rows, 'server_cpu_us'):>9,.0f} us"
         )
     durable = [r["durable_rate"] for r in opens]
     recorded = sum(r["recorded"] for r in opens)
@@ -310,7 +327,10 @@ def report(results: dict, args: argparse.Namespace) -> None:
         f"opens recorded durably: {statistics.median(durable):,.0f}/s median "
         f"[{min(durable):,.0f}-{max(durable):,.0f}]; {recorded:,} rows for {answered:,} pixels served"
     )
-    print(f"opens vs no-op: {median(opens, 'rate') / median(noop, 'rate'):.0%} of the no-op rate")
+    print(
+        f"opens vs no-op: {median(opens, 'rate') / median(noop, 'rate'):.0%} of the no-op rate; "
+        f"one server core would answer {1e6 / median(opens, 'server_cpu_us'):,.0f} opens/s"
+    )
 
 
 if __name__ == "__main__":

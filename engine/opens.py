@@ -27,6 +27,7 @@ if the message has no human open yet, one is recorded with the click.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -60,10 +61,19 @@ _SCANNER = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_machine_agent(user_agent: str | None) -> bool:
-    """True when the user agent belongs to a mail proxy, scanner or bot."""
+    """True when the user agent belongs to a mail proxy, scanner or bot.
+
+    Cached: a burst of opens comes from a few dozen distinct agents.
+    """
     agent = user_agent or ""
     return bool(_PROXY.search(agent) or _SCANNER.search(agent))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_scanner(user_agent: str | None) -> bool:
+    return bool(_SCANNER.search(user_agent or ""))
 
 
 def is_machine_open(
@@ -79,7 +89,7 @@ def is_machine_click(
     user_agent: str | None, at: datetime, sent_at: datetime | None, *, head: bool
 ) -> bool:
     """True for a HEAD request, a scanner, or a click under a second after sending."""
-    if head or _SCANNER.search(user_agent or ""):
+    if head or _is_scanner(user_agent):
         return True
     return sent_at is not None and at - sent_at < CLICK_MACHINE_WINDOW
 
