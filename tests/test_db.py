@@ -26,6 +26,11 @@ from engine.db import (
 )
 from engine.errors import StoreError
 
+from . import store_fixtures
+
+fresh_store = store_fixtures.fresh_store
+migrated_store = store_fixtures.migrated_store
+
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
 
@@ -91,9 +96,9 @@ def test_a_second_sqlite_writer_waits_for_the_first_instead_of_failing(
         assert conn.execute(select(func.count()).select_from(models.Checkpoint)).scalar() == 2
 
 
-def test_ignoring_insert_skips_a_row_whose_key_exists(store: Engine) -> None:
+def test_ignoring_insert_skips_a_row_whose_key_exists(fresh_store: Engine) -> None:
     row = {"name": "watermark", "value": "1", "updated_at": NOW}
-    with store.begin() as conn:
+    with fresh_store.begin() as conn:
         for value in ("1", "2"):
             conn.execute(
                 ignoring_insert(conn, models.Checkpoint.__table__, "name"), {**row, "value": value}

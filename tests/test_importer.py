@@ -29,6 +29,11 @@ from engine.models import (
     Product,
 )
 
+from . import store_fixtures
+
+fresh_store = store_fixtures.fresh_store
+migrated_store = store_fixtures.migrated_store
+
 CUSTOMERS = """\
 id,email,name,locale,timezone,city,birthday,tags,marketing_consent,consent_source,created_at
 C1,Rahim@Example.com,Rahim Uddin,bn_BD,Asia/Dhaka,Dhaka,1990-04-14,vip;regular,yes,checkout,2026-01-01T10:00:00
@@ -76,11 +81,13 @@ def run(now: datetime) -> Callable[..., ImportResult]:
 
 
 @pytest.fixture
-def shop(store: Engine, csv_file: Callable[..., Path], run: Callable[..., ImportResult]) -> Engine:
-    """A store with the three sample files imported."""
+def shop(
+    fresh_store: Engine, csv_file: Callable[..., Path], run: Callable[..., ImportResult]
+) -> Engine:
+    """A store with the three sample files imported, on SQLite and PostgreSQL."""
     for kind, text in (("customers", CUSTOMERS), ("products", PRODUCTS), ("orders", ORDERS)):
-        run(store, kind, csv_file(f"{kind}.csv", text))
-    return store
+        run(fresh_store, kind, csv_file(f"{kind}.csv", text))
+    return fresh_store
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
@@ -28,7 +27,11 @@ from engine.models import (
 )
 from engine.shop import Line
 
-from .conftest import POSTGRES_URL, skip_or_fail
+from . import store_fixtures
+from .store_fixtures import _postgres_schema
+
+fresh_store = store_fixtures.fresh_store
+migrated_store = store_fixtures.migrated_store
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
@@ -42,10 +45,10 @@ def seed(session: Session) -> None:
 
 
 @pytest.fixture
-def seeded(store: Engine) -> Engine:
-    with session_scope(store) as session:
+def seeded(fresh_store: Engine) -> Engine:
+    with session_scope(fresh_store) as session:
         seed(session)
-    return store
+    return fresh_store
 
 
 def count(engine: Engine, model: Any, *where: Any) -> int:
@@ -298,10 +301,12 @@ def shared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Engine]:
     """One seeded store per dialect for the invalid-input table (which must write nothing)."""
+    schema = None
     if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path_factory.mktemp('shop') / 'shop.db'}", None
+        url = f"sqlite:///{tmp_path_factory.mktemp('shop') / 'shop.db'}"
     else:
-        url, drop = _postgres_schema()
+        schema = _postgres_schema()  # a schema of its own, apart from fresh_store's
+        url = next(schema)
     engine = make_engine(url)
     upgrade(engine)
     with session_scope(engine) as session:
@@ -311,30 +316,8 @@ def shared(
         )
     yield engine
     engine.dispose()
-    if drop:
-        drop()
-
-
-def _postgres_schema() -> tuple[str, Callable[[], None]]:
-    if not POSTGRES_URL:
-        skip_or_fail("LIFECYCLE_TEST_POSTGRES_URL is not set")
-    assert POSTGRES_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        admin.dispose()
-        skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    return f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}", drop
+    if schema is not None:
+        schema.close()  # drops the schema
 
 
 def _order(**kw: Any) -> Callable[[Session], Any]:
