@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 
-from engine.cli import main
+from engine.cli import data, main
 
 CUSTOMERS = "id,email,name,marketing_consent\nC1,rahim@example.com,Rahim,yes\nC2,karim@example.com,Karim,no\n"
 PRODUCTS = "sku,name,price,stock\nTEA-500G,Tea 500 g,320.00,5\n"
@@ -148,3 +150,24 @@ def test_the_installed_command_imports_with_a_bom_file(project: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "excel.csv: 2 rows: 2 created, 0 updated, 0 unchanged"
     assert counts(project) == (2, 0, 0)
+
+
+def test_a_large_file_on_a_terminal_gets_a_progress_bar(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screen = io.StringIO()
+    monkeypatch.setattr(data, "errors", Console(file=screen, force_terminal=True, width=100))
+    monkeypatch.setattr(data, "PROGRESS_FROM_BYTES", 0)  # every file counts as large
+    import_all(project)
+    drawn = screen.getvalue()
+    assert "orders.csv: checking" in drawn and "orders.csv: writing" in drawn
+    assert "2/2" in drawn  # rows done of rows in all
+
+
+def test_json_output_has_no_progress_bar(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    screen = io.StringIO()
+    monkeypatch.setattr(data, "errors", Console(file=screen, force_terminal=True))
+    monkeypatch.setattr(data, "PROGRESS_FROM_BYTES", 0)
+    result = lifecycle(project, "import", "customers", str(project / "customers.csv"), "--json")
+    assert json.loads(result.stdout)["created"] == 2
+    assert screen.getvalue() == ""
