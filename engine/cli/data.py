@@ -48,8 +48,8 @@ def import_group() -> None:
     """Import customers, products or orders from CSV (UTF-8, header on line 1).
 
     Rows are matched by the shop's own ids, so importing a file again changes
-    nothing. A file with bad rows is not imported at all (exit 2) unless
-    --skip-bad is given.
+    nothing; an empty cell keeps the stored value. A file with bad rows is not
+    imported at all (exit 2) unless --skip-bad is given.
     """
 
 
