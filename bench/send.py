@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import resource
 import subprocess
 import sys
@@ -50,6 +51,18 @@ from engine.render import Renderer, inline_css  # noqa: E402
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)  # noon in Dhaka: inside the send window
 SECRETS = Secrets(secret="benchmark-secret-0123456789abcdef")
 TIME_CAP = 300.0  # seconds per measurement, whatever the count
+
+
+CPU: dict[str, tuple[float, float]] = {}  # variant → (this process, composer processes) seconds
+
+
+def pool_cpu(pool: object) -> float:
+    """CPU seconds used so far by the processes of a ProcessPoolExecutor."""
+    total = 0.0
+    for pid in getattr(pool, "_processes", None) or {}:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_mb() -> float:
@@ -177,12 +190,15 @@ async def engine_path(url: str, project, count: int, processes: int) -> tuple[fl
                 )
     mailer = Keeping(project.config.sending)
     mailer.sample = []
+    workers_before = pool_cpu(pool)
+    cpu = time.process_time()
     started = time.perf_counter()
     report = await dispatch(
         engine, project, SECRETS, mailer, NOW, composer=composer, worker_id="bench",
         compose_pool=pool,
     )  # fmt: skip
     seconds = time.perf_counter() - started
+    CPU["a" if processes else "a1"] = (time.process_time() - cpu, pool_cpu(pool) - workers_before)
     await mailer.close()
     if pool is not None:
         pool.shutdown()
@@ -211,9 +227,11 @@ async def client_limit(port: int, sample: list, count: int, connections: int) ->
             sent += 1
             await client.sendmail(sender, [recipient], data)
 
+    cpu = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in clients))
     seconds = time.perf_counter() - started
+    CPU["b"] = (time.process_time() - cpu, 0.0)
     await asyncio.gather(*(c.quit() for c in clients))
     return seconds, sent
 
@@ -231,6 +249,7 @@ async def naive_path(url: str, project, port: int, count: int) -> tuple[float, i
             "unsubscribe_url": f"http://127.0.0.1:8000/u/{i}", "pixel_url": f"http://127.0.0.1:8000/o/{i}.gif"})  # fmt: skip
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="bench.local")
     await client.connect()
+    cpu = time.process_time()
     started = time.perf_counter()
     done = 0
     for context in contexts:
@@ -248,6 +267,7 @@ async def naive_path(url: str, project, port: int, count: int) -> tuple[float, i
         if time.perf_counter() - started > TIME_CAP:
             break
     seconds = time.perf_counter() - started
+    CPU["c"] = (time.process_time() - cpu, 0.0)
     await client.quit()
     engine.dispose()
     return seconds, done
@@ -304,6 +324,10 @@ async def main(args: argparse.Namespace) -> None:
         f"peak memory of this process: {max(a_peak, peak_mb()):.0f} MB after (a): {a_peak:.0f} MB (target ≤ 200 MB)"
     )
     print(f"sink counted {after_c} messages in all, as sent")
+    for name, n in (("a", a_sent), ("a1", a1_sent), ("b", b_sent), ("c", c_sent)):
+        own, composer = CPU[name]
+        extra = f" + {composer / n * 1e6:.0f} µs in the composer process" if composer else ""
+        print(f"CPU per email ({name}): {own / n * 1e6:.0f} µs in the sending process{extra}")
 
 
 if __name__ == "__main__":
