@@ -26,6 +26,26 @@ Triggers and their rules:
 - `price_drop`: see `_plan_refunds`; occurrence `item-<order item id>-<lowest
   price in paisa>`.
 
+A full pass looks at everything due within each trigger's lookback; between
+full passes (every `FULL_RESCAN`, 15 minutes) a pass looks only at what fell
+due since the previous pass, so an idle tick costs next to nothing. A
+customer skipped for consent, cap or segment, or an event recorded late with
+an earlier timestamp, is picked up by the next full pass.
+
+Holiday pre-announcements: for each listed holiday and each of its dates this
+year and next, the occurrence is due at `at` on the customer's clock
+`days_before` the date, and is queued from then until the end of the holiday
+date (local), and not past `expires_after`. When a holiday's date moves
+(confirmed in config, or a new `shop_holiday` date), queued messages for it
+get the new `holiday_date`, `send_after` and `expires_at` in one UPDATE.
+
+Price-drop refunds write the `credit` rows and queue the notices in the same
+transaction; a suppressed customer is credited but not emailed.
+
+On PostgreSQL a pass of a campaign takes a transaction-level advisory lock, so
+two planners never credit the same drop from different snapshots; on SQLite
+writers are serialised by the database itself.
+
 Due times are moved into the customer's local send window
 (`config.sending.window`, the customer's timezone, else the shop's; an
 invalid stored timezone is logged and falls back to the shop's). Messages
