@@ -16,8 +16,8 @@ from ..errors import ConfigError, EngineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
