@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import resource
 import tempfile
 import time
 import uuid
@@ -152,6 +153,8 @@ def main() -> None:
             after = counts(engine)
             assert before == after, f"re-import changed the store: {before} != {after}"
             print(f"re-import changed nothing: {after}")
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            print(f"peak memory of this process: {peak} MB")
         finally:
             engine.dispose()
             cleanup()

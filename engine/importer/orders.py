@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -100,7 +101,8 @@ class _LineRow:
     unit_price: Decimal | None
 
 
-_HEAD = ("order_id", "customer_id", "placed_at", "delivered_at", "status")
+_id_text = partial(parse_text, limit=64)
+_quantity = partial(parse_whole, minimum=1)
 _Head = tuple[str, str, datetime, datetime | None, OrderStatus | None]
 
 
@@ -116,8 +118,8 @@ def _order_head(record: Record, zone: ZoneInfo) -> _Head:
     if status == OrderStatus.PLACED and delivered_at is not None:
         raise CellError("status", "is placed, but delivered_at is given")
     return (
-        required(record, "order_id", lambda v: parse_text(v, 64)),
-        required(record, "customer_id", lambda v: parse_text(v, 64)),
+        required(record, "order_id", _id_text),
+        required(record, "customer_id", _id_text),
         placed_at,
         delivered_at,
         status,
@@ -126,10 +128,17 @@ def _order_head(record: Record, zone: ZoneInfo) -> _Head:
 
 def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
     """Parse order lines, each order's repeated columns once (they are most of the work)."""
-    heads: dict[tuple[str, ...], _Head] = {}
+    heads: dict[tuple[str | None, ...], _Head] = {}
 
     def parse(record: Record) -> _LineRow:
-        key = tuple(record.cells.get(column, "") for column in _HEAD)
+        get = record.cells.get
+        key = (
+            get("order_id"),
+            get("customer_id"),
+            get("placed_at"),
+            get("delivered_at"),
+            get("status"),
+        )
         head = heads.get(key)
         if head is None:
             head = heads[key] = _order_head(record, zone)
@@ -140,8 +149,8 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             placed_at,
             delivered_at,
             status,
-            sku=required(record, "sku", lambda v: parse_text(v, 64)),
-            quantity=required(record, "quantity", lambda v: parse_whole(v, 1)),
+            sku=required(record, "sku", _id_text),
+            quantity=required(record, "quantity", _quantity),
             unit_price=cell(record, "unit_price", parse_amount),
         )
 
