@@ -116,6 +116,7 @@ def build_report(
     buckets(start, end, by, timezone)  # validates the period and `by` before any query
     days = project.config.reports.attribution_days
     with session_scope(engine) as session:
+        campaigns = campaign_report(session, project, start, end, now)
         return {
             "period": {
                 "start": start,
@@ -126,8 +127,8 @@ def build_report(
                 "attribution_days": days,
             },
             "benchmarks": dict(BENCHMARKS),
-            "campaigns": campaign_report(session, project, start, end, now),
-            "totals": totals(session, start, end, now, days),
+            "campaigns": campaigns,
+            "totals": totals(session, campaigns, start, end, now, days),
             "activity": activity(session, start, end, now, timezone),
             "retention": retention(
                 session, start, end, by=by, timezone=timezone, activity_days=activity_days
@@ -330,15 +331,21 @@ def _attributed(
 
 
 def totals(
-    session: Session, start: datetime, end: datetime, now: datetime, days: int
+    session: Session,
+    campaigns: dict[str, dict[str, Any]],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    days: int,
 ) -> dict[str, Any]:
-    """All campaigns together; an order attributed to two campaigns counts once here."""
+    """All campaigns together: the sums of their rows (a message belongs to one campaign),
+    except attributed orders, which are counted again so that each counts once."""
     row = _empty()
-    for figures in _status_counts(session, start, end).values():
-        for key, value in figures.items():
-            row[key] += value
-    row.update(_event_counts(session, start, end, now, by_campaign=False).get("*", {}))
-    row["store_credit"] = sum(_credits(session, start, end).values(), Decimal("0.00"))
+    for figures in campaigns.values():
+        for key in row:
+            row[key] += figures[key]
+    credits = [f["store_credit"] for f in campaigns.values() if f["store_credit"] is not None]
+    row["store_credit"] = sum(credits, Decimal("0.00"))
     count, revenue = _attributed(session, start, end, now, days, by_campaign=False).get(
         "*", (0, Decimal("0.00"))
     )

@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, distinct, exists, func, intersect, select
+from sqlalchemy import and_, case, distinct, exists, func, or_, select
 from sqlmodel import Session, col
 
 from .errors import EngineError
@@ -119,24 +119,48 @@ def retention(
     """The retention figures for [start, end) and for each of its `by` buckets."""
     if activity_days < 1:
         raise ReportError(f"the activity window must be at least one day, got: {activity_days}")
+    known: dict[datetime, dict[str, int]] = {}  # a bucket's end is the next one's start
     return {
         "activity_days": activity_days,
         "by": by,
-        "total": figures(session, start, end, activity_days=activity_days),
+        "total": figures(session, start, end, activity_days=activity_days, known=known),
         "buckets": [
-            {"label": b.label, **figures(session, b.start, b.end, activity_days=activity_days)}
+            {
+                "label": b.label,
+                **figures(session, b.start, b.end, activity_days=activity_days, known=known),
+            }
             for b in buckets(start, end, by, timezone)
         ],
     }
 
 
 def figures(
-    session: Session, start: datetime, end: datetime, *, activity_days: int = ACTIVITY_DAYS
+    session: Session,
+    start: datetime,
+    end: datetime,
+    *,
+    activity_days: int = ACTIVITY_DAYS,
+    known: dict[datetime, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Every retention figure of [start, end): counts in one query, NPS in another."""
+    """Every retention figure of [start, end).
+
+    `known` keeps the counts at each moment already asked for, so buckets that
+    share a boundary count its active customers once.
+    """
     if start >= end:
         raise ReportError(f"the period must end after it starts, got {start} to {end}")
-    counts = _counts(session, start, end, timedelta(days=activity_days))
+    window = timedelta(days=activity_days)
+    known = {} if known is None else known
+    for moment in (start, end):
+        if moment not in known:
+            known[moment] = _at(session, moment, window)
+    counts = {**_between(session, start, end, window)}
+    counts["at_start"] = known[start]["active"]
+    counts["at_end"] = known[end]["active"]
+    counts["year_orders"] = known[end]["year_orders"]
+    counts["year_customers"] = known[end]["year_customers"]
+    # In S and in E = |S| + |E| − |in S or in E|
+    counts["retained"] = counts["at_start"] + counts["at_end"] - counts["either"]
     nps = net_promoter_score(session, start, end)
     s, e, n = counts["at_start"], counts["at_end"], counts["new"]
     lost = s - counts["retained"]
@@ -176,43 +200,58 @@ def figures(
     }
 
 
-def _counts(session: Session, start: datetime, end: datetime, window: timedelta) -> dict[str, Any]:
-    """The customer and order counts of the definitions, as scalar subqueries of one SELECT."""
+def _customers(*where: Any) -> Any:
+    counted = col(Order.status) != OrderStatus.CANCELLED
+    return select(func.count(distinct(col(Order.customer_id)))).where(counted, *where)
+
+
+def _at(session: Session, moment: datetime, window: timedelta) -> dict[str, int]:
+    """Customers active at `moment`, and the orders and customers of the year before it."""
+    placed = col(Order.placed_at)
+    counted = col(Order.status) != OrderStatus.CANCELLED
+    columns = [
+        select(func.count(col(Order.id)))
+        .where(counted, placed >= moment - YEAR, placed < moment)
+        .scalar_subquery()
+        .label("year_orders"),
+        _customers(placed >= moment - YEAR, placed < moment)
+        .scalar_subquery()
+        .label("year_customers"),
+    ]
+    if window != YEAR:
+        active = _customers(placed >= moment - window, placed < moment).scalar_subquery()
+        columns.append(active.label("active"))
+    values = dict(session.execute(select(*columns)).one()._mapping)
+    values.setdefault("active", values["year_customers"])  # the same window: count it once
+    return values
+
+
+def _between(session: Session, start: datetime, end: datetime, window: timedelta) -> dict[str, Any]:
+    """The counts that belong to [start, end) itself, as scalar subqueries of one SELECT."""
     counted = col(Order.status) != OrderStatus.CANCELLED
     placed = col(Order.placed_at)
-    other = Order.__table__.alias("earlier")  # type: ignore[attr-defined]
     customer = col(Order.customer_id)
-
-    def customers(*where: Any) -> Any:
-        return select(func.count(distinct(customer))).where(counted, *where).scalar_subquery()
-
-    def ordered_before(moment: datetime) -> Any:
-        return exists().where(
-            other.c.customer_id == customer,
-            other.c.status != OrderStatus.CANCELLED,
-            other.c.placed_at < moment,
-        )
-
-    def active(lo: datetime, hi: datetime) -> Any:
-        return select(customer).where(counted, placed >= lo, placed < hi)
-
-    retained = intersect(active(start - window, start), active(end - window, end)).subquery()
-
+    earlier = Order.__table__.alias("earlier")  # type: ignore[attr-defined]
+    ordered_before = exists().where(
+        earlier.c.customer_id == customer,
+        earlier.c.status != OrderStatus.CANCELLED,
+        earlier.c.placed_at < start,
+    )
     firsts = (
         select(customer)
         .where(counted)
-        .group_by(col(Order.customer_id))
+        .group_by(customer)
         .having(and_(func.min(placed) >= start, func.min(placed) < end))
         .subquery()
     )
     in_period = (placed >= start, placed < end)
+    at_start = and_(placed >= start - window, placed < start)
+    at_end = and_(placed >= end - window, placed < end)
     query = select(
-        customers(placed >= start - window, placed < start).label("at_start"),
-        customers(placed >= end - window, placed < end).label("at_end"),
-        select(func.count()).select_from(retained).scalar_subquery().label("retained"),
+        _customers(or_(at_start, at_end)).scalar_subquery().label("either"),
         select(func.count()).select_from(firsts).scalar_subquery().label("new"),
-        customers(*in_period).label("ordering"),
-        customers(*in_period, ordered_before(start)).label("returners"),
+        _customers(*in_period).scalar_subquery().label("ordering"),
+        _customers(*in_period, ordered_before).scalar_subquery().label("returners"),
         select(func.count(col(Order.id)))
         .where(counted, *in_period)
         .scalar_subquery()
@@ -221,14 +260,8 @@ def _counts(session: Session, start: datetime, end: datetime, window: timedelta)
         .where(counted, *in_period)
         .scalar_subquery()
         .label("revenue"),
-        select(func.count(col(Order.id)))
-        .where(counted, placed >= end - YEAR, placed < end)
-        .scalar_subquery()
-        .label("year_orders"),
-        customers(placed >= end - YEAR, placed < end).label("year_customers"),
     )
-    row = session.execute(query).one()
-    values = dict(row._mapping)
+    values = dict(session.execute(query).one()._mapping)
     values["revenue"] = Decimal(values["revenue"] or 0).quantize(TWO_PLACES)
     return values
 

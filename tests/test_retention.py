@@ -203,3 +203,18 @@ def test_percent_rounds_half_up_and_knows_no_data() -> None:
     assert percent(1, 8) == Decimal("12.50")
     assert percent(2, 3) == Decimal("66.67")
     assert percent(5, 0) is None
+
+
+def test_a_shorter_activity_window(store: Engine) -> None:
+    build(store, HISTORY)
+    with session_scope(store) as session:
+        got = figures(session, at("2025-01-01"), at("2026-01-01"), activity_days=180)
+    # W = 180 days: S = orders in [2024-07-05, 2025-01-01) = {g}; E = orders in
+    # [2025-07-05, 2026-01-01) = {c, d}; N = {c}; g is lost.
+    assert (got["customers_at_start"], got["customers_at_end"], got["new_customers"]) == (1, 2, 1)
+    assert got["lost_customers"] == 1 and got["retained_customers"] == 0
+    # (2 − 1) / 1: d, back after a gap, is in E − N although not in S
+    assert got["retention_rate"] == Decimal("100.00")
+    assert got["churn_rate"] == Decimal("100.00")
+    # purchases per year still look at the whole year before the end: 4 orders / 3 customers
+    assert got["purchases_per_year"] == Decimal("1.33")
