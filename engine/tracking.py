@@ -16,8 +16,10 @@ function and answers:
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.
 
-Opens and clicks go through a `HitBuffer`, written in batches by a background
-task the app's lifespan runs (and flushes once more on shutdown).
+Anything longer than 8 KB of URL gets 414 before routing, and the pixel is
+answered there too (`FrontDoor`, plain ASGI: it is the hot path). Opens and
+clicks go through a `HitBuffer`, written in batches by a background task the
+app's lifespan runs (and flushes once more on shutdown).
 """
 
 from __future__ import annotations
