@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -295,7 +296,7 @@ class Dashboard:
     # -- report pages
 
     async def _report(
-        self, request: Request
+        self, request: Request, *sections: str
     ) -> tuple[dict[str, Any] | None, str | None, dict[str, str]]:
         """build_report for the page's ?from=&to=&by=, or an error message."""
         chosen = {k: request.query_params.get(k, "") for k in ("from", "to", "by")}
@@ -308,14 +309,20 @@ class Dashboard:
                 raise ReportError(f"by must be month or year, got: {chosen['by']!r}")
             start, end = period(first, last, now, project.config.shop.timezone)
             report = await run_in_threadpool(
-                build_report, self.engine, project, start, end, chosen["by"], now
+                partial(build_report, sections=sections),
+                self.engine,
+                project,
+                start,
+                end,
+                chosen["by"],
+                now,
             )
         except ReportError as exc:
             return None, str(exc), chosen
         return report, None, chosen
 
     async def overview(self, request: Request) -> Response:
-        report, error, chosen = await self._report(request)
+        report, error, chosen = await self._report(request, "campaigns", "activity")
         if report is None:
             return self.page(request, "overview.html", 400, error=error, chosen=chosen, report=None)
         points = report["activity"]["points"]
@@ -344,7 +351,7 @@ class Dashboard:
         )
 
     async def retention(self, request: Request) -> Response:
-        report, error, chosen = await self._report(request)
+        report, error, chosen = await self._report(request, "retention")
         if report is None:
             return self.page(
                 request, "retention.html", 400, error=error, chosen=chosen, report=None
@@ -370,7 +377,7 @@ class Dashboard:
         )
 
     async def queue(self, request: Request) -> Response:
-        report, error, chosen = await self._report(request)
+        report, error, chosen = await self._report(request, "queue")
         return self.page(
             request,
             "queue.html",

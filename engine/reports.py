@@ -24,6 +24,7 @@ Rates are Decimal percentages with two places, None when nothing was sent.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -97,6 +98,9 @@ def period(
     return start.astimezone(now.tzinfo), end.astimezone(now.tzinfo)
 
 
+SECTIONS = frozenset({"campaigns", "activity", "retention", "queue"})
+
+
 def build_report(
     engine: Engine,
     project: Project,
@@ -106,35 +110,46 @@ def build_report(
     now: datetime,
     *,
     activity_days: int = ACTIVITY_DAYS,
+    sections: Collection[str] = SECTIONS,
 ) -> dict[str, Any]:
     """Every figure of the campaign report, activity, queue and retention for [start, end).
 
+    `sections` leaves out the parts a caller does not show ("campaigns" brings
+    "totals" with it); the parts computed are the same whatever else is asked.
     Values are ints, Decimals, datetimes, strings and None; `to_json` makes them
     JSON-ready. Raises ReportError for an impossible period or bucket size.
     """
+    unknown = set(sections) - SECTIONS
+    if unknown:
+        raise ReportError(f"unknown report sections: {', '.join(sorted(unknown))}")
     timezone = project.config.shop.timezone
     buckets(start, end, by, timezone)  # validates the period and `by` before any query
     days = project.config.reports.attribution_days
+    report: dict[str, Any] = {
+        "period": {
+            "start": start,
+            "end": end,
+            "by": by,
+            "timezone": timezone,
+            "now": now,
+            "attribution_days": days,
+        },
+        "benchmarks": dict(BENCHMARKS),
+    }
     with session_scope(engine) as session:
-        campaigns = campaign_report(session, project, start, end, now)
-        return {
-            "period": {
-                "start": start,
-                "end": end,
-                "by": by,
-                "timezone": timezone,
-                "now": now,
-                "attribution_days": days,
-            },
-            "benchmarks": dict(BENCHMARKS),
-            "campaigns": campaigns,
-            "totals": totals(session, campaigns, start, end, now, days),
-            "activity": activity(session, start, end, now, timezone),
-            "retention": retention(
+        if "campaigns" in sections:
+            campaigns = campaign_report(session, project, start, end, now)
+            report["campaigns"] = campaigns
+            report["totals"] = totals(session, campaigns, start, end, now, days)
+        if "activity" in sections:
+            report["activity"] = activity(session, start, end, now, timezone)
+        if "retention" in sections:
+            report["retention"] = retention(
                 session, start, end, by=by, timezone=timezone, activity_days=activity_days
-            ),
-            "queue": queue(session, now),
-        }
+            )
+        if "queue" in sections:
+            report["queue"] = queue(session, now)
+    return report
 
 
 def _period_messages(start: datetime, end: datetime) -> Any:

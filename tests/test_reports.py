@@ -308,3 +308,15 @@ def test_an_unknown_bucket_size_is_refused(sqlite_store: Engine, project: Projec
         ReportError, match="bucket size must be one of day, month, year, got: 'week'"
     ):
         build_report(sqlite_store, project, START, NOW, "week", NOW)
+
+
+def test_sections_leave_out_what_a_page_does_not_show(
+    sqlite_store: Engine, project: Project
+) -> None:
+    build_shop(sqlite_store)
+    full = build_report(sqlite_store, project, START, NOW, "month", NOW)
+    part = build_report(sqlite_store, project, START, NOW, "month", NOW, sections={"queue"})
+    assert set(part) == {"period", "benchmarks", "queue"}
+    assert part["queue"] == full["queue"]
+    with pytest.raises(ReportError, match="unknown report sections: charts"):
+        build_report(sqlite_store, project, START, NOW, "month", NOW, sections={"charts"})
