@@ -479,6 +479,12 @@ def test_a_bad_row_is_named_by_line_and_nothing_is_imported(
         ),
         pytest.param(
             "products",
+            "sku,name,price,\nA,B,1,\n",
+            'products.csv:1: column 4 of the header has no name; found: sku, name, price, ""',
+            id="unnamed-column",
+        ),
+        pytest.param(
+            "products",
             "",
             "products.csv:1: the file is empty: expected a header line with the columns sku, name, name_bn, category, price, stock",
             id="empty-file",

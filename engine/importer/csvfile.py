@@ -85,7 +85,11 @@ def _check_header(
         which = ", ".join(f'"{c}"' for c in missing)
         noun = "column" if len(missing) == 1 else "columns"
         raise CsvFormatError(f"{shown}:1: missing required {noun} {which}; found: {found}")
-    for name in names:
+    for number, name in enumerate(names, 1):
+        if not name:
+            raise CsvFormatError(
+                f"{shown}:1: column {number} of the header has no name; found: {found}"
+            )
         if name not in columns:
             close = difflib.get_close_matches(name, columns, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
