@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 import click
 from rich import box
@@ -182,9 +183,13 @@ def _shown(value: Any) -> str:
 def show(data: dict[str, Any]) -> None:
     """Rich tables for a terminal."""
     info = data["period"]
+    zone = ZoneInfo(info["timezone"])
+    first, last = info["start"].astimezone(zone), info["end"].astimezone(zone)
     console.print(
-        f"[bold]{info['start']:%Y-%m-%d %H:%M} – {info['end']:%Y-%m-%d %H:%M} UTC[/bold] "
-        f"(orders count for a campaign up to {info['attribution_days']} days after an open or click)"
+        f"[bold]{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M}[/bold] ({info['timezone']}); "
+        f"an order counts for a campaign when placed within {info['attribution_days']} days "
+        "after a human open or click",
+        markup=True,
     )
     rows = [*data["campaigns"].items(), ("all campaigns", data["totals"])]
     statuses = ["sent", "queued", "retrying", "failed", "expired", "in_doubt", "suppressed"]
