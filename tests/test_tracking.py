@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -501,3 +504,21 @@ def test_a_head_on_the_pixel_answers_headers_only_and_is_a_machine_open(
     flush(client)
     [event] = events(db)
     assert event.machine is True
+
+
+def test_pixel_is_served_while_sqlite_is_locked_and_written_after(
+    db, project, signer, make_message, now, tmp_path
+):
+    message_id = make_message()
+    app = create_app(db, lambda: project, Secrets(secret=SECRET), clock=lambda: now)
+    client = TestClient(app)
+    locker = sqlite3.connect(tmp_path / "store.db", isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    started = time.monotonic()
+    response = client.get(f"/o/{signer.open_token(message_id)}.gif", headers={"user-agent": PHONE})
+    assert (response.status_code, response.content) == (200, PIXEL)
+    assert time.monotonic() - started < 2
+    threading.Timer(0.5, lambda: locker.execute("COMMIT")).start()
+    assert asyncio.run(tracker_of(app).hits.flush()) is True  # waited for the lock, then wrote
+    locker.close()
+    assert len(events(db, EventKind.OPEN)) == 1
