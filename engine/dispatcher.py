@@ -52,9 +52,12 @@ from .types import UTCDateTime
 
 log = logging.getLogger(__name__)
 
-M = Message.__table__.c
-C = Customer.__table__.c
-S = Suppression.__table__.c
+MESSAGE: Any = Message.__table__  # type: ignore[attr-defined]
+CUSTOMER: Any = Customer.__table__  # type: ignore[attr-defined]
+SUPPRESSION: Any = Suppression.__table__  # type: ignore[attr-defined]
+M = MESSAGE.c
+C = CUSTOMER.c
+S = SUPPRESSION.c
 DUE = (MessageStatus.QUEUED, MessageStatus.RETRY)
 FLUSH_ROWS = 50  # commit results every this many messages …
 FLUSH_SECONDS = 0.1  # … or this often, whichever comes first
@@ -171,7 +174,7 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
     expired = (M.status == MessageStatus.SENDING) & (M.lease_until < now)
     with engine.begin() as conn:
         resent = conn.execute(
-            update(Message.__table__)
+            update(MESSAGE)
             .where(expired & M.campaign.in_(resend))
             .values(
                 status=MessageStatus.RETRY,
@@ -182,7 +185,7 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
             )
         ).rowcount
         in_doubt = conn.execute(
-            update(Message.__table__)
+            update(MESSAGE)
             .where(expired)
             .values(
                 status=MessageStatus.IN_DOUBT,
@@ -216,7 +219,7 @@ def claim(engine: Engine, worker_id: str, now: datetime, lease: timedelta, size:
     if is_postgres(engine):
         chosen = chosen.with_for_update(skip_locked=True)
     statement = (
-        update(Message.__table__)
+        update(MESSAGE)
         .where(M.id.in_(chosen.scalar_subquery()) & M.status.in_(DUE))
         .values(status=MessageStatus.SENDING, lease_owner=worker_id, lease_until=now + lease)
         .returning(M.id)
@@ -238,8 +241,8 @@ def _rows(session: Session, ids: Sequence[int]) -> list[Any]:
             C.marketing_consent,
             S.reason.label("suppressed_because"),
         )
-        .join(Customer.__table__, C.id == M.customer_id)
-        .outerjoin(Suppression.__table__, S.email == C.email)
+        .join(CUSTOMER, C.id == M.customer_id)
+        .outerjoin(SUPPRESSION, S.email == C.email)
         .where(M.id.in_(ids))
         .order_by(M.id)
     )
@@ -340,7 +343,7 @@ def _unsendable_reason(result: Any) -> str | None:
 
 
 _SENT = (
-    update(Message.__table__)
+    update(MESSAGE)
     .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
     .values(
         status=MessageStatus.SENT,
@@ -353,7 +356,7 @@ _SENT = (
     )
 )
 _RETRY = (
-    update(Message.__table__)
+    update(MESSAGE)
     .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
     .values(
         status=MessageStatus.RETRY,
@@ -366,7 +369,7 @@ _RETRY = (
     )
 )
 _FINAL = (
-    update(Message.__table__)
+    update(MESSAGE)
     .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
     .values(
         status=bindparam("b_status"),
@@ -377,7 +380,7 @@ _FINAL = (
     )
 )
 _RELEASE = (
-    update(Message.__table__)
+    update(MESSAGE)
     .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
     .values(
         status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
@@ -433,7 +436,7 @@ class Ledger:
                     {"email": email, "reason": reason, "source": "smtp", "created_at": self.now}
                     for email, reason in self.suppress.items()
                 ]
-                conn.execute(ignoring_insert(conn, Suppression.__table__, "email"), rows)
+                conn.execute(ignoring_insert(conn, SUPPRESSION, "email"), rows)
                 self.report.suppressed_addresses += len(self.suppress.keys() - known)
         self.pending.clear()
         self.suppress.clear()
