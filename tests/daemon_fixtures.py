@@ -13,10 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.engine import Engine
+
+from engine.db import session_scope
+from engine.shop import Line, record_order, upsert_customer, upsert_product
 
 LIFECYCLE = str(Path(sys.executable).parent / "lifecycle")
 SECRET = "daemon-test-secret-0123456789abcdef"
@@ -152,3 +157,30 @@ class SlowSink:
         self.slow.clear()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def seed_first_orders(engine: Engine, now: datetime, count: int, *, prefix: str = "c") -> list[str]:
+    """`count` consenting customers, each with a first order a minute before `now`."""
+    emails = []
+    with session_scope(engine) as session:
+        for sku in ("TEA-500G", "JUTE-BAG-01", "SARI-JAM-01"):  # the holiday offers' products
+            upsert_product(session, sku=sku, name=sku, price="450.00", now=now - timedelta(days=9))
+        for i in range(count):
+            address = f"{prefix}{i}@example.com"
+            upsert_customer(
+                session,
+                external_id=f"{prefix}{i}",
+                email=address,
+                now=now - timedelta(days=1),
+                name=f"Customer {i}",
+                marketing_consent=True,
+            )
+            record_order(
+                session,
+                external_id=f"{prefix}-o{i}",
+                customer_id=f"{prefix}{i}",
+                items=[Line("TEA-500G", 1)],
+                placed_at=now - timedelta(minutes=1),
+            )
+            emails.append(address)
+    return emails

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.policy import default
 from pathlib import Path
 
@@ -21,14 +21,21 @@ from sqlmodel import Session
 from engine.cli import main
 from engine.daemon import Daemon as InProcessDaemon
 from engine.daemon import demo_secret, describe
-from engine.db import make_engine, session_scope, upgrade
+from engine.db import make_engine, upgrade
 from engine.loader import Secrets, load_project
 from engine.locks import FileLock
 from engine.mailer import MemoryMailer
 from engine.models import Customer, EventKind, Message, MessageEvent, MessageStatus
 from engine.reload import ProjectWatcher
-from engine.shop import Line, record_order, upsert_customer, upsert_product
-from tests.daemon_fixtures import API_KEY, SECRET, Daemon, SlowSink, configure, free_port
+from tests.daemon_fixtures import (
+    API_KEY,
+    SECRET,
+    Daemon,
+    SlowSink,
+    configure,
+    free_port,
+    seed_first_orders,
+)
 
 
 def test_run_refuses_to_start_without_a_secret(project_dir: Path):
@@ -69,33 +76,6 @@ def test_the_demo_secret_is_made_once_and_kept_private(tmp_path: Path):
 
 
 # ---------------------------------------------------------------- one tick, in-process
-
-
-def seed_first_orders(engine, now: datetime, count: int, *, prefix: str = "c") -> list[str]:
-    """`count` consenting customers, each with a first order a minute before `now`."""
-    emails = []
-    with session_scope(engine) as session:
-        for sku in ("TEA-500G", "JUTE-BAG-01", "SARI-JAM-01"):  # the holiday offers' products
-            upsert_product(session, sku=sku, name=sku, price="450.00", now=now - timedelta(days=9))
-        for i in range(count):
-            address = f"{prefix}{i}@example.com"
-            upsert_customer(
-                session,
-                external_id=f"{prefix}{i}",
-                email=address,
-                now=now - timedelta(days=1),
-                name=f"Customer {i}",
-                marketing_consent=True,
-            )
-            record_order(
-                session,
-                external_id=f"{prefix}-o{i}",
-                customer_id=f"{prefix}{i}",
-                items=[Line("TEA-500G", 1)],
-                placed_at=now - timedelta(minutes=1),
-            )
-            emails.append(address)
-    return emails
 
 
 def test_one_tick_plans_sends_and_picks_up_an_edit(project_dir: Path, tmp_path: Path):

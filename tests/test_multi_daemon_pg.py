@@ -14,8 +14,7 @@ from sqlmodel import Session
 
 from engine.db import make_engine, upgrade
 from engine.models import Customer, Message, MessageStatus
-from tests.daemon_fixtures import Daemon, SlowSink, configure, free_port
-from tests.test_daemon import seed_first_orders
+from tests.daemon_fixtures import Daemon, SlowSink, configure, free_port, seed_first_orders
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
