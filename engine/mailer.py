@@ -32,6 +32,11 @@ import aiosmtplib
 from .config import Sending, Smtp
 from .loader import Project, Secrets
 
+_UNREACHABLE = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+)
 _UNSAFE = re.compile(r"[\x00-\x20<>\x7f]")  # never on an envelope line
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -209,11 +214,14 @@ class _Connection:
             self._drop()
             outcome = Outcome.SYSTEMIC if exc.code >= 500 else Outcome.TRANSIENT
             return SendResult(outcome, Stage.CONNECT, exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (*_UNREACHABLE, OSError) as exc:
             self._drop()
             return SendResult(
                 Outcome.TRANSIENT, Stage.CONNECT, None, f"{type(exc).__name__}: {exc}"
             )
+        except aiosmtplib.SMTPException as exc:  # e.g. AUTH or STARTTLS configured, not offered
+            self._drop()
+            return SendResult(Outcome.SYSTEMIC, Stage.CONNECT, None, f"{type(exc).__name__}: {exc}")
         return None
 
     async def _after_refusal(self, code: int) -> None:

@@ -10,12 +10,15 @@ runs it in a thread of its own (for tests with several event loops).
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -42,6 +45,7 @@ class Script:
     drop_after_data: set[str] = field(default_factory=set)  # recipients whose DATA is cut off
     hang_after_data: set[str] = field(default_factory=set)  # recipients whose DATA never ends
     reject_logins: bool = False
+    starttls: ssl.SSLContext | None = None  # offer STARTTLS and require it
     received: list[Received] = field(default_factory=list)
     mails: int = 0
     connections: int = 0
@@ -93,7 +97,12 @@ class Script:
     def protocol(self) -> SMTP:
         self.connections += 1
         smtp = SMTP(
-            self, hostname="scripted.test", authenticator=self.authenticate, auth_require_tls=False
+            self,
+            hostname="scripted.test",
+            authenticator=self.authenticate,
+            auth_require_tls=self.starttls is not None,
+            tls_context=self.starttls,
+            require_starttls=self.starttls is not None,
         )
         self.open.append(smtp)
         return smtp
@@ -108,10 +117,11 @@ class Script:
 
 
 @asynccontextmanager
-async def serving(script: Script) -> AsyncIterator[int]:
-    """Serve `script` on 127.0.0.1 in the running loop; yield the port."""
+async def serving(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """Serve `script` on 127.0.0.1 in the running loop (over TLS from the first
+    byte with `tls`); yield the port."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(script.protocol, "127.0.0.1", 0)
+    server = await loop.create_server(script.protocol, "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -152,3 +162,17 @@ class ServerThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+
+
+def self_signed(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 and the certificate file a client must trust."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from engine.mailer import (
     _response_result,
 )
 from tests.delivery_fixtures import project_for
-from tests.smtp_servers import Script, serving
+from tests.smtp_servers import Script, self_signed, serving
 
 DATA = b"From: <a@shop.test>\r\nTo: <b@example.com>\r\nSubject: hi\r\n\r\nbody\r\n.leading dot\r\n"
 
@@ -159,3 +161,49 @@ async def _both(mailer: MemoryMailer) -> list[SendResult]:
     ]
     await mailer.close()
     return results
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server certificate for 127.0.0.1 that the client trusts (SSL_CERT_FILE)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    context, cert = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    return context
+
+
+def send_secure(
+    project_dir: Path, script: Script, security: str, tls: ssl.SSLContext | None
+) -> SendResult:
+    async def go() -> SendResult:
+        async with serving(script, tls) as port:
+            smtp = {"security": security, "username": "shop"}
+            sending = project_for(project_dir, port, smtp=smtp).config.sending
+            mailer = SmtpMailer(sending, password="right-password")
+            try:
+                return await mailer.send("a@shop.test", "b@example.com", DATA)
+            finally:
+                await mailer.close()
+
+    return asyncio.run(go())
+
+
+def test_starttls_then_login(project_dir: Path, tls: ssl.SSLContext) -> None:
+    script = Script(starttls=tls)
+    result = send_secure(project_dir, script, "starttls", None)
+    assert result.outcome is Outcome.SENT and script.logins == 1 and len(script.received) == 1
+
+
+def test_implicit_tls_then_login(project_dir: Path, tls: ssl.SSLContext) -> None:
+    script = Script()
+    result = send_secure(project_dir, script, "tls", tls)
+    assert result.outcome is Outcome.SENT and script.logins == 1 and len(script.received) == 1
+
+
+def test_a_server_that_requires_starttls_refuses_everyone(
+    project_dir: Path, tls: ssl.SSLContext
+) -> None:
+    script = Script(starttls=tls)
+    result = send_secure(project_dir, script, "none", None)
+    assert result.outcome is Outcome.SYSTEMIC and script.received == []
