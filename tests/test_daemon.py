@@ -79,7 +79,7 @@ def test_the_demo_secret_is_made_once_and_kept_private(tmp_path: Path):
 
 
 def test_one_tick_plans_sends_and_picks_up_an_edit(project_dir: Path, tmp_path: Path):
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)  # noon in Dhaka, inside any send window
     config = configure(
         project_dir, smtp_port=1, http_port=1, database=f"sqlite:///{tmp_path / 'shop.db'}"
     )
