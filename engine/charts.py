@@ -14,8 +14,9 @@ from decimal import Decimal
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 240
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 14, 30
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 22, 30
 MAX_LABELS = 8
+STEPS = [Decimal(s) for s in ("1", "1.2", "1.5", "2", "2.5", "3", "4", "5", "6", "8", "10")]
 
 Number = int | Decimal | None
 
@@ -51,8 +52,14 @@ def _tick(value: Decimal) -> str:
 
 
 def _scale(values: Sequence[Number], floor: Decimal) -> Decimal:
+    """A round axis top a little above every value (and at least `floor`)."""
     biggest = max((Decimal(v) for v in values if v is not None), default=Decimal(0))
-    return max(biggest, floor)
+    target = max(biggest * Decimal("1.1"), floor)
+    power = Decimal(10) ** (len(str(int(target))) - 1)
+    for step in STEPS:
+        if step * power >= target:
+            return step * power
+    return 10 * power
 
 
 def bar_chart(
