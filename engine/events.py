@@ -14,6 +14,9 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
 - `order.delivered`: `order_id`, `delivered_at`.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
+- `holiday.announced`: `holiday` = {id, date (YYYY-MM-DD), name?, name_bn?}:
+  dates (or moves) one of the shop's own occasions declared under
+  `holidays.extra` in config.yaml; names default to the ones written there.
 
 Amounts are JSON numbers or strings ("120.50"), read exactly (never as binary
 floats), zero or more, at most two decimals.
@@ -53,6 +56,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from . import shop
+from .config import Holidays, LocalText, pick_text
 from .db import session_scope
 from .errors import DataError, EngineError, UnknownRecord
 from .models import ReceivedEvent
@@ -147,8 +151,25 @@ class PriceChanged(_Event):
     price: Amount
 
 
+class HolidayData(_Shape):
+    id: Key
+    date: date
+    name: Text | None = None
+    name_bn: Text | None = None
+
+
+class HolidayAnnounced(_Event):
+    type: Literal["holiday.announced"]
+    holiday: HolidayData
+
+
 ShopEvent = Annotated[
-    CustomerUpserted | OrderPlaced | OrderDelivered | ProductUpserted | PriceChanged,
+    CustomerUpserted
+    | OrderPlaced
+    | OrderDelivered
+    | ProductUpserted
+    | PriceChanged
+    | HolidayAnnounced,
     Field(discriminator="type"),
 ]
 _EVENT = TypeAdapter(ShopEvent)
@@ -158,6 +179,7 @@ EVENT_TYPES = (
     "order.delivered",
     "product.upserted",
     "product.price_changed",
+    "holiday.announced",
 )
 
 
@@ -232,19 +254,26 @@ class Applied:
     status: Literal["applied", "duplicate"]
 
 
-def apply_events(engine: Engine, events: list[ShopEvent], *, now: datetime) -> list[Applied]:
+def apply_events(
+    engine: Engine, events: list[ShopEvent], *, now: datetime, holidays: Holidays | None = None
+) -> list[Applied]:
     """Apply `events` in order, in one transaction; repeated ids are ignored.
 
-    Raises EventsRejected (nothing applied) when an event cannot be applied.
+    `holidays` is the config's holiday section (a `holiday.announced` event
+    needs it). Raises EventsRejected (nothing applied) when an event cannot
+    be applied.
     """
+    declared = {extra.id: extra.name for extra in holidays.extra} if holidays else {}
     try:
-        return _apply_all(engine, events, now)
+        return _apply_all(engine, events, now, declared)
     except IntegrityError:
         # The same id arrived in a concurrent request: the retry sees it as a duplicate.
-        return _apply_all(engine, events, now)
+        return _apply_all(engine, events, now, declared)
 
 
-def _apply_all(engine: Engine, events: list[ShopEvent], now: datetime) -> list[Applied]:
+def _apply_all(
+    engine: Engine, events: list[ShopEvent], now: datetime, declared: dict[str, LocalText]
+) -> list[Applied]:
     with session_scope(engine) as session:
         ids = [event.id for event in events]
         seen = set(
@@ -258,17 +287,22 @@ def _apply_all(engine: Engine, events: list[ShopEvent], now: datetime) -> list[A
                 results.append(Applied(event.id, "duplicate"))
                 continue
             seen.add(event.id)
-            _apply_one(session, index, event, now)
+            _apply_one(session, index, event, now, declared)
             session.add(ReceivedEvent(id=event.id, type=event.type, received_at=now))
             results.append(Applied(event.id, "applied"))
         session.flush()
         return results
 
 
-def _apply_one(session: Session, index: int, event: ShopEvent, now: datetime) -> None:
+def _apply_one(
+    session: Session, index: int, event: ShopEvent, now: datetime, declared: dict[str, LocalText]
+) -> None:
     at = event.at or now
     try:
-        _APPLY[type(event)](session, event, at)
+        if isinstance(event, HolidayAnnounced):
+            _holiday(session, event, at, declared)
+        else:
+            _APPLY[type(event)](session, event, at)
     except _FieldError as exc:
         raise EventsRejected([EventProblem(index, exc.field, exc.reason)]) from exc
     except DataError as exc:
@@ -358,6 +392,27 @@ def _price(session: Session, event: PriceChanged, at: datetime) -> None:
     shop.set_price(session, event.sku, event.price, now=at)
 
 
+def _holiday(
+    session: Session, event: HolidayAnnounced, at: datetime, declared: dict[str, LocalText]
+) -> None:
+    data = event.holiday
+    if data.id not in declared:
+        known = ", ".join(sorted(declared)) or "none"
+        raise _FieldError(
+            "holiday.id",
+            f"{data.id!r} is not declared under holidays.extra in config.yaml (declared: {known})",
+        )
+    configured = declared[data.id]
+    shop.add_holiday(
+        session,
+        holiday_id=data.id,
+        day=data.date,
+        name=data.name or pick_text(configured, "en"),
+        name_bn=data.name_bn or (configured.get("bn") if isinstance(configured, dict) else None),
+        now=at,
+    )
+
+
 def _known_sku(session: Session, sku: str, field: str) -> None:
     try:
         shop.product_by_sku(session, sku)
@@ -380,4 +435,5 @@ _MAIN_FIELD = {
     "order.delivered": "delivered_at",
     "product.upserted": "product",
     "product.price_changed": "price",
+    "holiday.announced": "holiday",
 }

@@ -171,7 +171,12 @@ class Tracker:
         try:
             events = parse_events(body)
             applied = await run_in_threadpool(
-                lambda: apply_events(self.engine, events, now=self.clock())
+                lambda: apply_events(
+                    self.engine,
+                    events,
+                    now=self.clock(),
+                    holidays=self.get_project().config.holidays,
+                )
             )
         except EventsRejected as exc:
             return JSONResponse(

@@ -6,7 +6,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from engine.models import (
     PriceChange,
     Product,
     ReceivedEvent,
+    ShopHoliday,
 )
 from engine.tracking import create_app
 
@@ -306,3 +307,33 @@ def test_a_lying_content_length_is_still_capped(client):
 
     response = client.post("/api/events", content=chunks(), headers=AUTH)
     assert response.status_code == 413
+
+
+def test_a_declared_holiday_is_dated(client, db):
+    event = {
+        "id": "h1",
+        "type": "holiday.announced",
+        "holiday": {"id": "flash_sale", "date": "2026-12-05"},
+    }
+    assert post(client, event).status_code == 200
+    with Session(db) as session:
+        row = session.execute(select(ShopHoliday)).scalar_one()
+    assert (row.id, row.date, row.name, row.name_bn) == (
+        "flash_sale",
+        date(2026, 12, 5),
+        "Nakshi Ghor flash sale",
+        "নকশি ঘরের ফ্ল্যাশ সেল",
+    )
+
+
+def test_an_undeclared_holiday_is_refused(client, db):
+    event = {
+        "id": "h1",
+        "type": "holiday.announced",
+        "holiday": {"id": "mega_sale", "date": "2026-12-05"},
+    }
+    response = post(client, event)
+    assert response.status_code == 422
+    [problem] = response.json()["problems"]
+    assert problem["field"] == "holiday.id" and "flash_sale" in problem["reason"]
+    assert count(db, ShopHoliday) == 0
