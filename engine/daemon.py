@@ -193,8 +193,8 @@ class Daemon:
                 log.error("reload: %s", problem)
             self.watcher.project = before
             return
-        if new.config.sending != before.config.sending:
-            await self.mailer.close()
+        if new.config.sending != before.config.sending and self.mailer is not None:
+            await self.mailer.close()  # between ticks: nothing is in flight
             self.mailer = _mailer(new, self.secrets)
         if new.config.tick_seconds != before.config.tick_seconds and self.scheduler:
             self.scheduler.reschedule_job(
