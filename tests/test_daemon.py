@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from engine.cli import main
 from engine.daemon import Daemon as InProcessDaemon
-from engine.daemon import demo_secret, describe
+from engine.daemon import _scheduler, demo_secret, describe
 from engine.db import make_engine, upgrade
 from engine.loader import Secrets, load_project
 from engine.locks import FileLock
@@ -336,3 +336,18 @@ def test_sigterm_lets_the_send_in_flight_finish(project_dir: Path, daemons):
         engine.dispose()
     finally:
         sink.close()
+
+
+def test_the_tick_job_is_coalesced_single_and_never_dropped():
+    async def job() -> None:
+        return None
+
+    async def scenario() -> None:
+        scheduler = _scheduler(job, 60)
+        [tick] = scheduler.get_jobs()
+        assert (tick.coalesce, tick.max_instances, tick.misfire_grace_time) == (True, 1, None)
+        assert tick.trigger.interval.total_seconds() == 60
+        assert str(scheduler.timezone) == "UTC"
+        assert tick.next_run_time <= datetime.now(UTC)  # the first tick runs at start
+
+    asyncio.run(scenario())
