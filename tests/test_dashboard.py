@@ -7,7 +7,6 @@ import re
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +16,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from engine.dashboard import dashboard_app
+from engine.db import make_engine, upgrade
 from engine.errors import EngineError
 from engine.loader import Project, Secrets, load_project
 from engine.reports import build_report, period, to_json
+from tests.conftest import REPO
 from tests.test_reports import EVIL_AGENT, EVIL_NAME, NOW, build_shop
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
@@ -39,9 +40,20 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def project(project_dir: Path) -> Project:
-    return load_project(project_dir / "config.yaml")
+@pytest.fixture(scope="module")
+def project() -> Project:
+    """The shipped project, read only."""
+    return load_project(REPO / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def shop_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One database with the report history for every test here (they only read it)."""
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'store.db'}")
+    upgrade(engine)
+    build_shop(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
@@ -55,9 +67,8 @@ def make_client(engine: Engine, project: Project, clock: Clock, **options: Any) 
 
 
 @pytest.fixture
-def client(sqlite_store: Engine, project: Project, clock: Clock) -> Iterator[TestClient]:
-    build_shop(sqlite_store)
-    with make_client(sqlite_store, project, clock) as client:
+def client(shop_store: Engine, project: Project, clock: Clock) -> Iterator[TestClient]:
+    with make_client(shop_store, project, clock) as client:
         yield client
 
 
@@ -110,9 +121,9 @@ def test_a_login_from_another_site_is_refused(client: TestClient) -> None:
 
 
 def test_repeated_wrong_passwords_lock_the_address_out(
-    sqlite_store: Engine, project: Project, clock: Clock
+    shop_store: Engine, project: Project, clock: Clock
 ) -> None:
-    with make_client(sqlite_store, project, clock, max_failures=3) as client:
+    with make_client(shop_store, project, clock, max_failures=3) as client:
         assert [log_in(client, "nope").status_code for _ in range(3)] == [401, 401, 401]
         locked = log_in(client)  # even the right password, until the window passes
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
@@ -129,7 +140,7 @@ def test_a_forged_or_expired_session_is_not_a_login(client: TestClient, clock: C
 
 
 def test_campaign_table_shows_build_report(
-    client: TestClient, sqlite_store: Engine, project: Project
+    client: TestClient, shop_store: Engine, project: Project
 ) -> None:
     log_in(client)
     page = client.get("/dashboard/?from=2026-11-01&to=2026-11-21")
@@ -137,7 +148,7 @@ def test_campaign_table_shows_build_report(
     start, end = period(
         datetime(2026, 11, 1).date(), datetime(2026, 11, 21).date(), NOW, "Asia/Dhaka"
     )
-    report = to_json(build_report(sqlite_store, project, start, end, "month", NOW))
+    report = to_json(build_report(shop_store, project, start, end, "month", NOW))
     table = figures(page.text, "campaign")
     assert set(table) == {*report["campaigns"], "all campaigns"}
     for name, cells in table.items():
@@ -151,14 +162,14 @@ def test_campaign_table_shows_build_report(
 
 
 def test_retention_table_shows_build_report(
-    client: TestClient, sqlite_store: Engine, project: Project
+    client: TestClient, shop_store: Engine, project: Project
 ) -> None:
     log_in(client)
     page = client.get("/dashboard/retention?from=2026-01-01&to=2026-11-21&by=month")
     start, end = period(
         datetime(2026, 1, 1).date(), datetime(2026, 11, 21).date(), NOW, "Asia/Dhaka"
     )
-    report = to_json(build_report(sqlite_store, project, start, end, "month", NOW))["retention"]
+    report = to_json(build_report(shop_store, project, start, end, "month", NOW))["retention"]
     table = figures(page.text, "bucket")
     assert len(table) == 12  # eleven months and the whole period
     for bucket in [*report["buckets"], {**report["total"], "label": "total"}]:
@@ -230,9 +241,9 @@ def test_the_stylesheet_is_served_and_pages_fit_a_phone(client: TestClient) -> N
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.text
 
 
-def test_no_password_no_dashboard(sqlite_store: Engine, project: Project) -> None:
+def test_no_password_no_dashboard(shop_store: Engine, project: Project) -> None:
     with pytest.raises(EngineError, match="LIFECYCLE_DASHBOARD_PASSWORD"):
-        dashboard_app(sqlite_store, lambda: project, Secrets(secret="s" * 32))
+        dashboard_app(shop_store, lambda: project, Secrets(secret="s" * 32))
 
 
 def test_charts_escape_labels_and_leave_gaps_for_no_data() -> None:
