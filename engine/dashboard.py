@@ -47,7 +47,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from . import charts
-from .errors import EngineError
+from .errors import EngineError, StoreError
 from .loader import Project, Secrets
 from .models import Customer
 from .reports import BENCHMARKS, build_report, period
@@ -297,7 +297,7 @@ class Dashboard:
 
     async def _report(
         self, request: Request, *sections: str
-    ) -> tuple[dict[str, Any] | None, str | None, dict[str, str]]:
+    ) -> tuple[dict[str, Any] | None, EngineError | None, dict[str, str]]:
         """build_report for the page's ?from=&to=&by=, or an error message."""
         chosen = {k: request.query_params.get(k, "") for k in ("from", "to", "by")}
         chosen["by"] = chosen["by"] or "month"
@@ -317,14 +317,16 @@ class Dashboard:
                 chosen["by"],
                 now,
             )
-        except ReportError as exc:
-            return None, str(exc), chosen
+        except EngineError as exc:  # a bad period, or the database is not answering
+            return None, exc, chosen
         return report, None, chosen
 
     async def overview(self, request: Request) -> Response:
         report, error, chosen = await self._report(request, "campaigns", "activity")
         if report is None:
-            return self.page(request, "overview.html", 400, error=error, chosen=chosen, report=None)
+            return self.page(
+                request, "overview.html", _status(error), error=error, chosen=chosen, report=None
+            )
         points = report["activity"]["points"]
         labels = [p["label"] for p in points]
         sends = charts.bar_chart("Emails sent", labels, [p["sent"] for p in points])
@@ -354,7 +356,7 @@ class Dashboard:
         report, error, chosen = await self._report(request, "retention")
         if report is None:
             return self.page(
-                request, "retention.html", 400, error=error, chosen=chosen, report=None
+                request, "retention.html", _status(error), error=error, chosen=chosen, report=None
             )
         slices = report["retention"]["buckets"]
         labels = [b["label"] for b in slices]
@@ -381,7 +383,7 @@ class Dashboard:
         return self.page(
             request,
             "queue.html",
-            200 if report else 400,
+            _status(error),
             error=error,
             chosen=chosen,
             report=report,
@@ -438,6 +440,12 @@ class Dashboard:
             return Response(f"No preview: {exc}", 400, media_type="text/plain")
         headers = {**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_POLICY}
         return HTMLResponse(shown.html, headers=headers)
+
+
+def _status(error: EngineError | None) -> int:
+    if error is None:
+        return 200
+    return 503 if isinstance(error, StoreError) else 400
 
 
 def _base(request: Request) -> str:

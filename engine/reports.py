@@ -32,10 +32,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Interval, and_, case, distinct, exists, func, literal, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col
 
 from .config import FirstOrder
 from .db import is_postgres, session_scope
+from .errors import StoreError
 from .loader import Project
 from .models import (
     Credit,
@@ -136,20 +138,36 @@ def build_report(
         },
         "benchmarks": dict(BENCHMARKS),
     }
-    with session_scope(engine) as session:
-        if "campaigns" in sections:
-            campaigns = campaign_report(session, project, start, end, now)
-            report["campaigns"] = campaigns
-            report["totals"] = totals(session, campaigns, start, end, now, days)
-        if "activity" in sections:
-            report["activity"] = activity(session, start, end, now, timezone)
-        if "retention" in sections:
-            report["retention"] = retention(
-                session, start, end, by=by, timezone=timezone, activity_days=activity_days
-            )
-        if "queue" in sections:
-            report["queue"] = queue(session, now)
+    try:
+        with session_scope(engine) as session:
+            _fill(report, session, project, sections, activity_days)
+    except OperationalError as exc:
+        raise StoreError(f"cannot read the report from the database: {exc.orig}") from exc
     return report
+
+
+def _fill(
+    report: dict[str, Any],
+    session: Session,
+    project: Project,
+    sections: Collection[str],
+    activity_days: int,
+) -> None:
+    """Compute the asked-for sections of `report` for its period."""
+    info = report["period"]
+    start, end, now, by, timezone = (info[k] for k in ("start", "end", "now", "by", "timezone"))
+    if "campaigns" in sections:
+        campaigns = campaign_report(session, project, start, end, now)
+        report["campaigns"] = campaigns
+        report["totals"] = totals(session, campaigns, start, end, now, info["attribution_days"])
+    if "activity" in sections:
+        report["activity"] = activity(session, start, end, now, timezone)
+    if "retention" in sections:
+        report["retention"] = retention(
+            session, start, end, by=by, timezone=timezone, activity_days=activity_days
+        )
+    if "queue" in sections:
+        report["queue"] = queue(session, now)
 
 
 def _period_messages(start: datetime, end: datetime) -> Any:

@@ -7,6 +7,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -267,3 +268,15 @@ def test_charts_escape_labels_and_leave_gaps_for_no_data() -> None:
     assert ">50%</text>" in svg  # the axis tops out at a round number above 40
     bars = str(charts.bar_chart("Sent", ["a", "b"], [0, 5]))
     assert bars.count("<rect") == 2 and "<title>b: 5</title>" in bars
+
+
+def test_a_database_that_does_not_answer_is_a_503_saying_so(
+    tmp_path: Path, project: Project, clock: Clock
+) -> None:
+    missing = make_engine(f"sqlite:///{tmp_path / 'no such folder' / 'store.db'}")
+    with make_client(missing, project, clock) as client:
+        log_in(client)
+        page = client.get("/dashboard/")
+        assert page.status_code == 503
+        assert "cannot read the report from the database: unable to open database file" in page.text
+    missing.dispose()
