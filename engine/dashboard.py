@@ -416,8 +416,6 @@ class Dashboard:
         if campaign and customer:
             try:
                 shown = await run_in_threadpool(self._render_preview, campaign, customer)
-            except ImportError:
-                error = "The email preview is not available in this version."
             except EngineError as exc:
                 error = str(exc)
         return self.page(
@@ -436,7 +434,7 @@ class Dashboard:
         customer = request.query_params.get("customer", "").strip()
         try:
             shown = await run_in_threadpool(self._render_preview, campaign, customer)
-        except (ImportError, EngineError) as exc:
+        except EngineError as exc:
             return Response(f"No preview: {exc}", 400, media_type="text/plain")
         headers = {**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_POLICY}
         return HTMLResponse(shown.html, headers=headers)
