@@ -59,6 +59,7 @@ M = MESSAGE.c
 C = CUSTOMER.c
 S = SUPPRESSION.c
 DUE = (MessageStatus.QUEUED, MessageStatus.RETRY)
+HANDED = "+smtp"  # lease_owner suffix: the row may be on the SMTP server already
 FLUSH_ROWS = 50  # commit results every this many messages …
 FLUSH_SECONDS = 0.1  # … or this often, whichever comes first
 RETRY_BASE = timedelta(minutes=2)
@@ -91,6 +92,7 @@ class DispatchReport:
     errors: list[str] = field(default_factory=list)
     swept_in_doubt: int = 0
     swept_resend: int = 0
+    swept_requeued: int = 0
     suppressed_addresses: int = 0
     paused: bool = False
     pause_reason: str | None = None
@@ -123,6 +125,7 @@ class DispatchReport:
             "campaigns": {name: dict(c) for name, c in sorted(self.campaigns.items())},
             "swept_in_doubt": self.swept_in_doubt,
             "swept_resend": self.swept_resend,
+            "swept_requeued": self.swept_requeued,
             "suppressed_addresses": self.suppressed_addresses,
             "paused": self.paused,
             "pause_reason": self.pause_reason,
@@ -167,15 +170,25 @@ def address_problem(email: str) -> str | None:
 # ---------------------------------------------------------------- SQL steps
 
 
-def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tuple[int, int]:
-    """Rows left `sending` past their lease: `in_doubt`, or `retry` for campaigns
-    with `resend_in_doubt`. Return (in_doubt, resent)."""
+def handed(worker_id: str) -> str:
+    """The lease owner of rows `worker_id` has handed to the SMTP server."""
+    return worker_id + HANDED
+
+
+def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tuple[int, int, int]:
+    """Rows left `sending` past their lease (their dispatcher died).
+
+    Rows already handed to the SMTP server become `in_doubt` (or `retry` for
+    campaigns with `resend_in_doubt`); rows it never got are queued again.
+    Return (in_doubt, resent, requeued).
+    """
     resend = sorted(name for name, c in project.campaigns.items() if c.resend_in_doubt)
     expired = (M.status == MessageStatus.SENDING) & (M.lease_until < now)
+    was_handed = M.lease_owner.endswith(HANDED, autoescape=True)
     with engine.begin() as conn:
         resent = conn.execute(
             update(MESSAGE)
-            .where(expired & M.campaign.in_(resend))
+            .where(expired & was_handed & M.campaign.in_(resend))
             .values(
                 status=MessageStatus.RETRY,
                 lease_owner=None,
@@ -186,16 +199,40 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
         ).rowcount
         in_doubt = conn.execute(
             update(MESSAGE)
-            .where(expired)
+            .where(expired & was_handed)
             .values(
                 status=MessageStatus.IN_DOUBT,
                 lease_until=None,
                 last_error="lease expired while sending: the server may or may not have it",
             )
         ).rowcount
-    if in_doubt or resent:
-        log.warning("expired leases: %d in doubt, %d to resend", in_doubt, resent)
-    return in_doubt, resent
+        requeued = conn.execute(
+            update(MESSAGE)
+            .where(expired)
+            .values(
+                status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
+                lease_owner=None,
+                lease_until=None,
+            )
+        ).rowcount
+    if in_doubt or resent or requeued:
+        log.warning(
+            "expired leases: %d in doubt, %d to resend, %d never handed over and queued again",
+            in_doubt,
+            resent,
+            requeued,
+        )
+    return in_doubt, resent, requeued
+
+
+def mark_handed(engine: Engine, worker_id: str, ids: Sequence[int]) -> None:
+    """Record that these leased rows are about to go to the SMTP server (one statement)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(MESSAGE)
+            .where(M.id.in_(ids) & (M.lease_owner == worker_id))
+            .values(lease_owner=handed(worker_id))
+        )
 
 
 def _due(now: datetime) -> Any:
@@ -411,7 +448,7 @@ class Ledger:
         self.now = datetime.min
 
     def add(self, statement: Any, campaign: str, outcome: str, **values: Any) -> None:
-        values["b_owner"] = self.worker_id
+        """Queue one change; `values` has b_id and b_owner (the lease owner it must have)."""
         self.pending.setdefault(statement, []).append(values)
         self.report.count(campaign, outcome)
         if self.size == 0:
@@ -453,6 +490,7 @@ class _Letter:
     recipient: str
     data: bytes
     header_message_id: str
+    handed: bool = False
 
 
 class _Run:
@@ -475,9 +513,16 @@ class _Run:
         self.started_at = now
         self.started = time.monotonic()
         self.worker_id, self.limit, self.stop, self.progress = worker_id, limit, stop, progress
+        self.handed = handed(worker_id)
         self.report = DispatchReport(worker_id)
         self.ledger = Ledger(engine, worker_id, self.report)
-        self.queue: asyncio.Queue[_Letter | None] = asyncio.Queue(maxsize=self.sending.batch_size)
+        # Letters are handed over (and marked so) a chunk at a time, so a crash leaves
+        # at most about a chunk plus the connections' worth of rows in doubt.
+        self.chunk = min(self.sending.batch_size, max(50, 4 * mailer.concurrency))
+        self.low_water = max(1, mailer.concurrency)
+        self.batches: asyncio.Queue[list[_Letter] | None] = asyncio.Queue(maxsize=1)
+        self.queue: asyncio.Queue[_Letter | None] = asyncio.Queue()  # filled by `feed` only
+        self.room = asyncio.Event()  # set when the queue is down to `low_water`
         self.streak: list[tuple[_Letter, SendResult]] = []
         self.connect_failures = 0
         self.due_total = 0
@@ -511,9 +556,27 @@ class _Run:
             except BaseException:  # e.g. templates broken: give the rows back, then raise
                 release(self.engine, self.worker_id, ids)
                 raise
-            for letter in letters:
-                await self.queue.put(letter)
+            if letters:
+                await self.batches.put(letters)
             self._tick_ledger()
+
+    async def feed(self) -> None:
+        """Hand composed batches to the senders a chunk at a time, marking each chunk
+        as handed over first; after a pause or stop, give the rest back."""
+        while (letters := await self.batches.get()) is not None:
+            for start in range(0, len(letters), self.chunk):
+                chunk = letters[start : start + self.chunk]
+                while self.queue.qsize() > self.low_water:
+                    self.room.clear()
+                    await self.room.wait()
+                if self.halted() or self.failure is not None:
+                    for letter in chunk:
+                        self._release(letter)
+                    continue
+                mark_handed(self.engine, self.worker_id, [letter.claim.id for letter in chunk])
+                for letter in chunk:
+                    letter.handed = True
+                    self.queue.put_nowait(letter)
 
     async def _prepare(self, ids: list[int]) -> list[_Letter]:
         """Re-check the claimed rows, compose the rest; return what is to be sent."""
@@ -563,6 +626,8 @@ class _Run:
         """Send letters from the queue until the sentinel; never dies, so the queue
         always drains (after a pause or stop, letters are released, not sent)."""
         while (letter := await self.queue.get()) is not None:
+            if self.queue.qsize() <= self.low_water:
+                self.room.set()
             try:
                 if self.halted():
                     self._release(letter)
@@ -591,6 +656,7 @@ class _Run:
                 letter.claim.campaign,
                 MessageStatus.SENT,
                 b_id=letter.claim.id,
+                b_owner=self.handed,
                 b_at=self.clock(),
                 b_header=letter.header_message_id,
                 b_code=result.code,
@@ -664,6 +730,7 @@ class _Run:
             claim.campaign,
             MessageStatus.RETRY,
             b_id=claim.id,
+            b_owner=self.handed,
             b_next=now + backoff(attempts),
             b_code=code,
             b_error=reason[:1000],
@@ -687,6 +754,7 @@ class _Run:
             campaign,
             status,
             b_id=message_id,
+            b_owner=self.handed if tried else self.worker_id,
             b_status=status.value,
             b_code=result.code if result else None,
             b_error=reason[:1000],
@@ -694,7 +762,10 @@ class _Run:
         )
 
     def _release(self, letter: _Letter) -> None:
-        self.ledger.add(_RELEASE, letter.claim.campaign, "released", b_id=letter.claim.id)
+        owner = self.handed if letter.handed else self.worker_id
+        self.ledger.add(
+            _RELEASE, letter.claim.campaign, "released", b_id=letter.claim.id, b_owner=owner
+        )
 
     def _tick_ledger(self) -> None:
         if self.ledger.due():
@@ -717,6 +788,17 @@ class _Run:
         self.report.seconds = time.monotonic() - self.started
         if self.progress:
             self.progress(self.report.handled, self.due_total)
+
+
+async def _guarded(run: _Run, step: Any) -> None:
+    """Run `step`; on an error, record it and keep draining the batches (the rows
+    stay leased and not handed over, so the next pass queues them again)."""
+    try:
+        await step
+    except Exception as exc:
+        run.crashed(exc)
+        while await run.batches.get() is not None:
+            pass
 
 
 def _signature(result: SendResult) -> tuple[Any, ...]:
@@ -762,7 +844,8 @@ async def dispatch(
         progress,
     )
     run.pool = compose_pool
-    run.report.swept_in_doubt, run.report.swept_resend = sweep_expired_leases(engine, project, now)
+    swept = sweep_expired_leases(engine, project, now)
+    run.report.swept_in_doubt, run.report.swept_resend, run.report.swept_requeued = swept
     if progress is not None:
         run.due_total = (
             count_due(engine, now) if limit is None else min(limit, count_due(engine, now))
@@ -770,11 +853,14 @@ async def dispatch(
         progress(0, run.due_total)
     workers = [asyncio.create_task(run.work()) for _ in range(max(1, mailer.concurrency))]
     flusher = asyncio.create_task(run.keep_flushing())
+    feeder = asyncio.create_task(_guarded(run, run.feed()))
     try:
         await run.produce()
     except Exception as exc:
         run.crashed(exc)
     finally:
+        await run.batches.put(None)
+        await feeder
         for _ in workers:  # in-flight sends finish; queued letters are released
             await run.queue.put(None)
         await asyncio.gather(*workers)

@@ -45,6 +45,7 @@ class Script:
     drop_after_data: set[str] = field(default_factory=set)  # recipients whose DATA is cut off
     hang_after_data: set[str] = field(default_factory=set)  # recipients whose DATA never ends
     reject_logins: bool = False
+    data_delay: float = 0.0  # seconds to think before accepting each message
     starttls: ssl.SSLContext | None = None  # offer STARTTLS and require it
     received: list[Received] = field(default_factory=list)
     mails: int = 0
@@ -81,6 +82,8 @@ class Script:
             return "421 4.3.0 cut off"
         if recipients & self.hang_after_data:
             await asyncio.sleep(30)
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         assert envelope.mail_from is not None and envelope.original_content is not None
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
