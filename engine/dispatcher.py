@@ -225,13 +225,15 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
     return in_doubt, resent, requeued
 
 
-def mark_handed(engine: Engine, worker_id: str, ids: Sequence[int]) -> None:
-    """Record that these leased rows are about to go to the SMTP server (one statement)."""
+def mark_handed(engine: Engine, worker_id: str, header_ids: dict[int, str]) -> None:
+    """Record that these leased rows are about to go to the SMTP server, with the
+    Message-ID each goes out with (to find an in-doubt one in the relay's logs).
+    One statement for the whole chunk."""
     with engine.begin() as conn:
         conn.execute(
             update(MESSAGE)
-            .where(M.id.in_(ids) & (M.lease_owner == worker_id))
-            .values(lease_owner=handed(worker_id))
+            .where(M.id.in_(list(header_ids)) & (M.lease_owner == worker_id))
+            .values(lease_owner=handed(worker_id), message_id=case(header_ids, value=M.id))
         )
 
 
@@ -379,19 +381,22 @@ def _unsendable_reason(result: Any) -> str | None:
 # ---------------------------------------------------------------- recording results
 
 
-_SENT = (
-    update(MESSAGE)
-    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
-    .values(
-        status=MessageStatus.SENT,
-        sent_at=bindparam("b_at", type_=UTCDateTime),
-        message_id=bindparam("b_header"),
-        smtp_code=bindparam("b_code"),
-        attempts=M.attempts + 1,
-        lease_until=None,
-        last_error=None,
+def _sent(ids: list[int], owner: str, code: int | None, at: datetime) -> Any:
+    """One UPDATE for every row of a flush that the server accepted with `code`."""
+    return (
+        update(MESSAGE)
+        .where(M.id.in_(ids) & (M.lease_owner == owner))
+        .values(
+            status=MessageStatus.SENT,
+            sent_at=at,
+            smtp_code=code,
+            attempts=M.attempts + 1,
+            lease_until=None,
+            last_error=None,
+        )
     )
-)
+
+
 _RETRY = (
     update(MESSAGE)
     .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
@@ -437,19 +442,34 @@ class Ledger:
     """Buffers status changes and commits them together: every FLUSH_ROWS rows or
     FLUSH_SECONDS, never one commit per message, never one per whole batch."""
 
-    def __init__(self, engine: Engine, worker_id: str, report: DispatchReport):
+    def __init__(
+        self,
+        engine: Engine,
+        worker_id: str,
+        report: DispatchReport,
+        clock: Callable[[], datetime],
+    ):
         self.engine = engine
+        self.clock = clock
         self.worker_id = worker_id
         self.report = report
         self.pending: dict[Any, list[dict[str, Any]]] = {}
+        self.sent: dict[int | None, list[int]] = {}  # smtp code → ids
         self.suppress: dict[str, str] = {}
         self.size = 0
         self.since = 0.0
-        self.now = datetime.min
 
     def add(self, statement: Any, campaign: str, outcome: str, **values: Any) -> None:
         """Queue one change; `values` has b_id and b_owner (the lease owner it must have)."""
         self.pending.setdefault(statement, []).append(values)
+        self.add_count(campaign, outcome)
+
+    def sent_one(self, campaign: str, message_id: int, code: int | None) -> None:
+        """A 250: recorded at the next flush (within FLUSH_SECONDS; sent_at is then)."""
+        self.sent.setdefault(code, []).append(message_id)
+        self.add_count(campaign, MessageStatus.SENT)
+
+    def add_count(self, campaign: str, outcome: str) -> None:
         self.report.count(campaign, outcome)
         if self.size == 0:
             self.since = time.monotonic()
@@ -463,19 +483,23 @@ class Ledger:
     def flush(self) -> None:
         if not self.size and not self.suppress:
             return
+        now = self.clock()
         with self.engine.begin() as conn:
-            for statement in (_SENT, _RETRY, _FINAL, _RELEASE):
+            for code, ids in self.sent.items():
+                conn.execute(_sent(ids, handed(self.worker_id), code, now))
+            for statement in (_RETRY, _FINAL, _RELEASE):
                 if self.pending.get(statement):
                     conn.execute(statement, self.pending[statement])
             if self.suppress:
                 known = set(conn.scalars(select(S.email).where(S.email.in_(self.suppress))))
                 rows = [
-                    {"email": email, "reason": reason, "source": "smtp", "created_at": self.now}
+                    {"email": email, "reason": reason, "source": "smtp", "created_at": now}
                     for email, reason in self.suppress.items()
                 ]
                 conn.execute(ignoring_insert(conn, SUPPRESSION, "email"), rows)
                 self.report.suppressed_addresses += len(self.suppress.keys() - known)
         self.pending.clear()
+        self.sent.clear()
         self.suppress.clear()
         self.size = 0
 
@@ -515,7 +539,7 @@ class _Run:
         self.worker_id, self.limit, self.stop, self.progress = worker_id, limit, stop, progress
         self.handed = handed(worker_id)
         self.report = DispatchReport(worker_id)
-        self.ledger = Ledger(engine, worker_id, self.report)
+        self.ledger = Ledger(engine, worker_id, self.report, self.clock)
         # Letters are handed over (and marked so) a chunk at a time, so a crash leaves
         # at most about a chunk plus the connections' worth of rows in doubt.
         self.chunk = min(self.sending.batch_size, max(50, 4 * mailer.concurrency))
@@ -573,7 +597,8 @@ class _Run:
                     for letter in chunk:
                         self._release(letter)
                     continue
-                mark_handed(self.engine, self.worker_id, [letter.claim.id for letter in chunk])
+                headers = {letter.claim.id: letter.header_message_id for letter in chunk}
+                mark_handed(self.engine, self.worker_id, headers)
                 for letter in chunk:
                     letter.handed = True
                     self.queue.put_nowait(letter)
@@ -581,7 +606,6 @@ class _Run:
     async def _prepare(self, ids: list[int]) -> list[_Letter]:
         """Re-check the claimed rows, compose the rest; return what is to be sent."""
         now = self.clock()
-        self.ledger.now = now
         with Session(self.engine, expire_on_commit=False) as session:
             to_send = []
             for row in _rows(session, ids):
@@ -651,16 +675,7 @@ class _Run:
         self._end_streak()
         if result.outcome is Outcome.SENT:
             self.connect_failures = 0
-            self.ledger.add(
-                _SENT,
-                letter.claim.campaign,
-                MessageStatus.SENT,
-                b_id=letter.claim.id,
-                b_owner=self.handed,
-                b_at=self.clock(),
-                b_header=letter.header_message_id,
-                b_code=result.code,
-            )
+            self.ledger.sent_one(letter.claim.campaign, letter.claim.id, result.code)
         elif result.outcome is Outcome.SYSTEMIC:
             self.report.pause(f"the SMTP server refuses all mail: {result.describe()}")
             self._release(letter)
