@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.engine import Engine
 
 from engine.db import session_scope
+from engine.loader import load_project
 from engine.shop import Line, record_order, upsert_customer, upsert_product
 
 LIFECYCLE = str(Path(sys.executable).parent / "lifecycle")
@@ -59,6 +60,11 @@ def configure(
     config.write_text(text)
     welcome = project_dir / "campaigns" / "welcome.yaml"
     welcome.write_text(welcome.read_text().replace("delay: 10m", "delay: 0s"))
+    project = load_project(config)  # the shipped files changed shape if this fails
+    settings_now = project.config
+    assert (settings_now.sending.smtp.port, settings_now.tracking.port) == (smtp_port, http_port)
+    assert settings_now.tick_seconds == 1 and settings_now.sending.window.start.hour == 0
+    assert project.campaigns["welcome"].trigger.delay == timedelta(0)
     return config
 
 
