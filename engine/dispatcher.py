@@ -22,6 +22,7 @@ claims, leases of unsent rows released, nobody suppressed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -229,12 +230,23 @@ def mark_handed(engine: Engine, worker_id: str, header_ids: dict[int, str]) -> N
     """Record that these leased rows are about to go to the SMTP server, with the
     Message-ID each goes out with (to find an in-doubt one in the relay's logs).
     One statement for the whole chunk."""
+    params: dict[str, Any] = {"ids": list(header_ids), "owner": worker_id}
+    params["handed"] = handed(worker_id)
+    for k, (message_id, header) in enumerate(header_ids.items()):
+        params[f"i{k}"], params[f"h{k}"] = message_id, header
     with engine.begin() as conn:
-        conn.execute(
-            update(MESSAGE)
-            .where(M.id.in_(list(header_ids)) & (M.lease_owner == worker_id))
-            .values(lease_owner=handed(worker_id), message_id=case(header_ids, value=M.id))
-        )
+        conn.execute(_handed_statement(len(header_ids)), params)
+
+
+@functools.lru_cache(maxsize=64)
+def _handed_statement(size: int) -> Any:
+    """The statement of `mark_handed` for `size` rows, built once per size."""
+    header = case(*((M.id == bindparam(f"i{k}"), bindparam(f"h{k}")) for k in range(size)))
+    return (
+        update(MESSAGE)
+        .where(M.id.in_(bindparam("ids", expanding=True)) & (M.lease_owner == bindparam("owner")))
+        .values(lease_owner=bindparam("handed"), message_id=header)
+    )
 
 
 def _due(now: datetime) -> Any:
