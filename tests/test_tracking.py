@@ -252,13 +252,13 @@ def test_a_burst_of_opens_is_written_in_one_commit(db, project, signer, make_mes
     client = TestClient(app)  # no lifespan: nothing flushes in the background
     commits = []
     sa_event.listen(db, "commit", lambda conn: commits.append(1))
-    for _ in range(250):
+    for _ in range(150):
         client.get(f"/o/{token}.gif", headers={"user-agent": PHONE})
     buffer = tracker_of(app).hits
-    assert buffer.pending == 250
+    assert buffer.pending == 150
     assert asyncio.run(buffer.flush())
-    assert len(events(db, EventKind.OPEN)) == 250
-    assert (buffer.written, len(commits)) == (250, 1)
+    assert len(events(db, EventKind.OPEN)) == 150
+    assert (buffer.written, len(commits)) == (150, 1)
 
 
 def test_the_flusher_writes_a_full_batch_without_waiting_for_the_interval(db, make_message, now):
