@@ -3,17 +3,21 @@
 `dispatch` runs one pass over the outbox:
 
     sweep expired leases → claim a batch (lease) → re-check (expired,
-    suppressed, consent, address) → compose → send over the mailer's pool →
-    record each result in small batched commits → claim the next batch …
+    suppressed, consent, address) → compose → hand over a chunk (marked in
+    the row) → send over the mailer's pool → record each result in small
+    batched commits → … until nothing is due, `limit`, a pause or `stop`.
 
 Claims are one UPDATE with the due rows chosen in a subquery (`FOR UPDATE
 SKIP LOCKED` on PostgreSQL), so dispatchers in separate processes never
 take the same row; on SQLite the single statement runs under the database
-write lock. One batch is claimed ahead while the previous one is still
-sending, so the pool never waits for the database.
+write lock. Batches are claimed and composed ahead while earlier ones are
+sending (composing may run in its own process: `start_compose_pool`).
 
-A message whose lease ran out while `sending` (its dispatcher died) becomes
-`in_doubt` and is not resent, unless its campaign says `resend_in_doubt`.
+Rows are marked as handed to the SMTP server (`lease_owner` + "+smtp", and
+the Message-ID they go out with) a chunk at a time, just before the senders
+take them. So when a dispatcher dies, the rows it leased but never handed
+over are simply queued again, and only a chunk's worth at most becomes
+`in_doubt` (not resent, unless its campaign says `resend_in_doubt`).
 The circuit breaker pauses the run on an auth failure, a refusal of the
 sender, or the same permanent refusal for several messages in a row: no new
 claims, leases of unsent rows released, nobody suppressed.
@@ -440,6 +444,7 @@ _RELEASE = (
         status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
         lease_owner=None,
         lease_until=None,
+        message_id=None,  # handed over perhaps, but never sent
     )
 )
 
@@ -709,7 +714,6 @@ class _Run:
     def _in_doubt(self, letter: _Letter, result: SendResult) -> None:
         claim = letter.claim
         reason = f"cut off after DATA, may have been delivered: {result.describe()}"
-        self.report.error(claim.id, reason)
         if claim.resend_in_doubt:
             self._retry_or_fail(claim, reason, result.code, tried=1)
         else:
