@@ -594,3 +594,16 @@ def test_a_killed_dispatcher_sends_nothing_twice_and_leaves_little_in_doubt(
     assert statuses["in_doubt"] == report.swept_in_doubt <= unrecorded + 50 + 2 + 2
     assert report.swept_requeued > 0  # claimed but never handed over: sent now
     engine.dispose()
+
+
+def test_progress_counts_up_to_what_was_due(
+    sqlite_store: Engine, project_dir: Path, now: datetime
+) -> None:
+    box = Outbox(sqlite_store, now)
+    box.queue(120)
+    box.message(box.customer(consent=False))
+    seen: list[tuple[int, int]] = []
+    project = project_for(project_dir, batch_size=50)
+    run_dispatch(sqlite_store, project, now, MemoryMailer(), progress=lambda *p: seen.append(p))
+    assert seen[0] == (0, 121) and seen[-1] == (121, 121)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
