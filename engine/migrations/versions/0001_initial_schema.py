@@ -5,11 +5,10 @@ Revises:
 Create Date: 2026-11-22
 """
 
-from alembic import op
 import sqlalchemy as sa
-import sqlmodel
-import engine.types
+from alembic import op
 
+import engine.types
 
 revision = "0001"
 down_revision = None
