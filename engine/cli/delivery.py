@@ -65,10 +65,11 @@ def _print_report(report: DispatchReport) -> None:
     console.print(f"{verb}: {counts or 'nothing was due'}", markup=False)
     for name, per in sorted(report.campaigns.items()):
         console.print(f"  {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(per.items())))
-    if report.swept_in_doubt or report.swept_resend:
+    if report.swept_in_doubt or report.swept_resend or report.swept_requeued:
         console.print(
             f"expired leases: {report.swept_in_doubt} in doubt (not resent), "
-            f"{report.swept_resend} queued again"
+            f"{report.swept_resend} to resend, {report.swept_requeued} never handed over "
+            "(queued again)"
         )
     for line in report.errors[:20]:
         errors.print(line, markup=False)
