@@ -61,8 +61,10 @@ def _with_mailer(app: App, run: Callable[[Mailer], Awaitable[Any]]) -> Any:
 
 def _print_report(report: DispatchReport) -> None:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
-    verb = "would send" if report.dry_run else "sent"
-    console.print(f"{verb}: {counts or 'nothing was due'}", markup=False)
+    if report.dry_run:
+        console.print(f"dry run, nothing sent or written; would be: {counts or 'nothing due'}")
+    else:
+        console.print(f"sent: {counts or 'nothing was due'}", markup=False)
     for name, per in sorted(report.campaigns.items()):
         console.print(f"  {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(per.items())))
     if report.swept_in_doubt or report.swept_resend or report.swept_requeued:
