@@ -723,6 +723,8 @@ class _Pass:
                 pc.c.changed_at <= self.now,
                 or_(delivered.is_(None), pc.c.changed_at < delivered),
             )
+            # Correlated to the order item of the row, even nested inside EXISTS.
+            .correlate_except(pc)
             .scalar_subquery()
         )
 
@@ -738,6 +740,7 @@ class _Pass:
         credited = (
             select(func.coalesce(func.sum(type_coerce(credit.c.amount, BigInteger)), 0))
             .where(credit.c.order_item_id == order_item.c.id)
+            .correlate_except(credit)
             .scalar_subquery()
         )
         paid = type_coerce(order_item.c.unit_price, BigInteger)
