@@ -468,12 +468,18 @@ class _Pass:
         )
 
     def _in_window(self, due: Any, windows: CTE) -> Any:
+        """The first moment, not before `due` nor before now, inside the customer's window.
+
+        Counting from now matters for late occurrences: an email due yesterday at
+        10:00 and planned at 06:00 local today waits for 09:00, not goes at once.
+        """
+        earliest = self.sql.later(due, literal(self.now, UTCDateTime))
         opens = (
             select(func.min(windows.c.opens))
-            .where(windows.c.zone == self.tz, windows.c.closes > due)
+            .where(windows.c.zone == self.tz, windows.c.closes > earliest)
             .scalar_subquery()
         )
-        return self.sql.later(due, func.coalesce(opens, due))
+        return self.sql.later(earliest, func.coalesce(opens, earliest))
 
     def _zones(self, select_from: Any, where: list[Any]) -> list[str]:
         query = select(self.tz).distinct().select_from(select_from).where(*where)
@@ -584,7 +590,7 @@ class _Pass:
                     continue
                 if only_open and self.since is not None and due <= self.since:
                     continue  # looked at by an earlier pass
-                send_after = _into_window(due, window.start, window.end, zone)
+                send_after = _into_window(max(due, self.now), window.start, window.end, zone)
                 context = json.dumps({"holiday_name": holiday.name}, ensure_ascii=False)
                 rows.append(
                     (
