@@ -615,3 +615,23 @@ def test_refund_minimum(lite: Shop) -> None:
     assert lite.plan(NOW)["price_drop_refund"]["queued"] == 1
     [credit] = lite.credits()
     assert credit.amount == Decimal("0.06")
+
+
+def test_refund_statements_stay_correlated(lite: Shop) -> None:
+    """The lowest-price subquery names only price_change, even nested in EXISTS.
+
+    (When it listed order_item and orders too, every notice scanned every order
+    item of the product: minutes at a million customers.)
+    """
+    from sqlalchemy import event
+
+    refund_shop(lite)
+    lite.order("o1", "ana", NOW - 2 * D, quantity=2)
+    lite.price("JUTE-BAG-01", "340", NOW - D)
+    statements: list[str] = []
+    event.listen(lite.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: statements.append(statement))  # fmt: skip
+    assert lite.plan(NOW)["price_drop_refund"]["queued"] == 1
+    lowest = [s for s in statements if "lowest_change" in s]
+    assert len(lowest) >= 2
+    assert not any("FROM price_change AS lowest_change," in s for s in lowest)
