@@ -8,7 +8,7 @@ rules; a mapping with several keys means all of them. The conditions
     spent:       {at_least: amount, at_most: amount, within: 365d}
     first_order: {within: 30d} or {before: 30d}
     last_order:  {within: 30d} or {before: 120d}
-    created:     {within: 30d} or {before: 1y}
+    created:     {within: 30d} or {before: 365d}
     bought:      {sku: X} or {category: Y}, optionally with within
     locale:      bn (or a list; "bn" also matches bn_BD)
     city:        Dhaka (or a list; case does not matter)

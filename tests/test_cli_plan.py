@@ -61,6 +61,27 @@ def test_plan_json_then_nothing_left(shop: Path) -> None:
     assert json.loads(out)["campaigns"]["welcome"]["queued"] == 0
 
 
+def test_full_pass_picks_up_a_customer_who_consented_since(shop: Path) -> None:
+    engine = make_engine(load_project(shop).database_url())
+    with session_scope(engine) as s:
+        upsert_customer(
+            s, external_id="ana", email="ana@example.com", now=NOW, marketing_consent=False
+        )
+    engine.dispose()
+    _, out = run(shop, "plan", "--at", "2026-11-22T06:00:00Z", "--json")
+    assert json.loads(out)["campaigns"]["welcome"]["skipped_consent"] == 1
+    engine = make_engine(load_project(shop).database_url())
+    with session_scope(engine) as s:
+        upsert_customer(
+            s, external_id="ana", email="ana@example.com", now=NOW, marketing_consent=True
+        )
+    engine.dispose()
+    _, out = run(shop, "plan", "--at", "2026-11-22T06:01:00Z", "--json")
+    assert json.loads(out)["campaigns"]["welcome"]["queued"] == 0  # only what is new
+    _, out = run(shop, "plan", "--at", "2026-11-22T06:01:00Z", "--json", "--full")
+    assert json.loads(out)["campaigns"]["welcome"]["queued"] == 1
+
+
 def test_dry_run_writes_nothing(shop: Path) -> None:
     code, out = run(shop, "plan", "--at", "2026-11-22T06:00:00Z", "--dry-run")
     assert code == 0, out

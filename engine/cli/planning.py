@@ -37,12 +37,17 @@ def _moment(value: str | None) -> datetime:
 @main.command("plan")
 @click.option("--at", "at", metavar="ISO-8601", help="Plan as of this moment (default: now).")
 @click.option("--dry-run", is_flag=True, help="Report what would be queued; write nothing.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Look at each trigger's whole lookback, not only what fell due since the last pass.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @with_app
-def plan_command(app: App, at: str | None, dry_run: bool, as_json: bool) -> None:
+def plan_command(app: App, at: str | None, dry_run: bool, full: bool, as_json: bool) -> None:
     """Queue every email due now (one planning pass); exit 1 if a campaign failed."""
     now = _moment(at)
-    report = plan(app.engine, app.project, now, dry_run=dry_run)
+    report = plan(app.engine, app.project, now, dry_run=dry_run, rescan=full)
     if as_json:
         print_json(report.as_dict())
     else:
