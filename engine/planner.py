@@ -99,6 +99,7 @@ from .config import (
     PriceDrop,
 )
 from .db import ignoring_insert, is_postgres
+from .errors import DataError
 from .loader import Project
 from .models import (
     Checkpoint,
@@ -181,7 +182,7 @@ def plan(
     is looked at again within 15 minutes, and an idle pass costs next to nothing.
     """
     if now.tzinfo is None:
-        raise ValueError(f"now must be an aware datetime, got: {now!r}")
+        raise DataError(f"now must be a timezone-aware datetime, got: {now!r}")
     now = now.astimezone(UTC)
     report = PlanReport(now)
     for campaign in sorted(project.enabled_campaigns, key=_run_order):
@@ -192,7 +193,8 @@ def plan(
                     transaction.rollback()
         except Exception as exc:  # one failing campaign never stops the others
             log.exception("campaign %s: planning failed", campaign.name)
-            result = CampaignResult(error=f"{type(exc).__name__}: {exc}")
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            result = CampaignResult(error=f"{type(exc).__name__}: {first_line}"[:300])
         report.campaigns[campaign.name] = result
     return report
 
