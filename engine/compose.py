@@ -53,6 +53,7 @@ DKIM_HEADERS = (
     b"Content-Type",
 )
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+_WORDS = re.compile(r"\S+\s*|\s+")
 
 
 @dataclass(frozen=True)
@@ -104,24 +105,35 @@ def encoded_words(text: str, used: int, *, at_spaces: bool = False) -> list[str]
     readers drop the folding whitespace between encoded words, and Python's own
     phrase parser keeps it, so breaking between words reads right in both.
     """
-    pieces = re.findall(r"\S+\s*|\s+", text) if at_spaces else list(text)
     words: list[str] = []
-    chunk = ""
     budget = (LINE - used - 12) // 4 * 3
+    if len(text.encode("utf-8")) <= budget:  # one word: no piece can overflow
+        return [_encoded_word(text)]
+    pieces = _WORDS.findall(text) if at_spaces else text
+    chunk = ""
+    size = 0  # UTF-8 bytes of chunk
     for piece in pieces:
-        if chunk and len((chunk + piece).encode("utf-8")) > budget:
+        length = len(piece.encode("utf-8"))
+        if chunk and size + length > budget:
             words.append(chunk)
             chunk = ""
+            size = 0
             budget = (LINE - 1 - 12) // 4 * 3
-        while len(piece.encode("utf-8")) > budget:  # one word longer than a line
+        while length > budget:  # one word longer than a line
             head = _fit(piece, budget)
             words.append(head)
             piece = piece[len(head) :]
+            length = len(piece.encode("utf-8"))
             budget = (LINE - 1 - 12) // 4 * 3
         chunk += piece
+        size += length
     if chunk or not words:
         words.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words]
+    return [_encoded_word(w) for w in words]
+
+
+def _encoded_word(text: str) -> str:
+    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
 
 
 def _fit(text: str, budget: int) -> str:
@@ -231,6 +243,7 @@ class Composer:
         self._mailto = sending.unsubscribe_mailto
         self._dkim = _dkim_key(project)
         self._keep = (f"{self.base_url}/u/", f"{self.base_url}/o/", f"{self.base_url}/c/")
+        self._date: tuple[datetime, str] | None = None  # the last Date header made
 
     # -- public
 
@@ -343,7 +356,7 @@ class Composer:
             self._from,
             mailbox("To", name, recipient),
             unstructured("Subject", subject),
-            f"Date: {format_datetime(now.astimezone(UTC))}",
+            self._date_header(now),
             f"Message-ID: {header_id}",
         ]
         if self._reply_to:
@@ -372,6 +385,12 @@ class Composer:
         if self._dkim is not None:
             data = self._sign(data)
         return data
+
+    def _date_header(self, now: datetime) -> str:
+        """`Date: …` for `now`, formatted once for all the emails of a batch."""
+        if self._date is None or self._date[0] != now:
+            self._date = (now, f"Date: {format_datetime(now.astimezone(UTC))}")
+        return self._date[1]
 
     def _sign(self, data: bytes) -> bytes:
         import dkim
