@@ -104,8 +104,11 @@ def holiday_list(app: App, year: int | None, as_json: bool) -> None:
         )
         return
     table = Table(title=f"Holidays in {year}")
-    for heading in ("id", "name", "বাংলা", "date", "source"):
-        table.add_column(heading)
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("বাংলা")
+    table.add_column("date", no_wrap=True)
+    table.add_column("source")
     for h in dates:
         source = h.source + (" (estimate)" if h.estimated else "")
         table.add_row(
