@@ -388,6 +388,8 @@ class Renderer:
     _text_env: ImmutableSandboxedEnvironment = field(init=False, repr=False)
     _cache: dict[str, _Entry] = field(default_factory=dict, init=False, repr=False)
     _strings: dict[tuple[str, bool], Template] = field(default_factory=dict, init=False, repr=False)
+    # A subject or preheader text with no Jinja syntax at all → what it renders to.
+    _constants: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _variants: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False, repr=False)
     _generation: int = field(default=0, init=False, repr=False)
 
@@ -499,6 +501,14 @@ class Renderer:
     # -- rendering
 
     def render_string(self, source: str, context: Mapping[str, Any], what: str) -> str:
+        if "{" not in source:  # no tag can start: the output cannot depend on the context
+            constant = self._constants.get(source)
+            if constant is None:
+                constant = self.string_template(source).render({})
+                if len(self._constants) > 1000:
+                    self._constants.clear()
+                self._constants[source] = constant
+            return constant
         try:
             return self.string_template(source).render(context)
         except RenderError as exc:
@@ -580,20 +590,44 @@ def track_links(html: str, tracked: Callable[[str], str], *, keep: tuple[str, ..
     URLs starting with one of `keep` (the unsubscribe link) are left alone.
     """
 
+    links: dict[str, str] = {}  # URL → its tracked link, escaped, for this email
+
     def anchor(m: re.Match[str]) -> str:
         tag = m.group(0)
-        if _NO_TRACK.search(tag):
-            return _NO_TRACK.sub("", tag)
-        href = _HREF.search(tag)
-        if href is None:
-            return tag
-        url = htmllib.unescape(href.group(3))
-        if url.startswith(keep):
-            return tag
-        new = htmllib.escape(tracked(url), quote=True)
-        return f"{tag[: href.start(3)]}{new}{tag[href.end(3) :]}"
+        key = (tag, keep)
+        found = _TAGS.get(key)
+        if found is None:
+            found = _parse_anchor(tag, keep)
+            if len(_TAGS) >= _TAGS_MAX:
+                _TAGS.clear()
+            _TAGS[key] = found
+        if isinstance(found, str):
+            return found
+        head, url, tail = found
+        new = links.get(url)
+        if new is None:
+            new = links[url] = htmllib.escape(tracked(url), quote=True)
+        return f"{head}{new}{tail}"
 
     return _ANCHOR.sub(anchor, html)
+
+
+# An email's anchors repeat from one email to the next: each tag is parsed once.
+_TAGS: dict[tuple[str, tuple[str, ...]], str | tuple[str, str, str]] = {}
+_TAGS_MAX = 4096
+
+
+def _parse_anchor(tag: str, keep: tuple[str, ...]) -> str | tuple[str, str, str]:
+    """The tag as it is to be sent, or (before the URL, the URL unescaped, after it)."""
+    if _NO_TRACK.search(tag):
+        return _NO_TRACK.sub("", tag)
+    href = _HREF.search(tag)
+    if href is None:
+        return tag
+    url = htmllib.unescape(href.group(3))
+    if url.startswith(keep):
+        return tag
+    return tag[: href.start(3)], url, tag[href.end(3) :]
 
 
 # ---------------------------------------------------------------- lifecycle check
