@@ -21,7 +21,7 @@ import html as htmllib
 import logging
 import re
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as a plain dict rather than Jinja's ChainMap over ours.
+
+        Every render copies them (twice), and a dict copies several times faster
+        than a ChainMap iterates. The environment's own globals do not change
+        after `make_environment`, so nothing a ChainMap would reflect is lost.
+        """
+        return {**self.globals, **(d or {})}
 
 
 def make_environment(templates_dir: Path, *, autoescape: bool) -> ImmutableSandboxedEnvironment:
