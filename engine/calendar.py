@@ -246,9 +246,28 @@ def check_holidays(project: Project) -> list[Problem]:
                         f"unknown holiday {holiday_id!r}{_hint(holiday_id, known)}",
                     )
                 )
+    problems += _check_confirmed(project, known - set(project.config.holidays.confirmed))
     problems += _check_offers(project, engine)
     if engine is not None:
         engine.dispose()
+    return problems
+
+
+def _check_confirmed(project: Project, known: set[str]) -> list[Problem]:
+    """A confirmed date must be for a holiday that exists without it."""
+    file = next(iter(project.docs), "config.yaml")
+    problems = []
+    for holiday_id in project.config.holidays.confirmed:
+        if holiday_id not in known:
+            path = ("holidays", "confirmed", holiday_id)
+            problems.append(
+                Problem(
+                    file,
+                    project.where(file, path),
+                    f"holidays.confirmed.{holiday_id}",
+                    f"unknown holiday {holiday_id!r}{_hint(holiday_id, known)}",
+                )
+            )
     return problems
 
 

@@ -659,7 +659,7 @@ class _Pass:
         return False
 
     def _move_holidays(self, trigger: HolidayTrigger) -> None:
-        """Queued messages whose holiday moved get the new date, send_after and expiry."""
+        """Unsent (queued or retrying) messages whose holiday moved get the new date, send_after, expiry."""
         current = self._holiday_occurrences(trigger)
         unchanged = or_(
             false(),
@@ -670,7 +670,7 @@ class _Pass:
         )
         stale = [
             message.c.campaign == self.campaign.name,
-            message.c.status == MessageStatus.QUEUED.value,
+            message.c.status.in_([MessageStatus.QUEUED.value, MessageStatus.RETRY.value]),
             message.c.occurrence.in_([h.occurrence for h in current]),
             not_(unchanged),
         ]

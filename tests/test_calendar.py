@@ -129,3 +129,17 @@ def test_check_offers_against_existing_database(project_dir: Path, now: datetime
         "offers[2].sku",
     )
     assert "SARI-JAM-01" in problem.message
+
+
+def test_check_unknown_confirmed_id(project_dir: Path) -> None:
+    path = project_dir / "config.yaml"
+    path.write_text(
+        path.read_text().replace("confirmed: {}", "confirmed: {eid_ul_fiter: 2027-03-11}")
+    )
+    _, problems = check_project(path)
+    [problem] = problems
+    assert (problem.file, problem.key) == ("config.yaml", "holidays.confirmed.eid_ul_fiter")
+    assert problem.line == next(
+        i for i, line in enumerate(path.read_text().splitlines(), 1) if "eid_ul_fiter" in line
+    )
+    assert "did you mean 'eid_ul_fitr'" in problem.message
