@@ -238,7 +238,7 @@ def new_activity(engine: Engine, customers: int, at: datetime, seed: int = 11) -
         conn.execute(tables["order_item"].insert(), items)
         o = tables["orders"]
         undelivered = conn.execute(
-            select(o.c.id).where(o.c.status == "placed", o.c.placed_at > at - 7 * D, o.c.placed_at < at - 2 * D).limit(1000)
+            select(o.c.id).where(o.c.status == "placed", o.c.placed_at > at - 7 * D, o.c.placed_at < at - 2 * D).order_by(o.c.id).limit(1000)
         ).scalars().all()  # fmt: skip
         conn.execute(
             update(o)
