@@ -177,7 +177,6 @@ def _load_lines(
                 col(Product.sku),
                 col(Product.name),
                 col(Product.name_bn),
-                col(Product.price),
             )
             .join(Product, col(Product.id) == col(OrderItem.product_id))
             .where(or_(*wanted))
