@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import Campaign, Config, Paths, Segment
 from .errors import ConfigError, Problem
-from .yamlfile import KeyPath, YamlDoc, YamlProblems, read_yaml
+from .yamlfile import KeyPath, YamlDoc, YamlProblems, describe, dotted, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
 Named = TypeVar("Named", Campaign, Segment)
@@ -333,7 +333,7 @@ def validation_problems(
         if path in typos and all(e["type"] == "missing" for e in errors):
             continue
         for message in _messages(errors, path, doc, model):
-            problems.append(Problem(doc.file, doc.line(path), _dotted(path), message))
+            problems.append(Problem(doc.file, doc.line(path), dotted(path), message))
     return problems
 
 
@@ -357,13 +357,6 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
             # A missing required key (a discriminator tag in between is stepped over).
             path.append(part)
     return tuple(path)
-
-
-def _dotted(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 # What a value of each pydantic error type should have been, in the marketer's words.
@@ -393,7 +386,7 @@ def _messages(errors: list[Any], path: KeyPath, doc: YamlDoc, model: type[BaseMo
     kinds = [e["type"] for e in errors]
     if len(errors) > 1 and all(kind in _EXPECTED for kind in kinds):
         wanted = " or ".join(dict.fromkeys(_EXPECTED[kind] for kind in kinds))
-        return [f"expected {wanted}, got {_found(errors[0].get('input'))}"]
+        return [f"expected {wanted}, got {describe(errors[0].get('input'))}"]
     return list(dict.fromkeys(_message(e, path, doc, model) for e in errors))
 
 
@@ -419,30 +412,20 @@ def _message(error: Any, path: KeyPath, doc: YamlDoc, model: type[BaseModel]) ->
         return "required key is missing"
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
-        return f"expected one of {ctx.get('expected_tags', '')}, got {_found(ctx.get('tag'))}"
+        return f"expected one of {ctx.get('expected_tags', '')}, got {describe(ctx.get('tag'))}"
     if kind == "union_tag_not_found":
         return "required key 'type' is missing"
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {_found(found)}"
+        return f"expected {_EXPECTED[kind]}, got {describe(found)}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if message.startswith("Input should be "):
         wanted = message.removeprefix("Input should be ")
         if wanted.startswith(("greater", "less")):
             wanted = f"a number {wanted}"
-        return f"expected {wanted}, got {_found(found)}"
+        return f"expected {wanted}, got {describe(found)}"
     if kind in {"too_short", "too_long", "string_too_short", "string_too_long"}:
-        return f"{message[0].lower()}{message[1:]}, got {_found(found)}"
+        return f"{message[0].lower()}{message[1:]}, got {describe(found)}"
     return message
-
-
-def _found(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 def _allowed_keys(model: type[BaseModel], path: KeyPath, doc: YamlDoc) -> list[str]:

@@ -53,7 +53,7 @@ from .models import (
     Product,
 )
 from .types import Money
-from .yamlfile import KeyPath
+from .yamlfile import KeyPath, describe, dotted
 
 Rule = ColumnElement[bool]
 
@@ -77,7 +77,7 @@ class _Compiler:
     def rule(self, node: Any, path: KeyPath) -> Rule:
         if not isinstance(node, dict) or not node:
             self.problems.append(
-                (path, f"expected a rule such as {{orders: ...}}, got {_shown(node)}")
+                (path, f"expected a rule such as {{orders: ...}}, got {describe(node)}")
             )
             return true()
         parts = [self._one(str(key), value, (*path, key)) for key, value in node.items()]
@@ -87,7 +87,7 @@ class _Compiler:
         if key in ("all", "any"):
             if not isinstance(value, list) or not value:
                 self.problems.append(
-                    (path, f"{key}: expected a list of rules, got {_shown(value)}")
+                    (path, f"{key}: expected a list of rules, got {describe(value)}")
                 )
                 return true()
             parts = [self.rule(item, (*path, i)) for i, item in enumerate(value)]
@@ -115,7 +115,7 @@ def compile_segment(segment: Segment, now: datetime) -> Rule:
     expression = true() if segment.rules is None else compiler.rule(segment.rules, ("rules",))
     if compiler.problems:
         file = f"segments/{segment.name}.yaml"
-        raise ConfigError([Problem(file, None, _dotted(p), m) for p, m in compiler.problems])
+        raise ConfigError([Problem(file, None, dotted(p), m) for p, m in compiler.problems])
     return expression
 
 
@@ -130,7 +130,7 @@ def check_segments(project: Project) -> list[Problem]:
         compiler.rule(segment.rules, ("rules",))
         file = project.segment_files.get(name, f"segments/{name}.yaml")
         for path, message in compiler.problems:
-            problems.append(Problem(file, project.where(file, path), _dotted(path), message))
+            problems.append(Problem(file, project.where(file, path), dotted(path), message))
     return problems
 
 
@@ -140,7 +140,7 @@ def check_segments(project: Project) -> list[Problem]:
 def _options(value: Any, allowed: set[str], required: set[str] | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Invalid(
-            (), f"expected a mapping with {', '.join(sorted(allowed))}, got {_shown(value)}"
+            (), f"expected a mapping with {', '.join(sorted(allowed))}, got {describe(value)}"
         )
     for key in value:
         if key not in allowed:
@@ -165,7 +165,7 @@ def _duration(options: dict[str, Any], key: str) -> timedelta | None:
     except ValueError as exc:
         raise _Invalid((key,), str(exc)) from exc
     if duration <= timedelta(0):
-        raise _Invalid((key,), f"expected a positive duration, got {_shown(options[key])}")
+        raise _Invalid((key,), f"expected a positive duration, got {describe(options[key])}")
     return duration
 
 
@@ -174,7 +174,7 @@ def _count(options: dict[str, Any], key: str) -> int | None:
     if value is None and key not in options:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Invalid((key,), f"expected a whole number of zero or more, got {_shown(value)}")
+        raise _Invalid((key,), f"expected a whole number of zero or more, got {describe(value)}")
     return value
 
 
@@ -301,7 +301,7 @@ def _bought(value: Any, now: datetime) -> Rule:
 def _texts(value: Any, path: KeyPath = ()) -> list[str]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, str) and v.strip() for v in values):
-        raise _Invalid(path, f"expected a name or a list of names, got {_shown(value)}")
+        raise _Invalid(path, f"expected a name or a list of names, got {describe(value)}")
     return [v.strip() for v in values]
 
 
@@ -328,11 +328,11 @@ def _birthday(value: Any, now: datetime) -> Rule:
     options = _options(value, {"month", "day"}, required={"month"})
     month, day = options["month"], options.get("day")
     if isinstance(month, bool) or not isinstance(month, int) or not 1 <= month <= 12:
-        raise _Invalid(("month",), f"expected a month from 1 to 12, got {_shown(month)}")
+        raise _Invalid(("month",), f"expected a month from 1 to 12, got {describe(month)}")
     if day is not None and (
         isinstance(day, bool) or not isinstance(day, int) or not 1 <= day <= 31
     ):
-        raise _Invalid(("day",), f"expected a day from 1 to 31, got {_shown(day)}")
+        raise _Invalid(("day",), f"expected a day from 1 to 31, got {describe(day)}")
     birthday = col(Customer.birthday)
     parts = [birthday.is_not(None), extract("month", birthday) == month]
     if day is not None:
@@ -342,7 +342,7 @@ def _birthday(value: Any, now: datetime) -> Rule:
 
 def _consent(value: Any, now: datetime) -> Rule:
     if not isinstance(value, bool):
-        raise _Invalid((), f"expected true or false, got {_shown(value)}")
+        raise _Invalid((), f"expected true or false, got {describe(value)}")
     return (
         col(Customer.marketing_consent).is_(True)
         if value
@@ -393,20 +393,3 @@ CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "clicked": _event(EventKind.CLICK),
     "received": _received,
 }
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _dotted(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

@@ -165,3 +165,22 @@ def _index(
             stack.extend(reversed(children))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(reversed([(item, (*path, i)) for i, item in enumerate(node.value)]))
+
+
+def dotted(path: KeyPath) -> str:
+    """A key path as a marketer reads it: `trigger.holidays[2]`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def describe(value: Any) -> str:
+    """A value found in a file, for 'expected …, got …' messages."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
