@@ -48,11 +48,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh schema in the test PostgreSQL, dropped afterwards."""
+def postgres_schema(*, migrated: bool = False) -> Iterator[str]:
+    """Yield the URL of a fresh schema in the test PostgreSQL; drop it afterwards."""
     if not POSTGRES_URL:
         skip_or_fail("LIFECYCLE_TEST_POSTGRES_URL is not set")
+    assert POSTGRES_URL
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = make_engine(POSTGRES_URL)
     try:
@@ -62,10 +62,23 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
         skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
     sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    url = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    if migrated:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty schema in the test PostgreSQL, dropped afterwards."""
+    yield from postgres_schema()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -91,3 +104,31 @@ def sqlite_store(sqlite_url: str) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An upgraded SQLite file, made once; tests get copies (a migration costs ~0.4 s)."""
+    path = tmp_path_factory.mktemp("template") / "store.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()  # checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, migrated_sqlite: Path, tmp_path: Path) -> Iterator[Engine]:
+    """A copy of the migrated SQLite file; tests marked BOTH_DIALECTS run on PostgreSQL too."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        shutil.copy(migrated_sqlite, tmp_path / "store.db")
+        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        engine = make_engine(request.getfixturevalue("postgres_url"))
+        upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+BOTH_DIALECTS = pytest.mark.parametrize(
+    "db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)

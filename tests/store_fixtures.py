@@ -14,7 +14,6 @@ before each test (ids restart from 1). Import both fixtures into a module:
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from sqlmodel import SQLModel
 
 from engine.db import make_engine, upgrade
 
-from .conftest import POSTGRES_URL, skip_or_fail
+from .conftest import postgres_schema
 
 
 @pytest.fixture(
@@ -46,28 +45,7 @@ def migrated_store(
 
 
 def _postgres_schema() -> Iterator[str]:
-    if not POSTGRES_URL:
-        skip_or_fail("LIFECYCLE_TEST_POSTGRES_URL is not set")
-    assert POSTGRES_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # the server is down: say so, never pass silently
-        admin.dispose()
-        skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from postgres_schema(migrated=True)
 
 
 def _empty(conn: Connection) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -16,7 +15,6 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from engine.db import make_engine, upgrade
 from engine.events import MAX_BODY_BYTES
 from engine.loader import Project, Secrets, load_project
 from engine.models import (
@@ -31,6 +29,7 @@ from engine.models import (
     ShopHoliday,
 )
 from engine.tracking import create_app
+from tests.conftest import BOTH_DIALECTS
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -38,33 +37,6 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test cli
 
 KEY = "shop-api-key-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="session")
-def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "store.db"
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
-    engine.dispose()
-    return path
-
-
-@pytest.fixture
-def db(request: pytest.FixtureRequest, migrated_sqlite: Path, tmp_path: Path) -> Iterator[Engine]:
-    """SQLite by default; tests marked BOTH_DIALECTS run on PostgreSQL too."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        shutil.copy(migrated_sqlite, tmp_path / "store.db")
-        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    else:
-        engine = make_engine(request.getfixturevalue("postgres_url"))
-        upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-BOTH_DIALECTS = pytest.mark.parametrize(
-    "db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sqlite3
 import threading
 import time
@@ -18,13 +17,14 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from engine.db import make_engine, session_scope, upgrade
+from engine.db import make_engine, session_scope
 from engine.loader import Project, Secrets, load_project
 from engine.models import ConsentChange, Customer, EventKind, Message, MessageEvent, MessageStatus
 from engine.opens import Hit, HitBuffer, is_machine_agent
 from engine.shop import upsert_customer
 from engine.tokens import Signer
 from engine.tracking import MAX_URL_BYTES, PIXEL, create_app, tracker_of
+from tests.conftest import BOTH_DIALECTS
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -44,35 +44,6 @@ def project(project_dir: Path) -> Project:
 def signer() -> Signer:
     return Signer(SECRET)
 
-
-@pytest.fixture(scope="session")
-def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An upgraded SQLite file, made once; tests get copies (a migration costs ~0.4 s)."""
-    path = tmp_path_factory.mktemp("template") / "store.db"
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
-    engine.dispose()
-    return path
-
-
-@pytest.fixture
-def db(request: pytest.FixtureRequest, migrated_sqlite: Path, tmp_path: Path) -> Iterator[Engine]:
-    """SQLite by default; tests marked BOTH_DIALECTS run on PostgreSQL too."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        shutil.copy(migrated_sqlite, tmp_path / "store.db")
-        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-        yield engine
-        engine.dispose()
-        return
-    engine = make_engine(request.getfixturevalue("postgres_url"))
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-BOTH_DIALECTS = pytest.mark.parametrize(
-    "db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
 
 MakeMessage = Callable[..., int]
 
