@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test check bench install browser clean
+.PHONY: demo test check bench install browser clean distclean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/track.py
 
+# The demo's database, outbox and secret; `distclean` also drops the virtualenv.
 clean:
-	rm -rf $(VENV) outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm .lifecycle-secret
+	rm -rf outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm lifecycle.db.lock .lifecycle-secret
+
+distclean: clean
+	rm -rf $(VENV)
