@@ -41,6 +41,7 @@ check: $(STAMP)
 	$(BIN)/lifecycle check
 
 bench: $(STAMP)
+	$(BIN)/python bench/import_orders.py
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/track.py
