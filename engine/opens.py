@@ -30,7 +30,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .models import EventKind, Message, MessageEvent
+from .types import UTCDateTime
 
 _MESSAGES: Any = Message.__table__  # type: ignore[attr-defined]
 _EVENTS: Any = MessageEvent.__table__  # type: ignore[attr-defined]
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 CLICK_MACHINE_WINDOW = timedelta(seconds=1)
 USER_AGENT_LIMIT = 500
 URL_LIMIT = 2000
+LOOKUP_CHUNK = 500  # message ids per lookup statement
 
 # Mozilla/5.0 alone is Apple's MPP proxy; the others name themselves.
 _PROXY = re.compile(r"^\s*(?:mozilla/5\.0)?\s*$|googleimageproxy|yahoomailproxy", re.IGNORECASE)
@@ -106,72 +108,110 @@ class Hit:
     head: bool = False
 
 
+_EVENT_COLUMNS = ("message_id", "customer_id", "kind", "at", "machine", "user_agent", "url")
+_UTC_TYPE = UTCDateTime()
+
+
 def write_hits(
     connection: Connection, hits: Sequence[Hit], open_window: timedelta
 ) -> dict[str, int]:
     """Insert `hits` as message events, classified; return counts by what was written.
 
-    Hits for messages that no longer exist are skipped (and counted).
+    Hits for messages that no longer exist are skipped (and counted). This runs
+    in a worker thread beside a busy event loop, so it keeps its own Python work
+    small (plain tuples, the driver's executemany, no ORM or per-value SQLAlchemy
+    processing): every stretch it holds the interpreter lock delays the pixels.
     """
-    ids = sorted({hit.message_id for hit in hits})
-    table = _MESSAGES
-    found = connection.execute(
-        select(table.c.id, table.c.customer_id, table.c.sent_at).where(table.c.id.in_(ids))
-    ).all()
-    messages = {row.id: row for row in found}
+    messages = _sent_messages(connection, {hit.message_id for hit in hits})
     clicked = {h.message_id for h in hits if h.kind is EventKind.CLICK}
     opened = _human_opened(connection, clicked)
-    rows: list[dict[str, object]] = []
-    skipped = 0
+    dialect = connection.dialect
+    stored_time = _EVENTS.c.at.type.dialect_impl(dialect).bind_processor(dialect)
+    rows: list[tuple[object, ...]] = []
+    skipped = opens = clicks = 0
     for hit in hits:
         message = messages.get(hit.message_id)
         if message is None:
             skipped += 1
             continue
-        rows.extend(_rows(hit, message.customer_id, message.sent_at, open_window, opened))
+        agent = hit.user_agent[:USER_AGENT_LIMIT] if hit.user_agent else None
+        at = stored_time(hit.at) if stored_time else hit.at
+        for kind, machine, url in _classify(hit, agent, message[1], open_window, opened):
+            opens += kind is EventKind.OPEN
+            clicks += kind is EventKind.CLICK
+            rows.append((hit.message_id, message[0], kind.value, at, machine, agent, url))
     if rows:
-        connection.execute(_EVENTS.insert(), rows)
-    return {
-        "opens": sum(r["kind"] == EventKind.OPEN for r in rows),
-        "clicks": sum(r["kind"] == EventKind.CLICK for r in rows),
-        "skipped": skipped,
-    }
+        connection.exec_driver_sql(
+            f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) "
+            f"VALUES ({_marks(connection, len(_EVENT_COLUMNS))})",
+            rows,
+        )
+    return {"opens": opens, "clicks": clicks, "skipped": skipped}
+
+
+def _sent_messages(
+    connection: Connection, message_ids: set[int]
+) -> dict[int, tuple[int, datetime | None]]:
+    """Customer id and `sent_at` by message id, for the messages that exist."""
+    found: dict[int, tuple[int, datetime | None]] = {}
+    dialect = connection.dialect
+    for chunk in _chunks(message_ids):
+        rows = connection.exec_driver_sql(
+            f"SELECT id, customer_id, sent_at FROM {_MESSAGES.name} "
+            f"WHERE id IN ({_marks(connection, len(chunk))})",
+            chunk,
+        )
+        for row in rows:
+            found[row[0]] = (row[1], _UTC_TYPE.process_result_value(row[2], dialect))
+    return found
+
+
+def _chunks(message_ids: set[int]) -> Iterator[tuple[int, ...]]:
+    """Sorted ids in chunks: a buffer kept through an outage may hold more ids
+    than one statement may have parameters."""
+    ids = sorted(message_ids)
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        yield tuple(ids[start : start + LOOKUP_CHUNK])
+
+
+def _marks(connection: Connection, count: int) -> str:
+    """`count` positional placeholders in the driver's own style (sqlite3 or psycopg)."""
+    return ", ".join(["?" if connection.dialect.paramstyle == "qmark" else "%s"] * count)
 
 
 def _human_opened(connection: Connection, message_ids: set[int]) -> set[int]:
-    if not message_ids:
-        return set()
     events = _EVENTS
-    query = select(events.c.message_id).where(
-        events.c.message_id.in_(sorted(message_ids)),
-        events.c.kind == EventKind.OPEN,
-        events.c.machine.is_(False),
-    )
-    return set(connection.execute(query).scalars())
+    opened: set[int] = set()
+    for chunk in _chunks(message_ids):
+        query = select(events.c.message_id).where(
+            events.c.message_id.in_(chunk),
+            events.c.kind == EventKind.OPEN,
+            events.c.machine.is_(False),
+        )
+        opened.update(connection.execute(query).scalars())
+    return opened
 
 
-def _rows(
+def _classify(
     hit: Hit,
-    customer_id: int,
+    agent: str | None,
     sent_at: datetime | None,
     open_window: timedelta,
     human_opened: set[int],
-) -> list[dict[str, object]]:
-    agent = hit.user_agent[:USER_AGENT_LIMIT] if hit.user_agent else None
-    base = {"message_id": hit.message_id, "customer_id": customer_id, "at": hit.at}
-    base["user_agent"] = agent
+) -> list[tuple[EventKind, bool, str | None]]:
+    """The events one hit makes: (kind, machine, url); a human click adds a human open."""
     if hit.kind is EventKind.OPEN:
         machine = hit.head or is_machine_open(agent, hit.at, sent_at, open_window)
         if not machine:
             human_opened.add(hit.message_id)
-        return [{**base, "kind": EventKind.OPEN, "machine": machine, "url": None}]
+        return [(EventKind.OPEN, machine, None)]
     machine = is_machine_click(agent, hit.at, sent_at, head=hit.head)
     url = hit.url[:URL_LIMIT] if hit.url else None
-    rows = [{**base, "kind": EventKind.CLICK, "machine": machine, "url": url}]
+    events = [(EventKind.CLICK, machine, url)]
     if not machine and hit.message_id not in human_opened:
         human_opened.add(hit.message_id)
-        rows.append({**base, "kind": EventKind.OPEN, "machine": False, "url": None})
-    return rows
+        events.append((EventKind.OPEN, False, None))
+    return events
 
 
 class HitBuffer:

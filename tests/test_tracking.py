@@ -20,7 +20,7 @@ from sqlmodel import Session
 from engine.db import make_engine, session_scope
 from engine.loader import Project, Secrets, load_project
 from engine.models import ConsentChange, Customer, EventKind, Message, MessageEvent, MessageStatus
-from engine.opens import Hit, HitBuffer, is_machine_agent
+from engine.opens import LOOKUP_CHUNK, Hit, HitBuffer, is_machine_agent
 from engine.shop import upsert_customer
 from engine.tokens import Signer
 from engine.tracking import MAX_URL_BYTES, PIXEL, create_app, tracker_of
@@ -251,6 +251,65 @@ def test_the_flusher_writes_a_full_batch_without_waiting_for_the_interval(db, ma
         await asyncio.wait_for(task, 5)  # stop ends it at once, not after the interval
 
     asyncio.run(scenario())
+
+
+@BOTH_DIALECTS
+def test_written_times_compare_like_the_ones_the_orm_writes(db, make_message, now):
+    """Hits are written below the ORM; a whole-second time must still be stored
+    exactly as the ORM stores it, or SQLite's text comparisons would misorder it."""
+    message_id = make_message()
+    whole_second = now.replace(microsecond=0) + timedelta(hours=1)
+    buffer = HitBuffer(db, lambda: timedelta(seconds=5))
+    buffer.record(Hit(EventKind.OPEN, message_id, whole_second, PHONE))
+    buffer.record(Hit(EventKind.OPEN, message_id, whole_second + timedelta(microseconds=1), PHONE))
+    assert asyncio.run(buffer.flush())
+    with Session(db) as session:
+        stored = session.execute(
+            select(MessageEvent.at).where(MessageEvent.at >= whole_second).order_by(MessageEvent.at)
+        ).scalars()
+        assert list(stored) == [whole_second, whole_second + timedelta(microseconds=1)]
+        later = select(MessageEvent.id).where(MessageEvent.at > whole_second)
+        assert len(session.execute(later).all()) == 1
+
+
+@BOTH_DIALECTS
+def test_a_buffer_kept_through_an_outage_is_written_whole(db, now):
+    """Hits for many distinct messages (looked up in chunks of LOOKUP_CHUNK ids,
+    since a statement has a parameter limit): all written, nothing lost."""
+    count = 2 * LOOKUP_CHUNK + 234
+    with session_scope(db) as session:
+        customer = upsert_customer(
+            session, external_id="many", email="many@example.com", now=now - timedelta(days=2)
+        )
+        customer_id = customer.id
+    sent = {"campaign": "welcome", "customer_id": customer_id, "status": MessageStatus.SENT}
+    with db.begin() as connection:
+        connection.execute(
+            Message.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    **sent,
+                    "dedupe_key": f"welcome:many:{i}",
+                    "occurrence": str(i),
+                    "created_at": now - timedelta(days=1),
+                    "send_after": now - timedelta(days=1),
+                    "sent_at": now - timedelta(hours=1),
+                }
+                for i in range(count)
+            ],
+        )
+    with Session(db) as session:
+        ids = list(session.execute(select(Message.id)).scalars())
+    buffer = HitBuffer(db, lambda: timedelta(seconds=5))
+    for message_id in ids:
+        buffer.record(Hit(EventKind.OPEN, message_id, now, PHONE))
+    for message_id in ids[:50]:
+        buffer.record(Hit(EventKind.CLICK, message_id, now, PHONE, url="https://shop.example/"))
+    buffer.record(Hit(EventKind.OPEN, 10_000_000, now, PHONE))  # no such message
+    assert asyncio.run(buffer.flush())
+    assert (buffer.pending, buffer.written) == (0, count + 50)
+    assert len(events(db, EventKind.CLICK)) == 50
+    assert len(events(db, EventKind.OPEN)) == count  # the clicks add no second human open
 
 
 def test_the_buffer_keeps_at_most_max_pending_hits(db, now):
