@@ -1,8 +1,10 @@
 """Tracking server throughput: recorded opens per second against a no-op endpoint.
 
 The server is the real tracking app (`engine.tracking.create_app`, the real
-`HitBuffer` writing to a real SQLite file in WAL mode) under uvicorn, in its
-own process on 127.0.0.1, with one bench-only route, `GET /bench/noop`, that
+`HitBuffer` writing to a real SQLite file in WAL mode) under uvicorn as the
+daemon configures it (`engine.httpserver.server_config`; `--http httptools`
+runs uvicorn's stock protocol instead, to compare), in its own process on
+127.0.0.1, with one bench-only route, `GET /bench/noop`, that
 answers 204 and does nothing. A second process drives it with a small
 raw-socket HTTP/1.1 client: `--connections` keep-alive connections, each
 sending its next request when the last answer arrived. Per endpoint it runs
@@ -50,6 +52,7 @@ def serve(database: str, port: int, http: str) -> None:
     from starlette.routing import Route
 
     from engine.db import make_engine
+    from engine.httpserver import server_config
     from engine.loader import Secrets, load_project
     from engine.tracking import create_app
 
@@ -66,14 +69,14 @@ def serve(database: str, port: int, http: str) -> None:
     )
 
     async def main() -> None:
-        config = uvicorn.Config(
+        options = {} if http == "engine" else {"http": http}
+        config = server_config(
             app,
             host="127.0.0.1",
             port=port,
-            http=http,
             log_level="warning",
-            access_log=False,
             backlog=2048,
+            **options,
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
@@ -241,7 +244,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
+    parser.add_argument("--http", default="engine", choices=["engine", "httptools", "h11"])
     parser.add_argument("--serve", nargs=2, metavar=("DATABASE", "PORT"))
     parser.add_argument("--drive", type=int, metavar="PORT")
     parser.add_argument("--paths")
@@ -327,8 +330,10 @@ def report(results: dict, args: argparse.Namespace) -> None:
         f"opens recorded durably: {statistics.median(durable):,.0f}/s median "
         f"[{min(durable):,.0f}-{max(durable):,.0f}]; {recorded:,} rows for {answered:,} pixels served"
     )
+    noop_rate = median(noop, "rate")
     print(
-        f"opens vs no-op: {median(opens, 'rate') / median(noop, 'rate'):.0%} of the no-op rate; "
+        f"recorded opens vs no-op: {statistics.median(durable) / noop_rate:.0%} of the no-op rate "
+        f"(answered pixels: {median(opens, 'rate') / noop_rate:.0%}); "
         f"one server core would answer {1e6 / median(opens, 'server_cpu_us'):,.0f} opens/s"
     )
 

@@ -288,18 +288,11 @@ def _composer(project: Project, secrets: Secrets) -> Any:
 
 
 def _server(daemon: Daemon, sock: socket.socket) -> _Server:
+    from .httpserver import server_config
     from .tracking import create_app
 
     app = create_app(daemon.engine, daemon.watcher.current, daemon.secrets)
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
-    return _Server(config)
+    return _Server(server_config(app))
 
 
 def _scheduler(job: Callable[[], Any], seconds: int) -> AsyncIOScheduler:

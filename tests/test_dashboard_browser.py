@@ -58,6 +58,7 @@ def server(config: Path) -> Iterator[str]:
     """The tracking app, dashboard included, on 127.0.0.1 in a thread."""
     import uvicorn
 
+    from engine.httpserver import server_config
     from engine.tracking import create_app
 
     project = load_project(config)
@@ -65,7 +66,7 @@ def server(config: Path) -> Iterator[str]:
     secrets = Secrets(secret=SECRET, dashboard_password=PASSWORD)
     app = create_app(engine, lambda: project, secrets)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
