@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import aiosmtplib
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from .config import Sending, Smtp
 from .loader import Project, Secrets
@@ -177,36 +178,47 @@ class _Connection:
             failure = await self._open()
             if failure is not None:
                 return failure
-        assert self.client is not None
+        client = self.client
+        assert client is not None
         stage = Stage.MAIL
+        handed_over = False
         try:
-            await self.client.mail(sender)
-            stage = Stage.RCPT
-            await self.client.rcpt(recipient)
-            stage = Stage.DATA
-            response = await self.client.data(data)
-        except aiosmtplib.SMTPResponseException as exc:
-            result = _response_result(exc.code, exc.message, stage)
-            await self._after_refusal(exc.code)
-            return result
+            # The envelope goes out as is: SmtpMailer.send has checked both addresses.
+            reply = await client.execute_command(b"MAIL", b"FROM:<%s>" % sender.encode("ascii"))
+            if reply.code == 250:
+                stage = Stage.RCPT
+                reply = await client.execute_command(
+                    b"RCPT", b"TO:<%s>" % recipient.encode("ascii")
+                )
+            if reply.code in (250, 251):
+                stage = Stage.DATA
+                reply = await client.execute_command(b"DATA")
+            if reply.code == 354:
+                handed_over = True
+                reply = await _transfer(client, _wire_form(data))
         except (aiosmtplib.SMTPException, OSError) as exc:
-            # Disconnects and timeouts: before DATA nothing was handed over.
+            # Disconnects and timeouts: before the message data nothing was handed over.
             self._drop()
-            outcome = Outcome.IN_DOUBT if stage is Stage.DATA else Outcome.TRANSIENT
+            outcome = Outcome.IN_DOUBT if handed_over else Outcome.TRANSIENT
             return SendResult(outcome, stage, None, f"{type(exc).__name__}: {exc}")
-        except ValueError as exc:  # an address aiosmtplib will not put on the wire
+        except ValueError as exc:  # an address that cannot go on the wire (not ASCII)
             await self._reset()
             return SendResult(Outcome.PERMANENT, stage, None, f"refused before sending: {exc}")
+        if not handed_over or reply.code != 250:
+            result = _response_result(reply.code, reply.message, stage)
+            await self._after_refusal(reply.code)
+            return result
         self.count += 1
         if self.count >= self.recycle_after:
             await self.close()
-        return SendResult(Outcome.SENT, Stage.DATA, response.code, response.message)
+        return SendResult(Outcome.SENT, Stage.DATA, reply.code, reply.message)
 
     async def _open(self) -> SendResult | None:
         self.client = self._new_client()
         self.count = 0
         try:
             await self.client.connect()
+            await _greet(self.client)
         except aiosmtplib.SMTPAuthenticationError as exc:
             self._drop()
             return SendResult(Outcome.SYSTEMIC, Stage.AUTH, exc.code, exc.message)
@@ -259,6 +271,54 @@ def _response_result(code: int, message: str, stage: Stage) -> SendResult:
     if code == 535 or enhanced.startswith("5.7.") or stage in (Stage.CONNECT, Stage.MAIL):
         return SendResult(Outcome.SYSTEMIC, stage, code, message)
     return SendResult(Outcome.PERMANENT, stage, code, message)
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO (HELO if refused), unless connecting already did it for STARTTLS or AUTH."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+
+
+def _wire_form(data: bytes) -> bytes:
+    """`data` as the DATA phase sends it: CRLF line endings, a leading dot doubled
+    (RFC 5321 4.5.2), and the closing dot line.
+
+    aiosmtplib's `data()` does this with two regular expressions over the whole
+    message, about 200 µs for a 10 KB email, more than all the rest of a send.
+    Composed messages already end their lines with CRLF, so a count says so and
+    a plain replace doubles the dots; anything else is normalised the slow way.
+    """
+    crlf = data.count(b"\r\n")
+    if crlf != data.count(b"\n") or crlf != data.count(b"\r"):
+        data = normalize_message_line_endings(data)
+    elif not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+async def _transfer(client: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPResponse:
+    """Send the message data after the server's 354 and read its reply.
+
+    What `SMTP.data()` does after the DATA command, with the data already in
+    wire form. The reply is awaited right after the write, with nothing in
+    between, as aiosmtplib's protocol requires.
+    """
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        protocol.write(wire)
+        return await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
 
 
 class SmtpMailer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import ssl
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from engine.mailer import (
     MemoryMailer,
@@ -19,6 +21,7 @@ from engine.mailer import (
     Stage,
     TokenBucket,
     _response_result,
+    _wire_form,
 )
 from tests.delivery_fixtures import project_for
 from tests.smtp_servers import Script, self_signed, serving
@@ -53,6 +56,50 @@ def test_sends_prebuilt_bytes_over_reused_connections(project_dir: Path) -> None
     assert script.connections == 3  # reused, not one per message
     assert sorted(script.recipients()) == sorted(f"r{i}@example.com" for i in range(12))
     assert script.received[0].data.replace(b"\r\n", b"\n") == DATA.replace(b"\r\n", b"\n")
+
+
+def test_the_wire_form_is_what_aiosmtplib_would_send() -> None:
+    """Every string of up to 7 bytes of `a . CR LF`: the same bytes as
+    aiosmtplib's own line-ending and dot-stuffing rules produce."""
+    for length in range(8):
+        for chars in itertools.product((b"a", b".", b"\r", b"\n"), repeat=length):
+            data = b"".join(chars)
+            expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+            assert _wire_form(data) == expected, data
+
+
+@pytest.mark.parametrize(
+    ("data", "arrives"),
+    [
+        pytest.param(DATA, DATA, id="crlf"),
+        pytest.param(
+            b".first\r\n.\r\n..two\r\nlast", b".first\r\n.\r\n..two\r\nlast\r\n", id="dots"
+        ),
+        pytest.param(
+            b"Subject: x\n\nbare\nline feeds\n.\n",
+            b"Subject: x\r\n\r\nbare\r\nline feeds\r\n.\r\n",
+            id="lf",
+        ),
+        pytest.param(
+            b"Subject: x\r\rlone\rreturns", b"Subject: x\r\n\r\nlone\r\nreturns\r\n", id="cr"
+        ),
+    ],
+)
+def test_message_data_arrives_intact(project_dir: Path, data: bytes, arrives: bytes) -> None:
+    """A line holding only a dot does not end the message early; line ends arrive as CRLF."""
+    script = Script()
+
+    async def go() -> SendResult:
+        async with serving(script) as port:
+            mailer = SmtpMailer(project_for(project_dir, port).config.sending)
+            try:
+                return await mailer.send("a@shop.test", "b@example.com", data)
+            finally:
+                await mailer.close()
+
+    assert asyncio.run(go()).outcome is Outcome.SENT
+    [received] = script.received
+    assert received.data == arrives
 
 
 def test_connections_are_recycled(project_dir: Path) -> None:
