@@ -9,11 +9,13 @@ This is the only module that imports aiosmtplib. Every outcome of a send is a
 `SendResult`, never an exception:
 
 - SENT: the server answered 250 after the message data.
-- TRANSIENT: 4xx, connection refused, disconnect or timeout before DATA: retry.
+- TRANSIENT: 4xx, connection refused, disconnect or timeout before the message
+  data went out: retry.
 - PERMANENT: 5xx for this recipient or this message (with the enhanced code).
 - SYSTEMIC: the server refuses everyone (auth 535, any 5.7.x, 5xx for the
   sender or the greeting): stop sending, blame no recipient.
-- IN_DOUBT: disconnect or timeout after DATA: the server may have accepted it.
+- IN_DOUBT: disconnect or timeout once the message data went out: the server
+  may have accepted it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `Script` is the handler: it records every message the server accepted and can
 refuse a recipient, answer MAIL FROM with queued replies, drop the connection
-at MAIL FROM or after DATA, hang after DATA, or reject every login.
+at MAIL FROM, before the 354 to DATA or after DATA, hang after DATA, or reject
+every login.
 `serving(script)` runs it inside the test's event loop; `ServerThread(script)`
 runs it in a thread of its own (for tests with several event loops).
 """
@@ -43,6 +44,7 @@ class Script:
     mail_replies: list[str] = field(default_factory=list)  # replies for the next MAIL FROMs
     drop_at_mail: set[int] = field(default_factory=set)  # close before answering MAIL number n
     drop_after_data: set[str] = field(default_factory=set)  # recipients whose DATA is cut off
+    drop_after_rcpt: set[str] = field(default_factory=set)  # hang up once RCPT is answered
     hang_after_data: set[str] = field(default_factory=set)  # recipients whose DATA never ends
     reject_logins: bool = False
     data_delay: float = 0.0  # seconds to think before accepting each message
@@ -73,6 +75,8 @@ class Script:
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
+        if address in self.drop_after_rcpt:  # after this reply, before DATA's 354
+            asyncio.get_running_loop().call_soon(server.transport.close)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

@@ -163,6 +163,20 @@ def test_an_address_with_a_line_break_never_reaches_the_wire(project_dir: Path) 
     assert results.outcome is Outcome.PERMANENT and script.received == []
 
 
+def test_a_drop_before_the_data_goes_out_is_transient_and_one_after_is_in_doubt(
+    project_dir: Path,
+) -> None:
+    """Before the server's 354 it cannot hold the message: retry. After the data: in doubt."""
+    before = asyncio.run(
+        _one(project_dir, Script(drop_after_rcpt={"b@example.com"}), "b@example.com")
+    )
+    assert (before.outcome, before.stage) == (Outcome.TRANSIENT, Stage.DATA)
+    after = asyncio.run(
+        _one(project_dir, Script(drop_after_data={"b@example.com"}), "b@example.com")
+    )
+    assert (after.outcome, after.stage) == (Outcome.IN_DOUBT, Stage.DATA)
+
+
 async def _one(project_dir: Path, script: Script, recipient: str) -> SendResult:
     async with serving(script) as port:
         mailer = SmtpMailer(project_for(project_dir, port).config.sending)
