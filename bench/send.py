@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.compose import Composer  # noqa: E402
+from engine.composepool import compose_in_worker, start_compose_pool  # noqa: E402
 from engine.context import load_contexts  # noqa: E402
 from engine.db import make_engine, upgrade  # noqa: E402
-from engine.dispatcher import _compose_in_worker, dispatch, start_compose_pool  # noqa: E402
+from engine.dispatcher import dispatch  # noqa: E402
 from engine.loader import Secrets, load_project  # noqa: E402
 from engine.mailer import SendResult, SmtpMailer  # noqa: E402
 from engine.models import Customer, Message, MessageStatus, Order, OrderItem, Product  # noqa: E402
@@ -190,7 +191,7 @@ async def engine_path(url: str, project, count: int, processes: int) -> tuple[fl
         if pool is not None:
             for _ in range(processes):
                 await asyncio.get_running_loop().run_in_executor(
-                    pool, _compose_in_worker, [first[0].id], NOW
+                    pool, compose_in_worker, [first[0].id], NOW
                 )
     mailer = Keeping(project.config.sending)
     mailer.sample = []

@@ -26,9 +26,7 @@ claims, leases of unsent rows released, nobody suppressed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import multiprocessing
 import os
 import random
 import re
@@ -36,37 +34,48 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from .config import EMAIL
-from .db import ignoring_insert, is_postgres
-from .errors import ConfigError, StoreError
+from .composepool import (
+    Composes,
+    compose,
+    compose_ids,
+    compose_in_worker,
+    unsendable_reason,
+)
+from .errors import StoreError
 from .loader import Project, Secrets
 from .mailer import Mailer, MemoryMailer, Outcome, SendResult
-from .models import Customer, Message, MessageKind, MessageStatus, Suppression
-from .types import UTCDateTime
+from .models import Message, MessageStatus
+from .outbox import (
+    FINAL_ROW,
+    FLUSH_SECONDS,
+    RELEASE_ROW,
+    RETRY_ROW,
+    Ledger,
+    M,
+    claim,
+    count_due,
+    due,
+    handed,
+    load_claimed,
+    mark_handed,
+    precheck,
+    release,
+    sweep_expired_leases,
+)
 
 log = logging.getLogger(__name__)
 
-MESSAGE: Any = Message.__table__  # type: ignore[attr-defined]
-CUSTOMER: Any = Customer.__table__  # type: ignore[attr-defined]
-SUPPRESSION: Any = Suppression.__table__  # type: ignore[attr-defined]
-M = MESSAGE.c
-C = CUSTOMER.c
-S = SUPPRESSION.c
-DUE = (MessageStatus.QUEUED, MessageStatus.RETRY)
-HANDED = "+smtp"  # lease_owner suffix: the row may be on the SMTP server already
-FLUSH_ROWS = 50  # commit results every this many messages …
-FLUSH_SECONDS = 0.1  # … or this often, whichever comes first
 RETRY_BASE = timedelta(minutes=2)
 RETRY_CAP = timedelta(hours=6)
 SAME_REFUSAL_STREAK = 5  # identical permanent refusals in a row that pause the run
@@ -74,15 +83,6 @@ MAX_ERRORS_KEPT = 100
 
 
 Progress = Callable[[int, int], None]  # (messages handled, messages due at the start)
-
-
-class Composes(Protocol):
-    """engine.compose.Composer: one Outgoing (has .data) or Unsendable (has .reason)
-    per message, in order; `now` is the Date header."""
-
-    def prepare(
-        self, session: Session, messages: Sequence[Message], *, now: datetime
-    ) -> list[Any]: ...
 
 
 @dataclass
@@ -163,362 +163,10 @@ def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
     return ceiling * (rng or random).uniform(0.5, 1.0)
 
 
-def address_problem(email: str) -> str | None:
-    """Why `email` cannot go on an envelope, or None."""
-    if any(ch in email for ch in "\r\n\x00"):
-        return f"invalid recipient address (control character): {email!r}"
-    if len(email) > 254 or not EMAIL.match(email):
-        return f"invalid recipient address: {email!r}"
-    return None
-
-
 # ---------------------------------------------------------------- SQL steps
 
 
-def handed(worker_id: str) -> str:
-    """The lease owner of rows `worker_id` has handed to the SMTP server."""
-    return worker_id + HANDED
-
-
-def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tuple[int, int, int]:
-    """Rows left `sending` past their lease (their dispatcher died).
-
-    Rows already handed to the SMTP server become `in_doubt` (or `retry` for
-    campaigns with `resend_in_doubt`); rows it never got are queued again.
-    Return (in_doubt, resent, requeued).
-    """
-    resend = sorted(name for name, c in project.campaigns.items() if c.resend_in_doubt)
-    expired = (M.status == MessageStatus.SENDING) & (M.lease_until < now)
-    was_handed = M.lease_owner.endswith(HANDED, autoescape=True)
-    with engine.begin() as conn:
-        resent = conn.execute(
-            update(MESSAGE)
-            .where(expired & was_handed & M.campaign.in_(resend))
-            .values(
-                status=MessageStatus.RETRY,
-                lease_owner=None,
-                lease_until=None,
-                next_attempt_at=now,
-                last_error="lease expired while sending; resent (campaign has resend_in_doubt)",
-            )
-        ).rowcount
-        in_doubt = conn.execute(
-            update(MESSAGE)
-            .where(expired & was_handed)
-            .values(
-                status=MessageStatus.IN_DOUBT,
-                lease_until=None,
-                last_error="lease expired while sending: the server may or may not have it",
-            )
-        ).rowcount
-        requeued = conn.execute(
-            update(MESSAGE)
-            .where(expired)
-            .values(
-                status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
-                lease_owner=None,
-                lease_until=None,
-            )
-        ).rowcount
-    if in_doubt or resent or requeued:
-        log.warning(
-            "expired leases: %d in doubt, %d to resend, %d never handed over and queued again",
-            in_doubt,
-            resent,
-            requeued,
-        )
-    return in_doubt, resent, requeued
-
-
-def mark_handed(engine: Engine, worker_id: str, header_ids: dict[int, str]) -> None:
-    """Record that these leased rows are about to go to the SMTP server, with the
-    Message-ID each goes out with (to find an in-doubt one in the relay's logs).
-    One statement for the whole chunk."""
-    params: dict[str, Any] = {"ids": list(header_ids), "owner": worker_id}
-    params["handed"] = handed(worker_id)
-    for k, (message_id, header) in enumerate(header_ids.items()):
-        params[f"i{k}"], params[f"h{k}"] = message_id, header
-    with engine.begin() as conn:
-        conn.execute(_handed_statement(len(header_ids)), params)
-
-
-@functools.lru_cache(maxsize=64)
-def _handed_statement(size: int) -> Any:
-    """The statement of `mark_handed` for `size` rows, built once per size."""
-    header = case(*((M.id == bindparam(f"i{k}"), bindparam(f"h{k}")) for k in range(size)))
-    return (
-        update(MESSAGE)
-        .where(M.id.in_(bindparam("ids", expanding=True)) & (M.lease_owner == bindparam("owner")))
-        .values(lease_owner=bindparam("handed"), message_id=header)
-    )
-
-
-def _due(now: datetime) -> Any:
-    return (
-        M.status.in_(DUE)
-        & (M.send_after <= now)
-        & or_(M.next_attempt_at.is_(None), M.next_attempt_at <= now)
-    )
-
-
-def count_due(engine: Engine, now: datetime) -> int:
-    from sqlalchemy import func
-
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).where(_due(now))).scalar_one())
-
-
-def claim(engine: Engine, worker_id: str, now: datetime, lease: timedelta, size: int) -> list[int]:
-    """Lease up to `size` due messages to `worker_id`; return their ids, oldest first."""
-    chosen = select(M.id).where(_due(now)).order_by(M.send_after, M.id).limit(size)
-    if is_postgres(engine):
-        chosen = chosen.with_for_update(skip_locked=True)
-    statement = (
-        update(MESSAGE)
-        .where(M.id.in_(chosen.scalar_subquery()) & M.status.in_(DUE))
-        .values(status=MessageStatus.SENDING, lease_owner=worker_id, lease_until=now + lease)
-        .returning(M.id)
-    )
-    with engine.begin() as conn:
-        return sorted(conn.execute(statement).scalars())
-
-
-def _rows(session: Session, ids: Sequence[int]) -> list[Any]:
-    query = (
-        select(
-            M.id,
-            M.campaign,
-            M.kind,
-            M.attempts,
-            M.send_after,
-            M.expires_at,
-            C.email,
-            C.marketing_consent,
-            S.reason.label("suppressed_because"),
-        )
-        .join(CUSTOMER, C.id == M.customer_id)
-        .outerjoin(SUPPRESSION, S.email == C.email)
-        .where(M.id.in_(ids))
-        .order_by(M.id)
-    )
-    return list(session.execute(query))
-
-
-def precheck(row: Any, now: datetime) -> tuple[MessageStatus, str] | None:
-    """The status a message takes without being sent, with the reason; None to send."""
-    if row.expires_at is not None and row.expires_at <= now:
-        return MessageStatus.EXPIRED, f"expired at {row.expires_at.isoformat()}"
-    if row.suppressed_because is not None:
-        return MessageStatus.SUPPRESSED, f"address is suppressed: {row.suppressed_because}"
-    if row.kind == MessageKind.MARKETING and not row.marketing_consent:
-        return MessageStatus.SUPPRESSED, "customer has no marketing consent"
-    problem = address_problem(row.email)
-    if problem is not None:
-        return MessageStatus.FAILED, problem
-    return None
-
-
-def compose(
-    composer: Composes, session: Session, messages: Sequence[Message], now: datetime
-) -> list[Any]:
-    """Compose a batch; if the composer fails on the batch, compose one by one so one
-    bad message cannot stop the others (it gets a `_ComposeFailure`)."""
-    try:
-        results = composer.prepare(session, messages, now=now)
-        if len(results) != len(messages):
-            raise RuntimeError(f"composer returned {len(results)} results for {len(messages)}")
-        return results
-    except ConfigError:
-        raise
-    except Exception:
-        log.exception("composing a batch of %d failed; composing one by one", len(messages))
-    results = []
-    for message in messages:
-        try:
-            results.extend(composer.prepare(session, [message], now=now))
-        except ConfigError:
-            raise
-        except Exception as exc:  # a bug for one message must not hold the batch in `sending`
-            log.exception("composing message %s failed", message.id)
-            results.append(_ComposeFailure(message.id or 0, f"{type(exc).__name__}: {exc}"))
-    return results
-
-
-def compose_ids(
-    composer: Composes, session: Session, ids: Sequence[int], now: datetime
-) -> list[Any]:
-    """Load the messages `ids` (in that order) and compose them."""
-    query = select(Message).where(M.id.in_(ids)).order_by(M.id)
-    messages = {m.id: m for m in session.scalars(query)}
-    return compose(composer, session, [messages[i] for i in ids], now)
-
-
-# A composer process (see `compose_processes`): its own database engine and Composer.
-_IN_WORKER: dict[str, Any] = {}
-
-
-def _start_worker(url: str, project: Project, secrets: Secrets) -> None:
-    from .compose import Composer
-    from .db import make_engine
-
-    _IN_WORKER["engine"] = make_engine(url)
-    _IN_WORKER["composer"] = Composer(project, secrets)
-
-
-def _compose_in_worker(ids: list[int], now: datetime) -> list[Any]:
-    with Session(_IN_WORKER["engine"]) as session:
-        return compose_ids(_IN_WORKER["composer"], session, ids, now)
-
-
-def start_compose_pool(
-    engine: Engine, project: Project, secrets: Secrets, processes: int = 1
-) -> Executor:
-    """Processes that compose batches beside the sending loop (templates compiled once
-    in each), so composing and sending use separate cores."""
-    url = engine.url.render_as_string(hide_password=False)
-    return ProcessPoolExecutor(
-        processes,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(url, project, secrets),
-    )
-
-
-@dataclass(frozen=True)
-class _ComposeFailure:
-    message_id: int
-    reason: str
-
-
-def _unsendable_reason(result: Any) -> str | None:
-    return None if hasattr(result, "data") else str(getattr(result, "reason", result))
-
-
 # ---------------------------------------------------------------- recording results
-
-
-def _sent(ids: list[int], owner: str, code: int | None, at: datetime) -> Any:
-    """One UPDATE for every row of a flush that the server accepted with `code`."""
-    return (
-        update(MESSAGE)
-        .where(M.id.in_(ids) & (M.lease_owner == owner))
-        .values(
-            status=MessageStatus.SENT,
-            sent_at=at,
-            smtp_code=code,
-            attempts=M.attempts + 1,
-            lease_until=None,
-            last_error=None,
-        )
-    )
-
-
-_RETRY = (
-    update(MESSAGE)
-    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
-    .values(
-        status=MessageStatus.RETRY,
-        next_attempt_at=bindparam("b_next", type_=UTCDateTime),
-        smtp_code=bindparam("b_code"),
-        last_error=bindparam("b_error"),
-        attempts=M.attempts + bindparam("b_tried"),
-        lease_owner=None,
-        lease_until=None,
-    )
-)
-_FINAL = (
-    update(MESSAGE)
-    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
-    .values(
-        status=bindparam("b_status"),
-        smtp_code=bindparam("b_code"),
-        last_error=bindparam("b_error"),
-        attempts=M.attempts + bindparam("b_tried"),
-        lease_until=None,
-    )
-)
-_RELEASE = (
-    update(MESSAGE)
-    .where((M.id == bindparam("b_id")) & (M.lease_owner == bindparam("b_owner")))
-    .values(
-        status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
-        lease_owner=None,
-        lease_until=None,
-        message_id=None,  # handed over perhaps, but never sent
-    )
-)
-
-
-def release(engine: Engine, worker_id: str, ids: Sequence[int]) -> None:
-    """Give leased rows back (queued, or retry if tried before) at once."""
-    with engine.begin() as conn:
-        conn.execute(_RELEASE, [{"b_id": i, "b_owner": worker_id} for i in ids])
-
-
-class Ledger:
-    """Buffers status changes and commits them together: every FLUSH_ROWS rows or
-    FLUSH_SECONDS, never one commit per message, never one per whole batch."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        worker_id: str,
-        report: DispatchReport,
-        clock: Callable[[], datetime],
-    ):
-        self.engine = engine
-        self.clock = clock
-        self.worker_id = worker_id
-        self.report = report
-        self.pending: dict[Any, list[dict[str, Any]]] = {}
-        self.sent: dict[int | None, list[int]] = {}  # smtp code → ids
-        self.suppress: dict[str, str] = {}
-        self.size = 0
-        self.since = 0.0
-
-    def add(self, statement: Any, campaign: str, outcome: str, **values: Any) -> None:
-        """Queue one change; `values` has b_id and b_owner (the lease owner it must have)."""
-        self.pending.setdefault(statement, []).append(values)
-        self.add_count(campaign, outcome)
-
-    def sent_one(self, campaign: str, message_id: int, code: int | None) -> None:
-        """A 250: recorded at the next flush (within FLUSH_SECONDS; sent_at is then)."""
-        self.sent.setdefault(code, []).append(message_id)
-        self.add_count(campaign, MessageStatus.SENT)
-
-    def add_count(self, campaign: str, outcome: str) -> None:
-        self.report.count(campaign, outcome)
-        if self.size == 0:
-            self.since = time.monotonic()
-        self.size += 1
-        if self.size >= FLUSH_ROWS:
-            self.flush()
-
-    def due(self) -> bool:
-        return self.size > 0 and time.monotonic() - self.since >= FLUSH_SECONDS
-
-    def flush(self) -> None:
-        if not self.size and not self.suppress:
-            return
-        now = self.clock()
-        with self.engine.begin() as conn:
-            for code, ids in self.sent.items():
-                conn.execute(_sent(ids, handed(self.worker_id), code, now))
-            for statement in (_RETRY, _FINAL, _RELEASE):
-                if self.pending.get(statement):
-                    conn.execute(statement, self.pending[statement])
-            if self.suppress:
-                known = set(conn.scalars(select(S.email).where(S.email.in_(self.suppress))))
-                rows = [
-                    {"email": email, "reason": reason, "source": "smtp", "created_at": now}
-                    for email, reason in self.suppress.items()
-                ]
-                conn.execute(ignoring_insert(conn, SUPPRESSION, "email"), rows)
-                self.report.suppressed_addresses += len(self.suppress.keys() - known)
-        self.pending.clear()
-        self.sent.clear()
-        self.suppress.clear()
-        self.size = 0
 
 
 # ---------------------------------------------------------------- the run
@@ -625,7 +273,7 @@ class _Run:
         now = self.clock()
         with Session(self.engine, expire_on_commit=False) as session:
             to_send = []
-            for row in _rows(session, ids):
+            for row in load_claimed(session, ids):
                 verdict = precheck(row, now)
                 if verdict is None:
                     to_send.append(row)
@@ -638,11 +286,11 @@ class _Run:
         if self.pool is not None:  # the sending goes on meanwhile
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(
-                self.pool, _compose_in_worker, [r.id for r in to_send], now
+                self.pool, compose_in_worker, [r.id for r in to_send], now
             )
         letters = []
         for row, result in zip(to_send, results, strict=True):
-            reason = _unsendable_reason(result)
+            reason = unsendable_reason(result)
             if reason is not None:
                 self._final(row.id, row.campaign, MessageStatus.FAILED, reason, tried=0)
                 continue
@@ -757,7 +405,7 @@ class _Run:
             self._final(claim.id, claim.campaign, MessageStatus.FAILED, reason, tried)
             return
         self.ledger.add(
-            _RETRY,
+            RETRY_ROW,
             claim.campaign,
             MessageStatus.RETRY,
             b_id=claim.id,
@@ -781,7 +429,7 @@ class _Run:
             self.report.error(message_id, f"{status}: {reason}")
             log.warning("message %s %s: %s", message_id, status, reason)
         self.ledger.add(
-            _FINAL,
+            FINAL_ROW,
             campaign,
             status,
             b_id=message_id,
@@ -795,7 +443,7 @@ class _Run:
     def _release(self, letter: _Letter) -> None:
         owner = self.handed if letter.handed else self.worker_id
         self.ledger.add(
-            _RELEASE, letter.claim.campaign, "released", b_id=letter.claim.id, b_owner=owner
+            RELEASE_ROW, letter.claim.campaign, "released", b_id=letter.claim.id, b_owner=owner
         )
 
     def _tick_ledger(self) -> None:
@@ -924,12 +572,12 @@ async def rehearse(
         composer = Composer(project, secrets)
     report = DispatchReport("dry-run", dry_run=True)
     mailer = MemoryMailer()
-    query = select(M.id).where(_due(now)).order_by(M.send_after, M.id).limit(limit)
+    query = select(M.id).where(due(now)).order_by(M.send_after, M.id).limit(limit)
     with Session(engine) as session:
         ids = list(session.scalars(query))
         report.claimed = len(ids)
         for start in range(0, len(ids), project.config.sending.batch_size):
-            chunk = _rows(session, ids[start : start + project.config.sending.batch_size])
+            chunk = load_claimed(session, ids[start : start + project.config.sending.batch_size])
             await _rehearse_chunk(session, chunk, composer, mailer, report, now)
         session.rollback()
     return report
@@ -954,7 +602,7 @@ async def _rehearse_chunk(
         session.scalars(select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id))
     )
     for row, result in zip(to_send, compose(composer, session, messages, now), strict=True):
-        reason = _unsendable_reason(result)
+        reason = unsendable_reason(result)
         if reason is not None:
             report.count(row.campaign, MessageStatus.FAILED)
             report.error(row.id, f"failed: {reason}")

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from .dispatcher import Composes, DispatchReport, dispatch
+from .composepool import Composes
+from .dispatcher import DispatchReport, dispatch
 from .loader import Project, Secrets
 from .mailer import Mailer
 
@@ -56,7 +57,7 @@ async def tick(
 
     The planner is imported here, not at module load, so sending works on its own.
     A long-running caller (the daemon) may pass a `compose_pool` from
-    `engine.dispatcher.start_compose_pool`, made once and reused every tick.
+    `engine.composepool.start_compose_pool`, made once and reused every tick.
     """
     planned = None
     if plan:

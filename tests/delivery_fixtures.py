@@ -190,3 +190,19 @@ class PlainComposer:
         email["Message-ID"] = header_id
         email.set_content(f"Hello {customer.name}, this is message {message.id}.\n")
         return PlainOutgoing(message.id, self.sender, customer.email, email.as_bytes(), header_id)
+
+
+class BrokenComposer(PlainComposer):
+    """Fails any batch holding the message with occurrence "4", and that message alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def prepare(self, session: Session, messages: Sequence[Message], *, now: datetime) -> Any:
+        self.attempts += 1
+        if any(m.occurrence == "4" for m in messages):
+            if len(messages) > 1:
+                raise RuntimeError("boom for the batch")
+            raise ValueError("cannot render message with occurrence 4")
+        return super().prepare(session, messages, now=now)

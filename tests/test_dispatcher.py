@@ -20,7 +20,13 @@ from engine.dispatcher import backoff, dispatch, rehearse
 from engine.loader import Project, Secrets
 from engine.mailer import MemoryMailer, Outcome, SendResult, SmtpMailer, Stage
 from engine.models import Message, MessageKind, MessageStatus, Suppression
-from tests.delivery_fixtures import Outbox, PlainComposer, project_for, with_campaign
+from tests.delivery_fixtures import (
+    BrokenComposer,
+    Outbox,
+    PlainComposer,
+    project_for,
+    with_campaign,
+)
 from tests.smtp_servers import Script, ServerThread, serving
 
 SECRETS = Secrets(smtp_password="right-password")
@@ -473,15 +479,6 @@ def test_many_results_commit_every_fifty(
     assert report.counts == {"sent": 200}
     # sweep + claim + four hand-over marks (chunks of 50) + about four result commits
     assert 2 + 4 + 4 <= len(commits) <= 2 + 4 + 4 + 3
-
-
-class BrokenComposer(PlainComposer):
-    def prepare(self, session: Session, messages: Any, *, now: datetime) -> Any:
-        if any(m.occurrence == "4" for m in messages):
-            if len(messages) > 1:
-                raise RuntimeError("boom for the batch")
-            raise ValueError("cannot render message with occurrence 4")
-        return super().prepare(session, messages, now=now)
 
 
 def test_a_composer_crash_fails_one_message_not_the_batch(

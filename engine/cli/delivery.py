@@ -19,10 +19,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlmodel import Session
 
 from ..app import App
+from ..composepool import start_compose_pool
 from ..config import EMAIL
-from ..dispatcher import DispatchReport, count_due, dispatch, rehearse, start_compose_pool
+from ..dispatcher import DispatchReport, dispatch, rehearse
 from ..errors import DataError, EngineError
 from ..mailer import Mailer, Outcome, SmtpMailer
+from ..outbox import count_due
 from ..sink import serve_sink
 from ..tick import TickReport, tick
 from .base import console, errors, main, print_json, with_app
