@@ -23,7 +23,7 @@ def check_project(
 def _checkers() -> list[Callable[[Project], list[Problem]]]:
     """Checks beyond the files' own shape, each owned by the module it protects."""
     from .calendar import check_holidays
-    from .render import check_templates
     from .segments import check_segments
+    from .templatecheck import check_templates
 
     return [check_segments, check_holidays, check_templates]

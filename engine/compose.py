@@ -34,9 +34,10 @@ from .config import EMAIL, FirstOrder, HolidayTrigger, PriceDrop, pick_text
 from .context import holiday_name, load_contexts
 from .errors import ConfigError, DataError, DeliveryError, Problem, UnknownRecord
 from .formatting import round_money
+from .links import track_links
 from .loader import Project, Secrets
 from .models import Customer, Message, MessageKind, Order, OrderItem, Product
-from .render import RenderedEmail, Renderer, track_links
+from .render import RenderedEmail, Renderer
 from .tokens import InvalidToken, Signer
 
 LINE = 78  # preferred header line length (RFC 5322 2.1.1)

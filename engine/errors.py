@@ -59,5 +59,14 @@ class DeliveryError(EngineError, RuntimeError):
     """Rendering, composing or sending one message failed."""
 
 
+class RenderError(DeliveryError):
+    """One email could not be rendered; the message says which template, line and why."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        self.file = file
+        self.line = line
+        super().__init__(message)
+
+
 class LockHeld(EngineError, RuntimeError):
     """Another process holds the lock this one needs."""

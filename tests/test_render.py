@@ -1,4 +1,4 @@
-"""Sandboxed rendering, compile-time CSS inlining and its fallback, link tracking."""
+"""Sandboxed rendering, compile-time CSS inlining and its fallback."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 import lxml.html
 import pytest
 
-from engine import render as render_module
+from engine import inlining
 from engine.context import sample_context
+from engine.errors import RenderError
+from engine.inlining import inline_css
 from engine.loader import Project, load_project
-from engine.render import Renderer, RenderError, inline_css, inlining_notes, track_links
-from engine.tokens import Purpose, Signer
+from engine.render import Renderer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,7 +79,7 @@ def test_compiled_template_has_css_inlined_and_renders_without_premailer(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("premailer must not run per email")
 
-    monkeypatch.setattr(render_module.premailer, "Premailer", refuse)
+    monkeypatch.setattr(inlining.premailer, "Premailer", refuse)
     html = simple.render_file("mail.html", context(amount="1250", customer={"name": "<b>A&B</b>"}))
     assert re.search(
         r'<p class="note" style="color:#123456">Hello &lt;b&gt;A&amp;B&lt;/b&gt;</p>', html
@@ -96,13 +97,13 @@ def test_templates_compile_once_per_version(
     simple: Renderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real = render_module.premailer.Premailer
+    real = inlining.premailer.Premailer
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(render_module.premailer, "Premailer", counting)
+    monkeypatch.setattr(inlining.premailer, "Premailer", counting)
     for _ in range(5):
         simple.revalidate()
         simple.render_file("mail.html", context(amount="1"))
@@ -140,17 +141,6 @@ def test_sibling_combinator_falls_back_to_inlining_per_email(tmp_path: Path) -> 
     cells = lxml.html.document_fromstring(html).xpath("//td")
     borders = ["border-top" in (cell.get("style") or "") for cell in cells]
     assert borders == [False, True, True]  # matched only once the rows exist
-
-
-def test_dynamic_class_falls_back_too() -> None:
-    notes = inlining_notes("x.html", '<p>\n<td class="cell {{ kind }}">x</td>')
-    assert notes == [
-        "x.html:2: class= is built from a template expression, so its CSS is only known once rendered"
-    ]
-    assert inlining_notes("x.html", '<td class="cell">{{ kind }}</td>') == []
-    # Sibling selectors inside @media or attribute selectors are not a problem.
-    css = "<style>@media (max-width: 600px) { a + b { color: red } } a[title~=x] { color: red }</style>"
-    assert inlining_notes("x.html", css) == []
 
 
 def test_includes_and_top_level_sets_are_spliced_in_before_inlining(tmp_path: Path) -> None:
@@ -209,11 +199,6 @@ def test_jinja_inside_css_falls_back_when_it_cannot_survive_inlining(tmp_path: P
     assert compiled.notes == ("paint.html: template syntax did not survive CSS inlining",)
     html = renderer.render_file("paint.html", {"colour": "#ff0000"})
     assert html.count('style="color:#f00"') == 2  # cssutils shortens the colour
-
-
-def test_a_document_premailer_cannot_take_is_a_render_error() -> None:
-    with pytest.raises(RenderError, match="the CSS could not be inlined"):
-        inline_css("")
 
 
 def test_undefined_variable_names_file_and_line(tmp_path: Path) -> None:
@@ -282,35 +267,6 @@ def test_locale_variant_is_picked_with_fallback(tmp_path: Path) -> None:
     assert renderer.variant("m", "txt", "bn_BD") == "m.bn.txt"
     assert renderer.variant("m", "txt", "en") == "m.txt"
     assert renderer.variant("n", "txt", "bn_BD") == "n.txt"
-
-
-# ---------------------------------------------------------------- link tracking
-
-
-def test_links_are_rewritten_except_opt_outs_and_the_unsubscribe_link() -> None:
-    signer = Signer("s" * 32)
-    base = "https://t.example"
-    html = (
-        '<a class="b" href="https://shop.example/p?a=1&amp;b=2">Shop</a>'
-        '<a href="https://shop.example/terms" data-track="no">Terms</a>'
-        f'<a href="{base}/u/TOKEN">Unsubscribe</a>'
-        '<a href="mailto:help@shop.example">Mail</a>'
-        "<p>https://not-a-link.example</p>"
-    )
-    out = track_links(
-        html, lambda url: f"{base}/c/{signer.click_token(7, url)}", keep=(f"{base}/u/",)
-    )
-    hrefs = re.findall(r'href="([^"]*)"', out)
-    assert hrefs[1:] == [
-        "https://shop.example/terms",
-        f"{base}/u/TOKEN",
-        "mailto:help@shop.example",
-    ]
-    assert "data-track" not in out
-    assert hrefs[0].startswith(f"{base}/c/")
-    claim = signer.verify(hrefs[0].rsplit("/", 1)[1], Purpose.CLICK)
-    assert (claim.message_id, claim.url) == (7, "https://shop.example/p?a=1&b=2")
-    assert "<p>https://not-a-link.example</p>" in out
 
 
 # ---------------------------------------------------------------- shipped templates

@@ -11,7 +11,8 @@ from engine.check import _checkers, check_project
 from engine.context import sample_context
 from engine.errors import Problem
 from engine.loader import Project, load_project
-from engine.render import Renderer, check_templates
+from engine.render import Renderer
+from engine.templatecheck import check_templates
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates" / "emails"
