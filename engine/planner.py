@@ -22,8 +22,8 @@ Triggers and their rules:
   that long of the due time of an enabled welcome (first_order) campaign whose
   message for the customer exists or is not due yet. First-order campaigns run
   before order campaigns in a pass.
-- `holiday`: see `_holiday_rows`; occurrence `<holiday id>-<year>`.
-- `price_drop`: see `_plan_refunds`; occurrence `item-<order item id>-<lowest
+- `holiday`: see `engine.announcements`; occurrence `<holiday id>-<year>`.
+- `price_drop`: see `engine.refunds`; occurrence `item-<order item id>-<lowest
   price in paisa>`.
 
 A full pass looks at everything due within each trigger's lookback; between
@@ -55,41 +55,29 @@ name and reported; the others still run.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Date,
-    String,
     and_,
     case,
-    cast,
-    column,
     exists,
     false,
     func,
     literal,
     not_,
-    or_,
     select,
-    type_coerce,
     update,
-    values,
 )
-from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.selectable import CTE, Select
 
-from .calendar import HolidayDate, holiday_dates
+from .announcements import plan_announcements
 from .config import (
     Campaign,
     FirstOrder,
@@ -98,40 +86,38 @@ from .config import (
     OrderPlaced,
     PriceDrop,
 )
-from .db import ignoring_insert, is_postgres
+from .db import ignoring_insert
 from .errors import DataError
 from .loader import Project
-from .models import (
-    Checkpoint,
-    Credit,
-    Customer,
-    Message,
-    MessageKind,
-    MessageStatus,
-    Order,
-    OrderItem,
-    OrderStatus,
-    PriceChange,
-    Suppression,
+from .models import MessageKind, MessageStatus
+from .ordertriggers import DEFAULT_LOOKBACK, order_rows
+from .plansql import (
+    Candidates,
+    Sql,
+    as_text,
+    checkpoint,
+    customer,
+    message,
+    suppression,
 )
+from .refunds import REFUND_LOOKBACK, plan_refunds
 from .segments import compile_segment
+from .sendwindow import window_rows
 from .types import UTCDateTime
 
 log = logging.getLogger(__name__)
 
-customer = Customer.__table__  # type: ignore[attr-defined]
-orders = Order.__table__  # type: ignore[attr-defined]
-order_item = OrderItem.__table__  # type: ignore[attr-defined]
-message = Message.__table__  # type: ignore[attr-defined]
-credit = Credit.__table__  # type: ignore[attr-defined]
-price_change = PriceChange.__table__  # type: ignore[attr-defined]
-suppression = Suppression.__table__  # type: ignore[attr-defined]
-checkpoint = Checkpoint.__table__  # type: ignore[attr-defined]
+__all__ = [
+    "DEFAULT_LOOKBACK",
+    "FULL_RESCAN",
+    "REFUND_LOOKBACK",
+    "UNCOUNTED",
+    "CampaignPass",
+    "CampaignResult",
+    "PlanReport",
+    "plan",
+]
 
-DEFAULT_LOOKBACK = timedelta(days=7)
-# Price drops this recent are looked at; a drop is credited at the next pass,
-# so this only matters after a long outage.
-REFUND_LOOKBACK = timedelta(days=30)
 # Between full passes a pass looks only at what became due since the last one.
 FULL_RESCAN = timedelta(minutes=15)
 # Messages that do not count towards the frequency cap.
@@ -188,7 +174,7 @@ def plan(
     for campaign in sorted(project.enabled_campaigns, key=_run_order):
         try:
             with engine.connect() as conn, conn.begin() as transaction:
-                result = _Pass(conn, project, campaign, now).run(rescan)
+                result = CampaignPass(conn, project, campaign, now).run(rescan)
                 if dry_run:
                     transaction.rollback()
         except Exception as exc:  # one failing campaign never stops the others
@@ -204,94 +190,27 @@ def _run_order(campaign: Campaign) -> int:
     return order[type(campaign.trigger)]
 
 
-# ---------------------------------------------------------------- SQL helpers
-
-
-class _Sql:
-    """The few expressions that differ between SQLite and PostgreSQL."""
-
-    def __init__(self, conn: Connection):
-        self.pg = is_postgres(conn)
-
-    def plus(self, moment: Any, delta: timedelta) -> ColumnElement[datetime]:
-        """A stored UTC datetime column plus a constant duration."""
-        if not delta:
-            return type_coerce(moment, UTCDateTime)
-        if self.pg:
-            return type_coerce(moment + literal(delta), UTCDateTime)
-        seconds = f"{int(delta.total_seconds()):+d} seconds"
-        shifted = func.strftime("%Y-%m-%d %H:%M:%f", moment, seconds) + literal("000")
-        return type_coerce(shifted, UTCDateTime)
-
-    def seconds_between(self, earlier: Any, later: Any) -> Any:
-        if self.pg:
-            return func.extract("epoch", later - earlier)
-        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-
-    def later(self, a: Any, b: Any) -> ColumnElement[datetime]:
-        return type_coerce(func.greatest(a, b) if self.pg else func.max(a, b), UTCDateTime)
-
-    def json_object(self, *pairs: Any) -> Any:
-        return func.json_build_object(*pairs) if self.pg else func.json_object(*pairs)
-
-    def json_text(self, text: Any) -> Any:
-        return cast(text, PG_JSON) if self.pg else func.json(text)
-
-
-def _text(value: Any) -> ColumnElement[str]:
-    return cast(value, String)
-
-
-def _money_text(paisa: Any) -> ColumnElement[str]:
-    """Integer paisa → '350.00' (amounts are never negative here)."""
-    cents = paisa % 100
-    return (
-        _text(paisa // 100)
-        + literal(".")
-        + case((cents < 10, literal("0")), else_=literal(""))
-        + _text(cents)
-    )
-
-
-def _zone(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
-    if not name:
-        return fallback
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        log.warning("customer timezone %r is not valid (%s); using %s", name, exc, fallback.key)
-        return fallback
-
-
 # ---------------------------------------------------------------- one campaign
 
 
-@dataclass
-class _Candidates:
-    """What a trigger contributes: a FROM with conditions and the row's values."""
+class CampaignPass:
+    """One campaign's pass in its transaction: its trigger's candidates, filtered and queued.
 
-    select_from: Any
-    where: list[Any]
-    occurrence: Any
-    due: Any
-    send_after: Any
-    expires_at: Any
-    extra: dict[str, Any] = field(default_factory=dict)
+    The trigger modules (`ordertriggers`, `announcements`, `refunds`) build their
+    candidates with `zones`, `window_rows` and `in_window`, and hand them to `queue`.
+    """
 
-
-class _Pass:
     def __init__(self, conn: Connection, project: Project, campaign: Campaign, now: datetime):
         self.conn = conn
         self.project = project
         self.campaign = campaign
         self.trigger = campaign.trigger
         self.now = now
-        self.sql = _Sql(conn)
+        self.sql = Sql(conn)
         self.shop_zone = ZoneInfo(project.config.shop.timezone)
         self.tz = func.coalesce(customer.c.timezone, project.config.shop.timezone)
         self.marketing = campaign.kind == MessageKind.MARKETING
         self.result = CampaignResult()
-        self._holidays: list[HolidayDate] | None = None
         self.since: datetime | None = None
 
     def run(self, rescan: bool = False) -> CampaignResult:
@@ -308,16 +227,13 @@ class _Pass:
     def _plan(self) -> None:
         trigger = self.trigger
         if isinstance(trigger, PriceDrop):
-            self._plan_refunds()
+            plan_refunds(self, trigger)
         elif isinstance(trigger, HolidayTrigger):
-            self._move_holidays(trigger)
-            candidates = self._holiday_rows(trigger)
-            if candidates is not None:
-                self._queue(candidates)
+            plan_announcements(self, trigger)
         else:
-            candidates = self._event_rows()
+            candidates = order_rows(self, trigger)
             if candidates is not None:
-                self._queue(candidates)
+                self.queue(candidates)
 
     # -- incremental passes
 
@@ -341,13 +257,13 @@ class _Pass:
     def _remember(self, what: str, moment: datetime) -> None:
         name, value = f"{what}:{self.campaign.name}", moment.isoformat()
         stored = {"value": value, "updated_at": self.now}
-        changed = self._write(update(checkpoint).where(checkpoint.c.name == name).values(**stored))
+        changed = self.write(update(checkpoint).where(checkpoint.c.name == name).values(**stored))
         if not changed:
-            self._write(ignoring_insert(self.conn, checkpoint, "name").values(name=name, **stored))
+            self.write(ignoring_insert(self.conn, checkpoint, "name").values(name=name, **stored))
 
     # -- the common audience and the insert
 
-    def _write(self, statement: Any) -> int:
+    def write(self, statement: Any) -> int:
         """Run an INSERT or UPDATE; return how many rows it wrote."""
         rowcount = self.conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
         if rowcount >= 0 or self.sql.pg:
@@ -356,7 +272,9 @@ class _Pass:
         return int(self.conn.execute(select(func.changes())).scalar_one())
 
     def _dedupe_key(self, occurrence: Any) -> Any:
-        return literal(f"{self.campaign.name}:") + _text(customer.c.id) + literal(":") + occurrence
+        return (
+            literal(f"{self.campaign.name}:") + as_text(customer.c.id) + literal(":") + occurrence
+        )
 
     def _not_suppressed(self) -> Any:
         return ~exists().where(suppression.c.email == customer.c.email)
@@ -378,7 +296,7 @@ class _Pass:
         )
         return recent < cap.max
 
-    def _base(self, rows: _Candidates) -> Select[Any]:
+    def _base(self, rows: Candidates) -> Select[Any]:
         """Candidates in the segment, not queued before, not expired: before consent etc."""
         segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
         fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
@@ -398,7 +316,7 @@ class _Pass:
             conditions.append(cap)
         return conditions
 
-    def _queue(self, rows: _Candidates) -> None:
+    def queue(self, rows: Candidates) -> None:
         base = self._base(rows)
         values_ = {
             "dedupe_key": self._dedupe_key(rows.occurrence),
@@ -419,7 +337,7 @@ class _Pass:
         insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
             list(values_), chosen
         )
-        self.result.queued = self._write(insert)
+        self.result.queued = self.write(insert)
         self._count_skipped(base)
 
     def _count_skipped(self, base: Select[Any]) -> None:
@@ -445,31 +363,12 @@ class _Pass:
 
     # -- send windows
 
-    def _window_rows(self, zones: Iterable[str], start: datetime, end: datetime) -> CTE:
+    def window_rows(self, zones: Iterable[str], start: datetime, end: datetime) -> CTE:
         """(zone, opens, closes) in UTC for every local day from `start` to `end`, per zone."""
         window = self.project.config.sending.window
-        rows = []
-        for name in zones:
-            zone = _zone(name, self.shop_zone)
-            day = start.astimezone(zone).date() - timedelta(days=1)
-            while day <= end.astimezone(zone).date() + timedelta(days=1):
-                opens, closes = _window_on(day, window.start, window.end, zone)
-                rows.append((name, opens, closes))
-                day += timedelta(days=1)
-        # nesting=True keeps the WITH inside the INSERT, so the statement still
-        # begins with INSERT (Python's sqlite3 opens transactions only for those).
-        return (
-            values(
-                column("zone", String),
-                column("opens", UTCDateTime),
-                column("closes", UTCDateTime),
-                name="send_window",
-            )
-            .data(rows)
-            .cte("send_window", nesting=True)
-        )
+        return window_rows(zones, start, end, window, self.shop_zone)
 
-    def _in_window(self, due: Any, windows: CTE) -> Any:
+    def in_window(self, due: Any, windows: CTE) -> Any:
         """The first moment, not before `due` nor before now, inside the customer's window.
 
         Counting from now matters for late occurrences: an email due yesterday at
@@ -483,386 +382,6 @@ class _Pass:
         )
         return self.sql.later(earliest, func.coalesce(opens, earliest))
 
-    def _zones(self, select_from: Any, where: list[Any]) -> list[str]:
+    def zones(self, select_from: Any, where: list[Any]) -> list[str]:
         query = select(self.tz).distinct().select_from(select_from).where(*where)
         return [z for z in self.conn.execute(query).scalars() if z is not None]
-
-    # -- welcome and thank-you
-
-    def _event_rows(self) -> _Candidates | None:
-        trigger = self.trigger
-        assert isinstance(trigger, FirstOrder | OrderPlaced | OrderDelivered)
-        lookback = trigger.expires_after or DEFAULT_LOOKBACK
-        latest, earliest = self.now - trigger.delay, self.now - trigger.delay - lookback
-        if isinstance(trigger, FirstOrder):
-            event = customer.c.first_order_at
-            select_from: Any = customer
-            where = [event.is_not(None)]
-            occurrence: Any = literal("first")
-            first_order = (
-                select(func.min(orders.c.id))
-                .where(
-                    orders.c.customer_id == customer.c.id,
-                    orders.c.placed_at == customer.c.first_order_at,
-                    orders.c.status != OrderStatus.CANCELLED.value,
-                )
-                .scalar_subquery()
-            )
-            extra = {"order_id": first_order}
-        else:
-            event = (
-                orders.c.placed_at if isinstance(trigger, OrderPlaced) else orders.c.delivered_at
-            )
-            select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
-            where = [event.is_not(None), orders.c.status != OrderStatus.CANCELLED.value]
-            where += self._quiet_after_welcome(trigger, event)
-            occurrence = literal("order-") + _text(orders.c.id)
-            extra = {"order_id": orders.c.id}
-        if self.since is not None:
-            earliest = max(earliest, self.since - trigger.delay)
-        where += [event > earliest, event <= latest]
-        zones = self._zones(select_from, where)
-        if not zones:
-            return None
-        windows = self._window_rows(zones, earliest, self.now)
-        due = self.sql.plus(event, trigger.delay)
-        expires = (
-            self.sql.plus(event, trigger.delay + trigger.expires_after)
-            if trigger.expires_after
-            else None
-        )
-        return _Candidates(
-            select_from,
-            where,
-            occurrence,
-            due,
-            self._in_window(due, windows),
-            expires,
-            extra,
-        )
-
-    def _quiet_after_welcome(self, trigger: OrderPlaced | OrderDelivered, event: Any) -> list[Any]:
-        quiet = trigger.quiet_after_welcome
-        welcomes = [c for c in self.project.enabled_campaigns if isinstance(c.trigger, FirstOrder)]
-        if quiet is None or not welcomes:
-            return []
-        first = orders.c.placed_at == customer.c.first_order_at
-        gap = self.sql.seconds_between(customer.c.first_order_at, event)
-        hushed = []
-        for welcome in welcomes:
-            # thank-you due − welcome due = gap + t.delay − w.delay, within ± quiet
-            shift = (trigger.delay - welcome.trigger.delay).total_seconds()
-            near = gap.between(-quiet.total_seconds() - shift, quiet.total_seconds() - shift)
-            welcomed = exists().where(
-                message.c.customer_id == customer.c.id, message.c.campaign == welcome.name
-            )
-            pending = customer.c.first_order_at > self.now - welcome.trigger.delay
-            hushed.append(and_(near, or_(welcomed, pending)))
-        return [not_(and_(first, or_(*hushed)))]
-
-    # -- holidays
-
-    def _holiday_occurrences(self, trigger: HolidayTrigger) -> list[HolidayDate]:
-        """The trigger's holidays this year and next (read once per pass)."""
-        if self._holidays is None:
-            years = [self.now.year, self.now.year + 1]
-            dated = holiday_dates(self.project, years, self.conn)
-            self._holidays = [h for h in dated if h.id in trigger.holidays]
-        return self._holidays
-
-    def _holiday_table(
-        self, trigger: HolidayTrigger, zones: Iterable[str], only_open: bool
-    ) -> CTE | None:
-        """Per zone and holiday occurrence: due, send_after and expiry, computed in Python.
-
-        Due at `at` local time `days_before` the holiday; queued from then until the
-        end of the holiday date (local), and not past `expires_after`.
-        """
-        window = self.project.config.sending.window
-        rows = []
-        for name in zones:
-            zone = _zone(name, self.shop_zone)
-            for holiday in self._holiday_occurrences(trigger):
-                day = holiday.date - timedelta(days=trigger.days_before)
-                due = _local(day, trigger.at, zone)
-                expires = _local(holiday.date + timedelta(days=1), time(0), zone)
-                if trigger.expires_after is not None:
-                    expires = min(expires, due + trigger.expires_after)
-                if only_open and not due <= self.now < expires:
-                    continue
-                if only_open and self.since is not None and due <= self.since:
-                    continue  # looked at by an earlier pass
-                send_after = _into_window(max(due, self.now), window.start, window.end, zone)
-                context = json.dumps({"holiday_name": holiday.name}, ensure_ascii=False)
-                rows.append(
-                    (
-                        name,
-                        holiday.id,
-                        holiday.occurrence,
-                        holiday.date,
-                        due,
-                        send_after,
-                        expires,
-                        context,
-                    )
-                )
-        if not rows:
-            return None
-        return (
-            values(
-                column("zone", String),
-                column("holiday", String),
-                column("occurrence", String),
-                column("holiday_date", Date),
-                column("due", UTCDateTime),
-                column("send_after", UTCDateTime),
-                column("expires_at", UTCDateTime),
-                column("context", String),
-                name="holiday_due",
-            )
-            .data(rows)
-            .cte("holiday_due", nesting=True)
-        )
-
-    def _holiday_rows(self, trigger: HolidayTrigger) -> _Candidates | None:
-        if not self._any_holiday_open(trigger):
-            return None
-        zones = self._zones(customer, [literal(True)])
-        due = self._holiday_table(trigger, zones, only_open=True)
-        if due is None:
-            return None
-        return _Candidates(
-            customer.join(due, due.c.zone == self.tz),
-            [],
-            due.c.occurrence,
-            due.c.due,
-            due.c.send_after,
-            due.c.expires_at,
-            {
-                "holiday": due.c.holiday,
-                "holiday_date": due.c.holiday_date,
-                "context": self.sql.json_text(due.c.context),
-            },
-        )
-
-    def _any_holiday_open(self, trigger: HolidayTrigger) -> bool:
-        """Cheap test before looking at customers: is any occurrence open in any zone?"""
-        widest = timedelta(hours=15)  # UTC−12 … UTC+14, and a little
-        for holiday in self._holiday_occurrences(trigger):
-            day = holiday.date - timedelta(days=trigger.days_before)
-            due = datetime.combine(day, trigger.at, UTC)
-            end = datetime.combine(holiday.date + timedelta(days=1), time(0), UTC)
-            if not due - widest <= self.now < end + widest:
-                continue
-            if self.since is None or due + widest > self.since:
-                return True  # (between full passes: only when a zone's due time may be new)
-        return False
-
-    def _move_holidays(self, trigger: HolidayTrigger) -> None:
-        """Unsent (queued or retrying) messages whose holiday moved get the new date, send_after, expiry."""
-        current = self._holiday_occurrences(trigger)
-        unchanged = or_(
-            false(),
-            *(
-                and_(message.c.occurrence == h.occurrence, message.c.holiday_date == h.date)
-                for h in current
-            ),
-        )
-        stale = [
-            message.c.campaign == self.campaign.name,
-            message.c.status.in_([MessageStatus.QUEUED.value, MessageStatus.RETRY.value]),
-            message.c.occurrence.in_([h.occurrence for h in current]),
-            not_(unchanged),
-        ]
-        owner = customer.c.id == message.c.customer_id
-        zones_query = (
-            select(self.tz).distinct().select_from(message.join(customer, owner)).where(*stale)
-        )
-        zones = [z for z in self.conn.execute(zones_query).scalars() if z is not None]
-        table = self._holiday_table(trigger, zones, only_open=False) if zones else None
-        if table is None:
-            return
-
-        def new(name: str) -> Any:
-            return (
-                select(table.c[name])
-                .select_from(customer)
-                .where(owner, table.c.zone == self.tz, table.c.occurrence == message.c.occurrence)
-                .scalar_subquery()
-            )
-
-        moved = self._write(
-            update(message)
-            .where(*stale)
-            .values(
-                holiday_date=new("holiday_date"),
-                send_after=new("send_after"),
-                expires_at=new("expires_at"),
-            )
-        )
-        if moved:
-            log.info(
-                "campaign %s: %d queued messages follow a moved holiday", self.campaign.name, moved
-            )
-
-    # -- price-drop refunds
-
-    def _plan_refunds(self) -> None:
-        """Credit what each buyer overpaid, then queue the notice: one transaction.
-
-        For an order item, the buyer is owed (unit price − lowest price between the
-        order's placement and its delivery, or now if undelivered) × quantity, less
-        what was already credited for the item. A deeper drop later credits only the
-        extra difference, under a new occurrence. Prices are whole paisa, so the
-        amount is exact; amounts below `refunds.minimum` are not credited (yet).
-        A suppressed customer is still credited (the money is owed) but not emailed.
-        """
-        new_credits = self._insert_credits()
-        self._queue_refund_notices(new_credits)
-
-    def _lowest_price(self) -> Any:
-        pc = price_change.alias("lowest_change")
-        delivered = orders.c.delivered_at
-        return (
-            select(func.min(type_coerce(pc.c.price, BigInteger)))
-            .where(
-                pc.c.product_id == order_item.c.product_id,
-                pc.c.changed_at > orders.c.placed_at,
-                pc.c.changed_at <= self.now,
-                or_(delivered.is_(None), pc.c.changed_at < delivered),
-            )
-            # Correlated to the order item of the row, even nested inside EXISTS.
-            .correlate_except(pc)
-            .scalar_subquery()
-        )
-
-    def _occurrence(self, lowest: Any) -> Any:
-        return literal("item-") + _text(order_item.c.id) + literal("-") + _text(lowest)
-
-    def _insert_credits(self) -> int:
-        since = self.now - REFUND_LOOKBACK
-        changed_since = since if self.since is None else max(since, self.since)
-        recent = select(price_change.c.product_id).where(
-            price_change.c.changed_at > changed_since, price_change.c.changed_at <= self.now
-        )
-        credited = (
-            select(func.coalesce(func.sum(type_coerce(credit.c.amount, BigInteger)), 0))
-            .where(credit.c.order_item_id == order_item.c.id)
-            .correlate_except(credit)
-            .scalar_subquery()
-        )
-        paid = type_coerce(order_item.c.unit_price, BigInteger)
-        drops = (
-            select(
-                order_item.c.id.label("item_id"),
-                orders.c.customer_id.label("customer_id"),
-                order_item.c.quantity.label("quantity"),
-                paid.label("paid"),
-                self._lowest_price().label("lowest"),
-                credited.label("credited"),
-            )
-            .select_from(order_item.join(orders, orders.c.id == order_item.c.order_id))
-            .where(
-                order_item.c.product_id.in_(recent),
-                orders.c.status != OrderStatus.CANCELLED.value,
-                or_(orders.c.delivered_at.is_(None), orders.c.delivered_at > since),
-            )
-            .subquery("drops")
-        )
-        amount = (drops.c.paid - drops.c.lowest) * drops.c.quantity - drops.c.credited
-        minimum = math.ceil(self.project.config.refunds.minimum * 100)
-        key = (
-            literal(f"{self.campaign.name}:")
-            + _text(drops.c.customer_id)
-            + literal(":item-")
-            + _text(drops.c.item_id)
-            + literal("-")
-            + _text(drops.c.lowest)
-        )
-        chosen = select(
-            key.label("dedupe_key"),
-            drops.c.customer_id,
-            drops.c.item_id,
-            amount.label("amount"),
-            literal("price drop before delivery").label("reason"),
-            literal(self.now, UTCDateTime).label("created_at"),
-        ).where(
-            drops.c.lowest.is_not(None), drops.c.lowest < drops.c.paid, amount >= max(minimum, 1)
-        )
-        insert = ignoring_insert(self.conn, credit, "dedupe_key").from_select(
-            ["dedupe_key", "customer_id", "order_item_id", "amount", "reason", "created_at"],
-            chosen,
-        )
-        return self._write(insert)
-
-    def _queue_refund_notices(self, new_credits: int) -> None:
-        if not new_credits:
-            return
-        trigger = self.trigger
-        lowest = self._lowest_price()
-        amount = type_coerce(credit.c.amount, BigInteger)
-        old_price = lowest + amount // order_item.c.quantity
-        due = literal(self.now + trigger.delay, UTCDateTime)
-        expires = (
-            literal(self.now + trigger.delay + trigger.expires_after, UTCDateTime)
-            if trigger.expires_after
-            else None
-        )
-        select_from = (
-            credit.join(order_item, order_item.c.id == credit.c.order_item_id)
-            .join(orders, orders.c.id == order_item.c.order_id)
-            .join(customer, customer.c.id == credit.c.customer_id)
-        )
-        where = [
-            credit.c.created_at == literal(self.now, UTCDateTime),
-            credit.c.dedupe_key.startswith(f"{self.campaign.name}:"),
-        ]
-        zones = self._zones(select_from, where)
-        windows = self._window_rows(zones, self.now, self.now)
-        context = self.sql.json_object(
-            literal("credit_id"), credit.c.id,
-            literal("old_price"), _money_text(old_price),
-            literal("new_price"), _money_text(lowest),
-            literal("quantity"), order_item.c.quantity,
-            literal("amount"), _money_text(amount),
-        )  # fmt: skip
-        self._queue(
-            _Candidates(
-                select_from,
-                where,
-                self._occurrence(lowest),
-                due,
-                self._in_window(due, windows),
-                expires,
-                {
-                    "order_id": orders.c.id,
-                    "order_item_id": order_item.c.id,
-                    "context": context,
-                },
-            )
-        )
-
-
-# ---------------------------------------------------------------- local time
-
-
-def _local(day: date, at: time, zone: ZoneInfo) -> datetime:
-    """`at` o'clock on `day` in `zone`, as UTC (a time skipped by DST moves forward)."""
-    moment = datetime.combine(day, at, zone)
-    return moment.astimezone(UTC)
-
-
-def _window_on(day: date, start: time, end: time, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    closes_day = day if end > start else day + timedelta(days=1)
-    return _local(day, start, zone), _local(closes_day, end, zone)
-
-
-def _into_window(due: datetime, start: time, end: time, zone: ZoneInfo) -> datetime:
-    """`due` if the customer's clock then reads inside the window, else the next opening."""
-    day = due.astimezone(zone).date() - timedelta(days=1)
-    for _ in range(4):
-        opens, closes = _window_on(day, start, end, zone)
-        if due < closes:
-            return max(due, opens)
-        day += timedelta(days=1)
-    raise AssertionError("a daily window always opens within a few days")
