@@ -280,10 +280,16 @@ class CampaignPass:
         return ~exists().where(suppression.c.email == customer.c.email)
 
     def _under_cap(self) -> Any:
+        recent = self._recent_marketing()
+        cap = self.project.config.sending.frequency_cap
+        return None if recent is None or cap is None else recent < cap.max
+
+    def _recent_marketing(self) -> Any:
+        """The customer's marketing messages within the cap's period (None: no cap here)."""
         cap = self.project.config.sending.frequency_cap
         if cap is None or not self.marketing:
             return None
-        recent = (
+        return (
             select(func.count())
             .select_from(message)
             .where(
@@ -294,7 +300,22 @@ class CampaignPass:
             )
             .scalar_subquery()
         )
-        return recent < cap.max
+
+    def _within_cap(self, chosen: Select[Any], columns: list[str]) -> Select[Any]:
+        """Of one customer's candidates in this pass, only as many as the cap has room
+        for (the earliest first): the cap's count does not see rows this insert adds."""
+        recent = self._recent_marketing()
+        cap = self.project.config.sending.frequency_cap
+        if recent is None or cap is None:
+            return chosen
+        inner = chosen.add_columns(recent.label("cap_recent")).subquery("candidate")
+        rank = func.row_number().over(
+            partition_by=inner.c.customer_id, order_by=(inner.c.send_after, inner.c.occurrence)
+        )
+        ranked = select(inner, rank.label("cap_rank")).subquery("ranked")
+        return select(*(ranked.c[name] for name in columns)).where(
+            ranked.c.cap_recent + ranked.c.cap_rank <= cap.max
+        )
 
     def _base(self, rows: Candidates) -> Select[Any]:
         """Candidates in the segment, not queued before, not expired: before consent etc."""
@@ -334,6 +355,7 @@ class CampaignPass:
         chosen = base.add_columns(*(v.label(k) for k, v in values_.items())).where(
             *self._eligible()
         )
+        chosen = self._within_cap(chosen, list(values_))
         insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
             list(values_), chosen
         )

@@ -312,6 +312,32 @@ def test_cap_window_rolls(lite: Shop) -> None:
     assert lite.plan(NOW, rescan=True)["thank_you"]["queued"] == 1
 
 
+def test_several_emails_for_one_customer_in_one_pass_stay_under_the_cap(shop: Shop) -> None:
+    """Three orders delivered at once, two marketing emails already this week, a cap
+    of 3 a week: one thank-you now, the other two held back by the cap."""
+    shop.enable("thank_you")
+    shop.customer("ana")
+    shop.customer("bob")
+    with session_scope(shop.engine) as s:
+        ana = s.exec(select(Customer).where(col(Customer.external_id) == "ana")).scalar_one()  # type: ignore[call-overload]
+        for i in range(2):
+            s.add(Message(dedupe_key=f"old:{i}", campaign="old", customer_id=ana.id,
+                          occurrence=str(i), status=MessageStatus.SENT, created_at=NOW - D,
+                          send_after=NOW - D))  # fmt: skip
+    for i in range(3):
+        shop.order(f"a{i}", "ana", NOW - 2 * D, NOW - 3 * H - i * timedelta(minutes=1))
+        shop.order(f"b{i}", "bob", NOW - 2 * D, NOW - 3 * H - i * timedelta(minutes=1))
+    report = shop.plan(NOW)
+    assert (report["thank_you"]["queued"], report["thank_you"]["skipped_cap"]) == (4, 2)
+    owners = sorted(shop.owner(m) for m in shop.messages("thank_you"))
+    assert owners == ["ana", "bob", "bob", "bob"]
+    # All three are due already, so they would go at once: the first order's goes.
+    [anas] = [m for m in shop.messages("thank_you") if shop.owner(m) == "ana"]
+    assert anas.occurrence == "order-1"
+    again = shop.plan(NOW + H, rescan=True)["thank_you"]
+    assert (again["queued"], again["skipped_cap"]) == (0, 2)
+
+
 def test_skipped_customer_is_looked_at_again_by_the_next_full_pass(lite: Shop) -> None:
     lite.enable("welcome")
     lite.customer("ana", consent=False)
