@@ -13,21 +13,30 @@ email instead, and `lifecycle check` says so.
 
 Errors name the template file and line: `RenderError` for one email,
 `Problem`s (`templatecheck`) for the project.
+
+A template cannot run away with the machine: one rendering stops with an
+error once its output passes `max_output` characters or it has run for
+`MAX_RENDER_SECONDS`; `range()` yields at most `MAX_LOOP_STEPS` items per
+rendering over all its loops; and repeating a string or list (`*`) or raising
+a number to a power (`**`) beyond those sizes is refused before it is tried.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, pass_context
-from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
+from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from . import formatting
 from .errors import RenderError
@@ -36,6 +45,12 @@ from .inlining import NotFlat, flatten, inline_css, inlining_notes, precompile
 log = logging.getLogger(__name__)
 
 MAX_OUTPUT = 1_000_000  # characters of one rendered part; beyond this the email fails
+MAX_RENDER_SECONDS = 2.0  # one rendering of one part
+MAX_LOOP_STEPS = 100_000  # range() items one rendering may loop over, all loops together
+MAX_POWER_BITS = 100_000  # the size of the largest number `**` may make
+
+# What is left of the current rendering's MAX_LOOP_STEPS (None outside a rendering).
+_LOOP_BUDGET: ContextVar[list[int] | None] = ContextVar("loop_budget", default=None)
 
 
 # ---------------------------------------------------------------- filters
@@ -83,7 +98,30 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, where `order.items` means the key, not `dict.items`."""
+    """The immutable sandbox, where `order.items` means the key, not `dict.items`,
+    and where `*` and `**` cannot build something enormous."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for items, times in ((left, right), (right, left)):
+                if (
+                    isinstance(items, (str, list, tuple))
+                    and isinstance(times, int)
+                    and len(items) * times > MAX_OUTPUT
+                ):
+                    raise SecurityError(
+                        f"repeating {len(items):,} items {times:,} times is too much"
+                    )
+        elif (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and right * max(abs(left).bit_length() - 1, 0) > MAX_POWER_BITS
+        ):
+            raise SecurityError(f"{left} ** {right} is too large a number")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and attribute in obj:
@@ -110,9 +148,50 @@ def make_environment(templates_dir: Path, *, autoescape: bool) -> ImmutableSandb
         keep_trailing_newline=False,
     )
     env.filters.update(FILTERS)
+    env.globals["range"] = _budgeted_range
     for name in ("lipsum", "cycler", "joiner"):
         env.globals.pop(name, None)
     return env
+
+
+def _budgeted_range(*args: int) -> range:
+    """The sandbox's `range`, counted against the rendering's MAX_LOOP_STEPS."""
+    numbers = safe_range(*args)
+    budget = _LOOP_BUDGET.get()
+    if budget is not None:
+        budget[0] -= len(numbers)
+        if budget[0] < 0:
+            raise SecurityError(
+                f"the loops over range() would take more than {MAX_LOOP_STEPS:,} steps"
+            )
+    return numbers
+
+
+def bounded_render(template: Template, context: Mapping[str, Any], limit: int) -> str:
+    """`template.render(context)`, stopped with a SecurityError once the output
+    passes `limit` characters or the rendering passes MAX_RENDER_SECONDS.
+
+    Written as Jinja's own `Template.render` is, reading the output in blocks.
+    """
+    budget = _LOOP_BUDGET.set([MAX_LOOP_STEPS])
+    try:
+        chunks = template.root_render_func(template.new_context(dict(context)))
+        parts: list[str] = []
+        size = 0
+        deadline = time.monotonic() + MAX_RENDER_SECONDS
+        while block := list(islice(chunks, 1024)):
+            size += sum(map(len, block))
+            if size > limit:
+                raise SecurityError(f"rendered output is over the {limit:,} limit")
+            if time.monotonic() > deadline:
+                raise SecurityError(f"rendering took more than {MAX_RENDER_SECONDS:g} s")
+            parts.extend(block)
+        return "".join(parts)
+    except Exception:
+        template.environment.handle_exception()  # re-raised with the template's lines
+        raise  # not reached: handle_exception always raises
+    finally:
+        _LOOP_BUDGET.reset(budget)
 
 
 # ---------------------------------------------------------------- errors
@@ -164,8 +243,8 @@ class HtmlTemplate:
     inline_per_email: bool
     notes: tuple[str, ...] = ()
 
-    def render(self, context: Mapping[str, Any]) -> str:
-        html = self.template.render(context)
+    def render(self, context: Mapping[str, Any], limit: int = MAX_OUTPUT) -> str:
+        html = bounded_render(self.template, context, limit)
         return inline_css(html) if self.inline_per_email else html
 
 
@@ -323,7 +402,7 @@ class Renderer:
                 self._constants[source] = constant
             return constant
         try:
-            return self.string_template(source).render(context)
+            return bounded_render(self.string_template(source), context, self.max_output)
         except RenderError as exc:
             raise RenderError(f"{what}: {exc}", line=exc.line) from exc
         except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
@@ -335,20 +414,14 @@ class Renderer:
         is_html = name.endswith(".html")
         try:
             if is_html:
-                out = self.html_template(name).render(context)
-            else:
-                out = self.text_template(name).render(context)
+                return self.html_template(name).render(context, self.max_output)
+            return bounded_render(self.text_template(name), context, self.max_output)
         except RenderError:
             raise
+        except SecurityError as exc:  # a limit: rendering again to find the line would hit it too
+            raise self._error(exc, name) from exc
         except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
             raise self._runtime_error(exc, name, context, is_html) from exc
-        if len(out) > self.max_output:
-            raise RenderError(
-                f"{name}: rendered output is {len(out):,} characters, over the "
-                f"{self.max_output:,} limit",
-                file=name,
-            )
-        return out
 
     def _runtime_error(
         self, exc: BaseException, name: str, context: Mapping[str, Any], is_html: bool

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import lxml.html
 import pytest
 
-from engine import inlining
+from engine import inlining, render
 from engine.context import sample_context
 from engine.errors import RenderError
 from engine.inlining import inline_css
@@ -237,6 +238,57 @@ def test_sandbox_escapes_are_blocked(tmp_path: Path, source: str) -> None:
     renderer = Renderer(write(tmp_path / "t", {"evil.txt": source}))
     with pytest.raises(RenderError, match="SecurityError"):
         renderer.render_file("evil.txt", context())
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        pytest.param("{{ 'x' * 100000000 }}", "repeating 1 items 100,000,000 times", id="repeat"),
+        pytest.param("{{ [0] * 10 ** 9 }}", "repeating 1 items 1,000,000,000 times", id="list"),
+        pytest.param("{{ 7 ** 10000000 }}", "7 ** 10000000 is too large a number", id="power"),
+        pytest.param(
+            "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+            "the loops over range() would take more than 100,000 steps",
+            id="loops",
+        ),
+        pytest.param(
+            "{% for i in range(90000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}",
+            "rendered output is over the 1,000,000 limit",
+            id="output",
+        ),
+    ],
+)
+def test_a_template_cannot_run_away(tmp_path: Path, source: str, reason: str) -> None:
+    """Each is refused quickly, naming the file (and the line, where there is one)
+    without building the thing."""
+    renderer = Renderer(write(tmp_path / "t", {"huge.txt": "Hello\n" + source}))
+    started = time.perf_counter()
+    with pytest.raises(RenderError) as caught:
+        renderer.render_file("huge.txt", context())
+    assert time.perf_counter() - started < 5
+    where = "huge.txt: " if "output" in reason else "huge.txt:2: "  # the whole output: no line
+    assert str(caught.value).startswith(where) and reason in str(caught.value)
+
+
+def test_what_fits_the_limits_renders(tmp_path: Path) -> None:
+    source = (
+        "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}"
+        "{{ 'ab' * 3 }}{{ 2 ** 64 }}"
+    )
+    renderer = Renderer(write(tmp_path / "t", {"ok.txt": source}))
+    assert renderer.render_file("ok.txt", context()) == "ababab18446744073709551616"
+    assert (
+        renderer.render_file("ok.txt", context()) == "ababab18446744073709551616"
+    )  # budget per render
+
+
+def test_a_slow_rendering_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    renderer = Renderer(
+        write(tmp_path / "t", {"a.txt": "{% for i in range(5) %}{{ i }}{% endfor %}"})
+    )
+    monkeypatch.setattr(render, "MAX_RENDER_SECONDS", -1.0)  # every rendering is already late
+    with pytest.raises(RenderError, match="rendering took more than -1 s"):
+        renderer.render_file("a.txt", context())
 
 
 def test_no_environment_or_config_objects_reach_templates(tmp_path: Path) -> None:
