@@ -16,31 +16,33 @@ batch and never reaches a header.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
-from .config import EMAIL, FirstOrder, HolidayTrigger, PriceDrop, pick_text
-from .context import holiday_name, load_contexts
-from .errors import ConfigError, DataError, DeliveryError, Problem, UnknownRecord
-from .formatting import round_money
+from .config import pick_text
+from .context import load_contexts
+from .errors import ConfigError, DeliveryError, Problem
+from .headers import (
+    base64_body,
+    mailbox,
+    message_id_for,
+    unsafe_reason,
+    unstructured,
+    valid_address,
+)
 from .links import track_links
 from .loader import Project, Secrets
-from .models import Customer, Message, MessageKind, Order, OrderItem, Product
+from .models import Message, MessageKind
+from .preview import preview_message
 from .render import RenderedEmail, Renderer
 from .tokens import InvalidToken, Signer
 
-LINE = 78  # preferred header line length (RFC 5322 2.1.1)
 DKIM_HEADERS = (
     b"From",
     b"To",
@@ -53,8 +55,6 @@ DKIM_HEADERS = (
     b"MIME-Version",
     b"Content-Type",
 )
-_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
-_WORDS = re.compile(r"\S+\s*|\s+")
 
 
 @dataclass(frozen=True)
@@ -84,146 +84,6 @@ class Preview:
     html: str
     text: str
     data: bytes
-
-
-# ---------------------------------------------------------------- headers
-
-
-def unsafe_reason(what: str, value: str) -> str | None:
-    """Why `value` must not reach a header (a CR, LF or NUL), or None."""
-    if "\r" in value or "\n" in value:
-        return f"{what} contains a line break"
-    if "\x00" in value:
-        return f"{what} contains a NUL character"
-    return None
-
-
-def encoded_words(text: str, used: int, *, at_spaces: bool = False) -> list[str]:
-    """`text` as RFC 2047 base64 encoded words, one per line, the first after `used` columns.
-
-    Words break on character boundaries, never inside a UTF-8 sequence. With
-    `at_spaces` (display names) they break after a space where they can: RFC 2047
-    readers drop the folding whitespace between encoded words, and Python's own
-    phrase parser keeps it, so breaking between words reads right in both.
-    """
-    words: list[str] = []
-    budget = (LINE - used - 12) // 4 * 3
-    if len(text.encode("utf-8")) <= budget:  # one word: no piece can overflow
-        return [_encoded_word(text)]
-    pieces = _WORDS.findall(text) if at_spaces else text
-    chunk = ""
-    size = 0  # UTF-8 bytes of chunk
-    for piece in pieces:
-        length = len(piece.encode("utf-8"))
-        if chunk and size + length > budget:
-            words.append(chunk)
-            chunk = ""
-            size = 0
-            budget = (LINE - 1 - 12) // 4 * 3
-        while length > budget:  # one word longer than a line
-            head = _fit(piece, budget)
-            words.append(head)
-            piece = piece[len(head) :]
-            length = len(piece.encode("utf-8"))
-            budget = (LINE - 1 - 12) // 4 * 3
-        chunk += piece
-        size += length
-    if chunk or not words:
-        words.append(chunk)
-    return [_encoded_word(w) for w in words]
-
-
-def _encoded_word(text: str) -> str:
-    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
-
-
-def _fit(text: str, budget: int) -> str:
-    """The longest prefix of `text` whose UTF-8 fits in `budget` bytes (at least one char)."""
-    size = 0
-    for i, char in enumerate(text):
-        size += len(char.encode("utf-8"))
-        if size > budget:
-            return text[: max(i, 1)]
-    return text
-
-
-def _fold_ascii(text: str, used: int) -> list[str] | None:
-    """Plain ASCII split at spaces into lines of at most 78 columns, or None if it can't be."""
-    lines: list[str] = []
-    current = ""
-    for i, word in enumerate(text.split(" ")):
-        piece = word if i == 0 else " " + word
-        width = used if not lines else 0
-        if current and width + len(current) + len(piece) > LINE:
-            lines.append(current)
-            current = piece
-        else:
-            current += piece
-    lines.append(current)
-    if any(len(line) > 998 - used for line in lines) or any(not line.strip() for line in lines[1:]):
-        return None
-    return lines
-
-
-def unstructured(name: str, value: str) -> str:
-    """`Name: value` folded, with encoded words when `value` is not plain ASCII."""
-    prefix = f"{name}: "
-    lines = None
-    if _PRINTABLE_ASCII.match(value) and "=?" not in value and value == value.strip():
-        lines = _fold_ascii(value, len(prefix))
-    if lines is None:
-        lines = encoded_words(value, len(prefix))
-        return prefix + "\r\n ".join(lines)
-    return prefix + "\r\n".join(lines)
-
-
-def mailbox(name: str, display: str, address: str) -> str:
-    """`Name: "Display" <address>`, the display name quoted or encoded as needed."""
-    prefix = f"{name}: "
-    if not display:
-        return f"{prefix}<{address}>"
-    quoted = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    plain = _PRINTABLE_ASCII.match(display) and "=?" not in display
-    if plain and len(prefix) + len(quoted) + len(address) + 3 <= LINE:
-        return f"{prefix}{quoted} <{address}>"
-    words = encoded_words(display, len(prefix), at_spaces=True)
-    last = len(words[-1]) + (len(prefix) if len(words) == 1 else 1)
-    tail = f" <{address}>" if last + len(address) + 3 <= LINE else f"\r\n <{address}>"
-    return prefix + "\r\n ".join(words) + tail
-
-
-def _base64_body(text: str) -> bytes:
-    """`text` as UTF-8 in base64, 76 characters a line, each line ending in CRLF.
-
-    The same bytes as `base64.encodebytes` with CRLF, from one encoder call
-    instead of one per 57-byte line.
-    """
-    if not text:
-        return b""
-    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
-    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
-    lines.append(b"")
-    return b"\r\n".join(lines)
-
-
-def message_id_for(dedupe_key: str, domain: str) -> str:
-    """A Message-ID that is the same every time the same email is built."""
-    return f"<{hashlib.sha256(dedupe_key.encode('utf-8')).hexdigest()[:32]}@{domain}>"
-
-
-def valid_address(address: str) -> str | None:
-    """Why `address` cannot be a recipient, or None."""
-    reason = unsafe_reason("recipient address", address)
-    if reason:
-        return reason
-    if not address.isascii():
-        return f"recipient address {address!r} is not ASCII (SMTPUTF8 is not supported)"
-    if not EMAIL.match(address):
-        return f"recipient address {address!r} is not a valid email address"
-    return None
-
-
-# ---------------------------------------------------------------- composer
 
 
 class Composer:
@@ -374,11 +234,11 @@ class Composer:
                 f"--{boundary}\r\n".encode(),
                 b'Content-Type: text/plain; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: base64\r\n\r\n",
-                _base64_body(text),
+                base64_body(text),
                 f"--{boundary}\r\n".encode(),
                 b'Content-Type: text/html; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: base64\r\n\r\n",
-                _base64_body(html),
+                base64_body(html),
                 f"--{boundary}--\r\n".encode(),
             )
         )
@@ -478,94 +338,3 @@ def _dkim_key(project: Project) -> tuple[bytes, bytes, bytes] | None:
             ]
         )
     return dkim_config.selector.encode(), dkim_config.domain.encode(), key
-
-
-# ---------------------------------------------------------------- preview
-
-
-def preview_message(
-    session: Session, project: Project, campaign_name: str, customer_id: int, *, now: datetime
-) -> Message:
-    """An unsaved message of `campaign_name` for the customer, like the planner would queue."""
-    campaign = project.campaigns.get(campaign_name)
-    if campaign is None:
-        known = ", ".join(sorted(project.campaigns))
-        raise UnknownRecord(f"no campaign named {campaign_name!r} (known: {known})")
-    customer = session.get(Customer, customer_id)
-    if customer is None:
-        raise UnknownRecord(f"no customer with id {customer_id}")
-    message = Message(
-        id=0,
-        dedupe_key=f"preview:{campaign.name}:{customer_id}",
-        campaign=campaign.name,
-        kind=campaign.kind,
-        customer_id=customer_id,
-        occurrence="preview",
-        created_at=now,
-        send_after=now,
-        context={},
-    )
-    trigger = campaign.trigger
-    if isinstance(trigger, HolidayTrigger):
-        holiday, day, name = _next_holiday(session, project, trigger, now)
-        message.holiday = holiday
-        message.holiday_date = day
-        message.context = {"holiday_name": name}
-        return message
-    order = _order_for(session, customer_id, first=isinstance(trigger, FirstOrder))
-    if order is None:
-        raise DataError(
-            f"customer {customer_id} has no orders, and the {campaign.name} email is about one"
-        )
-    message.order_id = order.id
-    if isinstance(trigger, PriceDrop):
-        _preview_refund(session, message, order.id)
-    return message
-
-
-def _next_holiday(
-    session: Session, project: Project, trigger: HolidayTrigger, now: datetime
-) -> tuple[str, date, Any]:
-    """The campaign's next holiday from the calendar, else its first one, days_before ahead."""
-    from .calendar import holiday_dates
-
-    today = now.date()
-    for holiday in holiday_dates(project, [today.year, today.year + 1], session.connection()):
-        if holiday.id in trigger.holidays and holiday.date >= today:
-            return holiday.id, holiday.date, holiday.name
-    first = trigger.holidays[0]
-    day = today + timedelta(days=trigger.days_before)
-    return first, day, holiday_name(project, first, None, "en")
-
-
-def _order_for(session: Session, customer_id: int, *, first: bool) -> Order | None:
-    placed = col(Order.placed_at)
-    query = (
-        select(Order)
-        .where(col(Order.customer_id) == customer_id)
-        .order_by(placed if first else placed.desc(), col(Order.id))
-        .limit(1)
-    )
-    return session.execute(query).scalars().first()
-
-
-def _preview_refund(session: Session, message: Message, order_id: int | None) -> None:
-    row = session.execute(
-        select(OrderItem, Product)
-        .join(Product, col(Product.id) == col(OrderItem.product_id))
-        .where(col(OrderItem.order_id) == order_id)
-        .order_by(col(OrderItem.id))
-        .limit(1)
-    ).first()
-    if row is None:
-        raise DataError(f"order {order_id} has no items")
-    item, product = row
-    paid = item.unit_price
-    new = product.price if product.price < paid else round_money(paid * Decimal("0.9"))
-    message.order_item_id = item.id
-    message.context = {
-        "old_price": str(paid),
-        "new_price": str(new),
-        "quantity": item.quantity,
-        "amount": str((paid - new) * item.quantity),
-    }
