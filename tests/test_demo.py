@@ -18,15 +18,8 @@ from sqlmodel import Session, col
 
 from engine.cli import main
 from engine.db import make_engine, session_scope, upgrade
-from engine.demo import (
-    CITIES,
-    MIN_CUSTOMERS,
-    CustomerSeed,
-    Role,
-    flash_sale_day,
-    plan_demo,
-    seed_demo,
-)
+from engine.demo import CustomerSeed, flash_sale_day, plan_demo, seed_demo
+from engine.demodata import CITIES, MIN_CUSTOMERS, Role
 from engine.errors import DataError
 from engine.loader import load_project
 from engine.models import (

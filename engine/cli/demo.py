@@ -9,7 +9,9 @@ import click
 
 from ..app import App
 from ..db import session_scope
-from ..demo import DEFAULT_CUSTOMERS, MAX_CUSTOMERS, MIN_CUSTOMERS, seed_demo
+from ..demo import seed_demo
+from ..demodata import MIN_CUSTOMERS
+from ..demoplan import DEFAULT_CUSTOMERS, MAX_CUSTOMERS
 from .base import console, main, with_app
 
 
