@@ -27,6 +27,8 @@ from .models import Message
 
 log = logging.getLogger(__name__)
 
+POOL_FROM = 1000  # due messages from which composing gets a process of its own
+
 M: Any = Message.__table__.c  # type: ignore[attr-defined]
 
 

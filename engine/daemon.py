@@ -6,6 +6,9 @@ never two at once, however late, the first one at start. Each tick reads the
 clock once, picks up edited files (`engine.reload`), takes the planner lock
 if it can (`engine.locks`), plans (in a worker thread, so the tracking server
 keeps answering) and sends. uvicorn serves the tracking app in the same loop.
+While more than `POOL_FROM` emails are due, one composer process
+(`engine.composepool`) renders them beside the sending loop; it is stopped
+when the rush is over, and restarted after an edit (it holds the project).
 
 SIGTERM or SIGINT stops it gracefully: no new claims (the `stop` event the
 dispatcher watches), in-flight SMTP transactions finish, unsent leases are
@@ -23,6 +26,7 @@ import secrets as random_secrets
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +37,11 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
+from .composepool import POOL_FROM, start_compose_pool
 from .errors import ConfigError, EngineError
 from .loader import Project, Secrets
 from .locks import PlannerLock
+from .outbox import count_due
 from .reload import ProjectWatcher
 
 log = logging.getLogger("engine.daemon")
@@ -121,11 +127,14 @@ class Daemon:
     scheduler: AsyncIOScheduler | None = None
     ticks: int = 0
     leader: bool = False
+    pool_from: int = 0  # composing gets a process of its own above this many due (0: default)
+    compose_pool: Executor | None = None
 
     def __post_init__(self) -> None:
         from .dispatcher import default_worker_id
 
         self.worker_id = self.worker_id or default_worker_id()
+        self.pool_from = self.pool_from or POOL_FROM
         self._tick_lock = asyncio.Lock()
         self._tick_task: asyncio.Task[Any] | None = None
 
@@ -161,6 +170,7 @@ class Daemon:
             self.leader = leader
         project = self.project
         planned = await asyncio.to_thread(plan, self.engine, project, now) if leader else None
+        pool = await self._pool_for(project, now)
         report = await tick(
             self.engine,
             project,
@@ -171,6 +181,7 @@ class Daemon:
             worker_id=self.worker_id,
             composer=self.composer,
             stop=self.stop,
+            compose_pool=pool,
         )
         report.plan = planned
         self.ticks += 1
@@ -180,6 +191,23 @@ class Daemon:
             else:
                 log.info(line)
         return report
+
+    async def _pool_for(self, project: Project, now: datetime) -> Executor | None:
+        """A composer process while more than `pool_from` emails are due, so composing
+        and sending use both cores; none, and none kept, otherwise."""
+        due = await asyncio.to_thread(count_due, self.engine, now)
+        if due <= self.pool_from:
+            await self._stop_pool()
+            return None
+        if self.compose_pool is None:
+            log.info("%d emails due: composing in a process of its own", due)
+            self.compose_pool = start_compose_pool(self.engine, project, self.secrets)
+        return self.compose_pool
+
+    async def _stop_pool(self) -> None:
+        if self.compose_pool is not None:
+            pool, self.compose_pool = self.compose_pool, None
+            await asyncio.to_thread(pool.shutdown)
 
     async def _reload(self) -> None:
         before = self.project
@@ -193,6 +221,7 @@ class Daemon:
                 log.error("reload: %s", problem)
             self.watcher.project = before
             return
+        await self._stop_pool()  # its composers hold the old project
         if new.config.sending != before.config.sending and self.mailer is not None:
             await self.mailer.close()  # between ticks: nothing is in flight
             self.mailer = _mailer(new, self.secrets)
@@ -254,6 +283,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await web  # the app's lifespan writes the last opens and clicks
         await self.mailer.close()
+        await self._stop_pool()
         await asyncio.to_thread(self.lock.release)
         if sink is not None:
             await sink.stop()

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.policy import default
 from pathlib import Path
 
@@ -114,6 +114,52 @@ def test_one_tick_plans_sends_and_picks_up_an_edit(project_dir: Path, tmp_path: 
     assert {r for _, r, _ in mailer.sent} == {"c0@example.com", "c1@example.com", "c2@example.com"}
     assert "welcome" not in second.plan.campaigns
     assert any("campaign welcome: queued 3" in line for line in describe(first))
+    engine.dispose()
+
+
+def test_a_rush_is_composed_in_a_process_of_its_own(project_dir: Path, tmp_path: Path):
+    """More due than `pool_from`: a composer process helps; an edit or a quiet tick stops it."""
+    now = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+    config = configure(
+        project_dir, smtp_port=1, http_port=1, database=f"sqlite:///{tmp_path / 'shop.db'}"
+    )
+    project = load_project(config)
+    engine = make_engine(project.database_url(Secrets()))
+    upgrade(engine)
+    seed_first_orders(engine, now, 5)
+    mailer = MemoryMailer()
+    moment = [now]
+
+    async def scenario() -> list[object]:
+        daemon = InProcessDaemon(
+            config,
+            engine,
+            Secrets(secret=SECRET),
+            ProjectWatcher(project, config),
+            FileLock(tmp_path / "l"),
+            clock=lambda: moment[0],
+            pool_from=3,
+        )
+        daemon.mailer = mailer
+        pools = []
+        report = await daemon.tick_once()  # 5 due: composed in the pool
+        assert report.dispatch.counts["sent"] == 5
+        pools.append(daemon.compose_pool)
+        os.utime(config, ns=(0, config.stat().st_mtime_ns + 2_000_000_000))
+        moment[0] = now + timedelta(minutes=2)
+        seed_first_orders(engine, moment[0], 4, prefix="d")
+        report = await daemon.tick_once()  # reloaded: a new pool for the new project
+        assert report.dispatch.counts["sent"] == 4
+        pools.append(daemon.compose_pool)
+        await daemon.tick_once()  # nothing due: the pool is stopped
+        pools.append(daemon.compose_pool)
+        return pools
+
+    first, second, quiet = asyncio.run(scenario())
+    assert first is not None and second is not None and first is not second
+    assert quiet is None
+    sent = [data for _, _, data in mailer.sent]
+    assert len(sent) == 9 and all(b"List-Unsubscribe-Post" in data for data in sent)
     engine.dispose()
 
 

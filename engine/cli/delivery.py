@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlmodel import Session
 
 from ..app import App
-from ..composepool import start_compose_pool
+from ..composepool import POOL_FROM, start_compose_pool
 from ..config import EMAIL
 from ..dispatcher import DispatchReport, dispatch, rehearse
 from ..errors import DataError, EngineError
@@ -30,8 +30,6 @@ from ..tick import TickReport, tick
 from .base import console, errors, main, print_json, with_app
 from .demo import Instant
 from .preview import find_customer
-
-POOL_FROM = 1000  # due messages from which composing gets its own process
 
 
 @contextmanager
