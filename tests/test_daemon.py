@@ -8,14 +8,18 @@ import os
 import re
 import signal
 import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from engine.cli import main
@@ -78,33 +82,60 @@ def test_the_demo_secret_is_made_once_and_kept_private(tmp_path: Path):
 # ---------------------------------------------------------------- one tick, in-process
 
 
-def test_one_tick_plans_sends_and_picks_up_an_edit(project_dir: Path, tmp_path: Path):
-    now = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)  # noon in Dhaka, inside any send window
+NOON = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)  # noon in Dhaka, inside any send window
+
+
+@dataclass
+class InProcess:
+    """A daemon in this process on a SQLite file, sending to a MemoryMailer; `moment` is its clock."""
+
+    config: Path
+    engine: Engine
+    mailer: MemoryMailer
+    moment: list[datetime]
+
+    def daemon(self, lock: Path, **options: Any) -> InProcessDaemon:
+        project = load_project(self.config)
+        daemon = InProcessDaemon(
+            self.config,
+            self.engine,
+            Secrets(secret=SECRET),
+            ProjectWatcher(project, self.config),
+            FileLock(lock),
+            clock=lambda: self.moment[0],
+            **options,
+        )
+        daemon.mailer = self.mailer
+        return daemon
+
+    def touch_config(self) -> None:
+        """Make the config look edited (a later mtime), as a marketer's save would."""
+        self.config.write_text(self.config.read_text())
+        os.utime(self.config, ns=(0, self.config.stat().st_mtime_ns + 2_000_000_000))
+
+
+@pytest.fixture
+def in_process(project_dir: Path, tmp_path: Path) -> Iterator[InProcess]:
     config = configure(
         project_dir, smtp_port=1, http_port=1, database=f"sqlite:///{tmp_path / 'shop.db'}"
     )
-    project = load_project(config)
-    engine = make_engine(project.database_url(Secrets()))
+    engine = make_engine(load_project(config).database_url(Secrets()))
     upgrade(engine)
-    seed_first_orders(engine, now, 3)
-    mailer = MemoryMailer()
+    yield InProcess(config, engine, MemoryMailer(), [NOON])
+    engine.dispose()
+
+
+def test_one_tick_plans_sends_and_picks_up_an_edit(in_process: InProcess, tmp_path: Path):
+    engine, config, mailer = in_process.engine, in_process.config, in_process.mailer
+    seed_first_orders(engine, NOON, 3)
 
     async def scenario() -> tuple[object, object]:
-        daemon = InProcessDaemon(
-            config,
-            engine,
-            Secrets(secret=SECRET),
-            ProjectWatcher(project, config),
-            FileLock(tmp_path / "l"),
-            clock=lambda: now,
-        )
-        daemon.mailer = mailer
+        daemon = in_process.daemon(tmp_path / "l")
         first = await daemon.tick_once()
         # The marketer turns the welcome off while it runs.
-        text = config.read_text().replace("  - welcome\n", "")
-        config.write_text(text)
-        os.utime(config, ns=(0, config.stat().st_mtime_ns + 2_000_000_000))
-        seed_first_orders(engine, now, 2, prefix="d")
+        config.write_text(config.read_text().replace("  - welcome\n", ""))
+        in_process.touch_config()
+        seed_first_orders(engine, NOON, 2, prefix="d")
         second = await daemon.tick_once()
         assert "welcome" not in daemon.project.config.campaigns
         return first, second
@@ -114,40 +145,22 @@ def test_one_tick_plans_sends_and_picks_up_an_edit(project_dir: Path, tmp_path: 
     assert {r for _, r, _ in mailer.sent} == {"c0@example.com", "c1@example.com", "c2@example.com"}
     assert "welcome" not in second.plan.campaigns
     assert any("campaign welcome: queued 3" in line for line in describe(first))
-    engine.dispose()
 
 
-def test_a_rush_is_composed_in_a_process_of_its_own(project_dir: Path, tmp_path: Path):
+def test_a_rush_is_composed_in_a_process_of_its_own(in_process: InProcess, tmp_path: Path):
     """More due than `pool_from`: a composer process helps; an edit or a quiet tick stops it."""
-    now = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
-    config = configure(
-        project_dir, smtp_port=1, http_port=1, database=f"sqlite:///{tmp_path / 'shop.db'}"
-    )
-    project = load_project(config)
-    engine = make_engine(project.database_url(Secrets()))
-    upgrade(engine)
-    seed_first_orders(engine, now, 5)
-    mailer = MemoryMailer()
-    moment = [now]
+    engine = in_process.engine
+    seed_first_orders(engine, NOON, 5)
 
     async def scenario() -> list[object]:
-        daemon = InProcessDaemon(
-            config,
-            engine,
-            Secrets(secret=SECRET),
-            ProjectWatcher(project, config),
-            FileLock(tmp_path / "l"),
-            clock=lambda: moment[0],
-            pool_from=3,
-        )
-        daemon.mailer = mailer
+        daemon = in_process.daemon(tmp_path / "l", pool_from=3)
         pools = []
         report = await daemon.tick_once()  # 5 due: composed in the pool
         assert report.dispatch.counts["sent"] == 5
         pools.append(daemon.compose_pool)
-        os.utime(config, ns=(0, config.stat().st_mtime_ns + 2_000_000_000))
-        moment[0] = now + timedelta(minutes=2)
-        seed_first_orders(engine, moment[0], 4, prefix="d")
+        in_process.touch_config()
+        in_process.moment[0] = NOON + timedelta(minutes=2)
+        seed_first_orders(engine, in_process.moment[0], 4, prefix="d")
         report = await daemon.tick_once()  # reloaded: a new pool for the new project
         assert report.dispatch.counts["sent"] == 4
         pools.append(daemon.compose_pool)
@@ -158,9 +171,8 @@ def test_a_rush_is_composed_in_a_process_of_its_own(project_dir: Path, tmp_path:
     first, second, quiet = asyncio.run(scenario())
     assert first is not None and second is not None and first is not second
     assert quiet is None
-    sent = [data for _, _, data in mailer.sent]
+    sent = [data for _, _, data in in_process.mailer.sent]
     assert len(sent) == 9 and all(b"List-Unsubscribe-Post" in data for data in sent)
-    engine.dispose()
 
 
 # ---------------------------------------------------------------- real daemons
