@@ -68,6 +68,11 @@ def money(name: str, value: Any) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
+# Every character str.splitlines() breaks at. Names, cities, tags and ids are one
+# line: a name goes into the To: header, where a line break makes every email fail.
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def clean_text(name: str, value: Any, *, required: bool = False, limit: int = 200) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -76,6 +81,9 @@ def clean_text(name: str, value: Any, *, required: bool = False, limit: int = 20
     text = str(value).strip()
     if "\x00" in text:
         raise DataError(f"{name} must not contain a NUL character")
+    if not LINE_BREAKS.isdisjoint(text):
+        # A name goes into the To: header, where a line break makes every email fail.
+        raise DataError(f"{name} must be one line, got a line break")
     if len(text) > limit:
         raise DataError(f"{name} is longer than {limit} characters")
     return text

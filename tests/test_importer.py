@@ -268,7 +268,8 @@ def test_crlf_line_ends_and_quoted_cells_with_newlines_keep_physical_line_number
     with pytest.raises(ImportRejected) as caught:
         run(sqlite_store, "customers", csv_file("customers.csv", text))
     assert [str(b) for b in caught.value.bad] == [
-        'customers.csv:4: email: expected an email address, got "not-an-address"'
+        "customers.csv:2: name: must be one line, got a line break",
+        'customers.csv:4: email: expected an email address, got "not-an-address"',
     ]
 
 
@@ -392,6 +393,67 @@ def test_a_newly_given_delivery_time_marks_a_stored_order_delivered_once(
             "order_id,customer_id,placed_at,sku,quantity\n2001,C1,10/11/2026,TEA-500G,1\n",
             'orders.csv:2: placed_at: expected an ISO-8601 time like "2026-11-20T14:30:00+06:00", got "10/11/2026"',
             id="bad-time",
+        ),
+        pytest.param(
+            "orders",
+            "order_id,customer_id,placed_at,sku,quantity\n"
+            "2001,C1,0001-01-01T00:00:00+06:00,TEA-500G,1\n",
+            "orders.csv:2: placed_at: is out of range: expected a time between years 1 and 9999 "
+            'in UTC, got "0001-01-01T00:00:00+06:00"',
+            id="year-one-ahead-of-utc",
+        ),
+        pytest.param(
+            "orders",
+            "order_id,customer_id,placed_at,delivered_at,sku,quantity\n"
+            "2001,C1,2026-11-10T10:00,9999-12-31T23:00:00-06:00,TEA-500G,1\n",
+            "orders.csv:2: delivered_at: is out of range: expected a time between years 1 and "
+            '9999 in UTC, got "9999-12-31T23:00:00-06:00"',
+            id="last-day-behind-utc",
+        ),
+        pytest.param(
+            "orders",
+            "order_id,customer_id,placed_at,sku,quantity\n2001,C1,10000-01-01T00:00,TEA-500G,1\n",
+            "orders.csv:2: placed_at: is out of range: expected a time between years 1 and 9999 "
+            'in UTC, got "10000-01-01T00:00"',
+            id="year-past-9999",
+        ),
+        pytest.param(
+            "customers",
+            "id,email,created_at\nC9,c9@example.com,0001-01-01T03:00:00\n",
+            "customers.csv:2: created_at: is out of range: expected a time between years 1 and "
+            '9999 in UTC, got "0001-01-01T03:00:00"',
+            id="naive-year-one-in-the-shops-zone",
+        ),
+        pytest.param(
+            "customers",
+            "id,email,birthday\nC9,c9@example.com,10000-04-14\n",
+            'customers.csv:2: birthday: is out of range: expected a date between years 1 and 9999, '
+            'got "10000-04-14"',
+            id="birthday-past-9999",
+        ),
+        pytest.param(
+            "customers",
+            'id,email,name\nC9,c9@example.com,"Rahim\nUddin"\n',
+            "customers.csv:2: name: must be one line, got a line break",
+            id="name-with-lf",
+        ),
+        pytest.param(
+            "customers",
+            'id,email,name\nC9,c9@example.com,"Rahim\rUddin"\n',
+            "customers.csv:2: name: must be one line, got a line break",
+            id="name-with-cr",
+        ),
+        pytest.param(
+            "customers",
+            "id,email,city\nC9,c9@example.com,Dhaka\u2028Mirpur\n",
+            "customers.csv:2: city: must be one line, got a line break",
+            id="city-with-line-separator",
+        ),
+        pytest.param(
+            "products",
+            'sku,name,price\nTEA-1KG,"Tea\r\n1 kg",600\n',
+            "products.csv:2: name: must be one line, got a line break",
+            id="product-name-with-crlf",
         ),
         pytest.param(
             "orders",

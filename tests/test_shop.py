@@ -358,6 +358,20 @@ INVALID = [
     ),
     pytest.param(_customer(tags="vip"), "tags must be a list of tags", id="tags-as-text"),
     pytest.param(
+        _customer(name="Rahim\r\nUddin"), "name must be one line, got a line break", id="name-crlf"
+    ),
+    pytest.param(
+        _customer(external_id="C1", email="rahim@example.com", name="Rahim\rBcc: x@example.com"),
+        "name must be one line, got a line break",
+        id="stored-customer-name-cr",
+    ),
+    pytest.param(
+        _customer(city="Dhaka\nMirpur"), "city must be one line, got a line break", id="city-lf"
+    ),
+    pytest.param(
+        _product(name="Mug\u2028large"), "name must be one line, got a line break", id="product-ls"
+    ),
+    pytest.param(
         _product(price="-1.00"), "price must not be negative, got: -1.00", id="negative-price"
     ),
     pytest.param(

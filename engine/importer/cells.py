@@ -12,6 +12,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from ..models import OrderStatus
+from ..shop import LINE_BREAKS
 from .csvfile import Record
 
 T = TypeVar("T")
@@ -32,6 +33,8 @@ def shown(value: str) -> str:
 def parse_text(value: str, limit: int) -> str:
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
+    if not LINE_BREAKS.isdisjoint(value):
+        raise ValueError("must be one line, got a line break")
     if len(value) > limit:
         raise ValueError(f"expected at most {limit} characters, got {len(value)}")
     return value
@@ -64,7 +67,16 @@ def parse_amount(value: str) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
+# A year of five digits or more: Python's dates end with 9999.
+_LONG_YEAR = re.compile(r"[+-]?\d{5,}-")
+
+
 def parse_when(value: str, zone: ZoneInfo) -> datetime:
+    out_of_range = (
+        f"is out of range: expected a time between years 1 and 9999 in UTC, got {shown(value)}"
+    )
+    if _LONG_YEAR.match(value):
+        raise ValueError(out_of_range)
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
@@ -73,10 +85,18 @@ def parse_when(value: str, zone: ZoneInfo) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
+    try:
+        # Year 1 ahead of UTC, or 9999-12-31 behind it, has no UTC time.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(out_of_range) from None
 
 
 def parse_day(value: str) -> date:
+    if _LONG_YEAR.match(value):
+        raise ValueError(
+            f"is out of range: expected a date between years 1 and 9999, got {shown(value)}"
+        )
     try:
         return date.fromisoformat(value)
     except ValueError:
