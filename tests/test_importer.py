@@ -427,7 +427,7 @@ def test_a_newly_given_delivery_time_marks_a_stored_order_delivered_once(
         pytest.param(
             "customers",
             "id,email,birthday\nC9,c9@example.com,10000-04-14\n",
-            'customers.csv:2: birthday: is out of range: expected a date between years 1 and 9999, '
+            "customers.csv:2: birthday: is out of range: expected a date between years 1 and 9999, "
             'got "10000-04-14"',
             id="birthday-past-9999",
         ),
