@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -80,9 +81,12 @@ def compose_ids(
 _IN_WORKER: dict[str, Any] = {}
 
 
-def _start_worker(url: str, project: Project, secrets: Secrets) -> None:
+def _start_worker(parent_pid: int, url: str, project: Project, secrets: Secrets) -> None:
+    from .children import die_with_parent
     from .compose import Composer
     from .db import make_engine
+
+    die_with_parent(parent_pid)
 
     _IN_WORKER["engine"] = make_engine(url)
     _IN_WORKER["composer"] = Composer(project, secrets)
@@ -97,14 +101,21 @@ def start_compose_pool(
     engine: Engine, project: Project, secrets: Secrets, processes: int = 1
 ) -> Executor:
     """Processes that compose batches beside the sending loop (templates compiled once
-    in each), so composing and sending use separate cores."""
+    in each), so composing and sending use separate cores.
+
+    They are started now, from the calling thread, and end when this process dies,
+    even by SIGKILL (`engine.children`); call it from the main thread.
+    """
     url = engine.url.render_as_string(hide_password=False)
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(url, project, secrets),
+        initargs=(os.getpid(), url, project, secrets),
     )
+    for _ in range(processes):  # a worker is started by a submit that finds none idle
+        pool.submit(int)
+    return pool
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    command: str = "run"
 
     def start(self, name: str = "run") -> Daemon:
         self.log = self.config.parent / f"{name}.log"
@@ -84,13 +85,19 @@ class Daemon:
         env |= {"LIFECYCLE_SECRET": SECRET, "LIFECYCLE_API_KEY": API_KEY} | self.env
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [LIFECYCLE, "run", "--config", str(self.config), *self.args],
+                [LIFECYCLE, self.command, "--config", str(self.config), *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=self.config.parent,
+                start_new_session=True,  # its children are found by session, even orphaned
             )
         return self
+
+    def descendants(self) -> dict[int, str]:
+        """The live processes it started (and theirs), even those it left behind."""
+        assert self.process is not None
+        return session_processes(self.process.pid, but=self.process.pid)
 
     def output(self) -> str:
         return self.log.read_text() if self.log and self.log.exists() else ""
@@ -117,6 +124,23 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def session_processes(session: int, *, but: int = 0) -> dict[int, str]:
+    """pid -> command line of every live (not zombie) process in `session`, except `but`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == but:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # it ended while we looked
+        state, _ppid, _group, sid = stat.rsplit(")", 1)[1].split()[:4]
+        if int(sid) == session and state != "Z":
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
 
 
 class SlowSink:
