@@ -9,11 +9,18 @@ in one turn of the event loop and sends them together at the end of it, so a
 response the app produces without waiting in between leaves in one segment.
 A streamed response still leaves piece by piece: whatever is held goes out
 before the loop waits for anything.
+
+`serve_in_thread` runs the server on an event loop and a thread of its own, so
+nothing else the process does on its main loop (the dispatcher's database
+calls, a reload) can hold up a pixel, a click or an unsubscribe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 from typing import Any
 
 import uvicorn
@@ -83,3 +90,40 @@ def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
     }
     settings.update(options)
     return uvicorn.Config(app, **settings)
+
+
+async def serve_in_thread(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+    """Run `server` on `sockets` in a thread with its own event loop; return when it ends.
+
+    Stop it with `server.should_exit = True`; cancelling the caller does the same
+    and still waits for the server's shutdown (its lifespan writes what is pending).
+    An exception the server ends with is raised here.
+    """
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def report(error: BaseException | None) -> None:
+        if ended.done():
+            return
+        if error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            asyncio.run(server.serve(sockets=sockets))
+        except BaseException as exc:  # handed to the awaiting loop, raised there
+            error = exc
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(report, error)
+
+    thread = threading.Thread(target=run, name="tracking-server", daemon=True)
+    thread.start()
+    try:
+        await asyncio.shield(ended)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join)
+        raise

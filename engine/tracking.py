@@ -52,7 +52,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import unsubscribe as unsub
 from .errors import EngineError, StoreError, UnknownRecord
-from .events import MAX_BODY_BYTES, EventsRejected, apply_events, parse_events
+from .events import MAX_BODY_BYTES, Applied, EventsRejected, apply_events, parse_events
 from .loader import Project, Secrets
 from .models import EventKind
 from .opens import Hit, HitBuffer
@@ -169,20 +169,9 @@ class Tracker:
                 status_code=413,
             )
         try:
-            events = parse_events(body)
-            applied = await run_in_threadpool(
-                lambda: apply_events(
-                    self.engine,
-                    events,
-                    now=self.clock(),
-                    holidays=self.get_project().config.holidays,
-                )
-            )
+            applied = await run_in_threadpool(self._take_events, body)
         except EventsRejected as exc:
-            return JSONResponse(
-                {"error": "no event was applied", "problems": [p.as_dict() for p in exc.problems]},
-                status_code=400 if exc.malformed else 422,
-            )
+            return JSONResponse(exc.as_dict(), status_code=400 if exc.malformed else 422)
         except (SQLAlchemyError, StoreError) as exc:
             log.error("events: the database failed: %s", exc)
             return JSONResponse(
@@ -195,6 +184,12 @@ class Tracker:
                 "events": [{"id": a.id, "status": a.status} for a in applied],
             }
         )
+
+    def _take_events(self, body: bytes) -> list[Applied]:
+        """Validate and apply a body of events (in a worker thread: both take time)."""
+        events = parse_events(body)
+        holidays = self.get_project().config.holidays
+        return apply_events(self.engine, events, now=self.clock(), holidays=holidays)
 
     def _check_key(self, request: Request) -> Response | None:
         key = self.secrets.api_key
