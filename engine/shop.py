@@ -31,6 +31,7 @@ from .models import (
     Product,
     ShopHoliday,
 )
+from .reversals import take_back
 from .types import to_money
 
 
@@ -232,7 +233,7 @@ def upsert_product(
         session.flush()
         session.add(PriceChange(product_id=_id(product), price=amount, changed_at=now))
     else:
-        _change_price(session, product, amount, now)
+        _change_price(session, product, amount, at=now, now=now)
         if stock is not None:
             product.stock = stock
     product.name = name
@@ -245,20 +246,76 @@ def upsert_product(
     return product
 
 
-def set_price(session: Session, sku: str, price: Any, *, now: datetime) -> Product:
-    """Set a product's price from `now` on, recording it in the price history."""
+def set_price(
+    session: Session, sku: str, price: Any, *, now: datetime, at: datetime | None = None
+) -> Product:
+    """Set a product's price from `at` (default: `now`) on, in its price history.
+
+    The product's price is the one in effect at `now`: a price dated ahead
+    changes it only from its time on (`apply_due_prices`), and a price dated
+    before a later one does not undo that one.
+    """
     _require_aware("now", now)
+    at = now if at is None else _require_aware("at", at)
     product = product_by_sku(session, sku)
-    _change_price(session, product, money("price", price), now)
+    _change_price(session, product, money("price", price), at=at, now=now)
     session.flush()
     return product
 
 
-def _change_price(session: Session, product: Product, amount: Decimal, now: datetime) -> None:
-    if amount != product.price:
-        product.price = amount
+def _change_price(
+    session: Session, product: Product, amount: Decimal, *, at: datetime, now: datetime
+) -> None:
+    if amount == price_when(session, _id(product), at):
+        return
+    session.add(PriceChange(product_id=_id(product), price=amount, changed_at=at))
+    session.flush()
+    current = price_when(session, _id(product), now, before_any=False)
+    if current is not None and current != product.price:
+        product.price = current
         product.updated_at = now
-        session.add(PriceChange(product_id=_id(product), price=amount, changed_at=now))
+
+
+def price_when(
+    session: Session, product_id: int, at: datetime, *, before_any: bool = True
+) -> Decimal | None:
+    """The product's price in effect at `at`, from its price history.
+
+    Before its first recorded price, that first price (`before_any`) or None.
+    """
+    history = select(col(PriceChange.price)).where(col(PriceChange.product_id) == product_id)
+    latest = history.where(col(PriceChange.changed_at) <= at).order_by(
+        col(PriceChange.changed_at).desc(), col(PriceChange.id).desc()
+    )
+    price = session.execute(latest.limit(1)).scalars().first()
+    if price is None and before_any:
+        first = history.order_by(col(PriceChange.changed_at), col(PriceChange.id))
+        price = session.execute(first.limit(1)).scalars().first()
+    return price
+
+
+def apply_due_prices(session: Session, now: datetime) -> int:
+    """Give each product the price its history has in effect at `now`; return how many changed.
+
+    A price dated ahead (`set_price(at=...)`) becomes the product's price here,
+    once its time has come: call this before reading prices, once per tick.
+    """
+    _require_aware("now", now)
+    current = (
+        select(col(PriceChange.price))
+        .where(col(PriceChange.product_id) == col(Product.id), col(PriceChange.changed_at) <= now)
+        .order_by(col(PriceChange.changed_at).desc(), col(PriceChange.id).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    result = session.execute(
+        update(Product)
+        .where(current.is_not(None), current != col(Product.price))
+        .values(price=current, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def product_by_sku(session: Session, sku: str) -> Product:
@@ -297,11 +354,15 @@ def record_order(
     placed_at: datetime,
     delivered_at: datetime | None = None,
     cancelled: bool = False,
+    now: datetime | None = None,
 ) -> Order:
     """Record an order once; recording the same id again returns the stored order.
 
-    Keeps the customer's first_order_at, last_order_at, orders_count and
-    total_spent up to date (cancelled orders do not count).
+    Recording a stored order again as `cancelled` cancels it (`cancel_order`,
+    at `now`, default `placed_at`). A line without a unit price is charged the
+    product's price in effect at `placed_at`. Keeps the customer's
+    first_order_at, last_order_at, orders_count and total_spent up to date
+    (cancelled orders do not count).
     """
     _require_aware("placed_at", placed_at)
     if delivered_at is not None:
@@ -314,12 +375,16 @@ def record_order(
         .scalars()
         .first()
     )
+    if now is not None:
+        _require_aware("now", now)
     if existing is not None:
+        if cancelled:
+            return cancel_order(session, external_id, now=now or placed_at)
         return existing
     customer = customer_by_external_id(session, customer_id)
     if not items:
         raise DataError(f"order {external_id} has no items")
-    lines = [_order_line(session, external_id, line) for line in items]
+    lines = [_order_line(session, external_id, line, placed_at) for line in items]
     status = (
         OrderStatus.CANCELLED
         if cancelled
@@ -347,24 +412,25 @@ def record_order(
     return order
 
 
-def _order_line(session: Session, order_id: str, line: Line) -> tuple[Product, int, Decimal]:
+def _order_line(
+    session: Session, order_id: str, line: Line, placed_at: datetime
+) -> tuple[Product, int, Decimal]:
     quantity = line.quantity
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise DataError(
             f"order {order_id}: quantity of {line.sku} must be a whole number of 1 or more, got: {quantity!r}"
         )
     product = product_by_sku(session, line.sku)
-    price = (
-        product.price
-        if line.unit_price is None
-        else money(f"order {order_id}: unit price of {line.sku}", line.unit_price)
-    )
+    if line.unit_price is not None:
+        price = money(f"order {order_id}: unit price of {line.sku}", line.unit_price)
+    else:
+        # An order reported late owes the price of its day, not the one after a drop.
+        owed = price_when(session, _id(product), placed_at)
+        price = product.price if owed is None else owed
     return product, quantity, price
 
 
-def mark_delivered(session: Session, external_id: str, delivered_at: datetime) -> Order:
-    """Mark an order delivered; marking it again keeps the first delivery time."""
-    _require_aware("delivered_at", delivered_at)
+def order_by_external_id(session: Session, external_id: str) -> Order:
     order = (
         session.execute(select(Order).where(col(Order.external_id) == external_id))
         .scalars()
@@ -372,6 +438,36 @@ def mark_delivered(session: Session, external_id: str, delivered_at: datetime) -
     )
     if order is None:
         raise UnknownRecord(f"unknown order {external_id!r}")
+    return order
+
+
+def cancel_order(session: Session, external_id: str, *, now: datetime) -> Order:
+    """Cancel an order at `now`: its refund credits are taken back, its unsent notices dropped.
+
+    Cancelling a cancelled order changes nothing. See `engine.reversals`.
+    """
+    _require_aware("now", now)
+    order = order_by_external_id(session, external_id)
+    if order.status != OrderStatus.CANCELLED:
+        order.status = OrderStatus.CANCELLED
+        session.flush()
+        take_back(session.connection(), [_id(order)], now)
+        refresh_order_totals(session, [order.customer_id])
+    return order
+
+
+def mark_delivered(
+    session: Session, external_id: str, delivered_at: datetime, *, now: datetime | None = None
+) -> Order:
+    """Mark an order delivered; marking it again keeps the first delivery time.
+
+    A delivery reported late (`now`, default `delivered_at`, is when it is
+    recorded) takes back refund credit for price drops after `delivered_at`.
+    """
+    _require_aware("delivered_at", delivered_at)
+    if now is not None:
+        _require_aware("now", now)
+    order = order_by_external_id(session, external_id)
     if order.status == OrderStatus.CANCELLED:
         raise DataError(f"order {external_id} is cancelled and cannot be delivered")
     if order.delivered_at is None:
@@ -380,6 +476,7 @@ def mark_delivered(session: Session, external_id: str, delivered_at: datetime) -
         order.delivered_at = delivered_at
         order.status = OrderStatus.DELIVERED
         session.flush()
+        take_back(session.connection(), [_id(order)], now or delivered_at)
     return order
 
 

@@ -53,7 +53,8 @@ class ImportRejected(DataError):
 
 @dataclass
 class ImportResult:
-    """What an import did. For orders, `updated` counts orders newly marked delivered."""
+    """What an import did. For orders, `updated` counts orders newly marked delivered
+    and `cancelled` stored orders newly cancelled."""
 
     kind: str
     file: str
@@ -61,6 +62,7 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    cancelled: int = 0
     skipped: list[BadRow] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

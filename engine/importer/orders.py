@@ -2,12 +2,15 @@
 
 Rows with the same order_id form one order; an order with one bad line is
 kept out whole. A stored order is left as it is, except that a newly given
-delivered_at marks it delivered. Customers' order figures are recomputed
-set-based afterwards.
+delivered_at marks it delivered and the status cancelled cancels it; either
+takes back refund credit no longer owed (`engine.reversals`). A line without
+a unit price is charged the product's price in effect when the order was
+placed. Customers' order figures are recomputed set-based afterwards.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,11 +19,12 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ..models import Customer, Order, OrderItem, OrderStatus, Product
+from ..models import Customer, Order, OrderItem, OrderStatus, PriceChange, Product
+from ..reversals import take_back
 from ..shop import refresh_order_totals
 from .cells import (
     CellError,
@@ -34,7 +38,7 @@ from .cells import (
     shown,
 )
 from .csvfile import Record
-from .job import WRITE_CHUNK, Job, chunks, lookup, table_of
+from .job import CHUNK, WRITE_CHUNK, Job, chunks, lookup, table_of
 
 COLUMNS = (
     "order_id",
@@ -63,16 +67,49 @@ def import_orders(job: Job, session: Session, records: list[Record]) -> None:
         "external_id",
         (ln.order_id for _, ln in lines),
         "id",
+        "customer_id",
         "status",
         "placed_at",
         "delivered_at",
     )
-    orders = _assemble_orders(job, lines, customers, products, stored)
+    history = _price_history(conn, [products[ln.sku].id for _, ln in lines
+                                    if ln.unit_price is None and ln.sku in products])  # fmt: skip
+    orders = _assemble_orders(job, lines, customers, products, stored, history)
     for order_id in _skip_whole_orders(job, lines):
         orders.pop(order_id, None)
     job.settle()
-    touched = _write_orders(job, conn, orders, stored)
+    touched, changed = _write_orders(job, conn, orders, stored)
+    take_back(conn, changed, job.now)
     refresh_order_totals(session, touched)
+
+
+_History = dict[int, tuple[list[datetime], list[Decimal]]]
+
+
+def _price_history(conn: Connection, product_ids: list[int]) -> _History:
+    """{product id: (times, prices)} of these products' price changes, in time order."""
+    table = table_of(PriceChange)
+    found: _History = {}
+    wanted = sorted(set(product_ids))
+    for chunk in chunks(wanted, CHUNK):
+        query = (
+            select(table.c.product_id, table.c.changed_at, table.c.price)
+            .where(table.c.product_id.in_(chunk))
+            .order_by(table.c.product_id, table.c.changed_at, table.c.id)
+        )
+        for product_id, changed_at, price in conn.execute(query):
+            times, prices = found.setdefault(product_id, ([], []))
+            times.append(changed_at)
+            prices.append(price)
+    return found
+
+
+def _price_when(history: _History, product: Any, placed_at: datetime) -> Decimal:
+    """The product's price in effect at `placed_at` (before its first: the first)."""
+    times, prices = history.get(product.id, ([], []))
+    if not prices:
+        return Decimal(product.price)
+    return prices[max(bisect_right(times, placed_at) - 1, 0)]
 
 
 def _skip_whole_orders(job: Job, lines: list[tuple[Record, _LineRow]]) -> set[str]:
@@ -170,6 +207,7 @@ def _assemble_orders(
     customers: dict[str, Any],
     products: dict[str, Any],
     stored: dict[str, Any],
+    history: _History,
 ) -> dict[str, _NewOrder]:
     """Group lines into orders, checking each against the store and its order's first line."""
     orders: dict[str, _NewOrder] = {}
@@ -182,7 +220,10 @@ def _assemble_orders(
         if order is None:
             order = orders[line.order_id] = _NewOrder(line, customers[line.customer_id].id)
         product = products[line.sku]
-        price = product.price if line.unit_price is None else line.unit_price
+        if line.unit_price is None:
+            price = _price_when(history, product, line.placed_at)
+        else:
+            price = line.unit_price
         order.lines.append((product.id, line.quantity, price))
     return orders
 
@@ -225,14 +266,19 @@ def _plain(value: Any) -> str:
 
 def _write_orders(
     job: Job, conn: Connection, orders: dict[str, _NewOrder], stored: dict[str, Any]
-) -> set[int]:
-    """Insert the new orders and their items, mark delivered ones; return the customers touched."""
+) -> tuple[set[int], list[int]]:
+    """Insert the new orders and their items, mark delivered and cancelled ones.
+
+    Returns the customers whose figures change and the stored orders that changed.
+    """
     table, items = table_of(Order), table_of(OrderItem)
-    new, delivered = [], []
+    new, delivered, cancelled = [], [], []
     for external_id, order in orders.items():
         old, first = stored.get(external_id), order.first
         if old is None:
             new.append(_order_values(external_id, order))
+        elif first.status == OrderStatus.CANCELLED and old.status != OrderStatus.CANCELLED:
+            cancelled.append({"b_id": old.id})
         elif (
             first.delivered_at is not None
             and old.delivered_at is None
@@ -242,6 +288,7 @@ def _write_orders(
         else:
             job.result.unchanged += 1
     job.result.created, job.result.updated = len(new), len(delivered)
+    job.result.cancelled = len(cancelled)
     job.report("writing", 0, len(new))
     ids: dict[str, int] = {}
     returning = insert(table).returning(table.c.external_id, table.c.id)
@@ -260,7 +307,15 @@ def _write_orders(
         .values(delivered_at=bindparam("v_delivered_at"), status=OrderStatus.DELIVERED.value)
     )
     job.write(conn, mark, delivered)
-    return {r["customer_id"] for r in new}
+    cancel = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(status=OrderStatus.CANCELLED.value)
+    )
+    job.write(conn, cancel, cancelled)
+    by_id = {old.id: old.customer_id for old in stored.values()}
+    touched = {r["customer_id"] for r in new} | {by_id[r["b_id"]] for r in cancelled}
+    return touched, [r["b_id"] for r in delivered + cancelled]
 
 
 def _order_values(external_id: str, order: _NewOrder) -> dict[str, Any]:
