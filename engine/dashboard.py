@@ -6,13 +6,16 @@ same function behind `lifecycle report --json`.
 
 Security:
 - A login form checks LIFECYCLE_DASHBOARD_PASSWORD in constant time and sets
-  a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) signed
-  with HMAC-SHA256 under a key derived from LIFECYCLE_SECRET and the
-  password, so changing either logs everyone out. Without LIFECYCLE_SECRET
-  the key is random per process (logins end at a restart).
+  a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) naming a
+  session the server keeps, signed with HMAC-SHA256 under a key derived from
+  LIFECYCLE_SECRET and the password. Logging out ends the session on the
+  server: the cookie is refused from then on, wherever it was copied to.
+  Sessions live in the process, so a restart logs everyone out.
 - A wrong password costs `failure_delay` seconds; after `max_failures` wrong
   ones from one address within `lockout`, that address gets 429 until the
-  window passes.
+  window passes. The address is the connection's peer; `X-Forwarded-For` is
+  believed only when that peer is one of `tracking.trusted_proxies` (then the
+  nearest address in it that is not a trusted proxy is the client's).
 - POSTs must come from this origin (Origin or Referer header) and logout
   carries a CSRF token bound to the session.
 - Pages are rendered by an autoescaping Jinja environment, so names, user
@@ -27,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import os
+import secrets as random_tokens
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -56,6 +61,7 @@ from .retention import ReportError
 COOKIE = "lifecycle_dashboard"
 SESSION_HOURS = 12
 MAX_TRACKED = 10_000  # addresses with recent wrong passwords kept in memory
+MAX_SESSIONS = 1_000  # open sessions kept; beyond that the oldest end
 PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-src 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -169,6 +175,7 @@ class Dashboard:
             b"lifecycle-dashboard\x00" + secret + b"\x00" + self.password
         ).digest()
         self.failures: dict[str, list[float]] = {}
+        self.sessions: dict[str, int] = {}  # open session id -> when it expires (epoch seconds)
         self.composer: tuple[Project, Any] | None = None
         self.templates = Environment(
             loader=PackageLoader("engine", "web"),
@@ -187,12 +194,25 @@ class Dashboard:
     def _session(self, request: Request) -> str | None:
         """The valid session cookie of the request, or None."""
         value = request.cookies.get(COOKIE, "")
-        expires, _, signature = value.partition(".")
+        expires, session_id, signature = [*value.split("."), "", ""][:3]
         if not expires.isdigit() or not hmac.compare_digest(
-            self._sign(f"session:{expires}"), signature
+            self._sign(f"session:{expires}:{session_id}"), signature
         ):
             return None
-        return value if int(expires) > self.clock().timestamp() else None
+        if int(expires) <= self.clock().timestamp() or session_id not in self.sessions:
+            return None
+        return value
+
+    def _open_session(self) -> tuple[str, int]:
+        """A new session: its cookie value and when it expires."""
+        now = int(self.clock().timestamp())
+        if len(self.sessions) >= MAX_SESSIONS:
+            live = sorted((e, s) for s, e in self.sessions.items() if e > now)
+            self.sessions = {s: e for e, s in live[-(MAX_SESSIONS - 1) :]}
+        session_id = random_tokens.token_urlsafe(16)
+        expires = now + SESSION_HOURS * 3600
+        self.sessions[session_id] = expires
+        return f"{expires}.{session_id}.{self._sign(f'session:{expires}:{session_id}')}", expires
 
     def csrf(self, session: str) -> str:
         return self._sign(f"csrf:{session}")
@@ -248,7 +268,8 @@ class Dashboard:
             return self.page(
                 request, "login.html", 403, error="This form must be sent from this page."
             )
-        client = request.client.host if request.client else "unknown"
+        proxies = self.get_project().config.tracking.trusted_proxies
+        client = client_address(request, proxies)
         now = time.monotonic()
         if len(self.failures) > MAX_TRACKED:
             self.failures = {k: v for k, v in self.failures.items() if now - v[-1] < self.lockout}
@@ -269,11 +290,11 @@ class Dashboard:
             await asyncio.sleep(self.failure_delay)
             return self.page(request, "login.html", 401, error="Wrong password.")
         self.failures.pop(client, None)
-        expires = int(self.clock().timestamp()) + SESSION_HOURS * 3600
+        cookie, _ = self._open_session()
         response = RedirectResponse(f"{_base(request)}/", status_code=303)
         response.set_cookie(
             COOKIE,
-            f"{expires}.{self._sign(f'session:{expires}')}",
+            cookie,
             max_age=SESSION_HOURS * 3600,
             path=f"{_base(request)}/",
             httponly=True,
@@ -289,6 +310,7 @@ class Dashboard:
             token, self.csrf(request.state.session)
         ):
             return Response("Forbidden: this form must be sent from the dashboard.", 403)
+        self.sessions.pop(request.state.session.split(".")[1], None)
         response = RedirectResponse(f"{_base(request)}/login", status_code=303)
         response.delete_cookie(COOKIE, path=f"{_base(request)}/")
         return response
@@ -438,6 +460,30 @@ class Dashboard:
             return Response(f"No preview: {exc}", 400, media_type="text/plain")
         headers = {**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_POLICY}
         return HTMLResponse(shown.html, headers=headers)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(request: Request, trusted_proxies: Sequence[Network]) -> str:
+    """The address a request comes from: its peer, unless the peer is a trusted proxy;
+    then the nearest `X-Forwarded-For` entry that is not a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted_proxies or not _trusted(peer, trusted_proxies):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _trusted(hop, trusted_proxies):
+            return hop[:64]
+    return peer
+
+
+def _trusted(address: str, trusted_proxies: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxies)
 
 
 def _status(error: EngineError | None) -> int:

@@ -87,6 +87,9 @@ def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
         "log_config": None,
         "timeout_graceful_shutdown": 10,
         "server_header": False,
+        # The dashboard decides which peers may speak for others (tracking.trusted_proxies):
+        # uvicorn would otherwise take X-Forwarded-For from any local peer as the client.
+        "proxy_headers": False,
     }
     settings.update(options)
     return uvicorn.Config(app, **settings)
