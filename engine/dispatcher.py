@@ -13,19 +13,30 @@ take the same row; on SQLite the single statement runs under the database
 write lock. Batches are claimed and composed ahead while earlier ones are
 sending (composing may run in its own process: `start_compose_pool`).
 
-Rows are marked as handed to the SMTP server (`lease_owner` + "+smtp", and
-the Message-ID they go out with) a chunk at a time, just before the senders
-take them. So when a dispatcher dies, the rows it leased but never handed
-over are simply queued again, and only a chunk's worth at most becomes
-`in_doubt` (not resent, unless its campaign says `resend_in_doubt`).
-The circuit breaker pauses the run on an auth failure, a refusal of the
-sender, or the same permanent refusal for several messages in a row: no new
+A claim takes no more than the rate limit lets the pass send in half a
+lease, and the leases of everything the pass holds are renewed every third
+of a lease while it runs, so another dispatcher never sweeps a live batch.
+
+Each row is marked as handed to the SMTP server (`lease_owner` + "+smtp",
+and the Message-ID it goes out with) just before its SMTP transaction, in a
+statement that checks the lease is still this worker's: a row another
+worker has taken is never sent. Marks asked for by the connections at the
+same moment share one commit, with the results recorded since. So when a
+dispatcher dies, each connection leaves at most one row `in_doubt` (not
+resent, unless its campaign says `resend_in_doubt`); the rest it leased are
+queued again.
+
+A refusal of one recipient (5.1.x, 5.2.x, "no such user") fails that message
+(and suppresses a bad mailbox) and nothing else. The circuit breaker pauses
+the run on an auth failure, a refusal of the sender, or the same permanent
+refusal for several messages in a row to more than one domain: no new
 claims, leases of unsent rows released, nobody suppressed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -52,6 +63,7 @@ from .composepool import (
     compose_in_worker,
     unsendable_reason,
 )
+from .config import Sending
 from .errors import StoreError
 from .loader import Project, Secrets
 from .mailer import Mailer, MemoryMailer, Outcome, SendResult
@@ -64,13 +76,14 @@ from .outbox import (
     Ledger,
     M,
     claim,
+    commit_handover,
     count_due,
     due,
     handed,
     load_claimed,
-    mark_handed,
     precheck,
     release,
+    renew_leases,
     sweep_expired_leases,
 )
 
@@ -78,8 +91,12 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE = timedelta(minutes=2)
 RETRY_CAP = timedelta(hours=6)
-SAME_REFUSAL_STREAK = 5  # identical permanent refusals in a row that pause the run
+SAME_REFUSAL_STREAK = 5  # identical permanent refusals in a row that pause the run …
+STREAK_DOMAINS = 2  # … when they are for at least this many recipients' domains
+LEASE_SHARE = 0.5  # a claim is what the rate limit lets go out in this share of a lease
+RENEWALS_PER_LEASE = 3
 MAX_ERRORS_KEPT = 100
+LEASE_LOST = "lease_lost"  # the count of rows another dispatcher took before they were sent
 
 
 Progress = Callable[[int, int], None]  # (messages handled, messages due at the start)
@@ -114,7 +131,7 @@ class DispatchReport:
 
     @property
     def handled(self) -> int:
-        return sum(n for key, n in self.counts.items() if key != "released")
+        return sum(n for key, n in self.counts.items() if key not in ("released", LEASE_LOST))
 
     def pause(self, reason: str) -> None:
         if not self.paused:
@@ -156,17 +173,23 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def within_lease(sending: Sending) -> int:
+    """How many messages the rate limit lets go out in a share of a lease: the
+    most a pass holds leased and unsettled (more, and the last would wait past
+    their lease for their turn)."""
+    return max(1, int(sending.rate_per_second * sending.lease.total_seconds() * LEASE_SHARE))
+
+
+def claim_size(sending: Sending) -> int:
+    """The most one claim takes: a batch, or fewer at a slow rate or a short lease."""
+    return min(sending.batch_size, within_lease(sending))
+
+
 def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
     """Delay before retry number `attempt` (1-based): doubling from 2 min, capped at
     6 h, with jitter (a random half to all of it) so retries do not arrive together."""
     ceiling = min(RETRY_BASE * 2 ** max(0, attempt - 1), RETRY_CAP)
     return ceiling * (rng or random).uniform(0.5, 1.0)
-
-
-# ---------------------------------------------------------------- SQL steps
-
-
-# ---------------------------------------------------------------- recording results
 
 
 # ---------------------------------------------------------------- the run
@@ -205,10 +228,14 @@ class _Run:
         self.handed = handed(worker_id)
         self.report = DispatchReport(worker_id)
         self.ledger = Ledger(engine, worker_id, self.report, self.clock)
-        # Letters are handed over (and marked so) a chunk at a time, so a crash leaves
-        # at most about a chunk plus the connections' worth of rows in doubt.
-        self.chunk = min(self.sending.batch_size, max(50, 4 * mailer.concurrency))
+        self.claim_size = claim_size(self.sending)
+        self.hold_at_most = max(self.claim_size, within_lease(self.sending))
+        self.settled = asyncio.Event()  # a claimed row got its outcome
+        self.chunk = min(self.claim_size, max(50, 4 * mailer.concurrency))
         self.low_water = max(1, mailer.concurrency)
+        self.handovers: list[tuple[_Letter, asyncio.Future[bool]]] = []
+        self.write_wanted = asyncio.Event()  # marks asked for, or results due
+        self.closing = False  # the writer stops once it has written what is asked
         self.batches: asyncio.Queue[list[_Letter] | None] = asyncio.Queue(maxsize=1)
         self.queue: asyncio.Queue[_Letter | None] = asyncio.Queue()  # filled by `feed` only
         self.room = asyncio.Event()  # set when the queue is down to `low_water`
@@ -231,11 +258,16 @@ class _Run:
 
     async def produce(self) -> None:
         while not self.halted():
-            room = self.sending.batch_size
+            room = min(self.claim_size, self.hold_at_most - self.unsettled())
             if self.limit is not None:
                 room = min(room, self.limit - self.report.claimed)
+                if room <= 0 and self.report.claimed >= self.limit:
+                    break
             if room <= 0:
-                break
+                self.settled.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.settled.wait(), FLUSH_SECONDS)
+                continue
             ids = claim(self.engine, self.worker_id, self.clock(), self.sending.lease, room)
             if not ids:
                 break
@@ -247,26 +279,26 @@ class _Run:
                 raise
             if letters:
                 await self.batches.put(letters)
-            self._tick_ledger()
+            self._want_write()
+
+    def unsettled(self) -> int:
+        """Rows this pass claimed that have no outcome yet (held refusals aside)."""
+        return self.report.claimed - sum(self.report.counts.values()) - len(self.streak)
 
     async def feed(self) -> None:
-        """Hand composed batches to the senders a chunk at a time, marking each chunk
-        as handed over first; after a pause or stop, give the rest back."""
+        """Hand composed batches to the senders a chunk at a time, keeping the
+        queue short; after a pause or stop, give the rest back."""
         while (letters := await self.batches.get()) is not None:
             for start in range(0, len(letters), self.chunk):
                 chunk = letters[start : start + self.chunk]
                 while self.queue.qsize() > self.low_water:
                     self.room.clear()
                     await self.room.wait()
-                if self.halted() or self.failure is not None:
-                    for letter in chunk:
-                        self._release(letter)
-                    continue
-                headers = {letter.claim.id: letter.header_message_id for letter in chunk}
-                mark_handed(self.engine, self.worker_id, headers)
                 for letter in chunk:
-                    letter.handed = True
-                    self.queue.put_nowait(letter)
+                    if self.halted() or self.failure is not None:
+                        self._release(letter)
+                    else:
+                        self.queue.put_nowait(letter)
 
     async def _prepare(self, ids: list[int]) -> list[_Letter]:
         """Re-check the claimed rows, compose the rest; return what is to be sent."""
@@ -321,11 +353,73 @@ class _Run:
                 if self.halted():
                     self._release(letter)
                     continue
+                if not await self.hand_over(letter):
+                    continue
+                if self.halted():  # paused while the mark was written: it never left
+                    self._release(letter)
+                    continue
                 result = await self.mailer.send(letter.sender, letter.recipient, letter.data)
                 self.record(letter, result)
-                self._tick_ledger()
             except Exception as exc:  # the database failed: stop claiming, re-raise at the end
                 self.crashed(exc)
+            finally:
+                self.settled.set()
+
+    async def hand_over(self, letter: _Letter) -> bool:
+        """Mark `letter`'s row handed over, with the results recorded so far; True
+        if it was still this worker's to send."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.handovers.append((letter, future))
+        self.write_wanted.set()
+        if not await future:
+            return False
+        letter.handed = True
+        return True
+
+    async def write(self) -> None:
+        """The run's only writer of marks and results while letters are sending:
+        every wake-up writes what the connections asked for meanwhile, in one
+        transaction in a thread (the loop goes on sending)."""
+        while True:
+            await self.write_wanted.wait()
+            self.write_wanted.clear()
+            if self.closing and not self.handovers:
+                return  # what results are left, `finish` writes
+            asking, self.handovers = self.handovers, []
+            results = self.ledger.take()
+            headers = {letter.claim.id: letter.header_message_id for letter, _ in asking}
+            try:
+                marked, suppressed = await asyncio.to_thread(
+                    commit_handover, self.engine, self.worker_id, headers, results, self.clock()
+                )
+            except Exception as exc:  # rows stay leased; the next pass sweeps them
+                marked, suppressed = set(), 0
+                self.crashed(exc)
+            self.report.suppressed_addresses += suppressed
+            for letter, future in asking:
+                if letter.claim.id not in marked and self.failure is None:
+                    self._lost(letter)
+                future.set_result(letter.claim.id in marked)
+
+    def _lost(self, letter: _Letter) -> None:
+        self.report.count(letter.claim.campaign, LEASE_LOST)
+        log.warning(
+            "message %s not sent: its lease was lost (another dispatcher has it)",
+            letter.claim.id,
+        )
+
+    async def keep_leases(self) -> None:
+        """Renew the leases this pass holds, every third of a lease, while it runs."""
+        lease = self.sending.lease
+        while True:
+            await asyncio.sleep(lease.total_seconds() / RENEWALS_PER_LEASE)
+            try:
+                await asyncio.to_thread(
+                    renew_leases, self.engine, self.worker_id, self.clock() + lease
+                )
+            except Exception as exc:
+                self.crashed(exc)
+                return
 
     def crashed(self, exc: Exception) -> None:
         log.exception("dispatching stopped by an error")
@@ -368,8 +462,13 @@ class _Run:
             self._final(claim.id, claim.campaign, MessageStatus.IN_DOUBT, reason, tried=1)
 
     def _permanent(self, letter: _Letter, result: SendResult) -> None:
-        """Hold identical refusals in a row: five of them (or a whole small batch)
-        mean the server refuses everyone, so nobody is blamed and the run pauses."""
+        """A refusal of this recipient fails this message alone. Other refusals are
+        held while they repeat: the same one five times in a row (or a whole small
+        batch) for more than one domain means the server refuses everyone, so
+        nobody is blamed and the run pauses."""
+        if result.per_recipient:
+            self._refused(letter, result)
+            return
         if self.report.paused:
             self._release(letter)
             return
@@ -377,25 +476,31 @@ class _Run:
             self._end_streak()
         self.streak.append((letter, result))
         threshold = max(3, min(SAME_REFUSAL_STREAK, letter.claim.batch_size))
-        if len(self.streak) >= threshold:
-            self.report.pause(
-                f"the SMTP server refused {len(self.streak)} messages in a row "
-                f"with the same reply: {result.describe()}"
-            )
-            for held, _ in self.streak:
-                self._release(held)
-            self.streak.clear()
+        if len(self.streak) < threshold:
+            return
+        if len({_domain(held.recipient) for held, _ in self.streak}) < STREAK_DOMAINS:
+            self._refused(*self.streak.pop(0))  # one domain's verdict, not everyone's
+            return
+        self.report.pause(
+            f"the SMTP server refused {len(self.streak)} messages in a row "
+            f"with the same reply: {result.describe()}"
+        )
+        for held, _ in self.streak:
+            self._release(held)
+        self.streak.clear()
 
     def _end_streak(self) -> None:
         for letter, result in self.streak:
-            claim = letter.claim
-            self._final(
-                claim.id, claim.campaign, MessageStatus.FAILED, result.describe(), 1, result
-            )
-            if result.bad_mailbox:
-                reason = f"smtp {result.code} {result.enhanced}: {result.reply.strip()}"
-                self.ledger.suppress[letter.recipient.lower()] = reason[:200]
+            self._refused(letter, result)
         self.streak.clear()
+
+    def _refused(self, letter: _Letter, result: SendResult) -> None:
+        """Fail a permanently refused message; suppress its address if the mailbox is bad."""
+        claim = letter.claim
+        self._final(claim.id, claim.campaign, MessageStatus.FAILED, result.describe(), 1, result)
+        if result.bad_mailbox:
+            reason = f"smtp {result.code} {result.enhanced or ''}: {result.reply.strip()}"
+            self.ledger.suppress[letter.recipient.lower()] = reason[:200]
 
     def _retry_or_fail(self, claim: Claim, reason: str, code: int | None, tried: int) -> None:
         now = self.clock()
@@ -446,19 +551,16 @@ class _Run:
             RELEASE_ROW, letter.claim.campaign, "released", b_id=letter.claim.id, b_owner=owner
         )
 
-    def _tick_ledger(self) -> None:
+    def _want_write(self) -> None:
         if self.ledger.due():
-            self.ledger.flush()
-            if self.progress:
-                self.progress(self.report.handled, self.due_total)
+            self.write_wanted.set()
 
     async def keep_flushing(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                self._tick_ledger()
-            except Exception as exc:
-                self.crashed(exc)
+            self._want_write()
+            if self.progress:
+                self.progress(self.report.handled, self.due_total)
 
     def finish(self) -> None:
         self._end_streak()
@@ -478,6 +580,10 @@ async def _guarded(run: _Run, step: Any) -> None:
         run.crashed(exc)
         while await run.batches.get() is not None:
             pass
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
 
 
 def _signature(result: SendResult) -> tuple[Any, ...]:
@@ -531,7 +637,8 @@ async def dispatch(
         )
         progress(0, run.due_total)
     workers = [asyncio.create_task(run.work()) for _ in range(max(1, mailer.concurrency))]
-    flusher = asyncio.create_task(run.keep_flushing())
+    writer = asyncio.create_task(run.write())
+    helpers = [asyncio.create_task(run.keep_flushing()), asyncio.create_task(run.keep_leases())]
     feeder = asyncio.create_task(_guarded(run, run.feed()))
     try:
         await run.produce()
@@ -543,7 +650,12 @@ async def dispatch(
         for _ in workers:  # in-flight sends finish; queued letters are released
             await run.queue.put(None)
         await asyncio.gather(*workers)
-        flusher.cancel()
+        run.closing = True  # every worker has had its answer: the writer is idle or busy
+        run.write_wanted.set()  # writing results, and stops after that
+        await writer
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
     try:
         run.finish()
     except SQLAlchemyError as exc:

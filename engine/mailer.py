@@ -12,6 +12,9 @@ This is the only module that imports aiosmtplib. Every outcome of a send is a
 - TRANSIENT: 4xx, connection refused, disconnect or timeout before the message
   data went out: retry.
 - PERMANENT: 5xx for this recipient or this message (with the enhanced code).
+  `per_recipient` says the refusal is about the recipient alone (5.1.x and
+  5.2.x, or a 550/551/553 "no such user" without an enhanced code);
+  `bad_mailbox`, that the address itself is wrong and is to be suppressed.
 - SYSTEMIC: the server refuses everyone (auth 535, any 5.7.x, 5xx for the
   sender or the greeting): stop sending, blame no recipient.
 - IN_DOUBT: disconnect or timeout once the message data went out: the server
@@ -42,6 +45,15 @@ _UNREACHABLE = (
 )
 _UNSAFE = re.compile(r"[\x00-\x20<>\x7f]")  # never on an envelope line
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+# Replies without an enhanced code that still say the mailbox does not exist.
+_NO_SUCH_MAILBOX = re.compile(
+    r"user unknown|unknown user|no such (user|mailbox|recipient|address)|"
+    r"mailbox (is )?(unavailable|not found|does not exist|unknown)|"
+    r"(user|recipient|address|mailbox) (does not|doesn't) exist|"
+    r"recipient (unknown|not found)|invalid (recipient|mailbox)|not a valid mailbox",
+    re.IGNORECASE,
+)
+_MAILBOX_CODES = (550, 551, 553)
 
 
 class Outcome(StrEnum):
@@ -77,9 +89,23 @@ class SendResult:
 
     @property
     def bad_mailbox(self) -> bool:
-        """A permanent 5.1.x: the address itself is wrong; suppress it."""
+        """A permanent 5.1.x, or a 550/551/553 saying there is no such mailbox
+        (without an enhanced code): the address itself is wrong; suppress it."""
+        if self.outcome is not Outcome.PERMANENT:
+            return False
         enhanced = self.enhanced
-        return self.outcome is Outcome.PERMANENT and bool(enhanced and enhanced.startswith("5.1."))
+        if enhanced is not None:
+            return enhanced.startswith("5.1.")
+        return self.code in _MAILBOX_CODES and bool(_NO_SUCH_MAILBOX.search(self.reply))
+
+    @property
+    def per_recipient(self) -> bool:
+        """A permanent refusal of this recipient alone (a bad mailbox, or 5.2.x:
+        mailbox full or disabled), which says nothing about the sender."""
+        enhanced = self.enhanced or ""
+        return self.bad_mailbox or (
+            self.outcome is Outcome.PERMANENT and enhanced.startswith("5.2.")
+        )
 
     def describe(self) -> str:
         """One line for logs and `last_error`: code, reply and stage."""

@@ -1,11 +1,14 @@
 """The outbox in the store: leases on due messages, and the results of sending them.
 
 A dispatcher `claim`s due rows (a lease: status `sending`, its worker id and
-an expiry), re-checks them with `precheck`, marks each chunk as handed to the
-SMTP server (`mark_handed`) just before sending it, and records every result
-through a `Ledger`, which commits them together. `sweep_expired_leases` finds
-the rows a dead dispatcher left behind. Every step is one statement, never a
-loop of ORM updates.
+an expiry), keeps the lease alive while it works (`renew_leases`), re-checks
+them with `precheck`, and hands each row to the SMTP server only after
+`commit_handover` has marked it so, in one statement that also checks the
+row is still its own (a worker that lost its lease never sends the row).
+Results go through a `Ledger`, whose entries are written in the same
+transaction as the next handover, or on their own after FLUSH_SECONDS.
+`sweep_expired_leases` finds the rows a dead dispatcher left behind. Every
+step is one statement, never a loop of ORM updates.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, case, func, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from .config import EMAIL
@@ -116,27 +120,61 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
     return in_doubt, resent, requeued
 
 
-def mark_handed(engine: Engine, worker_id: str, header_ids: dict[int, str]) -> None:
-    """Record that these leased rows are about to go to the SMTP server, with the
-    Message-ID each goes out with (to find an in-doubt one in the relay's logs).
-    One statement for the whole chunk."""
-    params: dict[str, Any] = {"ids": list(header_ids), "owner": worker_id}
+def renew_leases(engine: Engine, worker_id: str, until: datetime) -> int:
+    """Extend every lease `worker_id` still holds (handed over or not) to `until`;
+    return how many rows it holds. Rows swept or taken by another worker are not
+    its own any more and are left alone."""
+    owned = (M.status == MessageStatus.SENDING) & M.lease_owner.in_([worker_id, handed(worker_id)])
+    with engine.begin() as conn:
+        return int(conn.execute(update(MESSAGE).where(owned).values(lease_until=until)).rowcount)
+
+
+def mark_handed(
+    conn: Connection, worker_id: str, header_ids: dict[int, str], now: datetime
+) -> set[int]:
+    """Mark these rows as going to the SMTP server now, with the Message-ID each
+    goes out with (to find an in-doubt one in the relay's logs); return the ids
+    marked. A row is marked only if `worker_id` still holds its lease at `now`,
+    checked in the same statement: a row not returned must not be sent."""
+    if not header_ids:
+        return set()
+    params: dict[str, Any] = {"ids": list(header_ids), "owner": worker_id, "now": now}
     params["handed"] = handed(worker_id)
     for k, (message_id, header) in enumerate(header_ids.items()):
         params[f"i{k}"], params[f"h{k}"] = message_id, header
-    with engine.begin() as conn:
-        conn.execute(_handed_statement(len(header_ids)), params)
+    return set(conn.execute(_handed_statement(len(header_ids)), params).scalars())
 
 
 @functools.lru_cache(maxsize=64)
 def _handed_statement(size: int) -> Any:
     """The statement of `mark_handed` for `size` rows, built once per size."""
     header = case(*((M.id == bindparam(f"i{k}"), bindparam(f"h{k}")) for k in range(size)))
+    still_ours = (
+        (M.status == MessageStatus.SENDING)
+        & (M.lease_owner == bindparam("owner"))
+        & (M.lease_until > bindparam("now", type_=UTCDateTime))
+    )
     return (
         update(MESSAGE)
-        .where(M.id.in_(bindparam("ids", expanding=True)) & (M.lease_owner == bindparam("owner")))
+        .where(M.id.in_(bindparam("ids", expanding=True)) & still_ours)
         .values(lease_owner=bindparam("handed"), message_id=header)
+        .returning(M.id)
     )
+
+
+def commit_handover(
+    engine: Engine,
+    worker_id: str,
+    header_ids: dict[int, str],
+    results: Results,
+    now: datetime,
+) -> tuple[set[int], int]:
+    """One transaction: write `results`, then mark `header_ids` handed over
+    (`mark_handed`). Return the ids marked and how many addresses were newly
+    suppressed."""
+    with engine.begin() as conn:
+        suppressed = write_results(conn, results, worker_id, now)
+        return mark_handed(conn, worker_id, header_ids, now), suppressed
 
 
 def due(now: datetime) -> Any:
@@ -267,9 +305,41 @@ def release(engine: Engine, worker_id: str, ids: Sequence[int]) -> None:
         conn.execute(RELEASE_ROW, [{"b_id": i, "b_owner": worker_id} for i in ids])
 
 
+@dataclass
+class Results:
+    """Status changes taken from a `Ledger`, to be written in one transaction."""
+
+    pending: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
+    sent: dict[int | None, list[int]] = field(default_factory=dict)  # smtp code → ids
+    suppress: dict[str, str] = field(default_factory=dict)  # address → reason
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.sent or self.suppress)
+
+
+def write_results(conn: Connection, results: Results, worker_id: str, now: datetime) -> int:
+    """Write `results` (sent at `now`) on `conn`; return how many addresses were
+    newly suppressed. Updates come first, so SQLite takes its write lock at once."""
+    for code, ids in results.sent.items():
+        conn.execute(_sent(ids, handed(worker_id), code, now))
+    for statement in (RETRY_ROW, FINAL_ROW, RELEASE_ROW):
+        if results.pending.get(statement):
+            conn.execute(statement, results.pending[statement])
+    if not results.suppress:
+        return 0
+    known = set(conn.scalars(select(S.email).where(S.email.in_(results.suppress))))
+    rows = [
+        {"email": email, "reason": reason, "source": "smtp", "created_at": now}
+        for email, reason in results.suppress.items()
+    ]
+    conn.execute(ignoring_insert(conn, SUPPRESSION, "email"), rows)
+    return len(results.suppress.keys() - known)
+
+
 class Ledger:
-    """Buffers status changes and commits them together: every FLUSH_ROWS rows or
-    FLUSH_SECONDS, never one commit per message, never one per whole batch."""
+    """Buffers status changes until they are taken (`take`) and written with a
+    handover, or `flush`ed: due every FLUSH_ROWS rows or FLUSH_SECONDS, never one
+    commit per result, never one per whole batch."""
 
     def __init__(
         self,
@@ -282,20 +352,23 @@ class Ledger:
         self.clock = clock
         self.worker_id = worker_id
         self.report = report
-        self.pending: dict[Any, list[dict[str, Any]]] = {}
-        self.sent: dict[int | None, list[int]] = {}  # smtp code → ids
-        self.suppress: dict[str, str] = {}
+        self.results = Results()
         self.size = 0
         self.since = 0.0
 
+    @property
+    def suppress(self) -> dict[str, str]:
+        """Addresses to suppress at the next write, with the reason."""
+        return self.results.suppress
+
     def add(self, statement: Any, campaign: str, outcome: str, **values: Any) -> None:
         """Queue one change; `values` has b_id and b_owner (the lease owner it must have)."""
-        self.pending.setdefault(statement, []).append(values)
+        self.results.pending.setdefault(statement, []).append(values)
         self.add_count(campaign, outcome)
 
     def sent_one(self, campaign: str, message_id: int, code: int | None) -> None:
-        """A 250: recorded at the next flush (within FLUSH_SECONDS; sent_at is then)."""
-        self.sent.setdefault(code, []).append(message_id)
+        """A 250: recorded at the next write (sent_at is then)."""
+        self.results.sent.setdefault(code, []).append(message_id)
         self.add_count(campaign, MessageStatus.SENT)
 
     def add_count(self, campaign: str, outcome: str) -> None:
@@ -303,31 +376,23 @@ class Ledger:
         if self.size == 0:
             self.since = time.monotonic()
         self.size += 1
-        if self.size >= FLUSH_ROWS:
-            self.flush()
 
     def due(self) -> bool:
+        if self.size >= FLUSH_ROWS:
+            return True
         return self.size > 0 and time.monotonic() - self.since >= FLUSH_SECONDS
 
-    def flush(self) -> None:
-        if not self.size and not self.suppress:
-            return
-        now = self.clock()
-        with self.engine.begin() as conn:
-            for code, ids in self.sent.items():
-                conn.execute(_sent(ids, handed(self.worker_id), code, now))
-            for statement in (RETRY_ROW, FINAL_ROW, RELEASE_ROW):
-                if self.pending.get(statement):
-                    conn.execute(statement, self.pending[statement])
-            if self.suppress:
-                known = set(conn.scalars(select(S.email).where(S.email.in_(self.suppress))))
-                rows = [
-                    {"email": email, "reason": reason, "source": "smtp", "created_at": now}
-                    for email, reason in self.suppress.items()
-                ]
-                conn.execute(ignoring_insert(conn, SUPPRESSION, "email"), rows)
-                self.report.suppressed_addresses += len(self.suppress.keys() - known)
-        self.pending.clear()
-        self.sent.clear()
-        self.suppress.clear()
+    def take(self) -> Results:
+        """Everything recorded since the last take, to be written by the caller."""
+        results, self.results = self.results, Results()
         self.size = 0
+        return results
+
+    def flush(self) -> None:
+        """Write what is pending now, in a transaction of its own."""
+        results = self.take()
+        if not results:
+            return
+        with self.engine.begin() as conn:
+            suppressed = write_results(conn, results, self.worker_id, self.clock())
+        self.report.suppressed_addresses += suppressed

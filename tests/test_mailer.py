@@ -203,6 +203,30 @@ def test_replies_are_classified(code: int, reply: str, stage: Stage, outcome: Ou
     assert _response_result(code, reply, stage).outcome is outcome
 
 
+@pytest.mark.parametrize(
+    ("code", "reply", "per_recipient", "bad_mailbox"),
+    [
+        pytest.param(550, "5.1.1 <a@x.test>: user unknown", True, True, id="5.1.1"),
+        pytest.param(553, "5.1.3 bad address syntax", True, True, id="5.1.3"),
+        pytest.param(550, "Mailbox unavailable", True, True, id="550-mailbox-unavailable"),
+        pytest.param(550, "<a@x.test>: User unknown in local table", True, True, id="550-unknown"),
+        pytest.param(550, "No such user here", True, True, id="550-no-such-user"),
+        pytest.param(551, "User not local; recipient does not exist", True, True, id="551"),
+        pytest.param(552, "5.2.2 mailbox full", True, False, id="5.2.2-full"),
+        pytest.param(550, "5.2.1 mailbox disabled", True, False, id="5.2.1-disabled"),
+        pytest.param(550, "message refused, sender is on a block list", False, False, id="block"),
+        pytest.param(554, "5.6.0 message content rejected", False, False, id="content"),
+        pytest.param(554, "5.3.0 relaying refused", False, False, id="relay"),
+        pytest.param(550, "5.7.1 mailbox unavailable: policy", False, False, id="5.7-wins"),
+    ],
+)
+def test_refusals_of_one_recipient_are_told_apart(
+    code: int, reply: str, per_recipient: bool, bad_mailbox: bool
+) -> None:
+    result = _response_result(code, reply, Stage.RCPT)
+    assert (result.per_recipient, result.bad_mailbox) == (per_recipient, bad_mailbox)
+
+
 def test_memory_mailer_keeps_what_it_accepts() -> None:
     def respond(sender: str, recipient: str, data: bytes) -> SendResult:
         if recipient.startswith("no"):

@@ -21,6 +21,7 @@ from engine.outbox import (
     mark_handed,
     precheck,
     release,
+    renew_leases,
     sweep_expired_leases,
 )
 from tests.delivery_fixtures import Outbox, with_campaign
@@ -92,7 +93,8 @@ def test_the_ledger_records_only_rows_its_worker_still_holds(store: Engine, now:
     box = Outbox(store, now)
     ids = box.queue(4)
     assert claim(store, "w1", now, LEASE, 4) == ids
-    mark_handed(store, "w1", {i: f"<{i}@shop.test>" for i in ids})
+    with store.begin() as conn:
+        mark_handed(conn, "w1", {i: f"<{i}@shop.test>" for i in ids}, now)
     sent, refused, lost, released = ids
     with Session(store) as session, session.begin():  # another worker swept and took `lost`
         session.get_one(Message, lost).lease_owner = "w2"
@@ -116,6 +118,49 @@ def test_the_ledger_records_only_rows_its_worker_still_holds(store: Engine, now:
     with Session(store) as session:
         assert list(session.scalars(select(Suppression.email))) == ["customer3@example.com"]
     assert len(counts.counted) == 4
+
+
+def test_a_row_is_handed_over_only_by_the_worker_holding_its_lease(
+    store: Engine, now: datetime
+) -> None:
+    box = Outbox(store, now)
+    ids = box.queue(4)
+    assert claim(store, "w1", now, LEASE, 4) == ids
+    mine, taken, lapsed, swept = ids
+    with Session(store) as session, session.begin():
+        session.get_one(Message, taken).lease_owner = "w2"  # swept and claimed by w2
+        session.get_one(Message, lapsed).lease_until = now - timedelta(seconds=1)
+        row = session.get_one(Message, swept)
+        row.status, row.lease_owner, row.lease_until = MessageStatus.QUEUED, None, None
+    with store.begin() as conn:
+        marked = mark_handed(conn, "w1", {i: f"<{i}@shop.test>" for i in ids}, now)
+    assert marked == {mine}
+    rows = box.rows()
+    assert (rows[mine].lease_owner, rows[mine].message_id) == (handed("w1"), f"<{mine}@shop.test>")
+    assert (rows[taken].lease_owner, rows[taken].message_id) == ("w2", None)
+    assert (rows[lapsed].lease_owner, rows[lapsed].message_id) == ("w1", None)
+    assert (rows[swept].status, rows[swept].lease_owner) == ("queued", None)
+
+
+def test_leases_are_renewed_only_for_rows_the_worker_still_holds(
+    store: Engine, now: datetime
+) -> None:
+    box = Outbox(store, now)
+    ids = box.queue(4)
+    assert claim(store, "w1", now, LEASE, 3) == ids[:3]
+    assert claim(store, "w2", now, LEASE, 1) == ids[3:]
+    with store.begin() as conn:
+        assert mark_handed(conn, "w1", {ids[0]: "<a@shop.test>"}, now) == {ids[0]}
+    later = now + 2 * LEASE
+    with store.begin() as conn:  # ids[2] was swept meanwhile
+        conn.execute(
+            Message.__table__.update()
+            .where(Message.__table__.c.id == ids[2])
+            .values(status=MessageStatus.QUEUED, lease_owner=None, lease_until=None)
+        )
+    assert renew_leases(store, "w1", later) == 2
+    rows = box.rows()
+    assert [rows[i].lease_until for i in ids] == [later, later, None, now + LEASE]
 
 
 def test_release_gives_leases_back(store: Engine, now: datetime) -> None:
