@@ -7,6 +7,9 @@ whose errors say what was expected and what was found.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import math
 import re
 from datetime import date, time, timedelta
 from datetime import date as Date
@@ -15,30 +18,119 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .models import MessageKind
+from .types import CENT
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 EMAIL = re.compile(
     r"^[^@\s<>\"',;\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$"
 )
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12})\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+# No duration a marketer writes needs more than ten years; beyond it dates overflow.
+MAX_DURATION = timedelta(days=3650)
+# The largest amount of money anywhere in the files (a threshold, a minimum), in whole units.
+MAX_AMOUNT = Decimal(1_000_000_000)
+# Languages the engine has its own words for (footer, unsubscribe page, "friend").
+LANGUAGES = ("en", "bn")
 
 
 def _shown(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
+class _TooLong(ValueError):
+    """A duration longer than MAX_DURATION."""
+
+
 def parse_duration(value: Any) -> timedelta:
-    """'90s', '30m', '2h', '3d', '1w' (or a timedelta) → timedelta."""
+    """'90s', '30m', '2h', '3d', '1w' (or a timedelta) → timedelta, at most MAX_DURATION."""
     if isinstance(value, timedelta):
-        return value
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"expected a duration like 2h or 3d, got {_shown(value)}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        duration = value
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected a duration like 2h or 3d, got {_shown(value)}")
+        count, unit = int(match.group(1)), match.group(2)
+        if count * _SECONDS[unit] > MAX_DURATION.total_seconds():
+            duration = MAX_DURATION + timedelta(seconds=1)  # and no OverflowError on the way
+        else:
+            duration = timedelta(**{_UNITS[unit]: count})
+    if duration > MAX_DURATION:
+        raise _TooLong(
+            f"expected a duration of at most {show_duration(MAX_DURATION)} (ten years), "
+            f"got {_shown(value)}"
+        )
+    return duration
+
+
+def show_duration(duration: timedelta) -> str:
+    """A duration as a marketer writes it, in its largest whole unit: 3d, 90m, 10s."""
+    seconds = int(duration.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _SECONDS[unit] == 0:
+            return f"{seconds // _SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def duration_from(low: str, high: str) -> Any:
+    """A validator of a duration from `low` to `high` (both included), written like 10s."""
+    least, most = parse_duration(low), parse_duration(high)
+
+    def parse(value: Any) -> timedelta:
+        try:
+            found: timedelta | None = parse_duration(value)
+        except _TooLong:
+            found = None
+        if found is None or not least <= found <= most:
+            raise ValueError(f"expected a duration from {low} to {high}, got {_shown(value)}")
+        return found
+
+    return BeforeValidator(parse)
+
+
+def whole(low: int, high: int) -> Any:
+    """A validator of a whole number from `low` to `high` (both included); not true/false."""
+
+    def parse(value: Any) -> int:
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,18}\s*", value):
+            number = int(value)
+        if number is None or not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {_shown(value)}")
+        return number
+
+    return BeforeValidator(parse)
+
+
+def number(low: float, high: float) -> Any:
+    """A validator of a finite number from `low` to `high` (both included), such as a rate."""
+
+    def parse(value: Any) -> float:
+        found: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            found = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                found = float(value.strip())
+        if found is None or not math.isfinite(found) or not low <= found <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}, got {_shown(value)}")
+        return found
+
+    return BeforeValidator(parse)
 
 
 def parse_time_of_day(value: Any) -> time:
@@ -86,18 +178,37 @@ def parse_slug(value: Any) -> str:
 
 
 def parse_amount(value: Any) -> Decimal:
-    """A non-negative money amount; YAML floats are read by their text, never as binary."""
+    """A money amount from 0 to MAX_AMOUNT with at most two decimals.
+
+    YAML floats are read by their text, never as binary.
+    """
     try:
         amount = Decimal(str(value).strip())
     except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"expected an amount like 0.01 or 250, got {_shown(value)}") from exc
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"expected an amount of zero or more, got {_shown(value)}")
+    if amount > MAX_AMOUNT:
+        raise ValueError(f"expected an amount of at most {MAX_AMOUNT:,}, got {_shown(value)}")
+    if amount != amount.quantize(CENT):
+        raise ValueError(f"expected an amount with at most two decimals, got {_shown(value)}")
     return amount
 
 
+def amount_from(low: str) -> Any:
+    """A check that an Amount is at least `low`."""
+    least = Decimal(low)
+
+    def check(value: Decimal) -> Decimal:
+        if value < least:
+            raise ValueError(f"expected an amount of at least {least}, got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
 def parse_percent(value: Any) -> Decimal:
-    """'20%' or 20 → Decimal('20'); must lie in (0, 100)."""
+    """'20%' or 20 → Decimal('20'); must lie in (0, 100), with at most two decimals."""
     text = str(value).strip().removesuffix("%").strip()
     try:
         percent = Decimal(text)
@@ -105,7 +216,36 @@ def parse_percent(value: Any) -> Decimal:
         raise ValueError(f'expected a discount like "20%", got {_shown(value)}') from exc
     if not percent.is_finite() or not 0 < percent < 100:
         raise ValueError(f"expected a discount between 0% and 100%, got {_shown(value)}")
+    if percent != percent.quantize(CENT):
+        raise ValueError(f"expected a discount with at most two decimals, got {_shown(value)}")
     return percent
+
+
+def parse_language(value: Any) -> str:
+    """A language key of a localized text: a locale such as en, bn or bn_BD, normalised."""
+    if isinstance(value, str):
+        with contextlib.suppress(UnknownLocaleError, ValueError):
+            return str(Locale.parse(value.replace("-", "_")))
+    close = difflib.get_close_matches(str(value), LANGUAGES, n=2, cutoff=0.5)
+    hint = (
+        f"did you mean {' or '.join(map(repr, close))}?"
+        if close
+        else "expected a locale like en, bn or bn_BD"
+    )
+    raise PydanticCustomError(
+        "unknown_language",
+        "unknown language {language} ({hint})",
+        {"language": repr(value), "hint": hint, "key": str(value)},
+    )
+
+
+def parse_local_text(value: Any) -> Any:
+    """Text for everyone, or a non-empty mapping of language to text (keys normalised)."""
+    if not isinstance(value, dict):
+        return value
+    if not value:
+        raise ValueError("expected text or a mapping of language to text, got an empty mapping")
+    return {parse_language(key): text for key, text in value.items()}
 
 
 def _matching(pattern: str, expected: str) -> Any:
@@ -128,11 +268,14 @@ Email = Annotated[str, BeforeValidator(parse_email)]
 Slug = Annotated[str, BeforeValidator(parse_slug)]
 Amount = Annotated[Decimal, BeforeValidator(parse_amount)]
 Percent = Annotated[Decimal, BeforeValidator(parse_percent)]
+Port = Annotated[int, whole(1, 65535)]
+# Time after the welcome in which no thank-you goes out.
+QuietAfter = Annotated[timedelta, duration_from("0s", "30d")]
 CountryCode = Annotated[str, _matching(r"^[A-Z]{2}$", "a two-letter country code like BD")]
 CurrencyCode = Annotated[str, _matching(r"^[A-Z]{3}$", "a three-letter currency code like BDT")]
 WebAddress = Annotated[str, _matching(r"^https?://\S+$", "a web address like https://shop.example")]
 # Text in one language for everyone, or per language: {en: "...", bn: "..."}.
-LocalText = str | dict[str, str]
+LocalText = Annotated[str | dict[str, str], BeforeValidator(parse_local_text)]
 
 
 def pick_text(text: LocalText, locale: str) -> str:
@@ -172,10 +315,10 @@ class Sender(Frozen):
 
 class Smtp(Frozen):
     host: str = "127.0.0.1"
-    port: int = Field(default=8025, ge=1, le=65535)
+    port: Port = 8025
     security: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
-    timeout: Duration = timedelta(seconds=30)
+    timeout: Annotated[timedelta, duration_from("1s", "10m")] = timedelta(seconds=30)
     local_hostname: str = "localhost"
 
 
@@ -191,8 +334,8 @@ class SendWindow(Frozen):
 
 
 class FrequencyCap(Frozen):
-    max: int = Field(ge=1)
-    per: Duration
+    max: Annotated[int, whole(1, 1000)]
+    per: Annotated[timedelta, duration_from("1h", "365d")]
 
 
 class Dkim(Frozen):
@@ -206,13 +349,13 @@ class Sending(Frozen):
     reply_to: Email | None = None
     unsubscribe_mailto: Email | None = None
     smtp: Smtp = Smtp()
-    connections: int = Field(default=4, ge=1, le=64)
-    rate_per_second: float = Field(default=50, gt=0)
-    recycle_after: int = Field(default=200, ge=1)
-    batch_size: int = Field(default=100, ge=1, le=10_000)
-    lease: Duration = timedelta(minutes=5)
-    max_attempts: int = Field(default=8, ge=1)
-    max_age: Duration = timedelta(hours=72)
+    connections: Annotated[int, whole(1, 64)] = 4
+    rate_per_second: Annotated[float, number(0.01, 10_000)] = 50
+    recycle_after: Annotated[int, whole(1, 100_000)] = 200
+    batch_size: Annotated[int, whole(1, 10_000)] = 100
+    lease: Annotated[timedelta, duration_from("10s", "1d")] = timedelta(minutes=5)
+    max_attempts: Annotated[int, whole(1, 100)] = 8
+    max_age: Annotated[timedelta, duration_from("1m", "30d")] = timedelta(hours=72)
     window: SendWindow = SendWindow()
     frequency_cap: FrequencyCap | None = None
     dkim: Dkim | None = None
@@ -221,10 +364,8 @@ class Sending(Frozen):
 class Tracking(Frozen):
     base_url: WebAddress = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    machine_open_window: Duration = timedelta(seconds=5)
-    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed.
-    trusted_proxies: list[IPvAnyNetwork] = Field(default=[], max_length=100)
+    port: Port = 8000
+    machine_open_window: Annotated[timedelta, duration_from("0s", "10m")] = timedelta(seconds=5)
 
 
 class ExtraHoliday(Frozen):
@@ -252,11 +393,11 @@ class Holidays(Frozen):
 
 
 class Refunds(Frozen):
-    minimum: Amount = Decimal("0.01")
+    minimum: Annotated[Amount, amount_from("0.01")] = Decimal("0.01")
 
 
 class Reports(Frozen):
-    attribution_days: int = Field(default=7, ge=1, le=365)
+    attribution_days: Annotated[int, whole(1, 365)] = 7
 
 
 class Paths(Frozen):
@@ -269,7 +410,7 @@ class Config(Frozen):
     shop: Shop
     sending: Sending
     database: str = "sqlite:///lifecycle.db"
-    tick_seconds: int = Field(default=60, ge=1, le=3600)
+    tick_seconds: Annotated[int, whole(1, 3600)] = 60
     campaigns: list[Slug] = Field(default=[], description="the campaigns that run")
     tracking: Tracking = Tracking()
     holidays: Holidays = Holidays()
@@ -282,8 +423,8 @@ class Config(Frozen):
 
 
 class _Trigger(Frozen):
-    delay: Duration = timedelta(0)
-    expires_after: Duration | None = None
+    delay: Annotated[timedelta, duration_from("0s", "365d")] = timedelta(0)
+    expires_after: Annotated[timedelta, duration_from("1m", "365d")] | None = None
 
 
 class FirstOrder(_Trigger):
@@ -293,12 +434,12 @@ class FirstOrder(_Trigger):
 class OrderPlaced(_Trigger):
     type: Literal["order_placed"]
     # A first order already gets the welcome: no thank-you within this long of it.
-    quiet_after_welcome: Duration | None = timedelta(hours=1)
+    quiet_after_welcome: QuietAfter | None = timedelta(hours=1)
 
 
 class OrderDelivered(_Trigger):
     type: Literal["order_delivered"]
-    quiet_after_welcome: Duration | None = timedelta(hours=1)
+    quiet_after_welcome: QuietAfter | None = timedelta(hours=1)
 
 
 class PriceDrop(_Trigger):
@@ -308,7 +449,7 @@ class PriceDrop(_Trigger):
 class HolidayTrigger(_Trigger):
     type: Literal["holiday"]
     holidays: list[Slug] = Field(min_length=1)
-    days_before: int = Field(ge=0, le=365)
+    days_before: Annotated[int, whole(0, 365)]
     at: TimeOfDay = time(10, 0)
 
 

@@ -320,6 +320,8 @@ def validation_problems(
         path = _data_path(doc.data, error["loc"])
         if error["type"] == "union_tag_invalid":
             path = (*path, str(error.get("ctx", {}).get("discriminator", "type")).strip("'"))
+        elif error["type"] == "unknown_language":
+            path = (*path, error["ctx"]["key"])  # the line of the key, not of the text
         by_path.setdefault(path, []).append(error)
     typos = {
         (*path[:-1], hint)

@@ -19,6 +19,9 @@ rules; a mapping with several keys means all of them. The conditions
     clicked:     {within: 30d}
     received:    {campaign: welcome, within: 30d}  a message of it was sent
 
+Windows are positive and at most 3650d; counts run from 0 to 1,000,000;
+amounts from 0 to 1,000,000,000 with at most two decimals.
+
 Only this whitelisted vocabulary exists: no raw SQL, no eval. Without a
 window, `orders` and `spent` read the denormalised `customer.orders_count`
 and `customer.total_spent`. `compile_segment` raises `ConfigError` for a bad
@@ -56,6 +59,8 @@ from .types import Money
 from .yamlfile import KeyPath, describe, dotted
 
 Rule = ColumnElement[bool]
+# More orders than any customer places; a larger bound is a typo (and overflows a SQL integer).
+MAX_COUNT = 1_000_000
 
 
 class _Invalid(Exception):
@@ -173,8 +178,10 @@ def _count(options: dict[str, Any], key: str) -> int | None:
     value = options.get(key)
     if value is None and key not in options:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Invalid((key,), f"expected a whole number of zero or more, got {describe(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _Invalid(
+            (key,), f"expected a whole number from 0 to {MAX_COUNT:,}, got {describe(value)}"
+        )
     return value
 
 

@@ -20,6 +20,7 @@ from engine.config import (
     parse_amount,
     parse_duration,
     parse_email,
+    parse_language,
     parse_locale,
     parse_percent,
     parse_slug,
@@ -45,6 +46,12 @@ CONFIG = {
         pytest.param(parse_duration, "1w", timedelta(weeks=1), id="weeks"),
         pytest.param(parse_duration, " 2 h ", timedelta(hours=2), id="spaces"),
         pytest.param(parse_duration, "0m", timedelta(0), id="zero"),
+        pytest.param(parse_duration, "3650d", timedelta(days=3650), id="ten-years"),
+        pytest.param(parse_duration, "521w", timedelta(weeks=521), id="ten-years-in-weeks"),
+        pytest.param(parse_amount, "1000000000", Decimal("1000000000"), id="largest-amount"),
+        pytest.param(parse_percent, "99.99%", Decimal("99.99"), id="percent-two-decimals"),
+        pytest.param(parse_language, "bn-BD", "bn_BD", id="language-normalised"),
+        pytest.param(parse_language, "EN", "en", id="language-case"),
         pytest.param(parse_time_of_day, "10:00", time(10, 0), id="ten"),
         pytest.param(parse_time_of_day, "9:30", time(9, 30), id="one-digit-hour"),
         pytest.param(parse_time_of_day, "23:59", time(23, 59), id="last-minute"),
@@ -78,6 +85,19 @@ def test_good_values(parse: Callable[[Any], Any], value: object, expected: objec
         pytest.param(parse_duration, "2 hours", 'got "2 hours"', id="long-unit"),
         pytest.param(parse_duration, None, "got None", id="nothing"),
         pytest.param(
+            parse_duration,
+            "3651d",
+            'expected a duration of at most 3650d (ten years), got "3651d"',
+            id="past-ten-years",
+        ),
+        pytest.param(
+            parse_duration,
+            "100000000000d",  # was an OverflowError
+            'expected a duration of at most 3650d (ten years), got "100000000000d"',
+            id="overflow",
+        ),
+        pytest.param(parse_duration, "9" * 5000 + "s", "expected a duration like", id="digits"),
+        pytest.param(
             parse_time_of_day, "24:00", 'expected a time of day like "10:00", got "24:00"', id="24h"
         ),
         pytest.param(parse_time_of_day, "10:60", 'got "10:60"', id="minute-60"),
@@ -107,7 +127,21 @@ def test_good_values(parse: Callable[[Any], Any], value: object, expected: objec
         pytest.param(
             parse_amount, "lots", 'expected an amount like 0.01 or 250, got "lots"', id="word"
         ),
+        pytest.param(
+            parse_amount,
+            "1e999999999",
+            'expected an amount of at most 1,000,000,000, got "1e999999999"',
+            id="huge",
+        ),
+        pytest.param(
+            parse_amount, 0.001, "expected an amount with at most two decimals", id="paisa"
+        ),
         pytest.param(parse_percent, "100%", "between 0% and 100%", id="hundred"),
+        pytest.param(parse_percent, "1e-300", "at most two decimals", id="tiny"),
+        pytest.param(
+            parse_language, "qn", "unknown language 'qn' (did you mean 'en' or 'bn'?)", id="qn"
+        ),
+        pytest.param(parse_language, 7, "unknown language 7", id="language-number"),
         pytest.param(parse_percent, "0%", "between 0% and 100%", id="zero"),
         pytest.param(
             parse_percent, "half", 'expected a discount like "20%", got "half"', id="word"
@@ -205,6 +239,29 @@ def test_a_campaign_trigger_is_chosen_by_its_type() -> None:
     assert campaign.trigger.at == time(10, 0)
     assert campaign.segment == "everyone"
     assert campaign.offers[0].discount == Decimal("10")
+
+
+def _campaign(subject: Any) -> dict[str, Any]:
+    return {"name": "w", "trigger": {"type": "first_order"}, "template": "w", "subject": subject}
+
+
+def test_text_keys_are_normalised_languages() -> None:
+    campaign = Campaign.model_validate(_campaign({"EN": "Hi", "bn-BD": "হাই"}))
+    assert campaign.subject == {"en": "Hi", "bn_BD": "হাই"}
+    assert pick_text(campaign.subject, "bn_BD") == "হাই"
+
+
+@pytest.mark.parametrize(
+    ("subject", "message"),
+    [
+        pytest.param({}, "expected text or a mapping of language to text, got an empty mapping",
+                     id="empty"),  # pick_text had nothing to pick: a StopIteration at send time
+        pytest.param({"en": "Hi", "qn": "Hi"}, "unknown language 'qn'", id="typo"),
+    ],
+)  # fmt: skip
+def test_bad_localized_text_is_refused(subject: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Campaign.model_validate(_campaign(subject))
 
 
 # ---------------------------------------------------------------- secrets and the database URL

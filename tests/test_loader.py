@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,19 +218,20 @@ def test_a_missing_template_names_both_files(shop: Path) -> None:
         pytest.param(
             "tick_seconds: 60",
             "tick_seconds: soon",
-            'config.yaml:{line}: tick_seconds: expected a whole number, got "soon"',
+            'config.yaml:{line}: tick_seconds: expected a whole number from 1 to 3600, got "soon"',
             id="wrong-type",
         ),
         pytest.param(
             "port: 8025",
             "port: [8025]",
-            "config.yaml:{line}: sending.smtp.port: expected a whole number, got a list",
+            "config.yaml:{line}: sending.smtp.port: expected a whole number from 1 to 65535, "
+            "got [8025]",
             id="list-for-number",
         ),
         pytest.param(
             "port: 8025",
             "port: 70000",
-            "config.yaml:{line}: sending.smtp.port: expected a number less than or equal to 65535, "
+            "config.yaml:{line}: sending.smtp.port: expected a whole number from 1 to 65535, "
             "got 70000",
             id="out-of-range",
         ),
@@ -437,3 +439,146 @@ def test_where_a_key_was_written(shop: Path) -> None:
     assert project.where("campaigns/welcome.yaml", ("trigger", "delay")) == 7
     assert project.where("campaigns/welcome.yaml", ("trigger", "at")) == 4
     assert project.where("nowhere.yaml", ("name",)) is None
+
+
+# ---------------------------------------------------------------- every number has a range
+
+CFG, WEL, HOL, THX = (
+    "config.yaml",
+    "campaigns/welcome.yaml",
+    "campaigns/holiday_preannounce.yaml",
+    "campaigns/thank_you.yaml",
+)
+SENDING = "  connections: 4\n"
+
+
+def _setting(key: str, value: str) -> tuple[str, str, str]:
+    """An edit adding `sending.<key>: <value>` on the line after `connections` ({next})."""
+    return CFG, SENDING, f"{SENDING}  {key}: {value}\n"
+
+
+def _inside(file: str, old: str, new: str, id: str) -> Any:
+    return pytest.param(file, old, new, None, id=f"{id}-inside")
+
+
+def _outside(file: str, old: str, new: str, message: str, id: str) -> Any:
+    return pytest.param(file, old, new, message, id=f"{id}-outside")
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        _inside(CFG, "tick_seconds: 60", "tick_seconds: 3600", "tick"),
+        _outside(CFG, "tick_seconds: 60", "tick_seconds: 3601",
+                 "tick_seconds: expected a whole number from 1 to 3600, got 3601", "tick"),
+        _outside(CFG, "tick_seconds: 60", "tick_seconds: true",
+                 "tick_seconds: expected a whole number from 1 to 3600, got True", "tick-bool"),
+        _inside(CFG, "rate_per_second: 50", "rate_per_second: 0.01", "rate-low"),
+        _outside(CFG, "rate_per_second: 50", "rate_per_second: 0.009",
+                 "sending.rate_per_second: expected a number from 0.01 to 10000, got 0.009",
+                 "rate-low"),
+        _outside(CFG, "rate_per_second: 50", "rate_per_second: 1e-300",
+                 'sending.rate_per_second: expected a number from 0.01 to 10000, got "1e-300"',
+                 "rate-tiny"),
+        _inside(CFG, "rate_per_second: 50", "rate_per_second: 10000", "rate-high"),
+        _outside(CFG, "rate_per_second: 50", "rate_per_second: 10000.5",
+                 "sending.rate_per_second: expected a number from 0.01 to 10000, got 10000.5",
+                 "rate-high"),
+        _outside(CFG, "rate_per_second: 50", "rate_per_second: .nan",
+                 "sending.rate_per_second: expected a number from 0.01 to 10000, got nan",
+                 "rate-nan"),
+        _inside(CFG, "connections: 4", "connections: 64", "connections"),
+        _outside(CFG, "connections: 4", "connections: 65",
+                 "sending.connections: expected a whole number from 1 to 64, got 65",
+                 "connections"),
+        _inside(*_setting("lease", "10s"), "lease-low"),
+        _outside(*_setting("lease", "9s"),
+                 'sending.lease: expected a duration from 10s to 1d, got "9s"', "lease-low"),
+        _outside(*_setting("lease", "0s"),
+                 'sending.lease: expected a duration from 10s to 1d, got "0s"', "lease-zero"),
+        _inside(*_setting("lease", "24h"), "lease-high"),
+        _outside(*_setting("lease", "25h"),
+                 'sending.lease: expected a duration from 10s to 1d, got "25h"', "lease-high"),
+        _inside(*_setting("batch_size", "10000"), "batch"),
+        _outside(*_setting("batch_size", "10001"),
+                 "sending.batch_size: expected a whole number from 1 to 10000, got 10001",
+                 "batch"),
+        _inside(*_setting("max_attempts", "100"), "attempts"),
+        _outside(*_setting("max_attempts", "0"),
+                 "sending.max_attempts: expected a whole number from 1 to 100, got 0",
+                 "attempts"),
+        _inside(*_setting("recycle_after", "100000"), "recycle"),
+        _outside(*_setting("recycle_after", "100001"),
+                 "sending.recycle_after: expected a whole number from 1 to 100000, got 100001",
+                 "recycle"),
+        _inside(*_setting("max_age", "30d"), "max-age"),
+        _outside(*_setting("max_age", "31d"),
+                 'sending.max_age: expected a duration from 1m to 30d, got "31d"', "max-age"),
+        _inside(CFG, "per: 7d}", "per: 1h}", "cap-per"),
+        _outside(CFG, "per: 7d}", "per: 0s}",
+                 'sending.frequency_cap.per: expected a duration from 1h to 365d, got "0s"',
+                 "cap-per"),
+        _outside(CFG, "per: 7d}", "per: 100000000000d}",
+                 "sending.frequency_cap.per: expected a duration from 1h to 365d, "
+                 'got "100000000000d"',
+                 "cap-per-overflow"),
+        _inside(CFG, "{max: 3,", "{max: 1000,", "cap-max"),
+        _outside(CFG, "{max: 3,", "{max: 1001,",
+                 "sending.frequency_cap.max: expected a whole number from 1 to 1000, got 1001",
+                 "cap-max"),
+        _inside(CFG, "minimum: 0.01", "minimum: 1000000000", "refund-high"),
+        _outside(CFG, "minimum: 0.01", "minimum: 1000000000.01",
+                 "refunds.minimum: expected an amount of at most 1,000,000,000, "
+                 "got 1000000000.01",
+                 "refund-high"),
+        _outside(CFG, "minimum: 0.01", "minimum: 1e999999999",
+                 'refunds.minimum: expected an amount of at most 1,000,000,000, '
+                 'got "1e999999999"',
+                 "refund-huge"),
+        _outside(CFG, "minimum: 0.01", "minimum: 0",
+                 "refunds.minimum: expected an amount of at least 0.01, got 0", "refund-zero"),
+        _outside(CFG, "minimum: 0.01", "minimum: 0.005",
+                 "refunds.minimum: expected an amount with at most two decimals, got 0.005",
+                 "refund-paisa"),
+        _inside(CFG, "attribution_days: 7", "attribution_days: 365", "attribution"),
+        _outside(CFG, "attribution_days: 7", "attribution_days: 366",
+                 "reports.attribution_days: expected a whole number from 1 to 365, got 366",
+                 "attribution"),
+        _inside(WEL, "delay: 10m", "delay: 365d", "delay"),
+        _outside(WEL, "delay: 10m", "delay: 366d",
+                 'trigger.delay: expected a duration from 0s to 365d, got "366d"', "delay"),
+        _outside(WEL, "delay: 10m", "delay: 999999999d",
+                 'trigger.delay: expected a duration from 0s to 365d, got "999999999d"',
+                 "delay-huge"),
+        _inside(WEL, "expires_after: 3d", "expires_after: 1m", "expires"),
+        _outside(WEL, "expires_after: 3d", "expires_after: 59s",
+                 'trigger.expires_after: expected a duration from 1m to 365d, got "59s"',
+                 "expires"),
+        _inside(THX, "quiet_after_welcome: 1h", "quiet_after_welcome: 30d", "quiet"),
+        _outside(THX, "quiet_after_welcome: 1h", "quiet_after_welcome: 31d",
+                 'trigger.quiet_after_welcome: expected a duration from 0s to 30d, got "31d"',
+                 "quiet"),
+        _inside(HOL, "days_before: 3", "days_before: 365", "days-before"),
+        _outside(HOL, "days_before: 3", "days_before: 366",
+                 "trigger.days_before: expected a whole number from 0 to 365, got 366",
+                 "days-before"),
+        _inside(HOL, "discount: 20%", "discount: 99.99%", "discount"),
+        _outside(HOL, "discount: 20%", "discount: 12.345%",
+                 'offers[0].discount: expected a discount with at most two decimals, '
+                 'got "12.345%"',
+                 "discount"),
+        _inside(HOL, "  en: Regular customers", "  bn_BD: Regular customers", "language"),
+        _outside(HOL, "  en: Regular customers", "  qn: Regular customers",
+                 "preheader.qn: unknown language 'qn' (did you mean 'en' or 'bn'?)",
+                 "language"),
+        _outside(HOL, "  en: Regular customers", "  english: Regular customers",
+                 "preheader.english: unknown language 'english' "
+                 "(expected a locale like en, bn or bn_BD)",
+                 "language-word"),
+    ],
+)  # fmt: skip
+def test_every_number_and_duration_has_a_range(
+    shop: Path, file: str, old: str, new: str, expected: str | None
+) -> None:
+    line = edit(shop, file, old, new) + (1 if old == SENDING else 0)
+    assert problems(shop) == ([f"{file}:{line}: {expected}"] if expected else [])

@@ -143,7 +143,7 @@ def test_rule_selects_expected_customers(shop: Engine, rules: Any, expected: set
         pytest.param({"ordrs": {"at_least": 1}}, "rules.ordrs", "did you mean 'orders'", id="unknown-rule"),
         pytest.param({"orders": {"at_lest": 1}}, "rules.orders.at_lest", "did you mean 'at_least'", id="unknown-operator"),
         pytest.param({"orders": {"within": "180d"}}, "rules.orders", "at_least or at_most", id="no-bound"),
-        pytest.param({"orders": {"at_least": -1}}, "rules.orders.at_least", "zero or more", id="negative"),
+        pytest.param({"orders": {"at_least": -1}}, "rules.orders.at_least", "from 0 to 1,000,000", id="negative"),
         pytest.param({"orders": {"at_least": 1, "within": "6 months"}}, "rules.orders.within", "duration", id="bad-duration"),
         pytest.param({"spent": {"at_least": "lots"}}, "rules.spent.at_least", "amount", id="bad-amount"),
         pytest.param({"first_order": {"within": "1d", "before": "2d"}}, "rules.first_order", "exactly one", id="within-and-before"),
@@ -204,3 +204,58 @@ def test_dialect_specific_rules_on_each_database(store: Engine) -> None:
     assert members(store, {"spent": {"at_least": "841.01", "within": "30d"}}) == set()
     assert members(store, {"orders": {"at_most": 1, "within": "15d"}}) == {"a", "b"}
     assert members(store, {"bought": {"sku": "TEA-500G", "within": "15d"}}) == {"a"}
+
+
+# The largest value each bound allows; one more is refused (below).
+AT_THE_BOUNDS = [
+    {"orders": {"at_least": 1_000_000, "within": "3650d"}},
+    {"orders": {"at_most": 1_000_000}},
+    {"spent": {"at_least": "1000000000", "within": "3650d"}},
+    {"spent": {"at_most": 1000000000.00}},
+    {"spent": {"at_least": 0.01}},
+    {"last_order": {"before": "3650d"}},
+    {"opened": {"within": "1s"}},
+]
+
+
+def test_values_at_the_bounds_run_on_each_database(store: Engine) -> None:
+    with Session(store) as session:
+        for rules in AT_THE_BOUNDS:
+            rule = compile_segment(Segment(name="test", rules=rules), NOW)
+            assert session.exec(select(col(Customer.id)).where(rule)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("rules", "key", "message"),
+    [
+        pytest.param({"orders": {"at_least": 1_000_001}}, "rules.orders.at_least",
+                     "expected a whole number from 0 to 1,000,000, got 1000001", id="count"),
+        pytest.param({"orders": {"at_most": 10**20}}, "rules.orders.at_most",
+                     f"expected a whole number from 0 to 1,000,000, got {10**20}",
+                     id="count-overflow"),
+        pytest.param({"orders": {"at_least": True}}, "rules.orders.at_least",
+                     "expected a whole number from 0 to 1,000,000, got True", id="count-bool"),
+        pytest.param({"spent": {"at_least": 1000000000.01}}, "rules.spent.at_least",
+                     "expected an amount of at most 1,000,000,000, got 1000000000.01",
+                     id="amount"),
+        pytest.param({"spent": {"at_least": 0.001}}, "rules.spent.at_least",
+                     "expected an amount with at most two decimals, got 0.001", id="paisa"),
+        pytest.param({"spent": {"at_least": "1e999999999"}}, "rules.spent.at_least",
+                     'expected an amount of at most 1,000,000,000, got "1e999999999"',
+                     id="amount-huge"),
+        pytest.param({"last_order": {"before": "3651d"}}, "rules.last_order.before",
+                     'expected a duration of at most 3650d (ten years), got "3651d"',
+                     id="window"),
+        pytest.param({"orders": {"at_least": 1, "within": "100000000000d"}},
+                     "rules.orders.within",
+                     'expected a duration of at most 3650d (ten years), got "100000000000d"',
+                     id="window-overflow"),
+        pytest.param({"opened": {"within": "0s"}}, "rules.opened.within",
+                     'expected a positive duration, got "0s"', id="window-zero"),
+    ],
+)  # fmt: skip
+def test_values_past_the_bounds_are_refused(rules: Any, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_segment(Segment(name="test", rules=rules), NOW)
+    [problem] = info.value.problems
+    assert (problem.key, problem.message) == (key, message)
