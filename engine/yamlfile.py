@@ -89,13 +89,48 @@ class YamlProblems(Exception):
 def read_yaml(path: Path, shown_as: str) -> YamlDoc:
     """Parse `path`; raise YamlProblems naming the file and line for any fault."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise YamlProblems([Problem(shown_as, None, "", f"cannot read the file: {exc}")]) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _position(data[: exc.start].decode("utf-8", errors="replace"))
+        message = (
+            f"invalid UTF-8 at column {column}: byte 0x{data[exc.start]:02x} "
+            "(save the file as UTF-8)"
+        )
+        raise YamlProblems([Problem(shown_as, line, "", message)]) from None
     return parse_yaml(text, shown_as)
 
 
+# What YAML allows in a file (its "printable" set); anything else is refused with its place.
+_UNPRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _position(before: str) -> tuple[int, int]:
+    """The line and column (both from 1) just after the text `before`."""
+    lines = before.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def _check_characters(text: str, shown_as: str) -> None:
+    """Refuse a control character (or a lone surrogate) with its line and column.
+
+    The YAML reader reports these with an offset into the text, which no editor shows.
+    """
+    found = _UNPRINTABLE.search(text)
+    if found is not None:
+        line, column = _position(text[: found.start()])
+        code = f"U+{ord(found.group()):04X}"
+        message = f"invalid YAML: column {column}: a control character ({code}) is not allowed"
+        raise YamlProblems([Problem(shown_as, line, "", message)])
+
+
 def parse_yaml(text: str, shown_as: str) -> YamlDoc:
+    _check_characters(text, shown_as)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

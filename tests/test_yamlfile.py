@@ -147,9 +147,68 @@ def test_reading_a_file(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("name: নকশি ঘর\n", encoding="utf-8")
     assert read_yaml(good, "good.yaml").data == {"name": "নকশি ঘর"}
-    latin1 = tmp_path / "latin1.yaml"
-    latin1.write_bytes("name: Café\n".encode("latin-1"))
-    with pytest.raises(YamlProblems, match=r"^latin1.yaml: cannot read the file: "):
-        read_yaml(latin1, "latin1.yaml")
     with pytest.raises(YamlProblems, match=r"^gone.yaml: cannot read the file: "):
         read_yaml(tmp_path / "gone.yaml", "gone.yaml")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            "a: 1\nname: Café\n".encode("latin-1"),
+            "f.yaml:2: invalid UTF-8 at column 10: byte 0xe9 (save the file as UTF-8)",
+            id="latin-1",
+        ),
+        pytest.param(
+            "name: x\nstory: ঘর ".encode() + b"\xff\n",  # columns count letters, not bytes
+            "f.yaml:2: invalid UTF-8 at column 11: byte 0xff (save the file as UTF-8)",
+            id="after-bengali",
+        ),
+        pytest.param(
+            b"a: 1\n\xe0\xa6: 2\n",  # a multi-byte letter cut short
+            "f.yaml:2: invalid UTF-8 at column 1: byte 0xe0 (save the file as UTF-8)",
+            id="cut-letter",
+        ),
+    ],
+)
+def test_bad_utf8_names_line_and_column(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_bytes(data)
+    with pytest.raises(YamlProblems) as caught:
+        read_yaml(path, "f.yaml")
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "a: 1\nb: x\x07y\n",
+            "f.yaml:2: invalid YAML: column 5: a control character (U+0007) is not allowed",
+            id="bell",
+        ),
+        pytest.param(
+            "name: নকশি ঘর\nb: \x00\n",
+            "f.yaml:2: invalid YAML: column 4: a control character (U+0000) is not allowed",
+            id="nul-after-bengali",
+        ),
+        pytest.param(
+            "a: 1\n# a comment \x1b[0m\n",
+            "f.yaml:2: invalid YAML: column 13: a control character (U+001B) is not allowed",
+            id="escape-in-comment",
+        ),
+        pytest.param(
+            'a: 1\nb: "quoted \x08"\n',
+            "f.yaml:2: invalid YAML: column 12: a control character (U+0008) is not allowed",
+            id="in-quotes",
+        ),
+    ],
+)
+def test_control_characters_name_line_and_column(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_tabs_newlines_and_a_byte_order_mark_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_bytes('\ufeffa: 1\r\nb: "x\ty"\r\n'.encode())
+    assert read_yaml(path, "f.yaml").data == {"a": 1, "b": "x\ty"}
