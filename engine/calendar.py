@@ -221,7 +221,7 @@ def known_holiday_ids(project: Project, engine: Engine | None = None) -> set[str
 
 
 def check_holidays(project: Project) -> list[Problem]:
-    """Unknown holiday ids in triggers and `confirmed`; offers naming unknown SKUs."""
+    """Unknown holiday ids in triggers and `confirmed`."""
     engine = _existing_database(project)
     try:
         known = known_holiday_ids(project, engine)
@@ -247,7 +247,6 @@ def check_holidays(project: Project) -> list[Problem]:
                     )
                 )
     problems += _check_confirmed(project, known - set(project.config.holidays.confirmed))
-    problems += _check_offers(project, engine)
     if engine is not None:
         engine.dispose()
     return problems
@@ -297,9 +296,22 @@ def _existing_database(project: Project) -> Engine | None:
     return None
 
 
-def _check_offers(project: Project, engine: Engine | None) -> list[Problem]:
+def check_offers(project: Project) -> list[Problem]:
+    """Offers, in any campaign file (enabled or not), of a SKU the shop's database lacks.
+
+    A problem of the shop's data, not of its files: without a database, or with
+    an empty one, there is nothing to compare. An email leaves such an offer out.
+    """
+    engine = _existing_database(project)
     if engine is None:
         return []
+    try:
+        return _missing_offers(project, engine)
+    finally:
+        engine.dispose()
+
+
+def _missing_offers(project: Project, engine: Engine) -> list[Problem]:
     offered = {
         (name, i, offer.sku)
         for name, campaign in project.campaigns.items()
@@ -324,7 +336,8 @@ def _check_offers(project: Project, engine: Engine | None) -> list[Problem]:
                     file,
                     project.where(file, path),
                     f"offers[{i}].sku",
-                    f"no product with sku {sku!r} in the database",
+                    f"no product with sku {sku!r} in the database "
+                    "(emails leave this offer out until the product is imported)",
                 )
             )
     return problems

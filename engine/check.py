@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
 from .errors import Problem
 from .loader import Project, load_partial
 
+log = logging.getLogger(__name__)
+
 
 def check_project(
-    path: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | None = None, *, strict: bool = False
 ) -> tuple[Project | None, list[Problem]]:
-    """Load the project and run every checker; return it (if loadable) and all problems."""
+    """Load the project and run every checker; return it (if loadable) and all problems.
+
+    A problem of the shop's data rather than its files (an offer of a SKU the
+    database lacks) is returned only when `strict` (`lifecycle check`); otherwise
+    (`lifecycle run`, a reload) it is logged as a warning, so a new shop with an
+    empty database can start.
+    """
     project, problems = load_partial(path)
     if project is not None:
         for checker in _checkers():
             problems.extend(checker(project))
+        for checker in _data_checkers():
+            for problem in checker(project):
+                if strict:
+                    problems.append(problem)
+                else:
+                    log.warning("%s", problem)
     return project, list(dict.fromkeys(problems))
 
 
@@ -27,3 +42,10 @@ def _checkers() -> list[Callable[[Project], list[Problem]]]:
     from .templatecheck import check_templates
 
     return [check_segments, check_holidays, check_templates]
+
+
+def _data_checkers() -> list[Callable[[Project], list[Problem]]]:
+    """Checks of the files against the shop's data in the database."""
+    from .calendar import check_offers
+
+    return [check_offers]

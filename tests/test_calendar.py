@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.calendar import check_holidays, holiday_dates, known_holiday_ids, package_holidays
+from engine.calendar import (
+    check_holidays,
+    check_offers,
+    holiday_dates,
+    known_holiday_ids,
+    package_holidays,
+)
 from engine.check import check_project
 from engine.db import make_engine, session_scope, upgrade
 from engine.loader import Project, load_project
@@ -115,14 +121,15 @@ def test_check_bad_trigger_values(
 
 def test_check_offers_against_existing_database(project_dir: Path, now: datetime) -> None:
     project = load_project(project_dir / "config.yaml")
-    assert check_holidays(project) == []  # no database yet: nothing to compare
+    assert check_offers(project) == []  # no database yet: nothing to compare
     engine = make_engine(project.database_url())
     upgrade(engine)
     with session_scope(engine) as s:
         upsert_product(s, sku="JUTE-BAG-01", name="Jute bag", price="350", now=now)
         upsert_product(s, sku="TEA-500G", name="Tea", price="420", now=now)
     engine.dispose()
-    [problem] = check_holidays(project)
+    assert check_holidays(project) == []
+    [problem] = check_offers(project)
     assert (problem.file, problem.line, problem.key) == (
         "campaigns/holiday_preannounce.yaml",
         20,

@@ -17,7 +17,7 @@ from .base import console, errors, main, print_json, with_app
 @with_app
 def check(app: App, as_json: bool) -> None:
     """Validate config, campaigns, segments and templates; exit 2 listing every problem."""
-    _, problems = check_project(app.config_file)
+    _, problems = check_project(app.config_file, strict=True)
     if as_json:
         print_json({"ok": not problems, "errors": [p.as_dict() for p in problems]})
     elif problems:
