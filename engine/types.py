@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -17,13 +17,18 @@ from sqlalchemy.types import BigInteger, DateTime, TypeDecorator
 
 MINOR_UNITS = 100
 CENT = Decimal("0.01")
+# The most paisa a BIGINT column holds: 92,233,720,368,547,758.07 in whole units.
+MAX_MINOR = 2**63 - 1
 
 
 def to_money(value: Any) -> Decimal:
-    """Return `value` as a Decimal with two places; refuse floats and junk."""
+    """Return `value` as a Decimal; refuse floats (TypeError) and junk (ValueError)."""
     if isinstance(value, float):
         raise TypeError(f"money must not be a float, got: {value!r}")
-    amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"money must be a number, got: {value!r}") from exc
     if not amount.is_finite():
         raise ValueError(f"money must be a finite number, got: {value!r}")
     return amount
@@ -40,6 +45,8 @@ class Money(TypeDecorator[Decimal]):
             return None
         amount = to_money(value)
         minor = amount * MINOR_UNITS
+        if abs(minor) > MAX_MINOR:
+            raise ValueError(f"money out of range (a BIGINT of paisa), got: {value!r}")
         if minor != minor.to_integral_value():
             raise ValueError(f"money has more than two decimal places: {value!r}")
         return int(minor)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
 
 from engine.models import Checkpoint, Credit, Customer
-from engine.types import Money, UTCDateTime, to_money
+from engine.types import CENT, MAX_MINOR, Money, UTCDateTime, to_money
 
 from . import store_fixtures
 
@@ -100,6 +100,8 @@ def test_a_naive_time_is_refused_before_it_reaches_the_database(sqlite_store: En
         pytest.param(Decimal("1.005"), ValueError, "more than two decimal places", id="3-places"),
         pytest.param("NaN", ValueError, "money must be a finite number", id="nan"),
         pytest.param("Infinity", ValueError, "money must be a finite number", id="infinity"),
+        pytest.param("lots", ValueError, "money must be a number, got: 'lots'", id="word"),
+        pytest.param(Decimal("1e30"), ValueError, "money out of range", id="huge"),
     ],
 )
 def test_money_refuses_floats_fractions_of_a_paisa_and_non_numbers(
@@ -120,3 +122,16 @@ def test_money_is_stored_as_whole_paisa() -> None:
 def test_utc_datetime_refuses_what_is_not_a_time() -> None:
     with pytest.raises(TypeError, match="expected a datetime, got: '2026-11-22'"):
         UTCDateTime().process_bind_param("2026-11-22", sqlite.dialect())
+
+
+def test_the_largest_amount_a_column_holds_goes_in_and_one_paisa_more_does_not(
+    fresh_store: Engine,
+) -> None:
+    largest = Decimal(MAX_MINOR) / 100
+    with fresh_store.begin() as conn:
+        add_customer(conn, total_spent=largest)
+        assert conn.execute(select(Customer.total_spent)).scalar_one() == largest
+    with fresh_store.begin() as conn, pytest.raises(StatementError) as caught:
+        add_customer(conn, external_id="C2", email="c2@example.com", total_spent=largest + CENT)
+    assert isinstance(caught.value.orig, ValueError)
+    assert "money out of range" in str(caught.value.orig)
