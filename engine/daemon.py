@@ -3,17 +3,20 @@
 APScheduler 3 (`AsyncIOScheduler`, UTC, a `MemoryJobStore`: the database is
 the source of truth) runs one interval job every `tick_seconds`, coalesced,
 never two at once, however late, the first one at start. Each tick reads the
-clock once, picks up edited files (`engine.reload`), takes the planner lock
-if it can (`engine.locks`), plans (in a worker thread, so the tracking server
-keeps answering) and sends. uvicorn serves the tracking app in the same loop.
+clock once, picks up edited files (`engine.reload`: the edited project is
+checked in a process of its own, so a template that runs away cannot stall
+the loop; a tick waits `RELOAD_WAIT_SECONDS` for the verdict, then goes on
+with the last good project), takes the planner lock if it can
+(`engine.locks`), plans (in a worker thread, so the tracking server keeps
+answering) and sends. uvicorn serves the tracking app in the same loop.
 While more than `POOL_FROM` emails are due, one composer process
 (`engine.composepool`) renders them beside the sending loop; it is stopped
 when the rush is over, and restarted after an edit (it holds the project).
 
 SIGTERM or SIGINT stops it gracefully: no new claims (the `stop` event the
 dispatcher watches), in-flight SMTP transactions finish, unsent leases are
-released, the last opens and clicks are written, the planner lock is freed,
-and the process exits 0.
+released, a check of an edit still running is killed, the last opens and
+clicks are written, the planner lock is freed, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sqlalchemy.engine import Engine
 
 from .composepool import POOL_FROM, start_compose_pool
 from .errors import ConfigError, EngineError
+from .httpserver import serve_in_thread
 from .loader import Project, Secrets
 from .locks import PlannerLock
 from .outbox import count_due
@@ -49,6 +53,7 @@ log = logging.getLogger("engine.daemon")
 SECRET_FILE = ".lifecycle-secret"
 OUTBOX = "outbox"
 SHUTDOWN_GRACE_SECONDS = 60
+RELOAD_WAIT_SECONDS = 10  # a tick waits this long for the check of an edit, then sends
 
 
 def _utcnow() -> datetime:
@@ -137,6 +142,7 @@ class Daemon:
         self.pool_from = self.pool_from or POOL_FROM
         self._tick_lock = asyncio.Lock()
         self._tick_task: asyncio.Task[Any] | None = None
+        self._reload_check: asyncio.Task[Project | None] | None = None
 
     @property
     def project(self) -> Project:
@@ -211,7 +217,7 @@ class Daemon:
 
     async def _reload(self) -> None:
         before = self.project
-        new = self.watcher.poll()
+        new = await self._edited_project()
         if new is None:
             return
         try:
@@ -234,6 +240,26 @@ class Daemon:
             if getattr(new.config, what) != getattr(before.config, what):
                 log.warning("config: a change of %s takes effect at the next restart", what)
 
+    async def _edited_project(self) -> Project | None:
+        """The edited project once checked and valid; None if nothing changed, the edit
+        is invalid, or its check (in its own process) is still running after
+        `RELOAD_WAIT_SECONDS`: a later tick takes its verdict."""
+        if self._reload_check is None:
+            self._reload_check = asyncio.create_task(self.watcher.poll_aside(self.stop))
+        done, _ = await asyncio.wait([self._reload_check], timeout=RELOAD_WAIT_SECONDS)
+        if not done:
+            log.info("still checking the edited project; sending with the last good version")
+            return None
+        check, self._reload_check = self._reload_check, None
+        return check.result()
+
+    async def _stop_reload_check(self) -> None:
+        if self._reload_check is not None:
+            check, self._reload_check = self._reload_check, None
+            check.cancel()  # kills the checking process
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+
     # ------------------------------------------------------------ the process
 
     async def serve(self) -> int:
@@ -247,7 +273,7 @@ class Daemon:
         self.mailer = _mailer(self.project, self.secrets)
         self.composer = _composer(self.project, self.secrets)
         server = _server(self, sock)
-        web = asyncio.create_task(server.serve(sockets=[sock]))
+        web = asyncio.create_task(serve_in_thread(server, [sock]))  # a loop of its own
         self.scheduler = _scheduler(self.tick_once, config.tick_seconds)
         self.scheduler.start()
         log.info(
@@ -279,6 +305,7 @@ class Daemon:
             if self._tick_task is not None:
                 self._tick_task.cancel()
         self.scheduler.shutdown(wait=False)
+        await self._stop_reload_check()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await web  # the app's lifespan writes the last opens and clicks

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from engine.cli import main
+from engine.daemon import SHUTDOWN_GRACE_SECONDS, _scheduler, demo_secret, describe
 from engine.daemon import Daemon as InProcessDaemon
-from engine.daemon import _scheduler, demo_secret, describe
 from engine.db import make_engine, upgrade
 from engine.loader import Secrets, load_project
 from engine.locks import FileLock
@@ -409,3 +410,43 @@ def test_the_tick_job_is_coalesced_single_and_never_dropped():
         assert tick.next_run_time <= datetime.now(UTC)  # the first tick runs at start
 
     asyncio.run(scenario())
+
+
+SLOW_CHECK = Path(__file__).parent / "slowcheck"  # its sitecustomize makes a marked check hang
+
+
+@pytest.mark.slow
+def test_a_runaway_edit_neither_stalls_tracking_nor_holds_up_sigterm(project_dir: Path, daemons):
+    http_port = free_port()
+    config = configure(
+        project_dir,
+        smtp_port=free_port(),
+        http_port=http_port,
+        database=f"sqlite:///{project_dir / 'shop.db'}",
+    )
+    path = os.pathsep.join([str(SLOW_CHECK), *filter(None, [os.environ.get("PYTHONPATH")])])
+    daemon = Daemon(config, env={"PYTHONPATH": path}).start()
+    daemons.append(daemon)
+    base = f"http://127.0.0.1:{http_port}"
+    daemon.wait_for(lambda: _ok(f"{base}/healthz"), why="the tracking server")
+
+    template = project_dir / "templates" / "emails" / "welcome.txt"
+    template.write_text(template.read_text() + "{# check me slowly #}\n")
+    time.sleep(2)  # a tick every second: the check has begun
+    slowest = 0.0
+    with httpx.Client(timeout=5) as client:
+        for _ in range(25):
+            started = time.monotonic()
+            pixel = client.get(f"{base}/o/not-a-token.gif")
+            slowest = max(slowest, time.monotonic() - started)
+            assert pixel.status_code == 200
+            time.sleep(0.05)
+    assert slowest < 1, f"the pixel took {slowest:.2f} s while the edit was checked"
+    assert "checking the edited project (welcome.txt)" in daemon.output()
+    assert daemon.descendants(), "the check is no longer running: the test proves nothing"
+
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM, timeout=SHUTDOWN_GRACE_SECONDS) == 0
+    assert time.monotonic() - started < 10
+    assert "stopped" in daemon.output()
+    assert not daemon.left_behind(), "the check outlived the daemon"
