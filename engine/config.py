@@ -353,7 +353,8 @@ class Sending(Frozen):
     rate_per_second: Annotated[float, number(0.01, 10_000)] = 50
     recycle_after: Annotated[int, whole(1, 100_000)] = 200
     batch_size: Annotated[int, whole(1, 10_000)] = 100
-    lease: Annotated[timedelta, duration_from("10s", "1d")] = timedelta(minutes=5)
+    # Short leases are safe (a sender never sends a row whose lease it lost), only wasteful.
+    lease: Annotated[timedelta, duration_from("1s", "1d")] = timedelta(minutes=5)
     max_attempts: Annotated[int, whole(1, 100)] = 8
     max_age: Annotated[timedelta, duration_from("1m", "30d")] = timedelta(hours=72)
     window: SendWindow = SendWindow()
