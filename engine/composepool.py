@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -116,6 +117,22 @@ def start_compose_pool(
     for _ in range(processes):  # a worker is started by a submit that finds none idle
         pool.submit(int)
     return pool
+
+
+def stop_compose_pool(pool: Executor, wait: float) -> None:
+    """Stop the pool: its processes may finish the batch in hand for `wait` seconds, then
+    they are killed (a batch of templates that run to their time limit can take minutes),
+    so a stopping daemon stops in time. Blocks for at most about `wait` seconds."""
+    # ProcessPoolExecutor cannot kill its workers before Python 3.14 (`terminate_workers`).
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + wait
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            log.warning("a composer process did not stop in %g s; killing it", wait)
+            worker.kill()
+            worker.join()
 
 
 @dataclass(frozen=True)

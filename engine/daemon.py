@@ -40,7 +40,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
-from .composepool import POOL_FROM, start_compose_pool
+from .composepool import POOL_FROM, start_compose_pool, stop_compose_pool
 from .errors import ConfigError, EngineError
 from .httpserver import serve_in_thread
 from .loader import Project, Secrets
@@ -54,6 +54,7 @@ SECRET_FILE = ".lifecycle-secret"
 OUTBOX = "outbox"
 SHUTDOWN_GRACE_SECONDS = 60
 RELOAD_WAIT_SECONDS = 10  # a tick waits this long for the check of an edit, then sends
+POOL_STOP_SECONDS = 5  # a composer process still busy this long after its stop is killed
 
 
 def _utcnow() -> datetime:
@@ -213,7 +214,7 @@ class Daemon:
     async def _stop_pool(self) -> None:
         if self.compose_pool is not None:
             pool, self.compose_pool = self.compose_pool, None
-            await asyncio.to_thread(pool.shutdown)
+            await asyncio.to_thread(stop_compose_pool, pool, POOL_STOP_SECONDS)
 
     async def _reload(self) -> None:
         before = self.project

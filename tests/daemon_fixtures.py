@@ -29,6 +29,17 @@ SECRET = "daemon-test-secret-0123456789abcdef"
 API_KEY = "daemon-test-api-key-0123456789"
 
 
+SLOW_MARK = "{# check me slowly #}"
+
+
+def slow_check_env() -> dict[str, str]:
+    """The environment of a daemon whose check of a project with a template that holds
+    SLOW_MARK hangs, as one of a template that runs away would (tests/slowcheck)."""
+    slow = str(Path(__file__).parent / "slowcheck")
+    path = os.pathsep.join([slow, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {"PYTHONPATH": path, "SLOW_CHECK_MARK": SLOW_MARK}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,6 +109,14 @@ class Daemon:
         """The live processes it started (and theirs), even those it left behind."""
         assert self.process is not None
         return session_processes(self.process.pid, but=self.process.pid)
+
+    def left_behind(self, timeout: float = 5) -> dict[int, str]:
+        """`descendants()` still running `timeout` seconds after it ended (none, we hope)."""
+        assert self.process is not None and self.process.poll() is not None
+        deadline = time.monotonic() + timeout
+        while (left := self.descendants()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left
 
     def output(self) -> str:
         return self.log.read_text() if self.log and self.log.exists() else ""

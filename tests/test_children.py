@@ -4,7 +4,6 @@ while its composer process works, and nothing it started is left running."""
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from engine.composepool import POOL_FROM
 from engine.db import make_engine, upgrade
-from tests.daemon_fixtures import Daemon, SlowSink, configure, free_port
+from tests.daemon_fixtures import SLOW_MARK, Daemon, SlowSink, configure, free_port, slow_check_env
 from tests.delivery_fixtures import Outbox
 
 
@@ -50,9 +49,7 @@ def killed_leaves_nothing(process: Daemon, sink: SlowSink) -> None:
     children = process.descendants()
     assert any("multiprocessing" in command for command in children.values()), children
     process.stop(signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while (left := process.descendants()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    left = process.left_behind()
     assert not left, f"left running after SIGKILL: {left}"
 
 
@@ -70,3 +67,25 @@ def test_sigkill_of_run_leaves_no_composer_behind(project_dir: Path, sink: SlowS
     run = Daemon(config).start()
     processes.append(run)
     killed_leaves_nothing(run, sink)
+
+
+@pytest.mark.slow
+def test_sigkill_of_run_leaves_no_check_of_an_edit_behind(project_dir: Path, processes):
+    config = configure(
+        project_dir,
+        smtp_port=free_port(),
+        http_port=free_port(),
+        database=f"sqlite:///{project_dir / 'shop.db'}",
+    )
+    run = Daemon(config, env=slow_check_env()).start()
+    processes.append(run)
+    run.wait_for(lambda: "running: tick every" in run.output(), why="the daemon")
+    template = project_dir / "templates" / "emails" / "welcome.txt"
+    template.write_text(template.read_text() + SLOW_MARK + "\n")
+    run.wait_for(
+        lambda: any("spawn_main" in command for command in run.descendants().values()),
+        why="the check of the edit",
+    )
+    run.stop(signal.SIGKILL)
+    left = run.left_behind()
+    assert not left, f"left running after SIGKILL: {left}"

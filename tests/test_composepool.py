@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from engine.composepool import (
     compose_ids,
     compose_in_worker,
     start_compose_pool,
+    stop_compose_pool,
     unsendable_reason,
 )
 from engine.loader import Secrets, load_project
@@ -67,3 +69,16 @@ def test_a_composer_process_composes_what_this_process_would(
         pool.shutdown()
     assert [r.data for r in there] == [r.data for r in here]
     assert all(b"Subject:" in r.data for r in there)
+
+
+def test_stopping_a_busy_composer_process_kills_it_in_time(
+    sqlite_store: Engine, project_dir: Path
+) -> None:
+    pool = start_compose_pool(sqlite_store, load_project(project_dir / "config.yaml"), SECRETS)
+    pool.submit(time.sleep, 600)  # a batch that would take ten minutes
+    [worker] = pool._processes.values()  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    started = time.monotonic()
+    stop_compose_pool(pool, 1)
+    assert time.monotonic() - started < 4
+    assert not worker.is_alive()

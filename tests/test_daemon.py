@@ -35,11 +35,13 @@ from engine.reload import ProjectWatcher
 from tests.daemon_fixtures import (
     API_KEY,
     SECRET,
+    SLOW_MARK,
     Daemon,
     SlowSink,
     configure,
     free_port,
     seed_first_orders,
+    slow_check_env,
 )
 
 
@@ -412,9 +414,6 @@ def test_the_tick_job_is_coalesced_single_and_never_dropped():
     asyncio.run(scenario())
 
 
-SLOW_CHECK = Path(__file__).parent / "slowcheck"  # its sitecustomize makes a marked check hang
-
-
 @pytest.mark.slow
 def test_a_runaway_edit_neither_stalls_tracking_nor_holds_up_sigterm(project_dir: Path, daemons):
     http_port = free_port()
@@ -424,14 +423,13 @@ def test_a_runaway_edit_neither_stalls_tracking_nor_holds_up_sigterm(project_dir
         http_port=http_port,
         database=f"sqlite:///{project_dir / 'shop.db'}",
     )
-    path = os.pathsep.join([str(SLOW_CHECK), *filter(None, [os.environ.get("PYTHONPATH")])])
-    daemon = Daemon(config, env={"PYTHONPATH": path}).start()
+    daemon = Daemon(config, env=slow_check_env()).start()
     daemons.append(daemon)
     base = f"http://127.0.0.1:{http_port}"
     daemon.wait_for(lambda: _ok(f"{base}/healthz"), why="the tracking server")
 
     template = project_dir / "templates" / "emails" / "welcome.txt"
-    template.write_text(template.read_text() + "{# check me slowly #}\n")
+    template.write_text(template.read_text() + SLOW_MARK + "\n")
     time.sleep(2)  # a tick every second: the check has begun
     slowest = 0.0
     with httpx.Client(timeout=5) as client:

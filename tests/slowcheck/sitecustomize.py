@@ -1,23 +1,24 @@
-"""Put on PYTHONPATH of a `lifecycle run` under test: a template carrying SLOW_MARK makes
-the project check hang, as a template that runs away would (every process, every check)."""
+"""On the PYTHONPATH of a `lifecycle run` under test (tests.daemon_fixtures.slow_check_env):
+a template holding $SLOW_CHECK_MARK makes the project check hang in every process, as a
+template that runs away would."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import engine.templatecheck
 
-SLOW_MARK = "{# check me slowly #}"
-
 _check_templates = engine.templatecheck.check_templates
 
 
 def _slow_check_templates(project: Any) -> Any:
-    for path in project.templates_dir.glob("*.*"):
-        if SLOW_MARK in path.read_text():
-            time.sleep(600)
+    mark = os.environ["SLOW_CHECK_MARK"]
+    if any(mark in path.read_text() for path in project.templates_dir.glob("*.*")):
+        time.sleep(600)
     return _check_templates(project)
 
 
-engine.templatecheck.check_templates = _slow_check_templates
+if os.environ.get("SLOW_CHECK_MARK"):
+    engine.templatecheck.check_templates = _slow_check_templates
