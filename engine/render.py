@@ -14,43 +14,46 @@ email instead, and `lifecycle check` says so.
 Errors name the template file and line: `RenderError` for one email,
 `Problem`s (`templatecheck`) for the project.
 
-A template cannot run away with the machine: one rendering stops with an
-error once its output passes `max_output` characters or it has run for
-`MAX_RENDER_SECONDS`; `range()` yields at most `MAX_LOOP_STEPS` items per
-rendering over all its loops; and repeating a string or list (`*`) or raising
-a number to a power (`**`) beyond those sizes is refused before it is tried.
+Templates load only files inside the templates folder (`templatefiles`), and a
+template cannot run away with the machine: each rendering runs under the
+`limits.Limits` of the renderer (time, loop steps, characters built, nesting),
+enforced while it runs (`sandbox`); going past one ends that email with a
+`RenderError` naming the template and line.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import traceback
-from collections.abc import Callable, Mapping, MutableMapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from itertools import islice
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, pass_context
+from jinja2 import Template, TemplateError, pass_context
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from . import formatting
 from .errors import RenderError
-from .inlining import NotFlat, flatten, inline_css, inlining_notes, precompile
+from .inlining import NotFlat, Precompiled, flatten_marked, inline_css, inlining_notes, precompile
+from .limits import Limits
+from .sandbox import Sandbox, bounded_render, make_environment
+from .templatefiles import FolderLoader
 
 log = logging.getLogger(__name__)
 
-MAX_OUTPUT = 1_000_000  # characters of one rendered part; beyond this the email fails
-MAX_RENDER_SECONDS = 2.0  # one rendering of one part
-MAX_LOOP_STEPS = 100_000  # range() items one rendering may loop over, all loops together
-MAX_POWER_BITS = 100_000  # the size of the largest number `**` may make
-
-# What is left of the current rendering's MAX_LOOP_STEPS (None outside a rendering).
-_LOOP_BUDGET: ContextVar[list[int] | None] = ContextVar("loop_budget", default=None)
+# What one rendering may raise and the email fail with (a RecursionError is a
+# RuntimeError; Jinja's own errors are TemplateErrors).
+RENDER_ERRORS = (
+    TemplateError,
+    ArithmeticError,
+    ValueError,
+    TypeError,
+    LookupError,
+    RecursionError,
+    MemoryError,
+)
 
 
 # ---------------------------------------------------------------- filters
@@ -97,103 +100,6 @@ FILTERS: dict[str, Callable[..., str]] = {
 }
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, where `order.items` means the key, not `dict.items`,
-    and where `*` and `**` cannot build something enormous."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for items, times in ((left, right), (right, left)):
-                if (
-                    isinstance(items, (str, list, tuple))
-                    and isinstance(times, int)
-                    and len(items) * times > MAX_OUTPUT
-                ):
-                    raise SecurityError(
-                        f"repeating {len(items):,} items {times:,} times is too much"
-                    )
-        elif (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and right * max(abs(left).bit_length() - 1, 0) > MAX_POWER_BITS
-        ):
-            raise SecurityError(f"{left} ** {right} is too large a number")
-        return super().call_binop(context, operator, left, right)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
-        """A template's globals as a plain dict rather than Jinja's ChainMap over ours.
-
-        Every render copies them (twice), and a dict copies several times faster
-        than a ChainMap iterates. The environment's own globals do not change
-        after `make_environment`, so nothing a ChainMap would reflect is lost.
-        """
-        return {**self.globals, **(d or {})}
-
-
-def make_environment(templates_dir: Path, *, autoescape: bool) -> ImmutableSandboxedEnvironment:
-    """A sandboxed environment over `templates_dir` with our filters and no extra globals."""
-    env = _Sandbox(
-        loader=FileSystemLoader(str(templates_dir)),
-        autoescape=autoescape,
-        undefined=StrictUndefined,
-        auto_reload=True,
-        keep_trailing_newline=False,
-    )
-    env.filters.update(FILTERS)
-    env.globals["range"] = _budgeted_range
-    for name in ("lipsum", "cycler", "joiner"):
-        env.globals.pop(name, None)
-    return env
-
-
-def _budgeted_range(*args: int) -> range:
-    """The sandbox's `range`, counted against the rendering's MAX_LOOP_STEPS."""
-    numbers = safe_range(*args)
-    budget = _LOOP_BUDGET.get()
-    if budget is not None:
-        budget[0] -= len(numbers)
-        if budget[0] < 0:
-            raise SecurityError(
-                f"the loops over range() would take more than {MAX_LOOP_STEPS:,} steps"
-            )
-    return numbers
-
-
-def bounded_render(template: Template, context: Mapping[str, Any], limit: int) -> str:
-    """`template.render(context)`, stopped with a SecurityError once the output
-    passes `limit` characters or the rendering passes MAX_RENDER_SECONDS.
-
-    Written as Jinja's own `Template.render` is, reading the output in blocks.
-    """
-    budget = _LOOP_BUDGET.set([MAX_LOOP_STEPS])
-    try:
-        chunks = template.root_render_func(template.new_context(dict(context)))
-        parts: list[str] = []
-        size = 0
-        deadline = time.monotonic() + MAX_RENDER_SECONDS
-        while block := list(islice(chunks, 1024)):
-            size += sum(map(len, block))
-            if size > limit:
-                raise SecurityError(f"rendered output is over the {limit:,} limit")
-            if time.monotonic() > deadline:
-                raise SecurityError(f"rendering took more than {MAX_RENDER_SECONDS:g} s")
-            parts.extend(block)
-        return "".join(parts)
-    except Exception:
-        template.environment.handle_exception()  # re-raised with the template's lines
-        raise  # not reached: handle_exception always raises
-    finally:
-        _LOOP_BUDGET.reset(budget)
-
-
 # ---------------------------------------------------------------- errors
 
 
@@ -226,7 +132,11 @@ def _shown(filename: str | None, templates_dir: Path | None) -> str | None:
 
 def describe(exc: BaseException) -> str:
     """What went wrong, with the kind of error when it matters (SecurityError)."""
-    kind = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return "RecursionError: macros, includes or expressions nest too deeply"
+    if isinstance(exc, MemoryError):
+        return "MemoryError: the rendering ran out of memory"
+    kind = "SecurityError" if isinstance(exc, SecurityError) else type(exc).__name__
     text = str(exc) or kind
     return text if kind in {"UndefinedError", "TemplateSyntaxError"} else f"{kind}: {text}"
 
@@ -242,9 +152,10 @@ class HtmlTemplate:
     template: Template  # CSS already inlined, unless inline_per_email
     inline_per_email: bool
     notes: tuple[str, ...] = ()
+    precompiled: Precompiled | None = None  # where the lines of `template` came from
 
-    def render(self, context: Mapping[str, Any], limit: int = MAX_OUTPUT) -> str:
-        html = bounded_render(self.template, context, limit)
+    def render(self, context: Mapping[str, Any]) -> str:
+        html = bounded_render(self.template, context)
         return inline_css(html) if self.inline_per_email else html
 
 
@@ -255,7 +166,7 @@ class _Entry:
     checked: int  # the generation in which the files were last looked at
 
 
-def _referenced(env: ImmutableSandboxedEnvironment, name: str) -> list[str]:
+def _referenced(env: Sandbox, name: str) -> list[str]:
     """The templates `name` extends or includes by a literal name (for cache stamps)."""
     from jinja2 import meta
 
@@ -272,12 +183,18 @@ class RenderedEmail:
 
 @dataclass
 class Renderer:
-    """Compiles each template once per version and renders emails from plain dicts."""
+    """Compiles each template once per version and renders emails from plain dicts.
+
+    Every rendering keeps to `limits`; `max_output`, when given, replaces
+    `limits.output`.
+    """
 
     templates_dir: Path
-    max_output: int = MAX_OUTPUT
-    _html_env: ImmutableSandboxedEnvironment = field(init=False, repr=False)
-    _text_env: ImmutableSandboxedEnvironment = field(init=False, repr=False)
+    max_output: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    _html_env: Sandbox = field(init=False, repr=False)
+    _text_env: Sandbox = field(init=False, repr=False)
+    _files: FolderLoader = field(init=False, repr=False)
     _cache: dict[str, _Entry] = field(default_factory=dict, init=False, repr=False)
     _strings: dict[tuple[str, bool], Template] = field(default_factory=dict, init=False, repr=False)
     # A subject or preheader text with no Jinja syntax at all → what it renders to.
@@ -286,8 +203,15 @@ class Renderer:
     _generation: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._html_env = make_environment(self.templates_dir, autoescape=True)
-        self._text_env = make_environment(self.templates_dir, autoescape=False)
+        if self.max_output is not None:
+            self.limits = replace(self.limits, output=self.max_output)
+        self._files = FolderLoader(self.templates_dir)
+        self._html_env = make_environment(
+            self._files, autoescape=True, limits=self.limits, filters=FILTERS
+        )
+        self._text_env = make_environment(
+            self._files, autoescape=False, limits=self.limits, filters=FILTERS
+        )
 
     # -- finding files
 
@@ -309,18 +233,26 @@ class Renderer:
         return found
 
     def _read(self, name: str) -> str:
-        path = self.templates_dir / name
         try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RenderError(f"cannot read template {name}: {exc}", file=name) from exc
+            return self._files.read(name)[0]
+        except (TemplateError, OSError, UnicodeDecodeError) as exc:
+            message = str(exc) if isinstance(exc, SecurityError) else f"cannot read it: {exc}"
+            raise RenderError(f"template {name}: {message}", file=name) from exc
+
+    def _read_html(self, name: str) -> str:
+        """`_read`, refusing a file that names one outside the folder, with its line
+        (these files are spliced together before Jinja ever loads the names)."""
+        source = self._read(name)
+        for line, why in self._files.refused(self._html_env, source, name):
+            raise RenderError(f"{name}:{line}: SecurityError: {why}", file=name, line=line)
+        return source
 
     def _stamp(self, names: list[str]) -> tuple[tuple[str, int], ...]:
         out = []
         for name in names:
             try:
-                out.append((name, (self.templates_dir / name).stat().st_mtime_ns))
-            except OSError:
+                out.append((name, self._files.path(name).stat().st_mtime_ns))
+            except (OSError, TemplateError):
                 out.append((name, -1))
         return tuple(out)
 
@@ -344,7 +276,7 @@ class Renderer:
     def text_template(self, name: str) -> Template:
         return self._cached("text:" + name, lambda: ([name], self._load(self._text_env, name)))
 
-    def _load(self, env: ImmutableSandboxedEnvironment, name: str) -> Template:
+    def _load(self, env: Sandbox, name: str) -> Template:
         try:
             return env.get_template(name)
         except TemplateError as exc:
@@ -353,26 +285,26 @@ class Renderer:
     def _compile_html(self, name: str) -> tuple[list[str], HtmlTemplate]:
         own = self._load(self._html_env, name)  # syntax errors reported against the real file
         try:
-            source, files = flatten(name, self._read)
+            source, files, origins = flatten_marked(name, self._read_html)
         except NotFlat as exc:
             log.info("template %s: CSS inlined per email (%s)", name, exc)
             files = [name, *(str(t) for t in _referenced(self._html_env, name))]
             return files, HtmlTemplate(name, own, True, (str(exc),))
         notes = [note for f in files for note in inlining_notes(f, self._read(f))]
-        compiled = None if notes else precompile(source)
+        compiled = None if notes else precompile(source, origins)
         if compiled is None:
             if not notes:
                 notes.append(f"{name}: template syntax did not survive CSS inlining")
             log.info("template %s: CSS inlined per email (%s)", name, "; ".join(notes))
             return files, HtmlTemplate(name, own, True, tuple(notes))
         try:
-            code = self._html_env.compile(compiled, name=name, filename=None)
+            code = self._html_env.compile(compiled.source, name=name, filename=None)
         except TemplateError as exc:
             raise self._error(exc, name) from exc
         template = self._html_env.template_class.from_code(
             self._html_env, code, self._html_env.make_globals(None), None
         )
-        return files, HtmlTemplate(name, template, False)
+        return files, HtmlTemplate(name, template, False, (), compiled)
 
     def string_template(self, source: str, *, html: bool = False) -> Template:
         """A subject or preheader template, compiled once per text."""
@@ -393,50 +325,44 @@ class Renderer:
     # -- rendering
 
     def render_string(self, source: str, context: Mapping[str, Any], what: str) -> str:
-        if "{" not in source:  # no tag can start: the output cannot depend on the context
-            constant = self._constants.get(source)
-            if constant is None:
-                constant = self.string_template(source).render({})
-                if len(self._constants) > 1000:
-                    self._constants.clear()
-                self._constants[source] = constant
-            return constant
         try:
-            return bounded_render(self.string_template(source), context, self.max_output)
+            if "{" not in source:  # no tag can start: the output cannot depend on the context
+                constant = self._constants.get(source)
+                if constant is None:
+                    constant = self.string_template(source).render({})
+                    if len(self._constants) > 1000:
+                        self._constants.clear()
+                    self._constants[source] = constant
+                return constant
+            return bounded_render(self.string_template(source), context)
         except RenderError as exc:
             raise RenderError(f"{what}: {exc}", line=exc.line) from exc
-        except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
+        except RENDER_ERRORS as exc:
             _, line = locate(exc)
             raise RenderError(f"{what}: {describe(exc)}", line=line) from exc
 
     def render_file(self, name: str, context: Mapping[str, Any]) -> str:
         """Render template file `name` (html or txt); raise RenderError naming file and line."""
-        is_html = name.endswith(".html")
+        compiled: HtmlTemplate | None = None
         try:
-            if is_html:
-                return self.html_template(name).render(context, self.max_output)
-            return bounded_render(self.text_template(name), context, self.max_output)
+            if name.endswith(".html"):
+                compiled = self.html_template(name)
+                return compiled.render(context)
+            return bounded_render(self.text_template(name), context)
         except RenderError:
             raise
-        except SecurityError as exc:  # a limit: rendering again to find the line would hit it too
-            raise self._error(exc, name) from exc
-        except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
-            raise self._runtime_error(exc, name, context, is_html) from exc
+        except RENDER_ERRORS as exc:
+            raise self._error(exc, name, compiled) from exc
 
-    def _runtime_error(
-        self, exc: BaseException, name: str, context: Mapping[str, Any], is_html: bool
+    def _error(
+        self, exc: BaseException, name: str, compiled: HtmlTemplate | None = None
     ) -> RenderError:
-        if is_html and not self.html_template(name).inline_per_email:
-            # The compiled template's lines are those of the inlined source: render the
-            # file itself again to point at the line the marketer wrote.
-            try:
-                self._html_env.get_template(name).render(context)
-            except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as real:
-                return self._error(real, name)
-        return self._error(exc, name)
-
-    def _error(self, exc: BaseException, name: str) -> RenderError:
         file, line = locate(exc, self.templates_dir)
+        if file is None and line is not None and compiled and compiled.precompiled:
+            # The compiled template's lines are those of the inlined source: point
+            # at the file and line the marketer wrote.
+            origin = compiled.precompiled.origin(line)
+            file, line = origin if origin else (None, line)
         file = file or name
         where = f"{file}:{line}" if line else file
         return RenderError(f"{where}: {describe(exc)}", file=file, line=line)
