@@ -116,7 +116,8 @@ class FolderLoader(BaseLoader):
             return []
         found = []
         for node in tree.find_all(_LOADS):
-            for target in _literal_names(node.template):
+            loaded: nodes.Expr = node.template  # type: ignore[attr-defined]  # every one of _LOADS
+            for target in _literal_names(loaded):
                 try:
                     self.path(target)
                 except TemplateOutsideFolder as exc:
