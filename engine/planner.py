@@ -77,6 +77,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.selectable import CTE, Select
 
+from . import shop
 from .announcements import plan_announcements
 from .config import (
     Campaign,
@@ -86,7 +87,7 @@ from .config import (
     OrderPlaced,
     PriceDrop,
 )
-from .db import ignoring_insert
+from .db import ignoring_insert, session_scope
 from .errors import DataError
 from .loader import Project
 from .models import MessageKind, MessageStatus
@@ -171,6 +172,8 @@ def plan(
         raise DataError(f"now must be a timezone-aware datetime, got: {now!r}")
     now = now.astimezone(UTC)
     report = PlanReport(now)
+    if not dry_run:
+        _apply_due_prices(engine, now)
     for campaign in sorted(project.enabled_campaigns, key=_run_order):
         try:
             with engine.connect() as conn, conn.begin() as transaction:
@@ -183,6 +186,18 @@ def plan(
             result = CampaignResult(error=f"{type(exc).__name__}: {first_line}"[:300])
         report.campaigns[campaign.name] = result
     return report
+
+
+def _apply_due_prices(engine: Engine, now: datetime) -> None:
+    """A price dated ahead becomes the product's price once its time has come."""
+    try:
+        with session_scope(engine) as session:
+            changed = shop.apply_due_prices(session, now)
+    except Exception:  # prices stay as they were; the campaigns still run
+        log.exception("applying prices dated up to %s failed", now.isoformat())
+        return
+    if changed:
+        log.info("%d product price(s) dated ahead took effect", changed)
 
 
 def _run_order(campaign: Campaign) -> int:

@@ -207,6 +207,16 @@ def test_a_price_dated_in_the_future_applies_from_its_time(refunds: Shop) -> Non
     assert amounts(refunds) == [Decimal("50.00")]
 
 
+def test_a_planning_pass_puts_a_price_dated_ahead_into_effect(refunds: Shop) -> None:
+    """The daemon's tick and `lifecycle plan` switch the price: offers read it at once."""
+    with session_scope(refunds.engine) as s:
+        shop.set_price(s, "JUTE-BAG-01", "300", now=PLACED, at=PLACED + 3 * D)
+    refunds.plan(PLACED + 2 * D)
+    assert bag_price(refunds) == Decimal("350.00")
+    refunds.plan(PLACED + 3 * D)
+    assert bag_price(refunds) == Decimal("300.00")
+
+
 def test_a_price_reported_late_does_not_undo_a_later_one(refunds: Shop) -> None:
     with session_scope(refunds.engine) as s:
         shop.set_price(s, "JUTE-BAG-01", "320", now=PLACED + 2 * D)
