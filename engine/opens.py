@@ -39,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from .lockwait import short_lock_wait
 from .models import EventKind, Message, MessageEvent
 from .types import UTCDateTime
 
@@ -305,5 +306,5 @@ class HitBuffer:
         return True
 
     def _write(self, hits: list[Hit]) -> dict[str, int]:
-        with self.engine.begin() as connection:
+        with self.engine.begin() as connection, short_lock_wait(connection):
             return write_hits(connection, hits, self.open_window())

@@ -8,15 +8,20 @@ function and answers:
 - `GET /c/<token>` queues a click and redirects (302) to the URL signed into
   the token, nowhere else; a bad token is a 404.
 - `GET /u/<token>` shows the unsubscribe page (changes nothing: link scanners
-  fetch GETs); `POST /u/<token>` (RFC 8058 one-click) unsubscribes at once,
-  idempotently, and answers 200 without a redirect.
+  fetch GETs); `POST /u/<token>` (RFC 8058 one-click) unsubscribes,
+  idempotently, without a redirect: the request is journaled first
+  (`unsubscribe.PendingUnsubscribes`), then applied; 200 when that took under
+  `UNSUBSCRIBE_WAIT` seconds, else 202 (accepted: applied as soon as the
+  database lets it, never lost).
 - `POST /api/events` takes the shop's events (see `engine.events`) with
   `Authorization: Bearer <LIFECYCLE_API_KEY>`.
 - `GET /healthz` answers `ok` when the database answers, else 503.
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.
 
-Anything longer than 8 KB of URL gets 414 before routing, and the pixel is
+No handler waits on the database for long: the pixel and the click answer
+from the token alone, the unsubscribe page falls back to a generic question
+after `PAGE_WAIT` seconds. Anything longer than 8 KB of URL gets 414 before routing, and the pixel is
 answered there too (`FrontDoor`, plain ASGI: it is the hot path). Opens and
 clicks go through a `HitBuffer`, written in batches by a background task the
 app's lifespan runs (and flushes once more on shutdown).
@@ -32,6 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -61,6 +67,8 @@ from .tokens import InvalidToken, Purpose, Signer
 log = logging.getLogger(__name__)
 
 MAX_URL_BYTES = 8192
+UNSUBSCRIBE_WAIT = 1.0  # seconds a one-click POST waits to be applied before answering 202
+PAGE_WAIT = 2.0  # seconds the unsubscribe page waits for the recipient's address
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = {
     "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
@@ -86,6 +94,7 @@ class Tracker:
     signer: Signer
     hits: HitBuffer
     clock: Callable[[], datetime]
+    unsubscribes: unsub.PendingUnsubscribes
 
     def claim(self, token: str, purpose: Purpose) -> int | None:
         """The message id a valid token names, or None."""
@@ -130,33 +139,31 @@ class Tracker:
         message_id = self.claim(request.path_params["token"], Purpose.UNSUBSCRIBE)
         if message_id is None:
             return _not_found()
+        shop = self.get_project().config.shop.name
+        lookup = asyncio.ensure_future(run_in_threadpool(unsub.recipient, self.engine, message_id))
+        lookup.add_done_callback(_retrieved)  # it may end after the page was answered
         try:
-            person = await run_in_threadpool(unsub.recipient, self.engine, message_id)
+            person = await asyncio.wait_for(asyncio.shield(lookup), PAGE_WAIT)
         except UnknownRecord:
             return _not_found()
-        except (SQLAlchemyError, StoreError):
-            return _unavailable()
-        page = unsub.ask_page(person, self.get_project().config.shop.name)
-        return HTMLResponse(page, headers=NO_CACHE)
+        except (SQLAlchemyError, StoreError, TimeoutError):  # ask without naming the address
+            person = unsub.Recipient("", _language(request), True)
+        return HTMLResponse(unsub.ask_page(person, shop), headers=NO_CACHE)
 
     async def unsubscribe(self, request: Request) -> Response:
         message_id = self.claim(request.path_params["token"], Purpose.UNSUBSCRIBE)
         if message_id is None:
             return _not_found()
-        agent = request.headers.get("user-agent")
-        try:
-            person = await run_in_threadpool(
-                lambda: unsub.unsubscribe(
-                    self.engine, message_id, now=self.clock(), user_agent=agent
-                )
-            )
-        except UnknownRecord:
+        wanted = unsub.Wanted(message_id, self.clock(), request.headers.get("user-agent"))
+        await run_in_threadpool(self.unsubscribes.accept, wanted)
+        outcome = await self.unsubscribes.settle(message_id, UNSUBSCRIBE_WAIT)
+        shop = self.get_project().config.shop.name
+        if outcome is unsub.UNKNOWN:
             return _not_found()
-        except (SQLAlchemyError, StoreError):
-            return _unavailable()
-        return HTMLResponse(
-            unsub.done_page(person, self.get_project().config.shop.name), headers=NO_CACHE
-        )
+        if isinstance(outcome, unsub.Recipient):
+            return HTMLResponse(unsub.done_page(outcome, shop), headers=NO_CACHE)
+        page = unsub.queued_page(_language(request), shop)
+        return HTMLResponse(page, status_code=202, headers=NO_CACHE)
 
     async def events(self, request: Request) -> Response:
         denied = self._check_key(request)
@@ -216,6 +223,17 @@ class Tracker:
             log.error("healthz: the database does not answer: %s", exc)
             return PlainTextResponse("database unavailable\n", status_code=503)
         return PlainTextResponse("ok\n")
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _language(request: Request) -> str:
+    """`bn` when the browser prefers Bengali, else `en` (for pages that know no customer)."""
+    first = request.headers.get("accept-language", "").split(",")[0].strip().lower()
+    return "bn" if first.startswith("bn") else "en"
 
 
 def _ping(engine: Engine) -> None:
@@ -290,12 +308,20 @@ def create_app(
     hits: HitBuffer | None = None,
     clock: Callable[[], datetime] = _utcnow,
     extra_routes: list[BaseRoute] | None = None,
+    unsubscribe_journal: Path | None = None,
 ) -> Starlette:
-    """The tracking app. Raises EngineError without a tracking secret."""
+    """The tracking app. Raises EngineError without a tracking secret.
+
+    Unsubscribes not yet applied are journaled in `unsubscribe_journal`
+    (default: `.lifecycle-unsubscribes` beside config.yaml).
+    """
     if not secrets.secret:
         raise EngineError("the tracking server needs LIFECYCLE_SECRET (it signs the links)")
     buffer = hits or HitBuffer(engine, lambda: get_project().config.tracking.machine_open_window)
-    tracker = Tracker(engine, get_project, secrets, Signer(secrets.secret), buffer, clock)
+    journal = unsubscribe_journal or get_project().root / unsub.JOURNAL
+    unsubscribes = unsub.PendingUnsubscribes(engine, journal)
+    signer = Signer(secrets.secret)
+    tracker = Tracker(engine, get_project, secrets, signer, buffer, clock, unsubscribes)
     routes: list[BaseRoute] = [
         Route("/c/{token}", tracker.click, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe_page, methods=["GET"]),
@@ -310,11 +336,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         flusher = asyncio.create_task(buffer.run(stop))
+        applier = asyncio.create_task(unsubscribes.run(stop))
         try:
             yield
         finally:
             stop.set()
             await flusher
+            await applier
             if not await buffer.flush():
                 log.error("tracking: %d hits could not be written at shutdown", buffer.pending)
 
