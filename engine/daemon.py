@@ -8,7 +8,8 @@ checked in a process of its own, so a template that runs away cannot stall
 the loop; a tick waits `RELOAD_WAIT_SECONDS` for the verdict, then goes on
 with the last good project), takes the planner lock if it can
 (`engine.locks`), plans (in a worker thread, so the tracking server keeps
-answering) and sends. uvicorn serves the tracking app in the same loop.
+answering) and sends. uvicorn serves the tracking app on a loop and thread of
+its own (`engine.httpserver.serve_in_thread`): no tick holds up a pixel.
 While more than `POOL_FROM` emails are due, one composer process
 (`engine.composepool`) renders them beside the sending loop; it is stopped
 when the rush is over, and restarted after an edit (it holds the project).
