@@ -71,8 +71,22 @@ def test_import_prints_what_it_did_and_again_changes_nothing(project: Path) -> N
     import_all(project)
     assert counts(project) == (2, 2, 2)
     again = lifecycle(project, "import", "orders", str(project / "orders.csv"))
-    assert "2 rows: 0 orders created, 0 marked delivered, 2 already imported" in again.stdout
+    assert (
+        "2 rows: 0 orders created, 0 marked delivered, 0 cancelled, 2 already imported"
+        in again.stdout
+    )
     assert counts(project) == (2, 2, 2)
+
+
+def test_an_order_cancelled_later_is_counted_when_imported_again(project: Path) -> None:
+    import_all(project)
+    cancelled = project / "cancelled.csv"
+    cancelled.write_text(ORDERS.replace("2026-11-01T10:00:00,,", "2026-11-01T10:00:00,,cancelled"))
+    result = lifecycle(project, "import", "orders", str(cancelled))
+    assert result.exit_code == 0, result.output
+    assert "2 rows: 0 orders created, 0 marked delivered, 1 cancelled, 1 already imported" in (
+        result.stdout
+    )
 
 
 def test_bad_rows_exit_2_name_each_line_and_import_nothing(project: Path) -> None:

@@ -139,7 +139,7 @@ def _summary(result: ImportResult) -> str:
     if result.kind == "orders":
         counts = (
             f"{_count(result.created, 'order')} created, {result.updated} marked delivered, "
-            f"{result.unchanged} already imported"
+            f"{result.cancelled} cancelled, {result.unchanged} already imported"
         )
     else:
         counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
