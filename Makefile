@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/track.py
+	$(BIN)/python bench/events.py
 
 # The demo's database, outbox and secret; `distclean` also drops the virtualenv.
 clean:

@@ -1,0 +1,215 @@
+"""Events API ingestion: customer.upserted events per second over HTTP, beside the CSV import.
+
+The server is the real tracking app (`engine.tracking.create_app`) under uvicorn as the
+daemon configures it (`engine.httpserver.server_config`), in its own process on
+127.0.0.1, writing to a fresh SQLite file (or a fresh PostgreSQL schema). This process
+posts `--customers` new customers in batches of `--batch` events, one request after
+the other, and reports the rate; it then posts them all again (every event a
+duplicate, so that is the cost of the check alone, nothing written). Beside it, the
+same customers as a CSV file go through `engine.importer.import_csv` into another
+fresh database, in this same run, for the CSV import's rate.
+
+    .venv/bin/python bench/events.py [--customers 6000] [--batch 1000]
+    .venv/bin/python bench/events.py --postgres postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+KEY = "bench-api-key-0123456789abcdef"
+SECRET = "benchmark-secret-0123456789abcdef"
+
+
+def customer(n: int) -> dict[str, Any]:
+    return {
+        "id": f"C{n:06d}",
+        "email": f"customer{n}@example.com",
+        "name": f"Customer {n}",
+        "city": ["Dhaka", "Chattogram", "Khulna", "Sylhet"][n % 4],
+        "locale": "bn_BD" if n % 2 else "en",
+        "timezone": "Asia/Dhaka",
+        "tags": [["vip"], [], ["wholesale", "vip"]][n % 3],
+        "marketing_consent": n % 2 == 0,
+    }
+
+
+def event(n: int) -> dict[str, Any]:
+    return {"id": f"e-{n}", "type": "customer.upserted", "customer": customer(n)}
+
+
+def serve(url: str, port: int) -> None:
+    """The server process: the tracking app on 127.0.0.1:`port` until stdin closes."""
+    import threading
+
+    import uvicorn
+
+    from engine.db import make_engine, upgrade
+    from engine.httpserver import server_config
+    from engine.loader import Secrets, load_project
+    from engine.tracking import create_app
+
+    engine = make_engine(url)
+    upgrade(engine)
+    project = load_project(ROOT / "config.yaml")
+    journal = Path(tempfile.mkdtemp()) / "unsubscribes"
+    app = create_app(
+        engine, lambda: project, Secrets(secret=SECRET, api_key=KEY), unsubscribe_journal=journal
+    )
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="warning"))
+
+    def watch_stdin() -> None:
+        sys.stdin.read()
+        server.should_exit = True
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    server.run()
+
+
+def post_all(base: str, total: int, batch: int) -> float:
+    """Seconds to post `total` events in batches of `batch`; every answer must be 200."""
+    bodies = [
+        json.dumps([event(n) for n in range(start, min(start + batch, total))]).encode()
+        for start in range(0, total, batch)
+    ]
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    with httpx.Client(base_url=base, timeout=120) as client:
+        began = time.perf_counter()
+        for body in bodies:
+            response = client.post("/api/events", content=body, headers=headers)
+            if response.status_code != 200:
+                raise SystemExit(f"the server answered {response.status_code}: {response.text}")
+        return time.perf_counter() - began
+
+
+def csv_rate(url: str, total: int, folder: Path) -> float:
+    """Seconds to import the same customers from a CSV file."""
+    from engine.db import make_engine, upgrade
+    from engine.importer import import_csv
+
+    path = folder / "customers.csv"
+    with path.open("w", newline="", encoding="utf-8") as out:
+        rows = csv.writer(out)
+        rows.writerow(["id", "email", "name", "city", "locale", "timezone", "tags", "marketing_consent"])  # fmt: skip
+        for n in range(total):
+            c = customer(n)
+            rows.writerow(
+                [
+                    c["id"], c["email"], c["name"], c["city"], c["locale"], c["timezone"],
+                    ";".join(c["tags"]), "yes" if c["marketing_consent"] else "no",
+                ]
+            )  # fmt: skip
+    engine = make_engine(url)
+    upgrade(engine)
+    began = time.perf_counter()
+    import_csv(engine, "customers", path, now=datetime.now(UTC), shop_timezone="Asia/Dhaka")
+    seconds = time.perf_counter() - began
+    engine.dispose()
+    return seconds
+
+
+def database(folder: Path, postgres: str | None, name: str) -> str:
+    if not postgres:
+        return f"sqlite:///{folder / name}.db"
+    from sqlalchemy import text
+
+    from engine.db import make_engine
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(postgres)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    SCHEMAS.append(schema)
+    sep = "&" if "?" in postgres else "?"
+    return f"{postgres}{sep}options=-csearch_path%3D{schema}"
+
+
+SCHEMAS: list[str] = []
+
+
+def drop_schemas(postgres: str | None) -> None:
+    if not postgres or not SCHEMAS:
+        return
+    from sqlalchemy import text
+
+    from engine.db import make_engine
+
+    admin = make_engine(postgres)
+    with admin.begin() as connection:
+        for schema in SCHEMAS:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--postgres", help="a PostgreSQL URL (a fresh schema is used)")
+    parser.add_argument("--serve", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]))
+        return
+    import socket
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            url = database(folder, args.postgres, "events")
+            server = subprocess.Popen(
+                [sys.executable, __file__, "--serve", url, str(port)],
+                stdin=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.1)
+            try:
+                first = post_all(base, args.customers, args.batch)
+                again = post_all(base, args.customers, args.batch)
+            finally:
+                assert server.stdin is not None
+                server.stdin.close()
+                server.wait(30)
+            imported = csv_rate(database(folder, args.postgres, "csv"), args.customers, folder)
+        finally:
+            drop_schemas(args.postgres)
+    n = args.customers
+    store = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"{n} customers on {store}, batches of {args.batch}")
+    print(f"events API, new customers:   {first:6.2f} s  {n / first:8,.0f} events/s")
+    print(f"events API, all duplicates:  {again:6.2f} s  {n / again:8,.0f} events/s")
+    print(f"CSV import, same customers:  {imported:6.2f} s  {n / imported:8,.0f} rows/s")
+
+
+if __name__ == "__main__":
+    main()
