@@ -10,7 +10,7 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   created_at?}. Creates the customer or updates the fields given.
 - `order.placed`: `order` = {id, customer_id, placed_at, items: [{sku,
   quantity, unit_price?}], delivered_at?, cancelled?}. Without unit_price a
-  line is charged the product's current price.
+  line is charged the product's price when the order was placed.
 - `order.delivered`: `order_id`, `delivered_at`.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
@@ -447,7 +447,7 @@ def _apply_one(
         if isinstance(event, HolidayAnnounced):
             _holiday(session, event, at, declared)
         else:
-            _APPLY[type(event)](session, event, at)
+            _APPLY[type(event)](session, event, at, now)
     except _FieldError as exc:
         raise EventsRejected([EventProblem(index, exc.field, exc.reason)]) from exc
     except DataError as exc:
@@ -469,7 +469,7 @@ class _FieldError(Exception):
         self.field, self.reason = field, reason
 
 
-def _customer(session: Session, event: CustomerUpserted, at: datetime) -> None:
+def _customer(session: Session, event: CustomerUpserted, at: datetime, now: datetime) -> None:
     data = event.customer
     shop.upsert_customer(
         session,
@@ -488,7 +488,7 @@ def _customer(session: Session, event: CustomerUpserted, at: datetime) -> None:
     )
 
 
-def _order(session: Session, event: OrderPlaced, at: datetime) -> None:
+def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) -> None:
     data = event.order
     try:
         shop.customer_by_external_id(session, data.customer_id)
@@ -508,17 +508,18 @@ def _order(session: Session, event: OrderPlaced, at: datetime) -> None:
         placed_at=data.placed_at,
         delivered_at=data.delivered_at,
         cancelled=data.cancelled,
+        now=max(at, now),
     )
 
 
-def _delivered(session: Session, event: OrderDelivered, at: datetime) -> None:
+def _delivered(session: Session, event: OrderDelivered, at: datetime, now: datetime) -> None:
     try:
-        shop.mark_delivered(session, event.order_id, event.delivered_at)
+        shop.mark_delivered(session, event.order_id, event.delivered_at, now=max(at, now))
     except UnknownRecord as exc:
         raise _FieldError("order_id", str(exc)) from exc
 
 
-def _product(session: Session, event: ProductUpserted, at: datetime) -> None:
+def _product(session: Session, event: ProductUpserted, at: datetime, now: datetime) -> None:
     data = event.product
     shop.upsert_product(
         session,
@@ -532,9 +533,9 @@ def _product(session: Session, event: ProductUpserted, at: datetime) -> None:
     )
 
 
-def _price(session: Session, event: PriceChanged, at: datetime) -> None:
+def _price(session: Session, event: PriceChanged, at: datetime, now: datetime) -> None:
     _known_sku(session, event.sku, "sku")
-    shop.set_price(session, event.sku, event.price, now=at)
+    shop.set_price(session, event.sku, event.price, now=now, at=at)
 
 
 def _holiday(

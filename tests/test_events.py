@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -309,3 +309,17 @@ def test_an_undeclared_holiday_is_refused(client, db):
     [problem] = response.json()["problems"]
     assert problem["field"] == "holiday.id" and "flash_sale" in problem["reason"]
     assert count(db, ShopHoliday) == 0
+
+
+@BOTH_DIALECTS
+def test_a_price_change_dated_ahead_applies_from_its_time(client, db, now):
+    ahead = {**PRICE, "at": (now + timedelta(days=2)).isoformat()}
+    response = post(client, [PRODUCT, ahead])
+    assert response.status_code == 200, response.text
+    with Session(db) as session:
+        assert session.execute(select(Product.price)).scalar_one() == Decimal("450.50")
+        changes = session.execute(select(PriceChange.changed_at, PriceChange.price)).all()
+        assert [(at.replace(tzinfo=UTC), price) for at, price in changes][-1] == (
+            now + timedelta(days=2),
+            Decimal("420.00"),
+        )
