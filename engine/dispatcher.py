@@ -52,7 +52,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
@@ -75,6 +75,7 @@ from .outbox import (
     RETRY_ROW,
     Ledger,
     M,
+    Results,
     claim,
     commit_handover,
     count_due,
@@ -83,7 +84,6 @@ from .outbox import (
     load_claimed,
     precheck,
     release,
-    renew_leases,
     sweep_expired_leases,
 )
 
@@ -236,6 +236,8 @@ class _Run:
         self.handovers: list[tuple[_Letter, asyncio.Future[bool]]] = []
         self.write_wanted = asyncio.Event()  # marks asked for, or results due
         self.closing = False  # the writer stops once it has written what is asked
+        self.connection: Connection | None = None  # the writer's, used in its thread
+        self.renewal_due = False
         self.batches: asyncio.Queue[list[_Letter] | None] = asyncio.Queue(maxsize=1)
         self.queue: asyncio.Queue[_Letter | None] = asyncio.Queue()  # filled by `feed` only
         self.room = asyncio.Event()  # set when the queue is down to `low_water`
@@ -388,9 +390,14 @@ class _Run:
             asking, self.handovers = self.handovers, []
             results = self.ledger.take()
             headers = {letter.claim.id: letter.header_message_id for letter, _ in asking}
+            now = self.clock()
+            renew_until, self.renewal_due = (
+                (now + self.sending.lease) if self.renewal_due else None,
+                False,
+            )
             try:
                 marked, suppressed = await asyncio.to_thread(
-                    commit_handover, self.engine, self.worker_id, headers, results, self.clock()
+                    self._commit_handover, headers, results, now, renew_until
                 )
             except Exception as exc:  # rows stay leased; the next pass sweeps them
                 marked, suppressed = set(), 0
@@ -401,6 +408,29 @@ class _Run:
                     self._lost(letter)
                 future.set_result(letter.claim.id in marked)
 
+    def _commit_handover(
+        self,
+        headers: dict[int, str],
+        results: Results,
+        now: datetime,
+        renew_until: datetime | None,
+    ) -> tuple[set[int], int]:
+        """`commit_handover` on the writer's own connection, kept for the pass."""
+        if self.connection is None:
+            self.connection = self.engine.connect()
+        try:
+            return commit_handover(
+                self.connection, self.worker_id, headers, results, now, renew_until
+            )
+        except BaseException:
+            self.close_connection()
+            raise
+
+    def close_connection(self) -> None:
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            connection.close()
+
     def _lost(self, letter: _Letter) -> None:
         self.report.count(letter.claim.campaign, LEASE_LOST)
         log.warning(
@@ -409,17 +439,12 @@ class _Run:
         )
 
     async def keep_leases(self) -> None:
-        """Renew the leases this pass holds, every third of a lease, while it runs."""
-        lease = self.sending.lease
+        """Have the writer renew the leases this pass holds, every third of a lease
+        (in its transaction: a second connection on the same rows could deadlock)."""
         while True:
-            await asyncio.sleep(lease.total_seconds() / RENEWALS_PER_LEASE)
-            try:
-                await asyncio.to_thread(
-                    renew_leases, self.engine, self.worker_id, self.clock() + lease
-                )
-            except Exception as exc:
-                self.crashed(exc)
-                return
+            await asyncio.sleep(self.sending.lease.total_seconds() / RENEWALS_PER_LEASE)
+            self.renewal_due = True
+            self.write_wanted.set()
 
     def crashed(self, exc: Exception) -> None:
         log.exception("dispatching stopped by an error")
@@ -653,6 +678,7 @@ async def dispatch(
         run.closing = True  # every worker has had its answer: the writer is idle or busy
         run.write_wanted.set()  # writing results, and stops after that
         await writer
+        await asyncio.to_thread(run.close_connection)
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)

@@ -43,6 +43,7 @@ DUE = (MessageStatus.QUEUED, MessageStatus.RETRY)
 HANDED = "+smtp"  # lease_owner suffix: the row may be on the SMTP server already
 FLUSH_ROWS = 50  # commit results every this many messages …
 FLUSH_SECONDS = 0.1  # … or this often, whichever comes first
+SENT_CHUNK = 50  # rows marked sent by one statement
 
 
 class Counts(Protocol):
@@ -120,13 +121,12 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
     return in_doubt, resent, requeued
 
 
-def renew_leases(engine: Engine, worker_id: str, until: datetime) -> int:
+def renew_leases(conn: Connection, worker_id: str, until: datetime) -> int:
     """Extend every lease `worker_id` still holds (handed over or not) to `until`;
     return how many rows it holds. Rows swept or taken by another worker are not
     its own any more and are left alone."""
     owned = (M.status == MessageStatus.SENDING) & M.lease_owner.in_([worker_id, handed(worker_id)])
-    with engine.begin() as conn:
-        return int(conn.execute(update(MESSAGE).where(owned).values(lease_until=until)).rowcount)
+    return int(conn.execute(update(MESSAGE).where(owned).values(lease_until=until)).rowcount)
 
 
 def mark_handed(
@@ -138,7 +138,7 @@ def mark_handed(
     checked in the same statement: a row not returned must not be sent."""
     if not header_ids:
         return set()
-    params: dict[str, Any] = {"ids": list(header_ids), "owner": worker_id, "now": now}
+    params: dict[str, Any] = {"owner": worker_id, "now": now}
     params["handed"] = handed(worker_id)
     for k, (message_id, header) in enumerate(header_ids.items()):
         params[f"i{k}"], params[f"h{k}"] = message_id, header
@@ -148,33 +148,38 @@ def mark_handed(
 @functools.lru_cache(maxsize=64)
 def _handed_statement(size: int) -> Any:
     """The statement of `mark_handed` for `size` rows, built once per size."""
-    header = case(*((M.id == bindparam(f"i{k}"), bindparam(f"h{k}")) for k in range(size)))
-    still_ours = (
-        (M.status == MessageStatus.SENDING)
-        & (M.lease_owner == bindparam("owner"))
-        & (M.lease_until > bindparam("now", type_=UTCDateTime))
+    ids: list[Any] = [bindparam(f"i{k}") for k in range(size)]
+    header = case(*((M.id == i, bindparam(f"h{k}")) for k, i in enumerate(ids)))
+    # A live lease implies `sending` (every other status clears lease_until); a test
+    # of the status would also lead SQLite to ix_message_due instead of the ids.
+    still_ours = (M.lease_owner == bindparam("owner")) & (
+        M.lease_until > bindparam("now", type_=UTCDateTime)
     )
     return (
         update(MESSAGE)
-        .where(M.id.in_(bindparam("ids", expanding=True)) & still_ours)
+        .where(M.id.in_(ids) & still_ours)
         .values(lease_owner=bindparam("handed"), message_id=header)
         .returning(M.id)
     )
 
 
 def commit_handover(
-    engine: Engine,
+    conn: Connection,
     worker_id: str,
     header_ids: dict[int, str],
     results: Results,
     now: datetime,
+    renew_until: datetime | None = None,
 ) -> tuple[set[int], int]:
-    """One transaction: write `results`, then mark `header_ids` handed over
-    (`mark_handed`). Return the ids marked and how many addresses were newly
-    suppressed."""
-    with engine.begin() as conn:
+    """One transaction on `conn`: write `results`, mark `header_ids` handed over
+    (`mark_handed`) and, with `renew_until`, renew the worker's leases. Return
+    the ids marked and how many addresses were newly suppressed."""
+    with conn.begin():
         suppressed = write_results(conn, results, worker_id, now)
-        return mark_handed(conn, worker_id, header_ids, now), suppressed
+        marked = mark_handed(conn, worker_id, header_ids, now)
+        if renew_until is not None:
+            renew_leases(conn, worker_id, renew_until)
+        return marked, suppressed
 
 
 def due(now: datetime) -> Any:
@@ -247,20 +252,37 @@ def precheck(row: Any, now: datetime) -> tuple[MessageStatus, str] | None:
 # ---------------------------------------------------------------- recording results
 
 
-def _sent(ids: list[int], owner: str, code: int | None, at: datetime) -> Any:
-    """One UPDATE for every row of a flush that the server accepted with `code`."""
+@functools.lru_cache(maxsize=64)
+def _sent_statement(size: int) -> Any:
+    """One UPDATE for `size` rows the server accepted with the same code, built
+    once per size (ids as plain parameters: no per-row parameter sets to process)."""
+    ids: list[Any] = [bindparam(f"i{k}") for k in range(size)]
     return (
         update(MESSAGE)
-        .where(M.id.in_(ids) & (M.lease_owner == owner))
+        .where(M.id.in_(ids) & (M.lease_owner == bindparam("owner")))
         .values(
             status=MessageStatus.SENT,
-            sent_at=at,
-            smtp_code=code,
+            sent_at=bindparam("at", type_=UTCDateTime),
+            smtp_code=bindparam("code"),
             attempts=M.attempts + 1,
             lease_until=None,
             last_error=None,
         )
     )
+
+
+def _record_sent(
+    conn: Connection, sent: list[tuple[int, int | None]], owner: str, at: datetime
+) -> None:
+    by_code: dict[int | None, list[int]] = {}
+    for message_id, code in sent:
+        by_code.setdefault(code, []).append(message_id)
+    for code, ids in by_code.items():
+        for start in range(0, len(ids), SENT_CHUNK):
+            chunk = ids[start : start + SENT_CHUNK]
+            params: dict[str, Any] = {"owner": owner, "at": at, "code": code}
+            params.update((f"i{k}", message_id) for k, message_id in enumerate(chunk))
+            conn.execute(_sent_statement(len(chunk)), params)
 
 
 RETRY_ROW = (
@@ -310,7 +332,7 @@ class Results:
     """Status changes taken from a `Ledger`, to be written in one transaction."""
 
     pending: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
-    sent: dict[int | None, list[int]] = field(default_factory=dict)  # smtp code → ids
+    sent: list[tuple[int, int | None]] = field(default_factory=list)  # (id, smtp code)
     suppress: dict[str, str] = field(default_factory=dict)  # address → reason
 
     def __bool__(self) -> bool:
@@ -320,8 +342,7 @@ class Results:
 def write_results(conn: Connection, results: Results, worker_id: str, now: datetime) -> int:
     """Write `results` (sent at `now`) on `conn`; return how many addresses were
     newly suppressed. Updates come first, so SQLite takes its write lock at once."""
-    for code, ids in results.sent.items():
-        conn.execute(_sent(ids, handed(worker_id), code, now))
+    _record_sent(conn, results.sent, handed(worker_id), now)
     for statement in (RETRY_ROW, FINAL_ROW, RELEASE_ROW):
         if results.pending.get(statement):
             conn.execute(statement, results.pending[statement])
@@ -368,7 +389,7 @@ class Ledger:
 
     def sent_one(self, campaign: str, message_id: int, code: int | None) -> None:
         """A 250: recorded at the next write (sent_at is then)."""
-        self.results.sent.setdefault(code, []).append(message_id)
+        self.results.sent.append((message_id, code))
         self.add_count(campaign, MessageStatus.SENT)
 
     def add_count(self, campaign: str, outcome: str) -> None:

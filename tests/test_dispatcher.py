@@ -640,6 +640,29 @@ def test_two_senders_with_a_slow_relay_and_short_leases_send_each_message_once(
     assert len(ids) == 60
 
 
+def test_leases_are_renewed_while_a_relay_slower_than_the_lease_holds_the_batch(
+    store: Engine, store_url: str, project_dir: Path
+) -> None:
+    """Six messages claimed at once take 1.5 s on a relay that thinks 250 ms about
+    each; the lease is 0.6 s. A second sender's sweep finds every lease still live."""
+    box = Outbox(store, datetime.now(UTC))
+    box.queue(8)
+    script = Script(data_delay=0.25)
+    with ServerThread(script).running() as port:
+        project = project_for(
+            project_dir, port, connections=1, rate_per_second=20.0, lease=timedelta(seconds=0.6)
+        )
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_send_until_done, store_url, project, "first", 0.0)
+            second = pool.submit(_send_until_done, store_url, project, "second", 1.0)
+            reports = first.result() + second.result()
+    received = script.recipients()
+    assert sorted(received) == sorted(f"customer{2 * n + 1}@example.com" for n in range(8))
+    assert Counter(box.statuses().values()) == {"sent": 8}
+    assert [(r.swept_in_doubt, r.swept_requeued) for r in reports] == [(0, 0)] * len(reports)
+    assert all(r.counts["lease_lost"] == 0 for r in reports)
+
+
 def _dispatch_in_child(url: str, project_dir: str, port: int, now: datetime) -> None:
     """A dispatcher in its own process, to be killed mid-send."""
     engine = make_engine(url)

@@ -158,7 +158,8 @@ def test_leases_are_renewed_only_for_rows_the_worker_still_holds(
             .where(Message.__table__.c.id == ids[2])
             .values(status=MessageStatus.QUEUED, lease_owner=None, lease_until=None)
         )
-    assert renew_leases(store, "w1", later) == 2
+    with store.begin() as conn:
+        assert renew_leases(conn, "w1", later) == 2
     rows = box.rows()
     assert [rows[i].lease_until for i in ids] == [later, later, None, now + LEASE]
 
