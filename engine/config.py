@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -367,6 +368,8 @@ class Tracking(Frozen):
     host: str = "127.0.0.1"
     port: Port = 8000
     machine_open_window: Annotated[timedelta, duration_from("0s", "10m")] = timedelta(seconds=5)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default=[], max_length=100)
 
 
 class ExtraHoliday(Frozen):
