@@ -391,10 +391,8 @@ class _Run:
             results = self.ledger.take()
             headers = {letter.claim.id: letter.header_message_id for letter, _ in asking}
             now = self.clock()
-            renew_until, self.renewal_due = (
-                (now + self.sending.lease) if self.renewal_due else None,
-                False,
-            )
+            renew_until = now + self.sending.lease if self.renewal_due else None
+            self.renewal_due = False
             try:
                 marked, suppressed = await asyncio.to_thread(
                     self._commit_handover, headers, results, now, renew_until
