@@ -295,9 +295,11 @@ class Sandbox(ImmutableSandboxedEnvironment):
             return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
         except (RecursionError, SyntaxError, MemoryError) as exc:
             line = self._deepest_line(source) if isinstance(source, str) else 1
-            raise TemplateSyntaxError(
+            error = TemplateSyntaxError(
                 "the template nests too deeply to be compiled", line, name, filename
-            ) from exc
+            )
+            error.translated = True  # the message alone, as Jinja's own once reported
+            raise error from exc
         finally:
             if token is not None:
                 BUDGET.reset(token)
