@@ -24,11 +24,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from jinja2.exceptions import SecurityError
 from jinja2.utils import Namespace
+from markupsafe import Markup
 
 MAX_DIGITS = 4300  # as Python's own int/str conversion limit
 
@@ -357,6 +359,10 @@ def _join(limits: Limits, func: Callable[..., Any]) -> Callable[..., Any]:
     return join
 
 
+# Values whose text is short or exactly their length: no need to measure them.
+_PLAIN = frozenset({str, Markup, int, float, bool, Decimal, date, datetime, type(None)})
+
+
 def bounded_filter(limits: Limits, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` (filter `name`) checked against the rendering's budget before and after."""
     if name == "join":
@@ -370,16 +376,23 @@ def bounded_filter(limits: Limits, name: str, func: Callable[..., Any]) -> Calla
         if budget is None:
             return func(*args, **kwargs)
         given = args[skip:]
-        for i, value in enumerate((*given, *kwargs.values())):
-            if isinstance(value, int) and i > 0 and value > limits.output:
-                raise TemplateLimit(f"{name}: {value:,} is over the {limits.output:,} limit")
-            if not isinstance(value, (str, int)):
-                budget.fits(value, f"the value given to {name}")
+        if given and type(given[0]) not in _PLAIN:
+            budget.fits(given[0], f"the value given to {name}")
+        if len(given) > 1 or kwargs:
+            for value in (*given[1:], *kwargs.values()):
+                if isinstance(value, int) and value > limits.output:
+                    raise TemplateLimit(f"{name}: {value:,} is over the {limits.output:,} limit")
+                if type(value) not in _PLAIN:
+                    budget.fits(value, f"the value given to {name}")
         if bound is not None and given:
             budget.charge(bound(limits, given[0], given[1:], kwargs), f"{name}'s result")
         result = func(*args, **kwargs)
         if isinstance(result, str):
-            budget.charge(len(result), f"{name}'s result")
+            size = len(result)
+            if size > 4096:
+                budget.charge(size, f"{name}'s result")
+            else:  # a short result: counted, without looking at the clock
+                budget.built += size
         return result
 
     return bounded

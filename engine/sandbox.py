@@ -115,6 +115,9 @@ class BoundedTemplate(Template):
         globals: MutableMapping[str, Any],
     ) -> Template:
         template = super()._from_namespace(environment, namespace, globals)
+        # `bounded_render` calls the root as it is; a template rendered from inside
+        # another (include, import, layout) counts as a level of nesting.
+        template.outermost_render_func = template.root_render_func  # type: ignore[attr-defined]
         template.root_render_func = _nested(template.root_render_func)
         return template
 
@@ -369,7 +372,8 @@ def bounded_render(
     limits = limits or getattr(env, "limits", None) or Limits()
     token = BUDGET.set(Budget(limits)) if BUDGET.get() is None else None
     try:
-        chunks = template.root_render_func(template.new_context(dict(context)))
+        root = getattr(template, "outermost_render_func", template.root_render_func)
+        chunks = root(template.new_context(dict(context)))
         parts: list[str] = []
         size = 0
         while block := list(islice(chunks, 64)):
