@@ -55,7 +55,7 @@ class TemplateLimit(SecurityError):
 class Budget:
     """What is left of one rendering's limits."""
 
-    __slots__ = ("built", "deadline", "depth", "limits", "steps")
+    __slots__ = ("built", "context", "deadline", "depth", "layouts", "limits", "steps")
 
     def __init__(self, limits: Limits):
         self.limits = limits
@@ -63,6 +63,8 @@ class Budget:
         self.steps = limits.steps
         self.built = 0
         self.depth = 0
+        self.layouts = 0  # {% extends %} levels, counted apart from the includes
+        self.context: object = None  # the context of the innermost template rendering
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:

@@ -86,18 +86,35 @@ class _CodeGenerator(CodeGenerator):
 
 
 def _nested(root: Callable[[Context], Any]) -> Callable[[Context], Any]:
-    """A template's root render function, counted as one level of nesting."""
+    """A template's root render function, counted as one level of nesting.
+
+    A layout renders in its child's own context: it is counted apart, so that
+    an include nested too deep is reported at the include, not at a layout.
+    """
 
     def render(context: Context) -> Any:
         budget = BUDGET.get()
         if budget is None:
             yield from root(context)
-            return
-        budget.enter()
-        try:
-            yield from root(context)
-        finally:
-            budget.leave()
+        elif context is budget.context:
+            budget.layouts += 1
+            if budget.layouts > budget.limits.depth:
+                raise TemplateLimit(
+                    f"layouts extend each other more than {budget.limits.depth} deep"
+                )
+            try:
+                yield from root(context)
+            finally:
+                budget.layouts -= 1
+        else:
+            budget.enter()
+            outer = budget.context, budget.layouts
+            budget.context, budget.layouts = context, 0
+            try:
+                yield from root(context)
+            finally:
+                budget.leave()
+                budget.context, budget.layouts = outer
 
     return render
 
@@ -373,7 +390,11 @@ def bounded_render(
     token = BUDGET.set(Budget(limits)) if BUDGET.get() is None else None
     try:
         root = getattr(template, "outermost_render_func", template.root_render_func)
-        chunks = root(template.new_context(dict(context)))
+        top = template.new_context(dict(context))
+        budget = BUDGET.get()
+        if budget is not None and token is not None:
+            budget.context = top
+        chunks = root(top)
         parts: list[str] = []
         size = 0
         while block := list(islice(chunks, 64)):

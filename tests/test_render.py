@@ -288,7 +288,9 @@ def test_a_slow_rendering_is_stopped(tmp_path: Path) -> None:
         write(tmp_path / "t", {"a.txt": "{% for i in range(5) %}{{ i }}{% endfor %}"}),
         limits=Limits(seconds=-1.0),  # every rendering is already late
     )
-    with pytest.raises(RenderError, match=r"^a.txt: SecurityError: rendering took more than -1 s"):
+    with pytest.raises(
+        RenderError, match=r"^a.txt:1: SecurityError: rendering took more than -1 s"
+    ):
         renderer.render_file("a.txt", context())
 
 
