@@ -92,3 +92,43 @@ def test_unknown_names_are_errors(shop_dir: Path, args: list[str], message: str)
     result = run(shop_dir, *args)
     assert result.exit_code == 1
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "attack", "message"),
+    [
+        pytest.param(
+            "thank_you.bn.txt",
+            '{% include "/proc/self/environ" %}',
+            "is an absolute path",
+            id="environ",
+        ),
+        pytest.param(
+            "thank_you.bn.html",
+            "{% for a in order.number * 99999 %}{% for b in order.number * 99999 %}"
+            "{% endfor %}{% endfor %}",
+            "the loops would take more than 100,000 steps",
+            id="runaway",
+        ),
+        pytest.param(
+            "thank_you.bn.html",
+            '<a href="javascript:alert(1)">x</a>',
+            "the link 'javascript:alert(1)' may not go out",
+            id="link",
+        ),
+    ],
+)
+def test_a_template_that_breaks_the_rules_fails_the_preview(
+    shop_dir: Path, name: str, attack: str, message: str
+) -> None:
+    path = shop_dir / "templates" / "emails" / name
+    lines = path.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if "order.number" in line)
+    lines.insert(at + 1, attack)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    result = run(shop_dir, "thank_you", "--customer", "c1", "--text")
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    if "link" not in message:
+        assert f"{name}:{at + 2}: SecurityError" in result.output
+    assert SECRET not in result.output and "LIFECYCLE" not in result.output

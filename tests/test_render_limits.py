@@ -308,3 +308,11 @@ def test_sending_refuses_an_unsafe_link() -> None:
             track_links(html, lambda url: url)
     safe = '<a href="mailto:a@b.example">m</a><a href="tel:+8801">t</a><a href="#top">top</a>'
     assert track_links(safe, lambda url: url) == safe
+
+
+def test_a_layout_that_extends_itself_ends_in_an_error(tmp_path: Path) -> None:
+    renderer = Renderer(write(tmp_path / "t", {"a.html": "<p>x</p>\n{% extends 'a.html' %}"}))
+    with pytest.raises(
+        RenderError, match=r"^a.html:2: SecurityError: layouts extend each other more than 40 deep"
+    ):
+        renderer.render_file("a.html", {})
