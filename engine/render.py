@@ -156,7 +156,16 @@ class HtmlTemplate:
 
     def render(self, context: Mapping[str, Any]) -> str:
         html = bounded_render(self.template, context)
-        return inline_css(html) if self.inline_per_email else html
+        if not self.inline_per_email:
+            return html
+        most = self.template.environment.limits.inlined  # type: ignore[attr-defined]
+        if len(html) > most:
+            raise RenderError(
+                f"{self.name}: SecurityError: the email is {len(html):,} characters of HTML; "
+                f"one whose CSS is inlined per email may have at most {most:,}",
+                file=self.name,
+            )
+        return inline_css(html)
 
 
 @dataclass

@@ -232,7 +232,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         budget = BUDGET.get()
         if budget is None:
             return super().call(context, obj, *args, **kwargs)
-        check_method(self.limits, budget, obj, args)
+        check_method(self.limits, budget, obj, args, kwargs)
         if isinstance(obj, LoopContext) and args:  # a recursive loop's loop(children)
             args = (budget.count(args[0]), *args[1:])
         budget.enter()

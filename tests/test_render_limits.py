@@ -105,6 +105,8 @@ RUNAWAYS = [
     pytest.param("{{ s ~ s }}", "the joined text would be", id="tilde"),
     pytest.param("{{ s + s }}", "the sum would be", id="plus"),
     pytest.param("{{ 'a'.translate({}) }}", "str.translate() is not allowed", id="translate"),
+    pytest.param("{{ s.expandtabs(tabsize=9999) }}", "expandtabs() would be", id="expandtabs"),
+    pytest.param("{{ (1).to_bytes(999999999, 'big') }}", "to_bytes is not allowed", id="to_bytes"),
     pytest.param(
         "{% set a = [s, s] %}{% set b = [a, a, a] %}{{ b | tojson }}",
         "the value given to tojson is over 1,000,000 characters",
@@ -316,3 +318,17 @@ def test_a_layout_that_extends_itself_ends_in_an_error(tmp_path: Path) -> None:
         RenderError, match=r"^a.html:2: SecurityError: layouts extend each other more than 40 deep"
     ):
         renderer.render_file("a.html", {})
+
+
+def test_html_inlined_per_email_is_bounded_before_premailer(tmp_path: Path) -> None:
+    """premailer is quadratic: 290 KB of rows took it 18 s."""
+    layout = LAYOUT.replace("p { color: #123456; }", "tr + tr td { color: red; }")
+    rows = "<table>{% for i in range(n) %}<tr><td>{{ i }}</td></tr>{% endfor %}</table>"
+    folder = write(tmp_path / "t", {"_base.html": layout, "rows.html": in_layout(rows)})
+    renderer = Renderer(folder, limits=Limits(inlined=20_000))
+    assert renderer.html_template("rows.html").inline_per_email
+    assert renderer.render_file("rows.html", {"n": 10, "shop": "x"}).count("color:red") == 9
+    started = time.perf_counter()
+    with pytest.raises(RenderError, match=r"^rows.html: SecurityError: the email is [\d,]+ char"):
+        renderer.render_file("rows.html", {"n": 2000, "shop": "x"})
+    assert time.perf_counter() - started < 1
