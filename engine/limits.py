@@ -371,8 +371,27 @@ def _join(limits: Limits, func: Callable[..., Any]) -> Callable[..., Any]:
 _PLAIN = frozenset({str, Markup, int, float, bool, Decimal, date, datetime, type(None)})
 
 
+def check_value(value: Any, what: str) -> None:
+    """Refuse `value` when it is a container too large as text (for filters of our
+    own, which make text of their value and are not wrapped by `bounded_filter`)."""
+    if type(value) not in _PLAIN:
+        budget = BUDGET.get()
+        if budget is not None:
+            budget.fits(value, what)
+
+
+# Filters that build nothing from their value's text: a number, an item, an
+# iterator, the value itself. They run as they are (a wrapper costs a call).
+UNBOUNDED_SAFE = frozenset(
+    {"length", "count", "first", "last", "abs", "float", "default", "d", "attr", "random",
+     "items", "min", "max", "select", "reject", "selectattr", "rejectattr", "unique"}
+)  # fmt: skip
+
+
 def bounded_filter(limits: Limits, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` (filter `name`) checked against the rendering's budget before and after."""
+    if name in UNBOUNDED_SAFE:
+        return func
     if name == "join":
         return _join(limits, func)
     bound = FILTER_BOUNDS.get(name)
@@ -383,17 +402,17 @@ def bounded_filter(limits: Limits, name: str, func: Callable[..., Any]) -> Calla
         budget = BUDGET.get()
         if budget is None:
             return func(*args, **kwargs)
-        given = args[skip:]
-        if given and type(given[0]) not in _PLAIN:
-            budget.fits(given[0], f"the value given to {name}")
-        if len(given) > 1 or kwargs:
-            for value in (*given[1:], *kwargs.values()):
+        count = len(args)
+        if count > skip and type(args[skip]) not in _PLAIN:
+            budget.fits(args[skip], f"the value given to {name}")
+        if count > skip + 1 or kwargs:
+            for value in (*args[skip + 1 :], *kwargs.values()):
                 if isinstance(value, int) and value > limits.output:
                     raise TemplateLimit(f"{name}: {value:,} is over the {limits.output:,} limit")
                 if type(value) not in _PLAIN:
                     budget.fits(value, f"the value given to {name}")
-        if bound is not None and given:
-            budget.charge(bound(limits, given[0], given[1:], kwargs), f"{name}'s result")
+        if bound is not None and count > skip:
+            budget.charge(bound(limits, args[skip], args[skip + 1 :], kwargs), f"{name}'s result")
         result = func(*args, **kwargs)
         if isinstance(result, str):
             size = len(result)

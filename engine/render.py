@@ -37,7 +37,7 @@ from jinja2.runtime import Context
 from . import formatting
 from .errors import RenderError
 from .inlining import NotFlat, Precompiled, flatten_marked, inline_css, inlining_notes, precompile
-from .limits import Limits
+from .limits import Limits, check_value
 from .sandbox import Sandbox, bounded_render, make_environment
 from .templatefiles import FolderLoader
 
@@ -72,26 +72,31 @@ def _fmt(ctx: Context) -> tuple[str, str, str, str]:
 
 @pass_context
 def _money(ctx: Context, amount: Any) -> str:
+    check_value(amount, "money")
     locale, _, currency, shop_locale = _fmt(ctx)
     return formatting.money(amount, currency=currency, locale=locale, symbol_locale=shop_locale)
 
 
 @pass_context
 def _date(ctx: Context, value: Any, format: str = "long") -> str:
+    check_value(value, "date")
     locale, timezone, _, _ = _fmt(ctx)
     return formatting.format_day(value, locale=locale, timezone=timezone, format=format)
 
 
 @pass_context
 def _percent(ctx: Context, value: Any) -> str:
+    check_value(value, "percent")
     return formatting.percent(value, locale=_fmt(ctx)[0])
 
 
 @pass_context
 def _number(ctx: Context, value: Any) -> str:
+    check_value(value, "number")
     return formatting.number(value, locale=_fmt(ctx)[0])
 
 
+# Each checks its own value and makes a short text: they run unwrapped (see sandbox).
 FILTERS: dict[str, Callable[..., str]] = {
     "money": _money,
     "date": _date,
@@ -216,10 +221,10 @@ class Renderer:
             self.limits = replace(self.limits, output=self.max_output)
         self._files = FolderLoader(self.templates_dir)
         self._html_env = make_environment(
-            self._files, autoescape=True, limits=self.limits, filters=FILTERS
+            self._files, autoescape=True, limits=self.limits, own_filters=FILTERS
         )
         self._text_env = make_environment(
-            self._files, autoescape=False, limits=self.limits, filters=FILTERS
+            self._files, autoescape=False, limits=self.limits, own_filters=FILTERS
         )
 
     # -- finding files

@@ -27,6 +27,7 @@ from jinja2.sandbox import (
     SandboxedFormatter,
     safe_range,
 )
+from jinja2.utils import Namespace
 from markupsafe import Markup
 
 from .limits import (
@@ -62,6 +63,34 @@ def _is_steps(node: nodes.Node) -> bool:
 
 
 class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with loops counted and what `~` and literals build measured.
+
+    A list, tuple or dict literal with values in it is measured as it is made:
+    nested in each other, literals are the one way to build something whose
+    text grows faster than the template (`[b, b, b]` of `[a, a, a]` …), and a
+    value is shown as its text.
+    """
+
+    def _measured(self, node: nodes.Expr, frame: Frame, visit: Callable[..., None]) -> None:
+        items = node.items  # type: ignore[attr-defined]
+        dynamic = getattr(node, "ctx", "load") == "load" and not all(
+            isinstance(getattr(i, "value", i), nodes.Const) for i in items
+        )
+        if dynamic:
+            self.write("environment.built(")
+        visit(node, frame)
+        if dynamic:
+            self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        self._measured(node, frame, super().visit_Tuple)
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._measured(node, frame, super().visit_List)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._measured(node, frame, super().visit_Dict)
+
     def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
         if _is_steps(node):
             self.write("environment.loop_steps(")
@@ -174,15 +203,6 @@ class _BoundedEscapeFormatter(_Bounded, SandboxedEscapeFormatter):
     pass
 
 
-def _finalize(value: Any) -> Any:
-    """Each `{{ … }}` before it becomes text: no container too large as text."""
-    if not isinstance(value, str):
-        budget = BUDGET.get()
-        if budget is not None:
-            budget.fits(value, "the value shown")
-    return value
-
-
 class Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, where `order.items` means the key, not `dict.items`,
     and where nothing a template does can pass the limits."""
@@ -198,7 +218,6 @@ class Sandbox(ImmutableSandboxedEnvironment):
             undefined=StrictUndefined,
             auto_reload=True,
             keep_trailing_newline=False,
-            finalize=_finalize,
         )
         self.limits = limits
 
@@ -207,6 +226,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
     @staticmethod
     def loop_steps(iterable: Iterable[Any]) -> Iterable[Any]:
         return loop_steps(iterable)
+
+    @staticmethod
+    def built(value: Any) -> Any:
+        """A list, tuple or dict a template wrote, refused when too large as text."""
+        budget = BUDGET.get()
+        if budget is not None:
+            budget.fits(value, "the list")
+        return value
 
     def concat_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         budget = BUDGET.get()
@@ -233,6 +260,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if budget is None:
             return super().call(context, obj, *args, **kwargs)
         check_method(self.limits, budget, obj, args, kwargs)
+        if (
+            obj is dict
+            or obj is Namespace
+            or getattr(obj, "catch_varargs", False)
+            or getattr(obj, "catch_kwargs", False)
+        ):  # dict(…), namespace(…) and a macro's varargs hold what they are given
+            budget.fits((args, kwargs), "the arguments")
         if isinstance(obj, LoopContext) and args:  # a recursive loop's loop(children)
             args = (budget.count(args[0]), *args[1:])
         budget.enter()
@@ -348,12 +382,14 @@ _OPENERS = frozenset({"for", "if", "macro", "call", "filter", "block", "with", "
 
 
 def make_environment(
-    loader: FolderLoader, *, autoescape: bool, limits: Limits, filters: Mapping[str, Any]
+    loader: FolderLoader, *, autoescape: bool, limits: Limits, own_filters: Mapping[str, Any]
 ) -> Sandbox:
-    """The sandbox over `loader`'s folder with our filters, all bounded, and no extra globals."""
+    """The sandbox over `loader`'s folder, no extra globals, Jinja's filters bounded
+    (`limits.bounded_filter`) and `own_filters` added as they are: each of those
+    checks its own value (`limits.check_value`) and makes a short text."""
     env = Sandbox(loader, autoescape=autoescape, limits=limits)
-    env.filters.update(filters)
     env.filters = {name: bounded_filter(limits, name, f) for name, f in env.filters.items()}
+    env.filters.update(own_filters)
     env.globals["range"] = _budgeted_range
     for name in ("lipsum", "cycler", "joiner"):
         env.globals.pop(name, None)

@@ -95,11 +95,12 @@ RUNAWAYS = [
     pytest.param("{{ '%0999999999d' | format(1) }}", "999,999,999 is too wide", id="format"),
     pytest.param("{{ '{:>999999999}'.format(1) }}", "999,999,999 is too wide", id="str.format"),
     pytest.param(
-        "{% set ns = namespace(s=s) %}{% for i in range(40) %}"
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}"
         "{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-        "the joined text would be 1,999,998 characters",
+        "the joined text would be 1,048,576 characters",
         id="concat",
     ),
+    pytest.param("{{ namespace(a=s, b=s) }}", "the arguments is over", id="namespace"),
     pytest.param("{{ s.replace('', s) }}", "replace() would be", id="replace"),
     pytest.param("{{ (s | list) | join(s) }}", "the joined text would be", id="join"),
     pytest.param("{{ s ~ s }}", "the joined text would be", id="tilde"),
@@ -108,11 +109,16 @@ RUNAWAYS = [
     pytest.param("{{ s.expandtabs(tabsize=9999) }}", "expandtabs() would be", id="expandtabs"),
     pytest.param("{{ (1).to_bytes(999999999, 'big') }}", "to_bytes is not allowed", id="to_bytes"),
     pytest.param(
-        "{% set a = [s, s] %}{% set b = [a, a, a] %}{{ b | tojson }}",
-        "the value given to tojson is over 1,000,000 characters",
+        "{% set t = s[:100000] %}{% set a = [t, t] %}{% set b = [a, a, a] %}{{ b }}",
+        "the list is over 1,000,000 characters as text",
         id="nested-lists",
     ),
-    pytest.param("{{ [s] * 3 }}", "repeating 1 items 3 times", id="list-repeat"),
+    pytest.param(
+        "{% for i in range(40) %}{% set x = s | upper %}{% endfor %}",
+        "the rendering would build more than",
+        id="built-in-all",
+    ),
+    pytest.param("{{ [s[:1000]] * 3000 }}", "repeating 1 items 3,000 times", id="list-repeat"),
     pytest.param("{{ d | int }}", "has too many digits to be made an integer", id="decimal-int"),
     pytest.param(
         "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}",
