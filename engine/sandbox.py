@@ -3,9 +3,10 @@
 `make_environment` builds it over the templates folder (`templatefiles`: no
 file outside it can be loaded); `bounded_render` renders one template under a
 fresh `limits.Budget`. The limits are enforced while the template runs, not
-checked afterwards: the generated code charges every `{% for %}` step, every
-`~`, every buffer joined (macros, `{% set %}` blocks), every call and every
-`*`, `**`, `+` and `%`; every filter is wrapped to check what it would build.
+checked afterwards: the generated code charges every `{% for %}` step, and
+measures every `~`, every list, tuple or dict literal and every buffer joined
+(macros, `{% set %}` blocks); calls, `*`, `**`, `+` and `%` are checked by the
+sandbox, and Jinja's filters are wrapped to check what they would build.
 Nothing relies on signals, so renderings may run in any thread.
 """
 
