@@ -38,6 +38,7 @@ check: $(STAMP)
 	$(BIN)/ruff check engine tests bench
 	$(BIN)/ruff format --check engine tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/lifecycle check
 
 bench: $(STAMP)

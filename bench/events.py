@@ -1,12 +1,12 @@
 """Events API ingestion: customer.upserted events per second over HTTP, beside the CSV import.
 
-The server is the real tracking app (`engine.tracking.create_app`) under uvicorn as the
-daemon configures it (`engine.httpserver.server_config`), in its own process on
+The server is the real tracking app (`engine.track.app.create_app`) under uvicorn as the
+daemon configures it (`engine.track.httpserver.server_config`), in its own process on
 127.0.0.1, writing to a fresh SQLite file (or a fresh PostgreSQL schema). This process
 posts `--customers` new customers in batches of `--batch` events, one request after
 the other, and reports the rate; it then posts them all again (every event a
 duplicate, so that is the cost of the check alone, nothing written). Beside it, the
-same customers as a CSV file go through `engine.importer.import_csv` into another
+same customers as a CSV file go through `engine.intake.importer.import_csv` into another
 fresh database, in this same run, for the CSV import's rate.
 
     .venv/bin/python bench/events.py [--customers 6000] [--batch 1000]
@@ -60,10 +60,10 @@ def serve(url: str, port: int) -> None:
 
     import uvicorn
 
-    from engine.db import make_engine, upgrade
-    from engine.httpserver import server_config
-    from engine.loader import Secrets, load_project
-    from engine.tracking import create_app
+    from engine.project.loader import Secrets, load_project
+    from engine.store.db import make_engine, upgrade
+    from engine.track.app import create_app
+    from engine.track.httpserver import server_config
 
     engine = make_engine(url)
     upgrade(engine)
@@ -100,8 +100,8 @@ def post_all(base: str, total: int, batch: int) -> float:
 
 def csv_rate(url: str, total: int, folder: Path) -> float:
     """Seconds to import the same customers from a CSV file."""
-    from engine.db import make_engine, upgrade
-    from engine.importer import import_csv
+    from engine.intake.importer import import_csv
+    from engine.store.db import make_engine, upgrade
 
     path = folder / "customers.csv"
     with path.open("w", newline="", encoding="utf-8") as out:
@@ -129,7 +129,7 @@ def database(folder: Path, postgres: str | None, name: str) -> str:
         return f"sqlite:///{folder / name}.db"
     from sqlalchemy import text
 
-    from engine.db import make_engine
+    from engine.store.db import make_engine
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = make_engine(postgres)
@@ -149,7 +149,7 @@ def drop_schemas(postgres: str | None) -> None:
         return
     from sqlalchemy import text
 
-    from engine.db import make_engine
+    from engine.store.db import make_engine
 
     admin = make_engine(postgres)
     with admin.begin() as connection:

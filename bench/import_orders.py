@@ -24,9 +24,9 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from engine.db import make_engine, upgrade
-from engine.importer import import_csv
-from engine.models import Customer, Order, OrderItem, PriceChange, Product
+from engine.intake.importer import import_csv
+from engine.store.db import make_engine, upgrade
+from engine.store.models import Customer, Order, OrderItem, PriceChange, Product
 
 SHOP_TZ = "Asia/Dhaka"
 

@@ -37,9 +37,10 @@ from sqlmodel import Session, col
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.db import make_engine, upgrade  # noqa: E402
-from engine.loader import load_project  # noqa: E402
-from engine.models import (  # noqa: E402
+from engine.plan.planner import plan  # noqa: E402
+from engine.project.loader import load_project  # noqa: E402
+from engine.store.db import make_engine, upgrade  # noqa: E402
+from engine.store.models import (  # noqa: E402
     Customer,
     Message,
     MessageKind,
@@ -51,7 +52,6 @@ from engine.models import (  # noqa: E402
     Product,
     Suppression,
 )
-from engine.planner import plan  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)  # nothing open: Black Friday's notice is due 24 Nov
 HOLIDAY_DUE = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)  # 10:00 in Dhaka, three days before

@@ -42,17 +42,17 @@ from sqlmodel import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.compose import Composer  # noqa: E402
-from engine.composepool import compose_in_worker, start_compose_pool  # noqa: E402
-from engine.context import load_contexts  # noqa: E402
-from engine.db import make_engine, upgrade  # noqa: E402
-from engine.dispatcher import dispatch  # noqa: E402
-from engine.inlining import inline_css  # noqa: E402
-from engine.loader import Secrets, load_project  # noqa: E402
-from engine.mailer import SendResult, SmtpMailer  # noqa: E402
-from engine.models import Customer, Message, MessageStatus, Order, OrderItem, Product  # noqa: E402
-from engine.planner import plan  # noqa: E402
-from engine.render import Renderer  # noqa: E402
+from engine.deliver.compose import Composer  # noqa: E402
+from engine.deliver.composepool import compose_in_worker, start_compose_pool  # noqa: E402
+from engine.deliver.context import load_contexts  # noqa: E402
+from engine.deliver.dispatcher import dispatch  # noqa: E402
+from engine.deliver.inlining import inline_css  # noqa: E402
+from engine.deliver.mailer import SendResult, SmtpMailer  # noqa: E402
+from engine.deliver.render import Renderer  # noqa: E402
+from engine.plan.planner import plan  # noqa: E402
+from engine.project.loader import Secrets, load_project  # noqa: E402
+from engine.store.db import make_engine, upgrade  # noqa: E402
+from engine.store.models import Customer, Message, MessageStatus, Order, OrderItem, Product  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)  # noon in Dhaka: inside the send window
 SECRETS = Secrets(secret="benchmark-secret-0123456789abcdef")

@@ -1,8 +1,8 @@
 """Tracking server throughput: recorded opens per second against a no-op endpoint.
 
-The server is the real tracking app (`engine.tracking.create_app`, the real
+The server is the real tracking app (`engine.track.app.create_app`, the real
 `HitBuffer` writing to a real SQLite file in WAL mode) under uvicorn as the
-daemon configures it (`engine.httpserver.server_config`; `--http httptools`
+daemon configures it (`engine.track.httpserver.server_config`; `--http httptools`
 runs uvicorn's stock protocol instead, to compare), in its own process on
 127.0.0.1, with one bench-only route, `GET /bench/noop`, that
 answers 204 and does nothing. A second process drives it with a small
@@ -51,10 +51,10 @@ def serve(database: str, port: int, http: str) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from engine.db import make_engine
-    from engine.httpserver import server_config
-    from engine.loader import Secrets, load_project
-    from engine.tracking import create_app
+    from engine.project.loader import Secrets, load_project
+    from engine.store.db import make_engine
+    from engine.track.app import create_app
+    from engine.track.httpserver import server_config
 
     async def noop(request: Request) -> Response:
         return Response(status_code=204)
@@ -153,8 +153,8 @@ def drive(port: int, paths: list[str], connections: int, seconds: float, limit: 
 def prepare(directory: Path) -> str:
     from sqlmodel import Session
 
-    from engine.db import make_engine, upgrade
-    from engine.models import Customer, Message, MessageStatus
+    from engine.store.db import make_engine, upgrade
+    from engine.store.models import Customer, Message, MessageStatus
 
     now = datetime.now(UTC)
     url = f"sqlite:///{directory / 'track.db'}"
@@ -188,8 +188,8 @@ def count_opens(url: str) -> int:
     from sqlalchemy import func, select
     from sqlmodel import Session
 
-    from engine.db import make_engine
-    from engine.models import MessageEvent
+    from engine.store.db import make_engine
+    from engine.store.models import MessageEvent
 
     engine = make_engine(url)
     with Session(engine) as session:
@@ -256,7 +256,7 @@ def main() -> None:
         drive(args.drive, json.loads(args.paths), args.connections, args.seconds, args.requests)
         return
 
-    from engine.tokens import Signer
+    from engine.deliver.tokens import Signer
 
     signer = Signer(SECRET)
     pixels = [f"/o/{signer.open_token(i)}.gif" for i in range(1, MESSAGES + 1)]

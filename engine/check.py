@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 from .errors import Problem
-from .loader import Project, load_partial
+from .project import Project, load_partial
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,14 @@ def check_project(
 
 def _checkers() -> list[Callable[[Project], list[Problem]]]:
     """Checks beyond the files' own shape, each owned by the module it protects."""
-    from .calendar import check_holidays
-    from .segments import check_segments
-    from .templatecheck import check_templates
+    from .deliver import check_templates
+    from .plan import check_holidays, check_segments
 
     return [check_segments, check_holidays, check_templates]
 
 
 def _data_checkers() -> list[Callable[[Project], list[Problem]]]:
     """Checks of the files against the shop's data in the database."""
-    from .calendar import check_offers
+    from .plan import check_offers
 
     return [check_offers]

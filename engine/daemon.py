@@ -7,11 +7,11 @@ clock once, picks up edited files (`engine.reload`: the edited project is
 checked in a process of its own, so a template that runs away cannot stall
 the loop; a tick waits `RELOAD_WAIT_SECONDS` for the verdict, then goes on
 with the last good project), takes the planner lock if it can
-(`engine.locks`), plans (in a worker thread, so the tracking server keeps
+(`engine.store.locks`), plans (in a worker thread, so the tracking server keeps
 answering) and sends. uvicorn serves the tracking app on a loop and thread of
-its own (`engine.httpserver.serve_in_thread`): no tick holds up a pixel.
+its own (`engine.track.httpserver.serve_in_thread`): no tick holds up a pixel.
 While more than `POOL_FROM` emails are due, one composer process
-(`engine.composepool`) renders them beside the sending loop; it is stopped
+(`engine.deliver.composepool`) renders them beside the sending loop; it is stopped
 when the rush is over, and restarted after an edit (it holds the project).
 
 SIGTERM or SIGINT stops it gracefully: no new claims (the `stop` event the
@@ -41,13 +41,12 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import Engine
 
-from .composepool import POOL_FROM, start_compose_pool, stop_compose_pool
+from .deliver import POOL_FROM, count_due, start_compose_pool, stop_compose_pool
 from .errors import ConfigError, EngineError
-from .httpserver import serve_in_thread
-from .loader import Project, Secrets
-from .locks import PlannerLock
-from .outbox import count_due
+from .project import Project, Secrets
 from .reload import ProjectWatcher
+from .store import PlannerLock
+from .track import serve_in_thread
 
 log = logging.getLogger("engine.daemon")
 
@@ -138,7 +137,7 @@ class Daemon:
     compose_pool: Executor | None = None
 
     def __post_init__(self) -> None:
-        from .dispatcher import default_worker_id
+        from .deliver import default_worker_id
 
         self.worker_id = self.worker_id or default_worker_id()
         self.pool_from = self.pool_from or POOL_FROM
@@ -167,7 +166,7 @@ class Daemon:
                 self._tick_task = None
 
     async def _tick(self) -> Any:
-        from .planner import plan
+        from .plan import plan
         from .tick import tick
 
         now = self.clock()
@@ -327,7 +326,7 @@ class Daemon:
             self._tick_task.cancel()
 
     async def _start_sink(self) -> Any:
-        from .sink import start_sink
+        from .deliver import start_sink
 
         smtp = self.project.config.sending.smtp
         outbox = self.config_file.parent / OUTBOX
@@ -335,20 +334,19 @@ class Daemon:
 
 
 def _mailer(project: Project, secrets: Secrets) -> Any:
-    from .mailer import SmtpMailer
+    from .deliver import SmtpMailer
 
     return SmtpMailer.from_project(project, secrets)
 
 
 def _composer(project: Project, secrets: Secrets) -> Any:
-    from .compose import Composer
+    from .deliver import Composer
 
     return Composer(project, secrets)
 
 
 def _server(daemon: Daemon, sock: socket.socket) -> _Server:
-    from .httpserver import server_config
-    from .tracking import create_app
+    from .track import create_app, server_config
 
     app = create_app(daemon.engine, daemon.watcher.current, daemon.secrets)
     return _Server(server_config(app))
@@ -411,7 +409,7 @@ def run_daemon(
     config_file: Path, project: Project, engine: Engine, secrets: Secrets, *, demo: bool
 ) -> int:
     """Build the daemon and run it until a stop signal. Raises LockHeld if another has the database."""
-    from .locks import planner_lock
+    from .store import planner_lock
 
     if demo:
         secrets = replace(secrets, secret=secrets.secret or demo_secret(config_file.parent))

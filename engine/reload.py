@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .check import check_project
 from .errors import Problem
-from .loader import Project
+from .project import Project
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,14 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from .composepool import Composes
-from .dispatcher import DispatchReport, dispatch
-from .loader import Project, Secrets
-from .mailer import Mailer
+from .deliver import Composes, DispatchReport, Mailer, dispatch
+from .project import Project, Secrets
 
 
 @dataclass
 class TickReport:
     at: datetime
-    plan: Any | None  # engine.planner.PlanReport, or None when planning was skipped
+    plan: Any | None  # engine.plan.planner.PlanReport, or None when planning was skipped
     dispatch: DispatchReport
 
     @property
@@ -57,11 +55,11 @@ async def tick(
 
     The planner is imported here, not at module load, so sending works on its own.
     A long-running caller (the daemon) may pass a `compose_pool` from
-    `engine.composepool.start_compose_pool`, made once and reused every tick.
+    `engine.deliver.composepool.start_compose_pool`, made once and reused every tick.
     """
     planned = None
     if plan:
-        from .planner import plan as run_planner
+        from .plan import plan as run_planner
 
         planned = run_planner(engine, project, now)
     sent = await dispatch(

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from engine.db import make_engine, upgrade
+from engine.store.db import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL")

@@ -20,9 +20,9 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.engine import Engine
 
-from engine.db import session_scope
-from engine.loader import load_project
-from engine.shop import Line, record_order, upsert_customer, upsert_product
+from engine.intake.shop import Line, record_order, upsert_customer, upsert_product
+from engine.project.loader import load_project
+from engine.store.db import session_scope
 
 LIFECYCLE = str(Path(sys.executable).parent / "lifecycle")
 SECRET = "daemon-test-secret-0123456789abcdef"

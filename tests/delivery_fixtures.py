@@ -1,6 +1,6 @@
 """Helpers for delivery tests: an outbox filler, project tweaks, a plain composer.
 
-`PlainComposer` has the shape of engine.compose.Composer (`prepare(session,
+`PlainComposer` has the shape of engine.deliver.compose.Composer (`prepare(session,
 messages)` → one `PlainOutgoing` or `PlainUnsendable` per message, in order) and
 builds valid RFC 5322 bytes without templates, so the dispatcher's own tests do
 not depend on the shop's templates. Integration tests use the real Composer.
@@ -20,8 +20,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from engine.loader import Project, load_project
-from engine.models import Customer, Message, MessageKind, MessageStatus
+from engine.project.loader import Project, load_project
+from engine.store.models import Customer, Message, MessageKind, MessageStatus
 
 
 def project_for(project_dir: Path, port: int = 1, **sending: Any) -> Project:

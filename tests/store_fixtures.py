@@ -22,9 +22,8 @@ from sqlalchemy import Integer, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
-from engine.db import make_engine, upgrade
-
-from .conftest import postgres_schema
+from engine.store.db import make_engine, upgrade
+from tests.conftest import postgres_schema
 
 
 @pytest.fixture(

@@ -12,10 +12,9 @@ from click.testing import CliRunner
 
 from engine.check import check_project
 from engine.cli import main
-from engine.db import make_engine, upgrade
-from engine.loader import load_project
-
-from .daemon_fixtures import Daemon, configure, free_port
+from engine.project.loader import load_project
+from engine.store.db import make_engine, upgrade
+from tests.daemon_fixtures import Daemon, configure, free_port
 
 # A campaign file config.yaml does not enable: checked, never sent.
 DISABLED = """\

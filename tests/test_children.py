@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.composepool import POOL_FROM
-from engine.db import make_engine, upgrade
+from engine.deliver.composepool import POOL_FROM
+from engine.store.db import make_engine, upgrade
 from tests.daemon_fixtures import SLOW_MARK, Daemon, SlowSink, configure, free_port, slow_check_env
 from tests.delivery_fixtures import Outbox
 

@@ -26,12 +26,12 @@ from sqlmodel import Session
 from engine.cli import main
 from engine.daemon import SHUTDOWN_GRACE_SECONDS, _scheduler, demo_secret, describe
 from engine.daemon import Daemon as InProcessDaemon
-from engine.db import make_engine, upgrade
-from engine.loader import Secrets, load_project
-from engine.locks import FileLock
-from engine.mailer import MemoryMailer
-from engine.models import Customer, EventKind, Message, MessageEvent, MessageStatus
+from engine.deliver.mailer import MemoryMailer
+from engine.project.loader import Secrets, load_project
 from engine.reload import ProjectWatcher
+from engine.store.db import make_engine, upgrade
+from engine.store.locks import FileLock
+from engine.store.models import Customer, EventKind, Message, MessageEvent, MessageStatus
 from tests.daemon_fixtures import (
     API_KEY,
     SECRET,

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from engine.db import make_engine, upgrade
-from engine.models import Customer, Message, MessageStatus
+from engine.store.db import make_engine, upgrade
+from engine.store.models import Customer, Message, MessageStatus
 from tests.daemon_fixtures import Daemon, SlowSink, configure, free_port, seed_first_orders
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

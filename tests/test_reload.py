@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.check import check_project
-from engine.loader import Project, load_project
+from engine.project.loader import Project, load_project
 from engine.reload import Checked, ProjectWatcher
 
 

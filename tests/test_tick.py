@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from engine.compose import Composer
-from engine.demo import seed_demo
-from engine.loader import Secrets
-from engine.mailer import SmtpMailer
-from engine.models import Message, MessageStatus
+from engine.deliver.compose import Composer
+from engine.deliver.mailer import SmtpMailer
+from engine.demo.seed import seed_demo
+from engine.project.loader import Secrets
+from engine.store.models import Message, MessageStatus
 from engine.tick import tick
 from tests.delivery_fixtures import project_for
 from tests.smtp_servers import Script, serving

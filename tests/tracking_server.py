@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from engine.httpserver import serve_in_thread, server_config
+from engine.track.httpserver import serve_in_thread, server_config
 
 
 @contextmanager

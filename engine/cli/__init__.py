@@ -1,4 +1,9 @@
-"""The `lifecycle` command line."""
+"""The `lifecycle` command line.
+
+It builds the real collaborators (project, database, mailer) and hands them in.
+May import: every stage, through its package's public names.
+Public names: `main`, the `lifecycle` console script.
+"""
 
 from __future__ import annotations
 

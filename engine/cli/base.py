@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from ..app import App
 from ..errors import ConfigError, EngineError
+from .app import App
 
 F = TypeVar("F", bound=Callable[..., Any])
 

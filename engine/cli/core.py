@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from ..app import App
 from ..check import check_project
-from ..db import current_revision, make_engine, upgrade
+from ..store import current_revision, make_engine, upgrade
+from .app import App
 from .base import console, errors, main, print_json, with_app
 
 

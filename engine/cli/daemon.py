@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from ..app import App
 from ..check import check_project
 from ..daemon import configure_logging, run_daemon
+from .app import App
 from .base import errors, main, with_app
 
 

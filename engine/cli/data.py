@@ -23,9 +23,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ..app import App
-from ..importer import KINDS, BadRow, CsvFormatError, ImportRejected, ImportResult, import_csv
-from ..importer import Progress as ProgressCallback
+from ..intake import KINDS, BadRow, CsvFormatError, ImportRejected, ImportResult, import_csv
+from ..intake import Progress as ProgressCallback
+from .app import App
 from .base import console, errors, main, print_json, with_app
 
 PROGRESS_FROM_BYTES = 512 * 1024  # smaller files finish before a bar is worth drawing

@@ -18,15 +18,22 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlmodel import Session
 
-from ..app import App
-from ..composepool import POOL_FROM, start_compose_pool
-from ..config import EMAIL
-from ..dispatcher import DispatchReport, dispatch, rehearse
+from ..deliver import (
+    POOL_FROM,
+    DispatchReport,
+    Mailer,
+    Outcome,
+    SmtpMailer,
+    count_due,
+    dispatch,
+    rehearse,
+    serve_sink,
+    start_compose_pool,
+)
 from ..errors import DataError, EngineError
-from ..mailer import Mailer, Outcome, SmtpMailer
-from ..outbox import count_due
-from ..sink import serve_sink
+from ..project import EMAIL
 from ..tick import TickReport, tick
+from .app import App
 from .base import console, errors, main, print_json, with_app
 from .demo import Instant
 from .preview import find_customer
@@ -180,7 +187,7 @@ def _plan_line(planned: dict[str, Any]) -> str:
 @with_app
 def send_test(app: App, campaign: str, address: str, customer: str | None) -> None:
     """Render CAMPAIGN for a customer and send it to ADDRESS (nothing is recorded)."""
-    from ..compose import Composer
+    from ..deliver import Composer
 
     address = address.strip()
     if not EMAIL.match(address):

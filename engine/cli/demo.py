@@ -7,11 +7,9 @@ from typing import Any
 
 import click
 
-from ..app import App
-from ..db import session_scope
-from ..demo import seed_demo
-from ..demodata import MIN_CUSTOMERS
-from ..demoplan import DEFAULT_CUSTOMERS, MAX_CUSTOMERS
+from ..demo import DEFAULT_CUSTOMERS, MAX_CUSTOMERS, MIN_CUSTOMERS, seed_demo
+from ..store import session_scope
+from .app import App
 from .base import console, main, with_app
 
 

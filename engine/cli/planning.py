@@ -8,12 +8,11 @@ from datetime import UTC, date, datetime
 import click
 from rich.table import Table
 
-from ..app import App
-from ..calendar import holiday_dates
-from ..config import pick_text
-from ..db import session_scope
-from ..planner import PlanReport, plan
-from ..shop import add_holiday
+from ..intake import add_holiday
+from ..plan import PlanReport, holiday_dates, plan
+from ..project import pick_text
+from ..store import session_scope
+from .app import App
 from .base import console, errors, main, print_json, with_app
 
 

@@ -9,12 +9,11 @@ import click
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from ..app import App
-from ..compose import Composer
-from ..config import FirstOrder, HolidayTrigger
+from ..deliver import Composer
 from ..errors import UnknownRecord
-from ..loader import Project
-from ..models import Customer, Order
+from ..project import FirstOrder, HolidayTrigger, Project
+from ..store import Customer, Order
+from .app import App
 from .base import console, main, with_app
 
 

@@ -14,9 +14,8 @@ import click
 from rich import box
 from rich.table import Table
 
-from ..app import App
-from ..reports import build_report, period, to_json
-from ..retention import ACTIVITY_DAYS
+from ..report import ACTIVITY_DAYS, build_report, period, to_json
+from .app import App
 from .base import console, main, print_json, with_app
 
 CAMPAIGN_COLUMNS = [

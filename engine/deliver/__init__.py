@@ -1,0 +1,91 @@
+"""Delivery: from queued messages to bytes handed to the SMTP server.
+
+`dispatcher` claims due rows from the `outbox` with a lease, has them composed
+(`composepool`, `compose`: `context` builds what a template sees, `render` renders it
+with the CSS `inlining` prepared, `links` points links at the click tracker with signed
+`tokens`, `headers` writes the header lines, `formatting` formats money and dates for
+the customer's locale) and sends them through a `mailer`. `preview` builds one
+customer's unsaved message; `templatecheck` is what `lifecycle check` says about the
+templates; `sink` is the development mail sink.
+
+May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
+`engine.intake`, `engine.plan`.
+Other stages import only the public names below, from this package; its own
+modules import each other directly.
+
+Public names:
+
+- `compose`: `Composer`
+- `composepool`: `Composes`, `POOL_FROM`, `start_compose_pool`, `stop_compose_pool`
+- `dispatcher`: `DispatchReport`, `default_worker_id`, `dispatch`, `rehearse`
+- `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
+- `outbox`: `count_due`
+- `sink`: `serve_sink`, `start_sink`
+- `templatecheck`: `check_templates`
+- `tokens`: `InvalidToken`, `Purpose`, `Signer`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exports import public_names
+
+if TYPE_CHECKING:
+    from .compose import Composer
+    from .composepool import POOL_FROM, Composes, start_compose_pool, stop_compose_pool
+    from .dispatcher import DispatchReport, default_worker_id, dispatch, rehearse
+    from .mailer import Mailer, Outcome, SmtpMailer
+    from .outbox import count_due
+    from .sink import serve_sink, start_sink
+    from .templatecheck import check_templates
+    from .tokens import InvalidToken, Purpose, Signer
+
+__all__ = [
+    "POOL_FROM",
+    "Composer",
+    "Composes",
+    "DispatchReport",
+    "InvalidToken",
+    "Mailer",
+    "Outcome",
+    "Purpose",
+    "Signer",
+    "SmtpMailer",
+    "check_templates",
+    "count_due",
+    "default_worker_id",
+    "dispatch",
+    "rehearse",
+    "serve_sink",
+    "start_compose_pool",
+    "start_sink",
+    "stop_compose_pool",
+]
+
+# Each public name and its module (see `engine.exports`).
+_PUBLIC = {
+    "Composer": ".compose",
+    "Composes": ".composepool",
+    "DispatchReport": ".dispatcher",
+    "InvalidToken": ".tokens",
+    "Mailer": ".mailer",
+    "Outcome": ".mailer",
+    "POOL_FROM": ".composepool",
+    "Purpose": ".tokens",
+    "Signer": ".tokens",
+    "SmtpMailer": ".mailer",
+    "check_templates": ".templatecheck",
+    "count_due": ".outbox",
+    "default_worker_id": ".dispatcher",
+    "dispatch": ".dispatcher",
+    "rehearse": ".dispatcher",
+    "serve_sink": ".sink",
+    "start_compose_pool": ".composepool",
+    "start_sink": ".sink",
+    "stop_compose_pool": ".composepool",
+}
+_MODULES: set[str] = set()
+
+if not TYPE_CHECKING:
+    __getattr__ = public_names(__name__, _PUBLIC, _MODULES)

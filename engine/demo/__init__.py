@@ -1,0 +1,42 @@
+"""The demo shop, Nakshi Ghor, whose data gives every campaign work.
+
+`tables` holds the shop's fixed facts (products, price drops, cities, names);
+`customers` plans its customers and their orders as plain data, the same for the same
+arguments; `seed` writes what is missing through `engine.intake`.
+
+May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
+`engine.intake`, `engine.plan`, `engine.deliver`, `engine.report`, `engine.track`.
+Other stages import only the public names below, from this package; its own
+modules import each other directly.
+
+Public names:
+
+- `customers`: `DEFAULT_CUSTOMERS`, `MAX_CUSTOMERS`
+- `seed`: `seed_demo`
+- `tables`: `MIN_CUSTOMERS`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exports import public_names
+
+if TYPE_CHECKING:
+    from .customers import DEFAULT_CUSTOMERS, MAX_CUSTOMERS
+    from .seed import seed_demo
+    from .tables import MIN_CUSTOMERS
+
+__all__ = ["DEFAULT_CUSTOMERS", "MAX_CUSTOMERS", "MIN_CUSTOMERS", "seed_demo"]
+
+# Each public name and its module (see `engine.exports`).
+_PUBLIC = {
+    "DEFAULT_CUSTOMERS": ".customers",
+    "MAX_CUSTOMERS": ".customers",
+    "MIN_CUSTOMERS": ".tables",
+    "seed_demo": ".seed",
+}
+_MODULES: set[str] = set()
+
+if not TYPE_CHECKING:
+    __getattr__ = public_names(__name__, _PUBLIC, _MODULES)

@@ -1,0 +1,244 @@
+"""The demo's customers and their orders, planned as plain data from the demo shop's tables.
+
+`plan_demo(now, customers)` returns the same `CustomerSeed`s for the same
+arguments: each customer's choices come from a `random.Random` seeded with its
+number, and every time is relative to `now`. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from ..errors import DataError
+from ..intake import shop
+from .tables import (
+    CITIES,
+    DIASPORA_CITIES,
+    DOMAINS,
+    DROPPED,
+    FAMILY,
+    FEATURED,
+    FEMALE,
+    GIVEN,
+    HOME_CITIES,
+    MALE,
+    MIN_CUSTOMERS,
+    POPULATION,
+    PRICES,
+    PRODUCTS,
+    SCENARIOS,
+    SCORES,
+    SHOP_TIMEZONE,
+    SPREAD,
+    TAGS,
+    Role,
+)
+
+SEED = "nakshi-ghor-demo"
+DEFAULT_CUSTOMERS = 300
+MAX_CUSTOMERS = 20_000
+
+
+@dataclass(frozen=True)
+class OrderSeed:
+    external_id: str
+    placed_at: datetime
+    delivered_at: datetime | None
+    lines: tuple[shop.Line, ...]
+
+
+@dataclass(frozen=True)
+class CustomerSeed:
+    external_id: str
+    role: Role
+    email: str
+    name: str
+    locale: str
+    city: str
+    timezone: str
+    birthday: date | None
+    tags: tuple[str, ...]
+    consent: bool
+    created_at: datetime
+    orders: tuple[OrderSeed, ...] = ()
+    survey: tuple[int, datetime] | None = None
+
+
+def plan_demo(now: datetime, customers: int = DEFAULT_CUSTOMERS) -> list[CustomerSeed]:
+    """The demo's customers with their orders, as data; the same for the same arguments."""
+    _check_arguments(now, customers)
+    roles = [role for role, n in SCENARIOS for _ in range(n)]
+    return [
+        _customer(i, roles[i - 1] if i <= len(roles) else None, now)
+        for i in range(1, customers + 1)
+    ]
+
+
+def _check_arguments(now: datetime, customers: int) -> None:
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise DataError(f"now must be a timezone-aware datetime, got: {now!r}")
+    if isinstance(customers, bool) or not isinstance(customers, int):
+        raise DataError(f"customers must be a whole number, got: {customers!r}")
+    if not MIN_CUSTOMERS <= customers <= MAX_CUSTOMERS:
+        raise DataError(
+            f"the demo needs between {MIN_CUSTOMERS} and {MAX_CUSTOMERS} customers "
+            f"to set up every scenario, got: {customers}"
+        )
+
+
+def _customer(index: int, scenario: Role | None, now: datetime) -> CustomerSeed:
+    rng = random.Random(f"{SEED}:{index}")
+    if scenario is not None:
+        role = scenario
+        position = index - 1 - sum(n for r, n in SCENARIOS[: _scenario_number(role)])
+        city = SPREAD[position % len(SPREAD)]
+    else:
+        role = rng.choices([r for r, _ in POPULATION], [w for _, w in POPULATION])[0]
+        city = rng.choice(HOME_CITIES if rng.random() < 0.75 else DIASPORA_CITIES)
+    home = CITIES[city] == SHOP_TIMEZONE
+    locale = "bn_BD" if rng.random() < (0.92 if home else 0.45) else "en"
+    if index <= len(FEATURED):
+        locale = FEATURED[index - 1][2]
+    name, latin = _name(rng, index, locale)
+    external_id = f"NG-C{index:05d}"
+    orders = _orders(rng, role, index, now)
+    first = orders[0].placed_at if orders else now - timedelta(days=rng.randint(1, 400))
+    created_at = first - timedelta(minutes=rng.randint(3, 60 * 24 * 30))
+    if role is Role.WELCOME:
+        created_at = first - timedelta(minutes=rng.randint(2, 20))
+    consent = _consent(rng, role, scenario is not None, index)
+    return CustomerSeed(
+        external_id=external_id,
+        role=role,
+        email=f"{latin.lower().replace(' ', '.')}.{index}@{rng.choice(DOMAINS)}",
+        name=name,
+        locale=locale,
+        city=city,
+        timezone=CITIES[city],
+        birthday=_birthday(rng),
+        tags=tuple(sorted(rng.sample(TAGS, k=rng.choice((0, 0, 1, 1, 2))))),
+        consent=consent,
+        created_at=created_at,
+        orders=orders,
+        survey=_survey(rng, orders, now),
+    )
+
+
+def _scenario_number(role: Role) -> int:
+    return next(i for i, (r, _) in enumerate(SCENARIOS) if r is role)
+
+
+def _consent(rng: random.Random, role: Role, scenario: bool, index: int) -> bool:
+    if role is Role.PRICE_DROP:
+        # The refund notice is transactional: some of these buyers never opted in.
+        return index % 3 != 0
+    if scenario:
+        return True
+    return rng.random() < 0.85
+
+
+def _name(rng: random.Random, index: int, locale: str) -> tuple[str, str]:
+    if index <= len(FEATURED):
+        shown, latin, _ = FEATURED[index - 1]
+        return shown, latin
+    gender = rng.choice((FEMALE, MALE))
+    given_bn, given_en = rng.choice(GIVEN[gender])
+    family_bn, family_en = rng.choice(FAMILY[gender])
+    latin = f"{given_en} {family_en}"
+    bengali_script = locale == "bn_BD" and rng.random() < 0.8
+    return (f"{given_bn} {family_bn}" if bengali_script else latin), latin
+
+
+def _birthday(rng: random.Random) -> date | None:
+    if rng.random() < 0.1:
+        return None
+    return date(rng.randint(1962, 2004), rng.randint(1, 12), rng.randint(1, 28))
+
+
+def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[OrderSeed, ...]:
+    """Past orders (all delivered, none in the last 10 days) plus the scenario's recent one."""
+    past: list[tuple[datetime, tuple[shop.Line, ...]]] = []
+    recent: list[tuple[datetime, datetime | None, tuple[shop.Line, ...]]] = []
+    if role is Role.WELCOME:
+        placed = now - timedelta(minutes=12 + (index * 7) % 44)
+        recent.append((placed, None, _basket(rng, avoid=DROPPED)))
+    elif role is Role.THANK_YOU:
+        past += _past(rng, now, rng.randint(1, 3), 10, 300)
+        delivered = now - timedelta(minutes=135 + (index * 37) % 225)
+        placed = delivered - timedelta(hours=rng.randint(20, 60))
+        recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
+    elif role is Role.PRICE_DROP:
+        past += _past(rng, now, rng.randint(1, 2), 10, 300)
+        placed = now - timedelta(hours=26 + index % 20, minutes=rng.randint(0, 59))
+        recent.append((placed, None, _dropped_lines(index)))
+    elif role is Role.REGULAR:
+        past += _past(rng, now, rng.randint(3, 6), 10, 170)
+        past += _past(rng, now, rng.randint(0, 3), 190, 700)
+    elif role is Role.VIP:
+        past += [
+            (at, (shop.Line("SARI-JAM-01", 1, PRICES["SARI-JAM-01"]), *lines))
+            for at, lines in _past(rng, now, 2, 10, 330)
+        ]
+        past += _past(rng, now, rng.randint(2, 5), 10, 330, expensive=True)
+    elif role is Role.LAPSED:
+        past += _past(rng, now, rng.randint(1, 4), 130, 700)
+    elif role is Role.OCCASIONAL:
+        past += _past(rng, now, rng.randint(1, 2), 10, 400)
+    timeline = sorted(
+        [(at, at + timedelta(hours=rng.randint(20, 120)), lines) for at, lines in past] + recent,
+        key=lambda order: order[0],
+    )
+    return tuple(
+        OrderSeed(f"NG-{index:05d}-{n:02d}", placed, delivered, lines)
+        for n, (placed, delivered, lines) in enumerate(timeline, start=1)
+    )
+
+
+def _past(
+    rng: random.Random,
+    now: datetime,
+    count: int,
+    newest: int,
+    oldest: int,
+    *,
+    expensive: bool = False,
+) -> list[tuple[datetime, tuple[shop.Line, ...]]]:
+    """`count` orders placed between `newest` and `oldest` days ago."""
+    return [
+        (
+            now - timedelta(minutes=rng.randint(newest * 1440, oldest * 1440)),
+            _basket(rng, expensive=expensive),
+        )
+        for _ in range(count)
+    ]
+
+
+def _basket(
+    rng: random.Random, *, avoid: set[str] | frozenset[str] = frozenset(), expensive: bool = False
+) -> tuple[shop.Line, ...]:
+    everyday = [p for p in PRODUCTS if p.price < 1000 and p.sku not in avoid]
+    pool = [p for p in PRODUCTS if p.sku not in avoid] if expensive else everyday
+    chosen = rng.sample(pool, k=rng.randint(1, 3))
+    return tuple(
+        shop.Line(p.sku, rng.randint(1, 3) if p.price < 1000 else 1, p.price)
+        for p in sorted(chosen, key=lambda p: p.sku)
+    )
+
+
+def _dropped_lines(index: int) -> tuple[shop.Line, ...]:
+    honey = shop.Line("HONEY-500G", 2, PRICES["HONEY-500G"])
+    oil = shop.Line("OIL-500ML", 1, PRICES["OIL-500ML"])
+    gamcha = shop.Line("GAMCHA-01", 2, PRICES["GAMCHA-01"])
+    return ((honey,), (oil, gamcha), (honey, oil))[index % 3]
+
+
+def _survey(
+    rng: random.Random, orders: tuple[OrderSeed, ...], now: datetime
+) -> tuple[int, datetime] | None:
+    delivered = [o.delivered_at for o in orders if o.delivered_at is not None]
+    if not delivered or rng.random() >= 0.25:
+        return None
+    at = max(delivered) + timedelta(hours=rng.randint(6, 72))
+    return rng.choice(SCORES), min(at, now)

@@ -1,0 +1,81 @@
+"""Getting shop data in: the Python API, the CSV import and the events API.
+
+`shop` validates and writes customers, products, prices, orders and holidays one at a
+time; `importer` does the same in bulk from CSV files; `events` parses and applies the
+shop's events (`POST /api/events`, served by the tracking app). All three name the field
+and the value in every error and leave committing to the caller.
+
+May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
+Other stages import only the public names below, from this package; its own
+modules import each other directly.
+
+Public names:
+
+- `events`: `Applied`, `EventsRejected`, `MAX_BODY_BYTES`, `apply_events`,
+  `parse_events`
+- `importer`: `BadRow`, `CsvFormatError`, `ImportRejected`, `ImportResult`, `KINDS`,
+  `Progress`, `import_csv`
+- `shop`: `add_holiday`, `set_consent`
+- `shop` itself, the module (`shop.<function>(...)`)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exports import public_names
+
+if TYPE_CHECKING:
+    from . import shop
+    from .events import MAX_BODY_BYTES, Applied, EventsRejected, apply_events, parse_events
+    from .importer import (
+        KINDS,
+        BadRow,
+        CsvFormatError,
+        ImportRejected,
+        ImportResult,
+        Progress,
+        import_csv,
+    )
+    from .shop import add_holiday, set_consent
+
+__all__ = [
+    "KINDS",
+    "MAX_BODY_BYTES",
+    "Applied",
+    "BadRow",
+    "CsvFormatError",
+    "EventsRejected",
+    "ImportRejected",
+    "ImportResult",
+    "Progress",
+    "add_holiday",
+    "apply_events",
+    "import_csv",
+    "parse_events",
+    "set_consent",
+    "shop",
+]
+
+# Each public name and its module (see `engine.exports`).
+_PUBLIC = {
+    "Applied": ".events",
+    "BadRow": ".importer",
+    "CsvFormatError": ".importer",
+    "EventsRejected": ".events",
+    "ImportRejected": ".importer",
+    "ImportResult": ".importer",
+    "KINDS": ".importer",
+    "MAX_BODY_BYTES": ".events",
+    "Progress": ".importer",
+    "add_holiday": ".shop",
+    "apply_events": ".events",
+    "import_csv": ".importer",
+    "parse_events": ".events",
+    "set_consent": ".shop",
+    "shop": ".shop",
+}
+_MODULES = {"shop"}
+
+if not TYPE_CHECKING:
+    __getattr__ = public_names(__name__, _PUBLIC, _MODULES)

@@ -1,0 +1,54 @@
+"""Planning: every tick, which customer is due which email.
+
+`planner.plan` runs one `CampaignPass` (`campaignpass`) per enabled campaign: the
+trigger's module selects candidate (customer, occurrence) pairs (`ordertriggers`,
+`announcements`, `refunds`), the segment (`segments`), consent, suppression and the
+frequency cap filter them, and one INSERT ... SELECT queues what is left, inside each
+customer's send window (`sendwindow`). `calendar` knows the holidays; `plansql` holds
+the SQL pieces the steps share.
+
+May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
+`engine.intake`.
+Other stages import only the public names below, from this package; its own
+modules import each other directly.
+
+Public names:
+
+- `calendar`: `check_holidays`, `check_offers`, `holiday_dates`
+- `planner`: `PlanReport`, `plan`
+- `segments`: `check_segments`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exports import public_names
+
+if TYPE_CHECKING:
+    from .calendar import check_holidays, check_offers, holiday_dates
+    from .planner import PlanReport, plan
+    from .segments import check_segments
+
+__all__ = [
+    "PlanReport",
+    "check_holidays",
+    "check_offers",
+    "check_segments",
+    "holiday_dates",
+    "plan",
+]
+
+# Each public name and its module (see `engine.exports`).
+_PUBLIC = {
+    "PlanReport": ".planner",
+    "check_holidays": ".calendar",
+    "check_offers": ".calendar",
+    "check_segments": ".segments",
+    "holiday_dates": ".calendar",
+    "plan": ".planner",
+}
+_MODULES: set[str] = set()
+
+if not TYPE_CHECKING:
+    __getattr__ = public_names(__name__, _PUBLIC, _MODULES)

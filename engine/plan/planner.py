@@ -1,0 +1,169 @@
+"""The planner: every tick, which customer is due which email.
+
+`plan(engine, project, now)` runs each enabled campaign in its own
+transaction: its trigger selects candidate (customer, occurrence) pairs, its
+segment, consent (marketing only), suppression and the frequency cap
+(marketing only) filter them, and ONE `INSERT … SELECT … ON CONFLICT DO
+NOTHING` per campaign queues what is left. The unique `dedupe_key`
+(`campaign:customer_id:occurrence`) makes a second or concurrent pass a no-op.
+Nothing loops over customers in Python; the only Python loops are over the
+handful of distinct timezones, to place `send_after` in each customer's send
+window.
+
+Triggers and their rules:
+
+- `first_order`: due at `customer.first_order_at + delay`. Only first orders
+  due within the lookback are welcomed: `expires_after` when set (a later one
+  would be expired anyway), else 7 days, so a new install never welcomes every
+  past customer. Occurrence `first`; `order_id` = the first order.
+- `order_placed` / `order_delivered`: due at `placed_at` / `delivered_at` +
+  delay, same lookback; occurrence `order-<id>`. With `quiet_after_welcome`,
+  a customer's first order gets no thank-you when its due time lies within
+  that long of the due time of an enabled welcome (first_order) campaign whose
+  message for the customer exists or is not due yet. First-order campaigns run
+  before order campaigns in a pass.
+- `holiday`: see `engine.plan.announcements`; occurrence `<holiday id>-<year>`.
+- `price_drop`: see `engine.plan.refunds`; occurrence `item-<order item id>-<lowest
+  price in paisa>`.
+
+A full pass looks at everything due within each trigger's lookback; between
+full passes (every `FULL_RESCAN`, 15 minutes) a pass looks only at what fell
+due since the previous pass, so an idle tick costs next to nothing. A
+customer skipped for consent, cap or segment, or an event recorded late with
+an earlier timestamp, is picked up by the next full pass.
+
+Holiday pre-announcements: for each listed holiday and each of its dates this
+year and next, the occurrence is due at `at` on the customer's clock
+`days_before` the date, and is queued from then until the end of the holiday
+date (local), and not past `expires_after`. When a holiday's date moves
+(confirmed in config, or a new `shop_holiday` date), queued messages for it
+get the new `holiday_date`, `send_after` and `expires_at` in one UPDATE.
+
+Price-drop refunds write the `credit` rows and queue the notices in the same
+transaction; a suppressed customer is credited but not emailed.
+
+On PostgreSQL a pass of a campaign takes a transaction-level advisory lock, so
+two planners never credit the same drop from different snapshots; on SQLite
+writers are serialised by the database itself.
+
+Due times are moved into the customer's local send window
+(`config.sending.window`, the customer's timezone, else the shop's; an
+invalid stored timezone is logged and falls back to the shop's). Messages
+past `expires_at` are not queued. One failing campaign is logged with its
+name and reported; the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from ..errors import DataError
+from ..intake import shop
+from ..project import (
+    Campaign,
+    FirstOrder,
+    HolidayTrigger,
+    OrderDelivered,
+    OrderPlaced,
+    PriceDrop,
+    Project,
+)
+from ..store import session_scope
+from .announcements import plan_announcements
+from .campaignpass import FULL_RESCAN, UNCOUNTED, CampaignPass, CampaignResult
+from .ordertriggers import DEFAULT_LOOKBACK, order_rows
+from .refunds import REFUND_LOOKBACK, plan_refunds
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_LOOKBACK",
+    "FULL_RESCAN",
+    "REFUND_LOOKBACK",
+    "UNCOUNTED",
+    "CampaignPass",
+    "CampaignResult",
+    "PlanReport",
+    "plan",
+]
+
+
+@dataclass
+class PlanReport:
+    at: datetime
+    campaigns: dict[str, CampaignResult] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "campaigns": {name: r.as_dict() for name, r in self.campaigns.items()},
+        }
+
+
+def plan(
+    engine: Engine, project: Project, now: datetime, *, dry_run: bool = False, rescan: bool = False
+) -> PlanReport:
+    """Queue every message due at `now`; with `dry_run`, roll back and only report.
+
+    A pass looks at everything due within each trigger's lookback when the last
+    full pass of the campaign is `FULL_RESCAN` old (or `rescan` is set, or time
+    went backwards); otherwise only at what became due since the last pass. So
+    a customer who was skipped (no consent yet, capped, not yet in the segment)
+    is looked at again within 15 minutes, and an idle pass costs next to nothing.
+    """
+    if now.tzinfo is None:
+        raise DataError(f"now must be a timezone-aware datetime, got: {now!r}")
+    now = now.astimezone(UTC)
+    report = PlanReport(now)
+    if not dry_run:
+        _apply_due_prices(engine, now)
+    for campaign in sorted(project.enabled_campaigns, key=_run_order):
+        try:
+            with engine.connect() as conn, conn.begin() as transaction:
+                result = CampaignPass(conn, project, campaign, now).run(_plan_trigger, rescan)
+                if dry_run:
+                    transaction.rollback()
+        except Exception as exc:  # one failing campaign never stops the others
+            log.exception("campaign %s: planning failed", campaign.name)
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            result = CampaignResult(error=f"{type(exc).__name__}: {first_line}"[:300])
+        report.campaigns[campaign.name] = result
+    return report
+
+
+def _apply_due_prices(engine: Engine, now: datetime) -> None:
+    """A price dated ahead becomes the product's price once its time has come."""
+    try:
+        with session_scope(engine) as session:
+            changed = shop.apply_due_prices(session, now)
+    except Exception:  # prices stay as they were; the campaigns still run
+        log.exception("applying prices dated up to %s failed", now.isoformat())
+        return
+    if changed:
+        log.info("%d product price(s) dated ahead took effect", changed)
+
+
+def _run_order(campaign: Campaign) -> int:
+    order = {FirstOrder: 0, OrderPlaced: 1, OrderDelivered: 1, HolidayTrigger: 2, PriceDrop: 3}
+    return order[type(campaign.trigger)]
+
+
+# ---------------------------------------------------------------- one campaign
+
+
+def _plan_trigger(run: CampaignPass) -> None:
+    """Hand the pass to its trigger's module, which selects and queues its candidates."""
+    trigger = run.trigger
+    if isinstance(trigger, PriceDrop):
+        plan_refunds(run, trigger)
+    elif isinstance(trigger, HolidayTrigger):
+        plan_announcements(run, trigger)
+    else:
+        candidates = order_rows(run, trigger)
+        if candidates is not None:
+            run.queue(candidates)

@@ -1,0 +1,400 @@
+"""Segments: the `rules:` of segments/*.yaml compiled to SQL over `customer`.
+
+A rule is a mapping. `all: [rules]`, `any: [rules]` and `not: rule` combine
+rules; a mapping with several keys means all of them. The conditions
+(windows such as `180d` are counted back from `now`):
+
+    orders:      {at_least: n, at_most: n, within: 180d}  non-cancelled orders
+    spent:       {at_least: amount, at_most: amount, within: 365d}
+    first_order: {within: 30d} or {before: 30d}
+    last_order:  {within: 30d} or {before: 120d}
+    created:     {within: 30d} or {before: 365d}
+    bought:      {sku: X} or {category: Y}, optionally with within
+    locale:      bn (or a list; "bn" also matches bn_BD)
+    city:        Dhaka (or a list; case does not matter)
+    tag:         wholesale (or a list: any of them)
+    birthday:    {month: 4, day: 14} (day optional)
+    consent:     true or false (marketing consent)
+    opened:      {within: 30d}   human opens only (machine opens do not count)
+    clicked:     {within: 30d}
+    received:    {campaign: welcome, within: 30d}  a message of it was sent
+
+Windows are positive and at most 3650d; counts run from 0 to 1,000,000;
+amounts from 0 to 1,000,000,000 with at most two decimals.
+
+Only this whitelisted vocabulary exists: no raw SQL, no eval. Without a
+window, `orders` and `spent` read the denormalised `customer.orders_count`
+and `customer.total_spent`. `compile_segment` raises `ConfigError` for a bad
+rule; `check_segments` lists every problem with file, line and key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, extract, func, literal, not_, or_, select, true
+from sqlalchemy.sql.selectable import Select
+from sqlmodel import col
+
+from ..errors import ConfigError, Problem
+from ..project import KeyPath, Project, Segment, describe, dotted, parse_amount, parse_duration
+from ..store import (
+    Customer,
+    CustomerTag,
+    EventKind,
+    Message,
+    MessageEvent,
+    MessageStatus,
+    Money,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Product,
+)
+
+Rule = ColumnElement[bool]
+# More orders than any customer places; a larger bound is a typo (and overflows a SQL integer).
+MAX_COUNT = 1_000_000
+
+
+class _Invalid(Exception):
+    """A bad rule at `path` (relative to the rule being compiled)."""
+
+    def __init__(self, path: KeyPath, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(message)
+
+
+class _Compiler:
+    """Turns one segment's rules into a boolean expression, collecting problems."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+        self.problems: list[tuple[KeyPath, str]] = []
+
+    def rule(self, node: Any, path: KeyPath) -> Rule:
+        if not isinstance(node, dict) or not node:
+            self.problems.append(
+                (path, f"expected a rule such as {{orders: ...}}, got {describe(node)}")
+            )
+            return true()
+        parts = [self._one(str(key), value, (*path, key)) for key, value in node.items()]
+        return parts[0] if len(parts) == 1 else and_(*parts)
+
+    def _one(self, key: str, value: Any, path: KeyPath) -> Rule:
+        if key in ("all", "any"):
+            if not isinstance(value, list) or not value:
+                self.problems.append(
+                    (path, f"{key}: expected a list of rules, got {describe(value)}")
+                )
+                return true()
+            parts = [self.rule(item, (*path, i)) for i, item in enumerate(value)]
+            return and_(*parts) if key == "all" else or_(*parts)
+        if key == "not":
+            return not_(self.rule(value, path))
+        condition = CONDITIONS.get(key)
+        if condition is None:
+            close = difflib.get_close_matches(key, [*CONDITIONS, "all", "any", "not"], n=1)
+            hint = (
+                f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(CONDITIONS)})"
+            )
+            self.problems.append((path, f"unknown rule {key!r}{hint}"))
+            return true()
+        try:
+            return condition(value, self.now)
+        except _Invalid as exc:
+            self.problems.append(((*path, *exc.path), exc.message))
+            return true()
+
+
+def compile_segment(segment: Segment, now: datetime) -> Rule:
+    """The segment as a boolean SQL expression over `customer`; ConfigError if invalid."""
+    compiler = _Compiler(now)
+    expression = true() if segment.rules is None else compiler.rule(segment.rules, ("rules",))
+    if compiler.problems:
+        file = f"segments/{segment.name}.yaml"
+        raise ConfigError([Problem(file, None, dotted(p), m) for p, m in compiler.problems])
+    return expression
+
+
+def check_segments(project: Project) -> list[Problem]:
+    """Every bad rule in every segment, with file, line and key path."""
+    problems: list[Problem] = []
+    now = datetime(2000, 1, 1, tzinfo=UTC)  # any moment: only the shape is checked
+    for name, segment in project.segments.items():
+        if segment.rules is None:
+            continue
+        compiler = _Compiler(now)
+        compiler.rule(segment.rules, ("rules",))
+        file = project.segment_files.get(name, f"segments/{name}.yaml")
+        for path, message in compiler.problems:
+            problems.append(Problem(file, project.where(file, path), dotted(path), message))
+    return problems
+
+
+# ---------------------------------------------------------------- the vocabulary
+
+
+def _options(value: Any, allowed: set[str], required: set[str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(
+            (), f"expected a mapping with {', '.join(sorted(allowed))}, got {describe(value)}"
+        )
+    for key in value:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"expected one of: {', '.join(sorted(allowed))}"
+            )
+            raise _Invalid((key,), f"unknown option {key!r} ({hint})")
+    missing = sorted((required or set()) - set(value))
+    if missing:
+        raise _Invalid((), f"required option {missing[0]!r} is missing")
+    return value
+
+
+def _duration(options: dict[str, Any], key: str) -> timedelta | None:
+    if key not in options:
+        return None
+    try:
+        duration = parse_duration(options[key])
+    except ValueError as exc:
+        raise _Invalid((key,), str(exc)) from exc
+    if duration <= timedelta(0):
+        raise _Invalid((key,), f"expected a positive duration, got {describe(options[key])}")
+    return duration
+
+
+def _count(options: dict[str, Any], key: str) -> int | None:
+    value = options.get(key)
+    if value is None and key not in options:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _Invalid(
+            (key,), f"expected a whole number from 0 to {MAX_COUNT:,}, got {describe(value)}"
+        )
+    return value
+
+
+def _amount(options: dict[str, Any], key: str) -> Decimal | None:
+    if key not in options:
+        return None
+    try:
+        return parse_amount(options[key])
+    except ValueError as exc:
+        raise _Invalid((key,), str(exc)) from exc
+
+
+def _bounds(options: dict[str, Any], read: Callable[[dict[str, Any], str], Any]) -> tuple[Any, Any]:
+    low, high = read(options, "at_least"), read(options, "at_most")
+    if low is None and high is None:
+        raise _Invalid((), "expected at_least or at_most (or both)")
+    if low is not None and high is not None and low > high:
+        raise _Invalid(("at_most",), f"at_most ({high}) is below at_least ({low})")
+    return low, high
+
+
+def _in_range(ids: Callable[[str, Any], Select[Any]], low: Any, high: Any) -> Rule:
+    """low ≤ f(customer) ≤ high, given `ids(op, bound)` = customers with f op bound."""
+    parts: list[Rule] = []
+    if low is not None:
+        parts.append(col(Customer.id).in_(ids(">=", low)))
+    if high is not None:
+        parts.append(col(Customer.id).not_in(ids(">", high)))
+    return and_(*parts)
+
+
+def _counted_orders(since: datetime) -> list[Rule]:
+    return [col(Order.placed_at) >= since, col(Order.status) != OrderStatus.CANCELLED]
+
+
+def _orders(value: Any, now: datetime) -> Rule:
+    options = _options(value, {"at_least", "at_most", "within"})
+    low, high = _bounds(options, _count)
+    within = _duration(options, "within")
+    if within is None:
+        column = col(Customer.orders_count)
+        return and_(
+            *(c for c in (_cmp(column, ">=", low), _cmp(column, "<=", high)) if c is not None)
+        )
+
+    def ids(op: str, bound: int) -> Select[Any]:
+        return (
+            select(col(Order.customer_id))
+            .where(*_counted_orders(now - within))
+            .group_by(col(Order.customer_id))
+            .having(_cmp(func.count(), op, bound))  # type: ignore[arg-type]
+        )
+
+    if low == 0:
+        low = None
+    return _in_range(ids, low, high) if (low, high) != (None, None) else true()
+
+
+def _spent(value: Any, now: datetime) -> Rule:
+    options = _options(value, {"at_least", "at_most", "within"})
+    low, high = _bounds(options, _amount)
+    within = _duration(options, "within")
+    if within is None:
+        column = col(Customer.total_spent)
+        return and_(
+            *(c for c in (_cmp(column, ">=", low), _cmp(column, "<=", high)) if c is not None)
+        )
+
+    def ids(op: str, bound: Decimal) -> Select[Any]:
+        total = func.sum(col(Order.total))
+        return (
+            select(col(Order.customer_id))
+            .where(*_counted_orders(now - within))
+            .group_by(col(Order.customer_id))
+            .having(_cmp(total, op, literal(bound, Money)))  # type: ignore[arg-type]
+        )
+
+    if low == 0:
+        low = None
+    return _in_range(ids, low, high) if (low, high) != (None, None) else true()
+
+
+def _cmp(left: Any, op: str, right: Any) -> Rule | None:
+    if right is None:
+        return None
+    comparisons: dict[str, Rule] = {">=": left >= right, ">": left > right, "<=": left <= right}
+    return comparisons[op]
+
+
+def _moment(column: Any) -> Callable[[Any, datetime], Rule]:
+    """{within: d}: at or after now − d; {before: d}: earlier than now − d (never: false)."""
+
+    def condition(value: Any, now: datetime) -> Rule:
+        options = _options(value, {"within", "before"})
+        within, before = _duration(options, "within"), _duration(options, "before")
+        if (within is None) == (before is None):
+            raise _Invalid((), "expected exactly one of within or before")
+        if within is not None:
+            return and_(column.is_not(None), column >= now - within)
+        return and_(column.is_not(None), column < now - before)  # type: ignore[operator]
+
+    return condition
+
+
+def _bought(value: Any, now: datetime) -> Rule:
+    options = _options(value, {"sku", "category", "within"})
+    if ("sku" in options) == ("category" in options):
+        raise _Invalid((), "expected exactly one of sku or category")
+    key = "sku" if "sku" in options else "category"
+    wanted = _texts(options[key], (key,))
+    column = col(Product.sku) if key == "sku" else col(Product.category)
+    within = _duration(options, "within")
+    query = (
+        select(col(Order.customer_id))
+        .join(OrderItem, col(OrderItem.order_id) == col(Order.id))
+        .join(Product, col(Product.id) == col(OrderItem.product_id))
+        .where(column.in_(wanted), col(Order.status) != OrderStatus.CANCELLED)
+    )
+    if within is not None:
+        query = query.where(col(Order.placed_at) >= now - within)
+    return col(Customer.id).in_(query)
+
+
+def _texts(value: Any, path: KeyPath = ()) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise _Invalid(path, f"expected a name or a list of names, got {describe(value)}")
+    return [v.strip() for v in values]
+
+
+def _locale(value: Any, now: datetime) -> Rule:
+    column = col(Customer.locale)
+    parts = []
+    for name in _texts(value):
+        name = name.replace("-", "_")
+        parts.append(or_(column == name, column.like(f"{name}\\_%", escape="\\")))
+    return or_(*parts)
+
+
+def _city(value: Any, now: datetime) -> Rule:
+    city = col(Customer.city)  # NULL-safe, so that `not` is the true complement
+    return and_(city.is_not(None), func.lower(city).in_([v.lower() for v in _texts(value)]))
+
+
+def _tag(value: Any, now: datetime) -> Rule:
+    tagged = select(col(CustomerTag.customer_id)).where(col(CustomerTag.tag).in_(_texts(value)))
+    return col(Customer.id).in_(tagged)
+
+
+def _birthday(value: Any, now: datetime) -> Rule:
+    options = _options(value, {"month", "day"}, required={"month"})
+    month, day = options["month"], options.get("day")
+    if isinstance(month, bool) or not isinstance(month, int) or not 1 <= month <= 12:
+        raise _Invalid(("month",), f"expected a month from 1 to 12, got {describe(month)}")
+    if day is not None and (
+        isinstance(day, bool) or not isinstance(day, int) or not 1 <= day <= 31
+    ):
+        raise _Invalid(("day",), f"expected a day from 1 to 31, got {describe(day)}")
+    birthday = col(Customer.birthday)
+    parts = [birthday.is_not(None), extract("month", birthday) == month]
+    if day is not None:
+        parts.append(extract("day", birthday) == day)
+    return and_(*parts)
+
+
+def _consent(value: Any, now: datetime) -> Rule:
+    if not isinstance(value, bool):
+        raise _Invalid((), f"expected true or false, got {describe(value)}")
+    return (
+        col(Customer.marketing_consent).is_(True)
+        if value
+        else col(Customer.marketing_consent).is_(False)
+    )
+
+
+def _event(kind: EventKind) -> Callable[[Any, datetime], Rule]:
+    def condition(value: Any, now: datetime) -> Rule:
+        options = _options(value, {"within"}, required={"within"})
+        within = _duration(options, "within")
+        assert within is not None
+        events = select(col(MessageEvent.customer_id)).where(
+            col(MessageEvent.kind) == kind, col(MessageEvent.at) >= now - within
+        )
+        if kind == EventKind.OPEN:
+            events = events.where(col(MessageEvent.machine).is_(False))
+        return col(Customer.id).in_(events)
+
+    return condition
+
+
+def _received(value: Any, now: datetime) -> Rule:
+    options = _options(value, {"campaign", "within"}, required={"campaign"})
+    campaign = _texts(options["campaign"], ("campaign",))
+    sent = select(col(Message.customer_id)).where(
+        col(Message.campaign).in_(campaign), col(Message.status) == MessageStatus.SENT
+    )
+    within = _duration(options, "within")
+    if within is not None:
+        sent = sent.where(col(Message.sent_at) >= now - within)
+    return col(Customer.id).in_(sent)
+
+
+CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
+    "orders": _orders,
+    "spent": _spent,
+    "first_order": _moment(col(Customer.first_order_at)),
+    "last_order": _moment(col(Customer.last_order_at)),
+    "created": _moment(col(Customer.created_at)),
+    "bought": _bought,
+    "locale": _locale,
+    "city": _city,
+    "tag": _tag,
+    "birthday": _birthday,
+    "consent": _consent,
+    "opened": _event(EventKind.OPEN),
+    "clicked": _event(EventKind.CLICK),
+    "received": _received,
+}

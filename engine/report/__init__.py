@@ -1,0 +1,44 @@
+"""Reporting: what the campaigns did, for `lifecycle report` and the dashboard.
+
+`reports.build_report` is the one source of every figure (docs/metrics.md); `retention`
+computes the retention metrics from the orders; `dashboard` is the Starlette app the
+tracking server mounts at /dashboard, with server-drawn SVG `charts` and its templates
+and CSS in `web/`.
+
+May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
+`engine.intake`, `engine.plan`, `engine.deliver`.
+Other stages import only the public names below, from this package; its own
+modules import each other directly.
+
+Public names:
+
+- `dashboard`: `dashboard_app`
+- `reports`: `build_report`, `period`, `to_json`
+- `retention`: `ACTIVITY_DAYS`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exports import public_names
+
+if TYPE_CHECKING:
+    from .dashboard import dashboard_app
+    from .reports import build_report, period, to_json
+    from .retention import ACTIVITY_DAYS
+
+__all__ = ["ACTIVITY_DAYS", "build_report", "dashboard_app", "period", "to_json"]
+
+# Each public name and its module (see `engine.exports`).
+_PUBLIC = {
+    "ACTIVITY_DAYS": ".retention",
+    "build_report": ".reports",
+    "dashboard_app": ".dashboard",
+    "period": ".reports",
+    "to_json": ".reports",
+}
+_MODULES: set[str] = set()
+
+if not TYPE_CHECKING:
+    __getattr__ = public_names(__name__, _PUBLIC, _MODULES)

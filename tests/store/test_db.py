@@ -1,0 +1,146 @@
+"""The store's plumbing: the migration, SQLite's pragmas, URLs and errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from engine.errors import StoreError
+from engine.store import models
+from engine.store.db import (
+    current_revision,
+    has_schema,
+    ignoring_insert,
+    make_engine,
+    normalise_url,
+    session_scope,
+    upgrade,
+)
+from tests import store_fixtures
+
+fresh_store = store_fixtures.fresh_store
+migrated_store = store_fixtures.migrated_store
+
+NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+
+
+def schema_differences(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn), SQLModel.metadata))
+
+
+def test_the_migration_creates_exactly_the_models_schema(store: Engine) -> None:
+    assert schema_differences(store) == []
+    assert current_revision(store) == "0001"
+
+
+def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> None:
+    with session_scope(store) as session:
+        session.add(models.Checkpoint(name="planner", value="42", updated_at=NOW))
+    upgrade(store)
+    upgrade(store)
+    assert current_revision(store) == "0001"
+    assert schema_differences(store) == []
+    with store.connect() as conn:
+        assert conn.execute(select(models.Checkpoint.value)).scalars().all() == ["42"]
+
+
+def test_an_empty_database_has_no_schema_until_upgraded(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    assert (has_schema(engine), current_revision(engine)) == (False, None)
+    upgrade(engine)
+    assert (has_schema(engine), current_revision(engine)) == (True, "0001")
+    engine.dispose()
+
+
+def test_sqlite_connections_use_wal_normal_sync_a_busy_timeout_and_foreign_keys(
+    sqlite_store: Engine,
+) -> None:
+    with sqlite_store.connect() as first, sqlite_store.connect() as second:
+        for conn in (first, second):
+            pragmas = [
+                conn.execute(text(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            ]
+            assert pragmas == ["wal", 1, 10_000, 1]
+
+
+def test_a_second_sqlite_writer_waits_for_the_first_instead_of_failing(
+    sqlite_store: Engine,
+) -> None:
+    holding = threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with sqlite_store.begin() as conn:
+            conn.execute(text("INSERT INTO checkpoint VALUES ('a', '1', '2026-11-22 06:00:00')"))
+            holding.set()
+            time.sleep(0.3)
+
+    writer = threading.Thread(target=hold_the_write_lock)
+    writer.start()
+    assert holding.wait(5)
+    with sqlite_store.begin() as conn:  # "database is locked" without the busy timeout
+        conn.execute(text("INSERT INTO checkpoint VALUES ('b', '2', '2026-11-22 06:00:00')"))
+    writer.join()
+    with sqlite_store.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(models.Checkpoint)).scalar() == 2
+
+
+def test_ignoring_insert_skips_a_row_whose_key_exists(fresh_store: Engine) -> None:
+    row = {"name": "watermark", "value": "1", "updated_at": NOW}
+    with fresh_store.begin() as conn:
+        for value in ("1", "2"):
+            conn.execute(
+                ignoring_insert(conn, models.Checkpoint.__table__, "name"), {**row, "value": value}
+            )
+        assert conn.execute(select(models.Checkpoint.value)).scalars().all() == ["1"]
+
+
+def test_session_scope_rolls_back_on_error(sqlite_store: Engine) -> None:
+    with pytest.raises(RuntimeError), session_scope(sqlite_store) as session:
+        session.add(models.Checkpoint(name="x", value="1", updated_at=NOW))
+        session.flush()
+        raise RuntimeError("boom")
+    with sqlite_store.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(models.Checkpoint)).scalar() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql://u@h:5432/db", "postgresql+psycopg://u@h:5432/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:///lifecycle.db", "sqlite:///lifecycle.db"),
+    ],
+)
+def test_postgresql_urls_go_through_psycopg3(url: str, expected: str) -> None:
+    assert normalise_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "database URL is not valid: 'not a url'"),
+        ("mysql://u@h/db", "unsupported database 'mysql': use sqlite or postgresql"),
+    ],
+)
+def test_an_unusable_url_is_a_store_error(url: str, message: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        make_engine(url)
+    assert str(caught.value) == message
+
+
+def test_a_database_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'folder' / 'x.db'}")
+    with pytest.raises(StoreError, match="cannot upgrade the database: unable to open"):
+        upgrade(engine)
