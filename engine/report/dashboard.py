@@ -55,7 +55,8 @@ from ..errors import EngineError, StoreError
 from ..project import Project, Secrets
 from ..store import Customer
 from . import charts
-from .reports import BENCHMARKS, build_report, period
+from .campaigns import BENCHMARKS
+from .reports import build_report, period
 from .retention import ReportError
 
 COOKIE = "lifecycle_dashboard"
