@@ -18,7 +18,7 @@ from sqlmodel import Session, col
 from ..errors import DataError, UnknownRecord
 from ..project import FirstOrder, HolidayTrigger, PriceDrop, Project
 from ..store import Customer, Message, Order, OrderItem, Product
-from .context import holiday_name
+from .contextparts import holiday_name
 from .formatting import round_money
 
 

@@ -37,7 +37,7 @@ def check_templates(project: Project) -> list[Problem]:
     before rendering (accept that with a `{# lifecycle: inline-per-email #}`
     comment in the template).
     """
-    from .context import sample_context
+    from .samplecontext import sample_context
 
     renderer = Renderer(project.templates_dir)
     folder = project.config.paths.templates.rstrip("/")

@@ -12,10 +12,10 @@ import lxml.html
 import pytest
 
 from engine.deliver import inlining
-from engine.deliver.context import sample_context
 from engine.deliver.inlining import inline_css
 from engine.deliver.limits import Limits
 from engine.deliver.render import Renderer
+from engine.deliver.samplecontext import sample_context
 from engine.errors import RenderError
 from engine.project.loader import Project, load_project
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.check import _checkers, check_project
-from engine.deliver.context import sample_context
 from engine.deliver.render import Renderer
+from engine.deliver.samplecontext import sample_context
 from engine.deliver.templatecheck import check_templates
 from engine.errors import Problem
 from engine.project.loader import Project, load_project

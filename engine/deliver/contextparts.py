@@ -1,0 +1,136 @@
+"""The pieces of a template context: plain dicts, built from rows or made-up values.
+
+Every function here is pure: it takes what it shows (rows, the project, a
+locale) and returns the dict or string a template sees under one key. Both the
+contexts of real messages (`context`) and the sample ones `lifecycle check`
+renders (`samplecontext`) are assembled from these, so both have one shape.
+`base_context` is that shape: every key a template may use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..project import Campaign, Project, pick_text
+from .formatting import round_money
+
+log = logging.getLogger(__name__)
+
+_FRIEND = {"bn": "বন্ধু", "en": "friend"}
+
+
+def language(locale: str) -> str:
+    return locale.replace("-", "_").split("_")[0].lower() or "en"
+
+
+def shop_context(project: Project, locale: str) -> dict[str, Any]:
+    shop = project.config.shop
+    return {
+        "name": shop.name,
+        "url": shop.url,
+        "address": shop.address,
+        "story": pick_text(shop.story, locale).strip(),
+        "support_email": shop.support_email,
+        "locale": shop.locale,
+        "timezone": shop.timezone,
+        "currency": shop.currency,
+    }
+
+
+def customer_context(name: str, email: str, locale: str) -> dict[str, Any]:
+    name = (name or "").strip()
+    first = name.split()[0] if name else _FRIEND.get(language(locale), _FRIEND["en"])
+    return {"name": name, "first_name": first, "email": email, "locale": locale}
+
+
+def product_name(row: Any, lang: str) -> str:
+    return str(row.name_bn if lang == "bn" and row.name_bn else row.name)
+
+
+def order_context(order: Any, lines: list[Any], lang: str) -> dict[str, Any]:
+    return {
+        "number": order.external_id,
+        "placed_at": order.placed_at,
+        "delivered_at": order.delivered_at,
+        "items": [
+            {
+                "product_name": product_name(line, lang),
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "line_total": line.unit_price * line.quantity,
+            }
+            for line in lines
+        ],
+        "total": order.total,
+    }
+
+
+def offers_context(campaign: Campaign, products: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+    """The campaign's offers with each product's price and stock as they are now."""
+    offers = []
+    for offer in campaign.offers:
+        product = products.get(offer.sku)
+        if product is None:
+            log.warning(
+                "campaign %s: offered product %s no longer exists", campaign.name, offer.sku
+            )
+            continue
+        offers.append(
+            {
+                "sku": offer.sku,
+                "name": product_name(product, lang),
+                "old_price": product.price,
+                "discount": offer.discount,
+                "new_price": round_money(product.price * (100 - offer.discount) / 100),
+                "stock": product.stock,
+            }
+        )
+    return offers
+
+
+def holiday_name(project: Project, holiday_id: str, given: Any, locale: str) -> str:
+    if isinstance(given, (str, dict)) and given:
+        return pick_text(given, locale)
+    for extra in project.config.holidays.extra:
+        if extra.id == holiday_id:
+            return pick_text(extra.name, locale)
+    return holiday_id.replace("_", " ").title()
+
+
+def base_context(
+    project: Project,
+    campaign: Campaign,
+    *,
+    shop: dict[str, Any],
+    customer: dict[str, Any],
+    timezone: str,
+    is_marketing: bool,
+    links: dict[str, str],
+    order: dict[str, Any] | None = None,
+    holiday: dict[str, Any] | None = None,
+    offers: list[dict[str, Any]] | None = None,
+    item: dict[str, Any] | None = None,
+    credit: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    locale = customer["locale"]
+    return {
+        "campaign": campaign.name,
+        "shop": shop,
+        "customer": customer,
+        "order": order,
+        "holiday": holiday,
+        "offers": offers or [],
+        "item": item,
+        "credit": credit,
+        "preheader": "",
+        "subject": "",
+        "unsubscribe_url": links["unsubscribe_url"],
+        "pixel_url": links["pixel_url"],
+        "is_marketing": is_marketing,
+        "locale": locale,
+        "lang": language(locale),
+        "timezone": timezone,
+        "currency": project.config.shop.currency,
+    }
