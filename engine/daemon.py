@@ -76,14 +76,34 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def demo_secret(config_dir: Path) -> str:
-    """The demo's tracking secret: made once, kept in `.lifecycle-secret` (mode 0600)."""
+    """The demo's tracking secret: made once, kept in `.lifecycle-secret` (mode 0600).
+
+    `lifecycle demo` and `lifecycle run --demo` make it; the other commands read it
+    (`stored_demo_secret`) when LIFECYCLE_SECRET is not set.
+    """
     path = config_dir / SECRET_FILE
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(random_secrets.token_urlsafe(32) + "\n")
     os.chmod(path, 0o600)
-    secret = path.read_text().strip()
+    return _read_secret(path)
+
+
+def stored_demo_secret(config_dir: Path) -> str | None:
+    """The demo's secret if `.lifecycle-secret` is beside config.yaml, else None.
+
+    Raises EngineError when the file is there but holds no usable secret.
+    """
+    path = config_dir / SECRET_FILE
+    return _read_secret(path) if path.is_file() else None
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError(f"{path}: cannot read the demo's secret: {exc}") from exc
     if len(secret) < 16:
         raise EngineError(f"{path} holds no usable secret: delete it and run again")
     return secret

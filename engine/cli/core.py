@@ -39,7 +39,7 @@ def db() -> None:
 @with_app
 def db_upgrade(app: App) -> None:
     """Create the schema, or upgrade it to this version of the engine (keeps all data)."""
-    engine = make_engine(app.project.database_url(app.secrets))
+    engine = make_engine(app.project.database_url(app.environment))
     before = current_revision(engine)
     upgrade(engine)
     after = current_revision(engine)

@@ -26,7 +26,7 @@ def run(app: App, demo: bool) -> None:
     Needs LIFECYCLE_SECRET (it signs the tracking links), except with --demo.
     SIGTERM or Ctrl-C stops it gracefully.
     """
-    secret = app.secrets.secret
+    secret = app.environment.secret  # never the demo's file, unless --demo
     if not demo and (not secret or len(secret) < 16):
         errors.print(
             "error: LIFECYCLE_SECRET is not set (or shorter than 16 characters). It signs the "
@@ -43,4 +43,5 @@ def run(app: App, demo: bool) -> None:
             errors.print(str(problem), markup=False)
         errors.print("not starting: fix the problems above (lifecycle check lists them)")
         sys.exit(2)
-    sys.exit(run_daemon(app.config_file.resolve(), project, app.engine, app.secrets, demo=demo))
+    secrets = app.secrets if demo else app.environment
+    sys.exit(run_daemon(app.config_file.resolve(), project, app.engine, secrets, demo=demo))

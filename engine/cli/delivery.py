@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from ..deliver import (
     POOL_FROM,
+    Composer,
     DispatchReport,
     Mailer,
     Outcome,
@@ -118,8 +119,12 @@ def send(
 ) -> None:
     """Send every queued message that is due now."""
     now = at or datetime.now(UTC)
+    composer = Composer(app.project, app.secrets)  # no secret: fail before claiming any
     if dry_run:
-        report = asyncio.run(rehearse(app.engine, app.project, app.secrets, now, limit=limit))
+        rehearsal = rehearse(
+            app.engine, app.project, app.secrets, now, limit=limit, composer=composer
+        )
+        report = asyncio.run(rehearsal)
         _show(report, as_json)
     if compose_processes is None:
         due = count_due(app.engine, now)
@@ -136,6 +141,7 @@ def send(
                 lambda mailer: dispatch(
                     app.engine, app.project, app.secrets, mailer, now,
                     limit=limit, progress=progress, compose_pool=pool,
+                    composer=None if pool else composer,
                 ),
             )  # fmt: skip
     finally:
@@ -149,13 +155,24 @@ def send(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @with_app
 def tick_command(app: App, at: datetime | None, as_json: bool) -> None:
-    """Plan what is due, then send it: one step of `lifecycle run`."""
+    """Plan what is due, then send it: one step of `lifecycle run`.
+
+    Without a usable LIFECYCLE_SECRET (or the demo's .lifecycle-secret) it stops
+    before planning: nothing is queued that could not be sent.
+    """
     now = at or datetime.now(UTC)
+    composer = Composer(app.project, app.secrets)
     with progress_bar(not as_json and sys.stdout.isatty()) as progress:
         report: TickReport = _with_mailer(
             app,
             lambda mailer: tick(
-                app.engine, app.project, app.secrets, mailer, now, progress=progress
+                app.engine,
+                app.project,
+                app.secrets,
+                mailer,
+                now,
+                progress=progress,
+                composer=composer,
             ),
         )
     if not as_json and report.plan is not None:
@@ -187,8 +204,6 @@ def _plan_line(planned: dict[str, Any]) -> str:
 @with_app
 def send_test(app: App, campaign: str, address: str, customer: str | None) -> None:
     """Render CAMPAIGN for a customer and send it to ADDRESS (nothing is recorded)."""
-    from ..deliver import Composer
-
     address = address.strip()
     if not EMAIL.match(address):
         raise DataError(f"--to must be an email address, got {address!r}")

@@ -49,9 +49,14 @@ class Instant(click.ParamType):
 def demo(app: App, at: datetime | None, customers: int) -> None:
     """Fill the database with a demo shop whose data gives every campaign an email to send.
 
-    Running it again adds only what is missing, so it is safe to repeat.
+    Running it again adds only what is missing, so it is safe to repeat. It also makes
+    the demo's secret, .lifecycle-secret beside config.yaml, which the other commands
+    use when LIFECYCLE_SECRET is not set.
     """
+    from ..daemon import demo_secret
+
     now = at or datetime.now(UTC)
+    demo_secret(app.config_file.parent)
     with session_scope(app.engine) as session:
         summary = seed_demo(session, now=now, customers=customers)
     for line in summary.lines():
