@@ -8,9 +8,10 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
 - `customer.upserted`: `customer` = {id, email, name?, locale?, timezone?,
   city?, birthday? (YYYY-MM-DD), tags? [..], marketing_consent? (true/false),
   created_at?}. Creates the customer or updates the fields given.
-- `order.placed`: `order` = {id, customer_id, placed_at, items: [{sku,
-  quantity, unit_price?}], delivered_at?, cancelled?}. Without unit_price a
-  line is charged the product's price when the order was placed.
+- `order.placed`: `order` = {id, customer_id, placed_at?, items: [{sku,
+  quantity, unit_price?}], delivered_at?, cancelled?}. `placed_at` defaults to
+  the event's `at` (so: when it arrived). Without unit_price a line is charged
+  the product's price when the order was placed.
 - `order.delivered`: `order_id`, `delivered_at`.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
@@ -148,7 +149,7 @@ class OrderLine(_Shape):
 class OrderData(_Shape):
     id: Key
     customer_id: Key
-    placed_at: When
+    placed_at: When | None = None  # default: the event's `at`
     delivered_at: When | None = None
     cancelled: StrictBool = False
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
@@ -504,7 +505,7 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         external_id=data.id,
         customer_id=data.customer_id,
         items=[shop.Line(x.sku, x.quantity, x.unit_price) for x in data.items],
-        placed_at=data.placed_at,
+        placed_at=data.placed_at or at,
         delivered_at=data.delivered_at,
         cancelled=data.cancelled,
         now=max(at, now),

@@ -323,3 +323,24 @@ def test_a_price_change_dated_ahead_applies_from_its_time(client, db, now):
             now + timedelta(days=2),
             Decimal("420.00"),
         )
+
+
+@BOTH_DIALECTS
+@pytest.mark.parametrize(
+    ("at", "placed"),
+    [
+        pytest.param(None, datetime(2026, 11, 22, 6, 0, tzinfo=UTC), id="arrival"),
+        pytest.param(
+            "2026-11-22T11:30:00+06:00", datetime(2026, 11, 22, 5, 30, tzinfo=UTC), id="event-at"
+        ),
+    ],
+)
+def test_an_order_without_placed_at_is_placed_when_the_event_happened(client, db, at, placed):
+    order = {"id": "o-2", "customer_id": "c-1", "items": [{"sku": "TEA-500G", "quantity": 1}]}
+    event = {"id": "e-9", "type": "order.placed", "order": order} | ({"at": at} if at else {})
+    response = post(client, [CUSTOMER, PRODUCT, event])
+    assert response.status_code == 200, response.text
+    with Session(db) as session:
+        stored = session.execute(select(Order)).scalar_one()
+        customer = session.execute(select(Customer)).scalar_one()
+    assert stored.placed_at == placed and customer.first_order_at == placed
