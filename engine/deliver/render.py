@@ -23,6 +23,7 @@ enforced while it runs (`sandbox`); going past one ends that email with a
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 from collections.abc import Callable, Mapping
@@ -30,8 +31,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template, TemplateError, pass_context
-from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError
+from jinja2 import Environment, Template, TemplateError, pass_context
+from jinja2.exceptions import (
+    SecurityError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+)
 from jinja2.runtime import Context
 
 from ..errors import RenderError
@@ -39,6 +45,7 @@ from . import formatting
 from .inlining import NotFlat, Precompiled, flatten_marked, inline_css, inlining_notes, precompile
 from .limits import Limits, check_value
 from .sandbox import Sandbox, bounded_render, make_environment
+from .templateerrors import MissingValue, unclosed_block, undefined_message, unknown_name
 from .templatefiles import FolderLoader
 
 log = logging.getLogger(__name__)
@@ -111,7 +118,9 @@ FILTERS: dict[str, Callable[..., str]] = {
 def locate(exc: BaseException, templates_dir: Path | None = None) -> tuple[str | None, int | None]:
     """The template file (relative to `templates_dir`) and line where `exc` happened."""
     if isinstance(exc, TemplateSyntaxError):
-        return _shown(exc.filename or exc.name, templates_dir), exc.lineno
+        unclosed = unclosed_block(exc, _lex)
+        line = unclosed[1] if unclosed else exc.lineno
+        return _shown(exc.filename or exc.name, templates_dir), line
     if isinstance(exc, TemplateNotFound):
         return str(exc.name), None
     frames = [
@@ -141,9 +150,28 @@ def describe(exc: BaseException) -> str:
         return "RecursionError: macros, includes or expressions nest too deeply"
     if isinstance(exc, MemoryError):
         return "MemoryError: the rendering ran out of memory"
+    if isinstance(exc, TemplateSyntaxError):
+        unclosed = unclosed_block(exc, _lex)
+        if unclosed is not None:
+            return unclosed[0]
+    if isinstance(exc, TemplateError):
+        unknown = unknown_name(str(exc), tuple(FILTERS))
+        if unknown is not None:
+            return unknown
     kind = "SecurityError" if isinstance(exc, SecurityError) else type(exc).__name__
     text = str(exc) or kind
-    return text if kind in {"UndefinedError", "TemplateSyntaxError"} else f"{kind}: {text}"
+    plain = isinstance(exc, (UndefinedError, TemplateSyntaxError)) and kind != "SecurityError"
+    return text if plain else f"{kind}: {text}"
+
+
+def _lex(source: str) -> Any:
+    """The tokens of a template's source (for the line an unclosed tag was opened on)."""
+    return _lexer().lex(source)
+
+
+@functools.cache
+def _lexer() -> Environment:
+    return Environment()
 
 
 # ---------------------------------------------------------------- compiled templates
@@ -329,7 +357,7 @@ class Renderer:
             try:
                 template = env.from_string(source)
             except TemplateError as exc:
-                line = getattr(exc, "lineno", None)
+                _, line = locate(exc)
                 raise RenderError(f"line {line}: {describe(exc)}", line=line) from exc
             if len(self._strings) > 1000:
                 self._strings.clear()
@@ -353,7 +381,8 @@ class Renderer:
             raise RenderError(f"{what}: {exc}", line=exc.line) from exc
         except RENDER_ERRORS as exc:
             _, line = locate(exc)
-            raise RenderError(f"{what}: {describe(exc)}", line=line) from exc
+            message = self._described(exc, source, line, context)
+            raise RenderError(f"{what}: {message}", line=line) from exc
 
     def render_file(self, name: str, context: Mapping[str, Any]) -> str:
         """Render template file `name` (html or txt); raise RenderError naming file and line."""
@@ -366,10 +395,14 @@ class Renderer:
         except RenderError:
             raise
         except RENDER_ERRORS as exc:
-            raise self._error(exc, name, compiled) from exc
+            raise self._error(exc, name, compiled, context) from exc
 
     def _error(
-        self, exc: BaseException, name: str, compiled: HtmlTemplate | None = None
+        self,
+        exc: BaseException,
+        name: str,
+        compiled: HtmlTemplate | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> RenderError:
         file, line = locate(exc, self.templates_dir)
         if file is None and line is not None and compiled and compiled.precompiled:
@@ -379,7 +412,27 @@ class Renderer:
             file, line = origin if origin else (None, line)
         file = file or name
         where = f"{file}:{line}" if line else file
-        return RenderError(f"{where}: {describe(exc)}", file=file, line=line)
+        message = self._described(exc, None, line, context, file)
+        return RenderError(f"{where}: {message}", file=file, line=line)
+
+    def _described(
+        self,
+        exc: BaseException,
+        source: str | None,
+        line: int | None,
+        context: Mapping[str, Any] | None,
+        file: str | None = None,
+    ) -> str:
+        """`describe(exc)`; an undefined value named as the template wrote it, with
+        what `context` (or the mapping it was looked up in) has instead."""
+        if not isinstance(exc, MissingValue):
+            return describe(exc)
+        if source is None and file is not None:
+            try:
+                source = self._files.read(file)[0]
+            except (TemplateError, OSError, UnicodeDecodeError):
+                source = None
+        return undefined_message(exc, source, line, self._text_env.parse, context or ())
 
     def render_email(
         self,

@@ -18,7 +18,7 @@ from functools import update_wrapper
 from itertools import islice
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, nodes
+from jinja2 import Template, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.runtime import Context, LoopContext
@@ -41,6 +41,7 @@ from .limits import (
     check_format_spec,
     check_method,
 )
+from .templateerrors import ReportingUndefined
 from .templatefiles import FolderLoader
 
 
@@ -216,7 +217,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         super().__init__(
             loader=loader,
             autoescape=autoescape,
-            undefined=StrictUndefined,
+            undefined=ReportingUndefined,
             auto_reload=True,
             keep_trailing_newline=False,
         )

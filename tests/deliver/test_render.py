@@ -215,7 +215,10 @@ def test_undefined_variable_names_file_and_line(tmp_path: Path) -> None:
     renderer = Renderer(folder)
     with pytest.raises(RenderError) as caught:
         renderer.render_file("mail.html", context())
-    assert str(caught.value) == "mail.html:3: 'order' is undefined"
+    assert str(caught.value) == (
+        "mail.html:3: 'order' is undefined; this email has: shop, customer, locale, timezone, "
+        "currency"
+    )
     assert (caught.value.file, caught.value.line) == ("mail.html", 3)
 
 

@@ -122,7 +122,8 @@ def test_check_reports_every_broken_template_with_file_and_line(project_dir: Pat
             f"{folder}/welcome.bn.html",
             line_of(emails / "welcome.bn.html", "shop.owner"),
             "",
-            "'dict object' has no attribute 'owner'",
+            "'shop.owner' is undefined; shop has: name, url, address, story, support_email, "
+            "locale, timezone, currency",
         ),
         Problem(
             f"{folder}/thank_you.txt",
@@ -134,7 +135,9 @@ def test_check_reports_every_broken_template_with_file_and_line(project_dir: Pat
             "campaigns/welcome.yaml",
             line_of(project_dir / "campaigns" / "welcome.yaml", "{{ customr }}"),
             "subject.bn",
-            "subject: 'customr' is undefined",
+            "subject: 'customr' is undefined (did you mean 'customer'?); this email has: "
+            "campaign, shop, customer, order, holiday, offers, item, credit, preheader, "
+            "subject, unsubscribe_url, pixel_url, is_marketing, locale, lang, timezone, currency",
         ),
         Problem(
             f"{folder}/welcome.txt",
