@@ -144,7 +144,11 @@ def parse_yaml(text: str, shown_as: str) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         reason = " ".join(filter(None, [exc.context, exc.problem])) or str(exc)
-        if "could not determine a constructor" in reason:
+        tab = _tab_at(text, mark, reason)
+        if tab is not None:
+            line, column = tab
+            reason = f"a tab at column {column}; YAML is indented with spaces, never tabs"
+        elif "could not determine a constructor" in reason:
             reason = f"{reason.split('for the tag')[-1].strip()}: only plain YAML data is allowed"
         raise YamlProblems([Problem(shown_as, line, "", f"invalid YAML: {reason}")]) from exc
     except yaml.YAMLError as exc:
@@ -154,6 +158,23 @@ def parse_yaml(text: str, shown_as: str) -> YamlDoc:
     if problems:
         raise YamlProblems(problems)
     return doc
+
+
+def _tab_at(text: str, mark: yaml.Mark | None, reason: str) -> tuple[int, int] | None:
+    """(line, column) of the tab the parser stumbled on; None when it was something else.
+
+    The parser's own words ("found character that cannot start any token") do
+    not say the character is a tab, which looks like spaces in most editors.
+    """
+    if mark is None:
+        return None
+    lines = text.split("\n")
+    written = lines[mark.line] if mark.line < len(lines) else ""
+    at_mark = written[mark.column : mark.column + 1] == "\t"
+    if not at_mark and ("tab" not in reason or "\t" not in written):
+        return None
+    column = mark.column if at_mark else written.index("\t")
+    return mark.line + 1, column + 1
 
 
 class _TooBig(Exception):

@@ -212,3 +212,19 @@ def test_tabs_newlines_and_a_byte_order_mark_are_fine(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
     path.write_bytes('\ufeffa: 1\r\nb: "x\ty"\r\n'.encode())
     assert read_yaml(path, "f.yaml").data == {"a": 1, "b": "x\ty"}
+
+
+TAB = "a tab at column {}; YAML is indented with spaces, never tabs"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        pytest.param("name: x\ntrigger:\n\tdays_before: 3\n", 3, 1, id="indented-with-a-tab"),
+        pytest.param("trigger:\n  at: '10:00'\n\tdays_before: 3\n", 3, 1, id="tab-after-spaces"),
+        pytest.param("offers:\n  - {sku: A}\n  -\t{sku: B}\n", 3, 4, id="tab-after-a-dash"),
+        pytest.param("name: x\n\t\ntrigger: {at: 1}\n", 2, 1, id="tab-on-a-blank-line"),
+    ],
+)
+def test_a_tab_is_named_with_its_line(text: str, line: int, column: int) -> None:
+    assert problems(text) == [f"f.yaml:{line}: invalid YAML: {TAB.format(column)}"]
