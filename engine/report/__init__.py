@@ -2,8 +2,8 @@
 
 `reports.build_report` is the one source of every figure (docs/metrics.md); `retention`
 computes the retention metrics from the orders; `dashboard` is the Starlette app the
-tracking server mounts at /dashboard, with server-drawn SVG `charts` and its templates
-and CSS in `web/`.
+tracking server mounts at /dashboard (its login in `dashauth`, its email preview in
+`dashpreview`), with server-drawn SVG `charts` and its templates and CSS in `web/`.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
 `engine.intake`, `engine.plan`, `engine.deliver`.
