@@ -217,13 +217,23 @@ def send_test(app: App, campaign: str, address: str, customer: str | None) -> No
     sender = app.project.config.sending.sender.email
     result = _with_mailer(app, lambda mailer: mailer.send(sender, address, data))
     if result.outcome is not Outcome.SENT:
-        errors.print(f"not sent ({result.outcome}): {result.describe()}", markup=False)
+        errors.print(
+            f"not sent ({result.outcome}): {result.describe()}", markup=False, soft_wrap=True
+        )
+        if result.unreachable:
+            errors.print(SINK_HINT, markup=False, soft_wrap=True)
         sys.exit(1)
     console.print(
         f"sent {campaign} (as for customer {customer_id}) to {address}: {shown.subject}",
         markup=False,
     )
 
+
+SINK_HINT = (
+    "to try emails without a real mail server, run `lifecycle sink` in another terminal: "
+    "a local one on 127.0.0.1:8025 that keeps each message as a file "
+    "(sending.smtp in config.yaml says which server is used)"
+)
 
 _TO = re.compile(rb"^To:.*(?:\r\n[ \t].*)*\r\n", re.IGNORECASE | re.MULTILINE)
 

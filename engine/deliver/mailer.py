@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +106,13 @@ class SendResult:
         enhanced = self.enhanced or ""
         return self.bad_mailbox or (
             self.outcome is Outcome.PERMANENT and enhanced.startswith("5.2.")
+        )
+
+    @property
+    def unreachable(self) -> bool:
+        """No session with the mail server could be opened (refused, no answer, unknown host)."""
+        return (
+            self.stage is Stage.CONNECT and self.code is None and self.outcome is Outcome.TRANSIENT
         )
 
     def describe(self) -> str:
@@ -255,9 +264,7 @@ class _Connection:
             return SendResult(outcome, Stage.CONNECT, exc.code, exc.message)
         except (*_UNREACHABLE, OSError) as exc:
             self._drop()
-            return SendResult(
-                Outcome.TRANSIENT, Stage.CONNECT, None, f"{type(exc).__name__}: {exc}"
-            )
+            return SendResult(Outcome.TRANSIENT, Stage.CONNECT, None, _unreachable(exc, self.smtp))
         except aiosmtplib.SMTPException as exc:  # e.g. AUTH or STARTTLS configured, not offered
             self._drop()
             return SendResult(Outcome.SYSTEMIC, Stage.CONNECT, None, f"{type(exc).__name__}: {exc}")
@@ -287,6 +294,20 @@ class _Connection:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await self.client.quit()  # closing anyway; the server may have hung up
         self._drop()
+
+
+def _unreachable(exc: BaseException, smtp: Smtp) -> str:
+    """Why no session with the mail server could be opened, naming the server tried."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError) or isinstance(cause, TimeoutError):
+        why = f"no answer within {smtp.timeout.total_seconds():g}s"
+    elif getattr(cause, "errno", None) == errno.ECONNREFUSED:
+        why = "connection refused (no mail server is listening there)"
+    elif isinstance(cause, socket.gaierror):
+        why = f"the host name {smtp.host!r} cannot be found"
+    else:
+        why = f"{type(cause).__name__}: {cause}"
+    return f"cannot connect to the mail server at {smtp.host}:{smtp.port}: {why}"
 
 
 def _response_result(code: int, message: str, stage: Stage) -> SendResult:

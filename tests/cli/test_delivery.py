@@ -19,6 +19,7 @@ from engine.intake.shop import Line, record_order, upsert_customer, upsert_produ
 from engine.project.loader import load_project
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import Message
+from tests.daemon_fixtures import free_port
 from tests.smtp_servers import Script, ServerThread
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
@@ -115,6 +116,21 @@ def test_send_test_refuses_a_bad_address(shop: Path, script: Script) -> None:
     code, out = run(shop, "send-test", "welcome", "--to", "not-an-address")
     assert code == 1 and "--to must be an email address" in out
     assert script.received == []
+
+
+def test_send_test_with_no_mail_server_names_it_and_the_sink(shop: Path) -> None:
+    closed = free_port()
+    text = shop.read_text()
+    shop.write_text(re.sub(r"(smtp:\n\s+host: 127.0.0.1\n\s+port: )\d+", rf"\g<1>{closed}", text))
+    code, out = run(shop, "send-test", "welcome", "--to", "marketer@shop.test", "--customer", "c1")
+    assert code == 1
+    assert out.splitlines() == [
+        f"not sent (transient): cannot connect to the mail server at 127.0.0.1:{closed}: "
+        "connection refused (no mail server is listening there) (at connect)",
+        "to try emails without a real mail server, run `lifecycle sink` in another terminal: "
+        "a local one on 127.0.0.1:8025 that keeps each message as a file "
+        "(sending.smtp in config.yaml says which server is used)",
+    ]
 
 
 def test_bad_config_exits_2(shop: Path) -> None:

@@ -7,6 +7,7 @@ import itertools
 import shutil
 import ssl
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,30 @@ def test_nobody_listening_is_transient(project_dir: Path) -> None:
 
     result = asyncio.run(go())
     assert result.outcome is Outcome.TRANSIENT and result.stage is Stage.CONNECT
+    assert result.unreachable
+    assert result.reply == (
+        "cannot connect to the mail server at 127.0.0.1:1: connection refused "
+        "(no mail server is listening there)"
+    )
+
+
+def test_a_server_that_never_greets_is_named_with_the_wait(project_dir: Path) -> None:
+    async def go() -> SendResult:
+        held: list[asyncio.StreamWriter] = []  # kept open, never written to
+        silent = await asyncio.start_server(lambda _, w: held.append(w), "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        smtp = {"timeout": timedelta(seconds=0.2)}
+        mailer = SmtpMailer(project_for(project_dir, port, smtp=smtp).config.sending)
+        try:
+            return await mailer.send("a@shop.test", "b@example.com", DATA)
+        finally:
+            await mailer.close()
+            silent.close()
+
+    result = asyncio.run(go())
+    assert result.unreachable and result.outcome is Outcome.TRANSIENT
+    assert result.reply.startswith("cannot connect to the mail server at 127.0.0.1:")
+    assert result.reply.endswith(": no answer within 0.2s")
 
 
 def test_an_address_with_a_line_break_never_reaches_the_wire(project_dir: Path) -> None:
