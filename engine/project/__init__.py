@@ -3,7 +3,8 @@
 `yamlfile` reads YAML safely and remembers where every key was written; `config` holds
 the frozen models of the files and the validated value types a marketer types
 (durations, times of day, locales, timezones, money, percentages); `loader` builds one
-`Project` and reports every problem with file, line and key path.
+`Project` and reports every problem with file, line and key path: `problems` words the
+values a model refuses, `references` finds the names and files that point nowhere.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`.
 Other stages import only the public names below, from this package; its own
