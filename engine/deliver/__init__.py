@@ -4,9 +4,10 @@
 (`composepool`, `compose`: `context` builds what a template sees, `render` renders it
 with the CSS `inlining` prepared, `links` points links at the click tracker with signed
 `tokens`, `headers` writes the header lines, `formatting` formats money and dates for
-the customer's locale) and sends them through a `mailer`. `preview` builds one
-customer's unsaved message; `templatecheck` is what `lifecycle check` says about the
-templates; `sink` is the development mail sink.
+the customer's locale) and sends them through a `mailer`; `results` records what each
+answer does to its message, counted in a `dispatchreport`; `dryrun` is a pass that
+writes nothing. `preview` builds one customer's unsaved message; `templatecheck` is
+what `lifecycle check` says about the templates; `sink` is the development mail sink.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
 `engine.intake`, `engine.plan`.
@@ -17,7 +18,9 @@ Public names:
 
 - `compose`: `Composer`
 - `composepool`: `Composes`, `POOL_FROM`, `start_compose_pool`, `stop_compose_pool`
-- `dispatcher`: `DispatchReport`, `default_worker_id`, `dispatch`, `rehearse`
+- `dispatcher`: `dispatch`
+- `dispatchreport`: `DispatchReport`, `default_worker_id`
+- `dryrun`: `rehearse`
 - `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
 - `outbox`: `count_due`
 - `sink`: `serve_sink`, `start_sink`
@@ -34,7 +37,9 @@ from ..exports import public_names
 if TYPE_CHECKING:
     from .compose import Composer
     from .composepool import POOL_FROM, Composes, start_compose_pool, stop_compose_pool
-    from .dispatcher import DispatchReport, default_worker_id, dispatch, rehearse
+    from .dispatcher import dispatch
+    from .dispatchreport import DispatchReport, default_worker_id
+    from .dryrun import rehearse
     from .mailer import Mailer, Outcome, SmtpMailer
     from .outbox import count_due
     from .sink import serve_sink, start_sink
@@ -67,7 +72,7 @@ __all__ = [
 _PUBLIC = {
     "Composer": ".compose",
     "Composes": ".composepool",
-    "DispatchReport": ".dispatcher",
+    "DispatchReport": ".dispatchreport",
     "InvalidToken": ".tokens",
     "Mailer": ".mailer",
     "Outcome": ".mailer",
@@ -77,9 +82,9 @@ _PUBLIC = {
     "SmtpMailer": ".mailer",
     "check_templates": ".templatecheck",
     "count_due": ".outbox",
-    "default_worker_id": ".dispatcher",
+    "default_worker_id": ".dispatchreport",
     "dispatch": ".dispatcher",
-    "rehearse": ".dispatcher",
+    "rehearse": ".dryrun",
     "serve_sink": ".sink",
     "start_compose_pool": ".composepool",
     "start_sink": ".sink",

@@ -26,11 +26,9 @@ dispatcher dies, each connection leaves at most one row `in_doubt` (not
 resent, unless its campaign says `resend_in_doubt`); the rest it leased are
 queued again.
 
-A refusal of one recipient (5.1.x, 5.2.x, "no such user") fails that message
-(and suppresses a bad mailbox) and nothing else. The circuit breaker pauses
-the run on an auth failure, a refusal of the sender, or the same permanent
-refusal for several messages in a row to more than one domain: no new
-claims, leases of unsent rows released, nobody suppressed.
+What each result does to its message, and when the run pauses, is the
+`Recorder`'s (`results`). A pause or `stop` claims nothing more and releases
+the rows not yet sent. The dry run, `rehearse`, is in `dryrun`.
 """
 
 from __future__ import annotations
@@ -38,138 +36,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import random
-import re
-import socket
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from ..errors import StoreError
 from ..project import Project, Secrets, Sending
-from ..store import Message, MessageStatus
-from .composepool import (
-    Composes,
-    compose,
-    compose_ids,
-    compose_in_worker,
-    unsendable_reason,
-)
-from .mailer import Mailer, MemoryMailer, Outcome, SendResult
+from ..store import MessageStatus
+from .composepool import Composes, compose_ids, compose_in_worker, unsendable_reason
+from .dispatchreport import LEASE_LOST, Claim, DispatchReport, Letter, default_worker_id
+from .mailer import Mailer
 from .outbox import (
-    FINAL_ROW,
     FLUSH_SECONDS,
-    RELEASE_ROW,
-    RETRY_ROW,
     Ledger,
-    M,
     Results,
     claim,
     commit_handover,
     count_due,
-    due,
-    handed,
     load_claimed,
     precheck,
     release,
     sweep_expired_leases,
 )
+from .results import Recorder
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE = timedelta(minutes=2)
-RETRY_CAP = timedelta(hours=6)
-SAME_REFUSAL_STREAK = 5  # identical permanent refusals in a row that pause the run …
-STREAK_DOMAINS = 2  # … when they are for at least this many recipients' domains
 LEASE_SHARE = 0.5  # a claim is what the rate limit lets go out in this share of a lease
 RENEWALS_PER_LEASE = 3
-MAX_ERRORS_KEPT = 100
-LEASE_LOST = "lease_lost"  # the count of rows another dispatcher took before they were sent
 
 
 Progress = Callable[[int, int], None]  # (messages handled, messages due at the start)
-
-
-@dataclass
-class DispatchReport:
-    """What one pass did: counts per outcome and per campaign, errors, pause."""
-
-    worker_id: str
-    dry_run: bool = False
-    claimed: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
-    campaigns: dict[str, Counter[str]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    swept_in_doubt: int = 0
-    swept_resend: int = 0
-    swept_requeued: int = 0
-    suppressed_addresses: int = 0
-    paused: bool = False
-    pause_reason: str | None = None
-    stopped: bool = False
-    seconds: float = 0.0
-
-    def count(self, campaign: str, outcome: str) -> None:
-        self.counts[outcome] += 1
-        self.campaigns.setdefault(campaign, Counter())[outcome] += 1
-
-    def error(self, message_id: int, text: str) -> None:
-        if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(f"message {message_id}: {text}")
-
-    @property
-    def handled(self) -> int:
-        return sum(n for key, n in self.counts.items() if key not in ("released", LEASE_LOST))
-
-    def pause(self, reason: str) -> None:
-        if not self.paused:
-            self.paused, self.pause_reason = True, reason
-            log.error("sending paused: %s", reason)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "worker_id": self.worker_id,
-            "dry_run": self.dry_run,
-            "claimed": self.claimed,
-            "counts": dict(self.counts),
-            "campaigns": {name: dict(c) for name, c in sorted(self.campaigns.items())},
-            "swept_in_doubt": self.swept_in_doubt,
-            "swept_resend": self.swept_resend,
-            "swept_requeued": self.swept_requeued,
-            "suppressed_addresses": self.suppressed_addresses,
-            "paused": self.paused,
-            "pause_reason": self.pause_reason,
-            "stopped": self.stopped,
-            "errors": list(self.errors),
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass(slots=True)
-class Claim:
-    """What the dispatcher keeps about one claimed message while it is in flight."""
-
-    id: int
-    campaign: str
-    attempts: int
-    send_after: datetime
-    resend_in_doubt: bool
-    batch_size: int
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def within_lease(sending: Sending) -> int:
@@ -184,24 +87,7 @@ def claim_size(sending: Sending) -> int:
     return min(sending.batch_size, within_lease(sending))
 
 
-def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
-    """Delay before retry number `attempt` (1-based): doubling from 2 min, capped at
-    6 h, with jitter (a random half to all of it) so retries do not arrive together."""
-    ceiling = min(RETRY_BASE * 2 ** max(0, attempt - 1), RETRY_CAP)
-    return ceiling * (rng or random).uniform(0.5, 1.0)
-
-
 # ---------------------------------------------------------------- the run
-
-
-@dataclass
-class _Letter:
-    claim: Claim
-    sender: str
-    recipient: str
-    data: bytes
-    header_message_id: str
-    handed: bool = False
 
 
 class _Run:
@@ -224,24 +110,24 @@ class _Run:
         self.started_at = now
         self.started = time.monotonic()
         self.worker_id, self.limit, self.stop, self.progress = worker_id, limit, stop, progress
-        self.handed = handed(worker_id)
         self.report = DispatchReport(worker_id)
         self.ledger = Ledger(engine, worker_id, self.report, self.clock)
+        self.recorder = Recorder(
+            self.ledger, self.report, self.sending, mailer.concurrency, worker_id, self.clock
+        )
         self.claim_size = claim_size(self.sending)
         self.hold_at_most = max(self.claim_size, within_lease(self.sending))
         self.settled = asyncio.Event()  # a claimed row got its outcome
         self.chunk = min(self.claim_size, max(50, 4 * mailer.concurrency))
         self.low_water = max(1, mailer.concurrency)
-        self.handovers: list[tuple[_Letter, asyncio.Future[bool]]] = []
+        self.handovers: list[tuple[Letter, asyncio.Future[bool]]] = []
         self.write_wanted = asyncio.Event()  # marks asked for, or results due
         self.closing = False  # the writer stops once it has written what is asked
         self.connection: Connection | None = None  # the writer's, used in its thread
         self.renewal_due = False
-        self.batches: asyncio.Queue[list[_Letter] | None] = asyncio.Queue(maxsize=1)
-        self.queue: asyncio.Queue[_Letter | None] = asyncio.Queue()  # filled by `feed` only
+        self.batches: asyncio.Queue[list[Letter] | None] = asyncio.Queue(maxsize=1)
+        self.queue: asyncio.Queue[Letter | None] = asyncio.Queue()  # filled by `feed` only
         self.room = asyncio.Event()  # set when the queue is down to `low_water`
-        self.streak: list[tuple[_Letter, SendResult]] = []
-        self.connect_failures = 0
         self.due_total = 0
         self.failure: Exception | None = None
         self.pool: Executor | None = None
@@ -284,7 +170,7 @@ class _Run:
 
     def unsettled(self) -> int:
         """Rows this pass claimed that have no outcome yet (held refusals aside)."""
-        return self.report.claimed - sum(self.report.counts.values()) - len(self.streak)
+        return self.report.claimed - sum(self.report.counts.values()) - len(self.recorder.streak)
 
     async def feed(self) -> None:
         """Hand composed batches to the senders a chunk at a time, keeping the
@@ -297,11 +183,11 @@ class _Run:
                     await self.room.wait()
                 for letter in chunk:
                     if self.halted() or self.failure is not None:
-                        self._release(letter)
+                        self.recorder.release(letter)
                     else:
                         self.queue.put_nowait(letter)
 
-    async def _prepare(self, ids: list[int]) -> list[_Letter]:
+    async def _prepare(self, ids: list[int]) -> list[Letter]:
         """Re-check the claimed rows, compose the rest; return what is to be sent."""
         now = self.clock()
         with Session(self.engine, expire_on_commit=False) as session:
@@ -311,7 +197,7 @@ class _Run:
                 if verdict is None:
                     to_send.append(row)
                 else:
-                    self._final(row.id, row.campaign, verdict[0], verdict[1], tried=0)
+                    self.recorder.final(row.id, row.campaign, verdict[0], verdict[1], tried=0)
             if not to_send:
                 return []
             if self.pool is None:
@@ -325,10 +211,10 @@ class _Run:
         for row, result in zip(to_send, results, strict=True):
             reason = unsendable_reason(result)
             if reason is not None:
-                self._final(row.id, row.campaign, MessageStatus.FAILED, reason, tried=0)
+                self.recorder.final(row.id, row.campaign, MessageStatus.FAILED, reason, tried=0)
                 continue
             letters.append(
-                _Letter(
+                Letter(
                     self._claim_of(row, len(to_send)),
                     result.sender,
                     result.recipient,
@@ -352,21 +238,21 @@ class _Run:
                 self.room.set()
             try:
                 if self.halted():
-                    self._release(letter)
+                    self.recorder.release(letter)
                     continue
                 if not await self.hand_over(letter):
                     continue
                 if self.halted():  # paused while the mark was written: it never left
-                    self._release(letter)
+                    self.recorder.release(letter)
                     continue
                 result = await self.mailer.send(letter.sender, letter.recipient, letter.data)
-                self.record(letter, result)
+                self.recorder.record(letter, result)
             except Exception as exc:  # the database failed: stop claiming, re-raise at the end
                 self.crashed(exc)
             finally:
                 self.settled.set()
 
-    async def hand_over(self, letter: _Letter) -> bool:
+    async def hand_over(self, letter: Letter) -> bool:
         """Mark `letter`'s row handed over, with the results recorded so far; True
         if it was still this worker's to send."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -428,7 +314,7 @@ class _Run:
             connection, self.connection = self.connection, None
             connection.close()
 
-    def _lost(self, letter: _Letter) -> None:
+    def _lost(self, letter: Letter) -> None:
         self.report.count(letter.claim.campaign, LEASE_LOST)
         log.warning(
             "message %s not sent: its lease was lost (another dispatcher has it)",
@@ -448,131 +334,6 @@ class _Run:
         self.failure = self.failure or exc
         self.report.pause(f"stopped by an error: {type(exc).__name__}: {exc}")
 
-    def record(self, letter: _Letter, result: SendResult) -> None:
-        """Turn one send result into a status change (and maybe a pause)."""
-        if result.outcome is Outcome.PERMANENT:
-            self._permanent(letter, result)
-            return
-        self._end_streak()
-        if result.outcome is Outcome.SENT:
-            self.connect_failures = 0
-            self.ledger.sent_one(letter.claim.campaign, letter.claim.id, result.code)
-        elif result.outcome is Outcome.SYSTEMIC:
-            self.report.pause(f"the SMTP server refuses all mail: {result.describe()}")
-            self._release(letter)
-        elif result.outcome is Outcome.IN_DOUBT:
-            self._in_doubt(letter, result)
-        else:
-            self._transient(letter, result)
-
-    def _transient(self, letter: _Letter, result: SendResult) -> None:
-        self._retry_or_fail(letter.claim, result.describe(), result.code, tried=1)
-        if result.stage == "connect":
-            self.connect_failures += 1
-            if self.connect_failures >= self.mailer.concurrency:
-                smtp = self.sending.smtp
-                self.report.pause(
-                    f"SMTP server {smtp.host}:{smtp.port} unreachable: {result.describe()}"
-                )
-
-    def _in_doubt(self, letter: _Letter, result: SendResult) -> None:
-        claim = letter.claim
-        reason = f"cut off after DATA, may have been delivered: {result.describe()}"
-        if claim.resend_in_doubt:
-            self._retry_or_fail(claim, reason, result.code, tried=1)
-        else:
-            self._final(claim.id, claim.campaign, MessageStatus.IN_DOUBT, reason, tried=1)
-
-    def _permanent(self, letter: _Letter, result: SendResult) -> None:
-        """A refusal of this recipient fails this message alone. Other refusals are
-        held while they repeat: the same one five times in a row (or a whole small
-        batch) for more than one domain means the server refuses everyone, so
-        nobody is blamed and the run pauses."""
-        if result.per_recipient:
-            self._refused(letter, result)
-            return
-        if self.report.paused:
-            self._release(letter)
-            return
-        if self.streak and _signature(self.streak[0][1]) != _signature(result):
-            self._end_streak()
-        self.streak.append((letter, result))
-        threshold = max(3, min(SAME_REFUSAL_STREAK, letter.claim.batch_size))
-        if len(self.streak) < threshold:
-            return
-        if len({_domain(held.recipient) for held, _ in self.streak}) < STREAK_DOMAINS:
-            self._refused(*self.streak.pop(0))  # one domain's verdict, not everyone's
-            return
-        self.report.pause(
-            f"the SMTP server refused {len(self.streak)} messages in a row "
-            f"with the same reply: {result.describe()}"
-        )
-        for held, _ in self.streak:
-            self._release(held)
-        self.streak.clear()
-
-    def _end_streak(self) -> None:
-        for letter, result in self.streak:
-            self._refused(letter, result)
-        self.streak.clear()
-
-    def _refused(self, letter: _Letter, result: SendResult) -> None:
-        """Fail a permanently refused message; suppress its address if the mailbox is bad."""
-        claim = letter.claim
-        self._final(claim.id, claim.campaign, MessageStatus.FAILED, result.describe(), 1, result)
-        if result.bad_mailbox:
-            reason = f"smtp {result.code} {result.enhanced or ''}: {result.reply.strip()}"
-            self.ledger.suppress[letter.recipient.lower()] = reason[:200]
-
-    def _retry_or_fail(self, claim: Claim, reason: str, code: int | None, tried: int) -> None:
-        now = self.clock()
-        attempts = claim.attempts + tried
-        if attempts >= self.sending.max_attempts or now - claim.send_after >= self.sending.max_age:
-            reason = f"gave up after {attempts} attempts: {reason}"
-            self._final(claim.id, claim.campaign, MessageStatus.FAILED, reason, tried)
-            return
-        self.ledger.add(
-            RETRY_ROW,
-            claim.campaign,
-            MessageStatus.RETRY,
-            b_id=claim.id,
-            b_owner=self.handed,
-            b_next=now + backoff(attempts),
-            b_code=code,
-            b_error=reason[:1000],
-            b_tried=tried,
-        )
-
-    def _final(
-        self,
-        message_id: int,
-        campaign: str,
-        status: MessageStatus,
-        reason: str,
-        tried: int,
-        result: SendResult | None = None,
-    ) -> None:
-        if status in (MessageStatus.FAILED, MessageStatus.IN_DOUBT):
-            self.report.error(message_id, f"{status}: {reason}")
-            log.warning("message %s %s: %s", message_id, status, reason)
-        self.ledger.add(
-            FINAL_ROW,
-            campaign,
-            status,
-            b_id=message_id,
-            b_owner=self.handed if tried else self.worker_id,
-            b_status=status.value,
-            b_code=result.code if result else None,
-            b_error=reason[:1000],
-            b_tried=tried,
-        )
-
-    def _release(self, letter: _Letter) -> None:
-        owner = self.handed if letter.handed else self.worker_id
-        self.ledger.add(
-            RELEASE_ROW, letter.claim.campaign, "released", b_id=letter.claim.id, b_owner=owner
-        )
-
     def _want_write(self) -> None:
         if self.ledger.due():
             self.write_wanted.set()
@@ -585,7 +346,7 @@ class _Run:
                 self.progress(self.report.handled, self.due_total)
 
     def finish(self) -> None:
-        self._end_streak()
+        self.recorder.end_streak()
         self.ledger.flush()
         self.report.stopped = bool(self.stop and self.stop.is_set())
         self.report.seconds = time.monotonic() - self.started
@@ -602,15 +363,6 @@ async def _guarded(run: _Run, step: Any) -> None:
         run.crashed(exc)
         while await run.batches.get() is not None:
             pass
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
-
-
-def _signature(result: SendResult) -> tuple[Any, ...]:
-    text = re.sub(r"<[^>]*>|\S+@\S+", "", result.reply).strip().lower()
-    return result.code, result.enhanced, text
 
 
 async def dispatch(
@@ -688,59 +440,3 @@ async def dispatch(
             raise StoreError(f"the database failed while sending: {run.failure}") from run.failure
         raise run.failure
     return run.report
-
-
-async def rehearse(
-    engine: Engine,
-    project: Project,
-    secrets: Secrets,
-    now: datetime,
-    *,
-    limit: int | None = None,
-    composer: Composes | None = None,
-) -> DispatchReport:
-    """What `dispatch` would do now, writing nothing: the due messages are checked,
-    composed and 'sent' to a MemoryMailer. Counts use the statuses they would get."""
-    if composer is None:
-        from .compose import Composer
-
-        composer = Composer(project, secrets)
-    report = DispatchReport("dry-run", dry_run=True)
-    mailer = MemoryMailer()
-    query = select(M.id).where(due(now)).order_by(M.send_after, M.id).limit(limit)
-    with Session(engine) as session:
-        ids = list(session.scalars(query))
-        report.claimed = len(ids)
-        for start in range(0, len(ids), project.config.sending.batch_size):
-            chunk = load_claimed(session, ids[start : start + project.config.sending.batch_size])
-            await _rehearse_chunk(session, chunk, composer, mailer, report, now)
-        session.rollback()
-    return report
-
-
-async def _rehearse_chunk(
-    session: Session,
-    chunk: list[Any],
-    composer: Composes,
-    mailer: MemoryMailer,
-    report: DispatchReport,
-    now: datetime,
-) -> None:
-    to_send = []
-    for row in chunk:
-        verdict = precheck(row, now)
-        if verdict is None:
-            to_send.append(row)
-        else:
-            report.count(row.campaign, verdict[0])
-    messages = list(
-        session.scalars(select(Message).where(M.id.in_([r.id for r in to_send])).order_by(M.id))
-    )
-    for row, result in zip(to_send, compose(composer, session, messages, now), strict=True):
-        reason = unsendable_reason(result)
-        if reason is not None:
-            report.count(row.campaign, MessageStatus.FAILED)
-            report.error(row.id, f"failed: {reason}")
-            continue
-        sent = await mailer.send(result.sender, result.recipient, result.data)
-        report.count(row.campaign, MessageStatus.SENT if sent.outcome is Outcome.SENT else "other")

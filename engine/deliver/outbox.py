@@ -53,7 +53,7 @@ SENT_CHUNK = 50  # rows marked sent by one statement
 
 
 class Counts(Protocol):
-    """Where a `Ledger` counts what it records (engine.deliver.dispatcher.DispatchReport)."""
+    """Where a `Ledger` counts what it records (engine.deliver.dispatchreport.DispatchReport)."""
 
     suppressed_addresses: int
 

@@ -15,8 +15,10 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from engine.deliver.dispatcher import backoff, dispatch, rehearse
+from engine.deliver.dispatcher import dispatch
+from engine.deliver.dryrun import rehearse
 from engine.deliver.mailer import MemoryMailer, Outcome, SendResult, SmtpMailer, Stage
+from engine.deliver.results import backoff
 from engine.project.loader import Project, Secrets
 from engine.store.db import make_engine
 from engine.store.models import Message, MessageKind, MessageStatus, Suppression
