@@ -49,7 +49,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import holidays
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -221,7 +221,10 @@ def known_holiday_ids(project: Project, engine: Engine | None = None) -> set[str
 
 def check_holidays(project: Project) -> list[Problem]:
     """Unknown holiday ids in triggers and `confirmed`."""
-    engine = _existing_database(project)
+    try:
+        engine = _existing_database(project)
+    except _Unreadable:
+        engine = None  # the shop's own holidays are not known: only the package's are
     try:
         known = known_holiday_ids(project, engine)
     except ConfigError as exc:
@@ -277,7 +280,8 @@ def _hint(name: str, known: set[str]) -> str:
 
 
 def _existing_database(project: Project) -> Engine | None:
-    """The project's database if it exists and has a schema; None otherwise."""
+    """The project's database if it exists and has a schema; None when there is none
+    yet. Raises _Unreadable when one is configured but cannot be read."""
     from ..store import has_schema, make_engine
 
     url = project.database_url()
@@ -290,53 +294,88 @@ def _existing_database(project: Project) -> Engine | None:
         if has_schema(engine):
             return engine
         engine.dispose()
-    except (StoreError, SQLAlchemyError):
-        return None
+    except (StoreError, SQLAlchemyError) as exc:
+        raise _Unreadable(_first_line(exc)) from exc
     return None
 
 
 def check_offers(project: Project) -> list[Problem]:
-    """Offers, in any campaign file (enabled or not), of a SKU the shop's database lacks.
+    """Offers, in any campaign file (enabled or not), of a SKU the shop's database lacks,
+    each with its file and line; one problem when the database cannot be read.
 
-    A problem of the shop's data, not of its files: without a database, or with
-    an empty one, there is nothing to compare. An email leaves such an offer out.
+    A problem of the shop's data, not of its files: without a database, or
+    without its tables yet, there is nothing to compare. An email leaves such an
+    offer out.
     """
-    engine = _existing_database(project)
-    if engine is None:
-        return []
-    try:
-        return _missing_offers(project, engine)
-    finally:
-        engine.dispose()
-
-
-def _missing_offers(project: Project, engine: Engine) -> list[Problem]:
-    offered = {
+    offered = sorted(
         (name, i, offer.sku)
         for name, campaign in project.campaigns.items()
         for i, offer in enumerate(campaign.offers)
-    }
+    )
     if not offered:
         return []
+    try:
+        engine = _existing_database(project)
+        if engine is None:
+            return []
+        try:
+            known, close = _products(engine, {sku for _, _, sku in offered})
+        finally:
+            engine.dispose()
+    except _Unreadable as exc:
+        name = offered[0][0]
+        file = project.campaign_files[name]
+        return [
+            Problem(
+                file,
+                project.where(file, ("offers",)),
+                "offers",
+                f"offers not compared with the shop's products: the database cannot be read "
+                f"({exc})",
+            )
+        ]
+    return [
+        _missing(project, name, i, sku, close.get(sku))
+        for name, i, sku in offered
+        if sku not in known
+    ]
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _products(engine: Engine, wanted: set[str]) -> tuple[set[str], dict[str, str]]:
+    """The SKUs in `wanted` that are products, and for the others a product SKU that
+    differs only in case or surrounding spaces."""
     table = Product.__table__  # type: ignore[attr-defined]
-    wanted = sorted({sku for _, _, sku in offered})
+    folded = {sku.strip().upper(): sku for sku in wanted}
     try:
         with engine.connect() as conn:
             known = set(conn.execute(select(table.c.sku).where(table.c.sku.in_(wanted))).scalars())
-    except SQLAlchemyError:
-        return []
-    problems = []
-    for name, i, sku in sorted(offered):
-        if sku not in known:
-            file = project.campaign_files[name]
-            path = ("offers", i, "sku")
-            problems.append(
-                Problem(
-                    file,
-                    project.where(file, path),
-                    f"offers[{i}].sku",
-                    f"no product with sku {sku!r} in the database "
-                    "(emails leave this offer out until the product is imported)",
-                )
-            )
-    return problems
+            missing = [key for key, sku in folded.items() if sku not in known]
+            near = select(table.c.sku).where(func.upper(func.trim(table.c.sku)).in_(missing))
+            alike = list(conn.execute(near).scalars()) if missing else []
+    except SQLAlchemyError as exc:
+        raise _Unreadable(_first_line(exc)) from exc
+    close = {folded[sku.strip().upper()]: sku for sku in sorted(alike)}
+    return known, close
+
+
+def _missing(project: Project, name: str, i: int, sku: str, close: str | None) -> Problem:
+    file = project.campaign_files[name]
+    if close is None:
+        message = (
+            f"no product with sku {sku!r} in the database "
+            "(emails leave this offer out until the product is imported)"
+        )
+    else:
+        message = (
+            f"no product with sku {sku!r} in the database; did you mean {close!r}? "
+            "(emails leave this offer out until the sku matches a product's exactly)"
+        )
+    return Problem(file, project.where(file, ("offers", i, "sku")), f"offers[{i}].sku", message)

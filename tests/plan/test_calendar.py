@@ -150,3 +150,45 @@ def test_check_unknown_confirmed_id(project_dir: Path) -> None:
         i for i, line in enumerate(path.read_text().splitlines(), 1) if "eid_ul_fiter" in line
     )
     assert "did you mean 'eid_ul_fitr'" in problem.message
+
+
+@pytest.mark.parametrize(
+    "store_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_check_names_a_missing_offer_and_the_sku_meant(
+    project_dir: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIFECYCLE_DATABASE_URL", store_url)
+    engine = make_engine(store_url)
+    upgrade(engine)
+    with session_scope(engine) as s:
+        upsert_product(s, sku="JUTE-BAG-01", name="Jute bag", price="350", now=NOW)
+        upsert_product(s, sku="tea-500g", name="Tea", price="420", now=NOW)
+    engine.dispose()
+    _, problems = check_project(project_dir / "config.yaml", strict=True)
+    file = "campaigns/holiday_preannounce.yaml"
+    assert [str(p) for p in problems] == [
+        f"{file}:19: offers[1].sku: no product with sku 'TEA-500G' in the database; did you "
+        "mean 'tea-500g'? (emails leave this offer out until the sku matches a product's "
+        "exactly)",
+        f"{file}:20: offers[2].sku: no product with sku 'SARI-JAM-01' in the database "
+        "(emails leave this offer out until the product is imported)",
+    ]
+
+
+def test_check_says_when_the_offers_could_not_be_compared(
+    project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database file, it is text" * 100)
+    monkeypatch.setenv("LIFECYCLE_DATABASE_URL", f"sqlite:///{broken}")
+    [problem] = check_offers(load_project(project_dir / "config.yaml"))
+    assert (problem.file, problem.line, problem.key) == (
+        "campaigns/holiday_preannounce.yaml",
+        17,
+        "offers",
+    )
+    assert problem.message.startswith(
+        "offers not compared with the shop's products: the database cannot be read ("
+    )
+    assert "file is not a database" in problem.message
