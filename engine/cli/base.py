@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -55,6 +56,27 @@ def with_app(func: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+class Day(click.ParamType):
+    """A calendar day written YYYY-MM-DD, as a datetime at midnight (naive)."""
+
+    name = "YYYY-MM-DD"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "YYYY-MM-DD"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.strptime(str(value).strip(), "%Y-%m-%d")
+        except ValueError:
+            self.fail(
+                f"expected a date written YYYY-MM-DD, like 2026-12-05, got {value!r}", param, ctx
+            )
 
 
 def print_json(data: Any) -> None:

@@ -13,7 +13,7 @@ from ..plan import PlanReport, holiday_dates, plan
 from ..project import pick_text
 from ..store import session_scope
 from .app import App
-from .base import console, errors, main, print_json, with_app
+from .base import Day, console, errors, main, print_json, with_app
 
 
 def _moment(value: str | None) -> datetime:
@@ -118,7 +118,7 @@ def holiday_list(app: App, year: int | None, as_json: bool) -> None:
 
 @holiday.command("set")
 @click.argument("holiday_id", metavar="ID")
-@click.argument("day", metavar="DATE", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.argument("day", metavar="DATE", type=Day())
 @click.option("--name", help="The English name (default: the name in config.yaml).")
 @click.option("--name-bn", help="The Bengali name (default: the name in config.yaml).")
 @with_app

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..report import ACTIVITY_DAYS, build_report, period, to_json
 from .app import App
-from .base import console, main, print_json, with_app
+from .base import Day, console, main, print_json, with_app
 
 CAMPAIGN_COLUMNS = [
     "trigger",
@@ -81,8 +81,8 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
 @main.command()
-@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
-@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), help="Last day, included.")
+@click.option("--from", "first", type=Day(), help="First day.")
+@click.option("--to", "last", type=Day(), help="Last day, included.")
 @click.option(
     "--by",
     type=click.Choice(["month", "year"]),
