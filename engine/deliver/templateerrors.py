@@ -94,6 +94,8 @@ def undefined_message(
         if not keys:
             return f"{full!r} is undefined{hint}; {owner_path or 'it'} is empty"
         return f"{full!r} is undefined{hint}; {owner_path or 'it'} has: {_listed(keys)}"
+    if exc.owner is None and owner_path:
+        return f"{full!r} is undefined: {owner_path} is None in this email"
     if isinstance(exc.owner, (list, tuple)) and isinstance(exc.name, int):
         count = len(exc.owner)
         items = f"{count} item{'' if count == 1 else 's'}"

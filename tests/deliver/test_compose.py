@@ -321,7 +321,7 @@ def test_template_failure_names_the_file_and_line(
     [result] = composer.prepare(session, [message], now=NOW)
     assert result == Unsendable(
         message.id or 0,
-        "campaigns/thank_you.yaml: subject: 'None' has no attribute 'number'",
+        "campaigns/thank_you.yaml: subject: 'order.number' is undefined: order is None in this email",
     )
     campaign = project.campaigns["thank_you"]
     plain = campaign.model_copy(update={"subject": "Thank you"})
@@ -329,7 +329,8 @@ def test_template_failure_names_the_file_and_line(
     composer = Composer(project, Secrets(secret=SECRET), renderer=renderer)
     [result] = composer.prepare(session, [message], now=NOW)
     assert result == Unsendable(
-        message.id or 0, "thank_you.html:4: 'None' has no attribute 'number'"
+        message.id or 0,
+        "thank_you.html:4: 'order.number' is undefined: order is None in this email",
     )
 
 

@@ -26,6 +26,7 @@ def context() -> dict[str, Any]:
         "customer": {"name": "Rahima", "first_name": "Rahima", "email": "r@example.com"},
         "offers": [{"sku": "TEA-500G", "name": "Tea"}],
         "amount": 350,
+        "order": None,
         "locale": "en",
     }
 
@@ -64,16 +65,16 @@ def render_error(tmp_path: Path, name: str, files: dict[str, str]) -> RenderErro
         ),
         pytest.param(
             "mail.txt",
-            "Hi\n\n{{ order.number }}",
-            "mail.txt:3: 'order' is undefined; this email has: shop, customer, offers, amount, "
-            "locale",
+            "Hi\n\n{{ coupon.code }}",
+            "mail.txt:3: 'coupon' is undefined; this email has: shop, customer, offers, amount, "
+            "order, locale",
             id="top-level",
         ),
         pytest.param(
             "mail.txt",
             "Hi {{ custmer.name }}",
             "mail.txt:1: 'custmer' is undefined (did you mean 'customer'?); this email has: "
-            "shop, customer, offers, amount, locale",
+            "shop, customer, offers, amount, order, locale",
             id="top-level-typo",
         ),
         pytest.param(
@@ -82,6 +83,12 @@ def render_error(tmp_path: Path, name: str, files: dict[str, str]) -> RenderErro
             "mail.txt:1: 'customer.frist_name' is undefined (did you mean 'first_name'?); "
             "customer has: name, first_name, email",
             id="attribute-typo",
+        ),
+        pytest.param(
+            "mail.txt",
+            "Order {{ order.number }}",
+            "mail.txt:1: 'order.number' is undefined: order is None in this email",
+            id="none",
         ),
         pytest.param(
             "mail.txt",
