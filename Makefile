@@ -23,11 +23,13 @@ demo: $(STAMP)
 
 # Debian's chromium for the dashboard's browser tests. Installed when missing
 # and we may (root with apt-get); otherwise those tests skip locally, with a
-# message, and fail under CI=true.
+# message, and fail under CI=true. apt-get waits up to 5 minutes for another
+# apt or dpkg to release its lock instead of failing.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    (apt-get -o DPkg::Lock::Timeout=300 update -qq \
+	      && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null) \
 	      || echo "could not install chromium: browser tests will not run"; \
 	  else echo "chromium is not installed: browser tests will skip (apt-get install chromium)"; fi; }
 
