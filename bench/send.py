@@ -44,13 +44,13 @@ sys.path.insert(0, str(ROOT))
 
 from engine.deliver.compose import Composer  # noqa: E402
 from engine.deliver.composepool import compose_in_worker, start_compose_pool  # noqa: E402
-from engine.deliver.context import load_contexts  # noqa: E402
 from engine.deliver.dispatcher import dispatch  # noqa: E402
-from engine.deliver.inlining import inline_css  # noqa: E402
 from engine.deliver.mailer import SendResult, SmtpMailer  # noqa: E402
-from engine.deliver.render import Renderer  # noqa: E402
 from engine.plan.planner import plan  # noqa: E402
 from engine.project.loader import Secrets, load_project  # noqa: E402
+from engine.render.context import load_contexts  # noqa: E402
+from engine.render.inlining import inline_css  # noqa: E402
+from engine.render.renderer import Renderer  # noqa: E402
 from engine.store.db import make_engine, upgrade  # noqa: E402
 from engine.store.models import Customer, Message, MessageStatus, Order, OrderItem, Product  # noqa: E402
 

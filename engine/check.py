@@ -37,8 +37,8 @@ def check_project(
 
 def _checkers() -> list[Callable[[Project], list[Problem]]]:
     """Checks beyond the files' own shape, each owned by the module it protects."""
-    from .deliver import check_templates
     from .plan import check_holidays, check_segments
+    from .render import check_templates
 
     return [check_segments, check_holidays, check_templates]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from engine.deliver.formatting import money
 from engine.project.loader import load_project
+from engine.render.formatting import money
 from engine.store.db import make_engine
 from engine.store.models import Customer
 from tests.daemon_fixtures import LIFECYCLE, free_port

@@ -1,16 +1,14 @@
 """Delivery: from queued messages to bytes handed to the SMTP server.
 
 `dispatcher` claims due rows from the `outbox` with a lease, has them composed
-(`composepool`, `compose`: `context` builds what a template sees, `render` renders it
-with the CSS `inlining` prepared, `links` points links at the click tracker with signed
-`tokens`, `headers` writes the header lines, `formatting` formats money and dates for
-the customer's locale) and sends them through a `mailer`; `results` records what each
-answer does to its message, counted in a `dispatchreport`; `dryrun` is a pass that
-writes nothing. `preview` builds one customer's unsaved message; `templatecheck` is
-what `lifecycle check` says about the templates; `sink` is the development mail sink.
+(`composepool`, `compose`: the rendered email from `engine.render`, its links signed
+with `tokens`, `headers` writing the header lines) and sends them through a `mailer`;
+`results` records what each answer does to its message, counted in a
+`dispatchreport`; `dryrun` is a pass that writes nothing. `preview` builds one
+customer's unsaved message; `sink` is the development mail sink.
 
-May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
-`engine.intake`, `engine.plan`.
+May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`,
+`engine.project`, `engine.intake`, `engine.plan`, `engine.render`.
 Other stages import only the public names below, from this package; its own
 modules import each other directly.
 
@@ -24,7 +22,6 @@ Public names:
 - `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
 - `outbox`: `count_due`
 - `sink`: `serve_sink`, `start_sink`
-- `templatecheck`: `check_templates`
 - `tokens`: `InvalidToken`, `Purpose`, `Signer`
 """
 
@@ -43,7 +40,6 @@ if TYPE_CHECKING:
     from .mailer import Mailer, Outcome, SmtpMailer
     from .outbox import count_due
     from .sink import serve_sink, start_sink
-    from .templatecheck import check_templates
     from .tokens import InvalidToken, Purpose, Signer
 
 __all__ = [
@@ -57,7 +53,6 @@ __all__ = [
     "Purpose",
     "Signer",
     "SmtpMailer",
-    "check_templates",
     "count_due",
     "default_worker_id",
     "dispatch",
@@ -80,7 +75,6 @@ _PUBLIC = {
     "Purpose": ".tokens",
     "Signer": ".tokens",
     "SmtpMailer": ".mailer",
-    "check_templates": ".templatecheck",
     "count_due": ".outbox",
     "default_worker_id": ".dispatchreport",
     "dispatch": ".dispatcher",

@@ -27,8 +27,8 @@ from sqlmodel import Session
 
 from ..errors import ConfigError, DeliveryError, Problem
 from ..project import Project, Secrets, pick_text
+from ..render import RenderedEmail, Renderer, load_contexts, track_links
 from ..store import Message, MessageKind
-from .context import load_contexts
 from .headers import (
     base64_body,
     mailbox,
@@ -37,9 +37,7 @@ from .headers import (
     unstructured,
     valid_address,
 )
-from .links import track_links
 from .preview import preview_message
-from .render import RenderedEmail, Renderer
 from .tokens import InvalidToken, Signer
 
 DKIM_HEADERS = (

@@ -17,9 +17,8 @@ from sqlmodel import Session, col
 
 from ..errors import DataError, UnknownRecord
 from ..project import FirstOrder, HolidayTrigger, PriceDrop, Project
+from ..render import holiday_name, round_money
 from ..store import Customer, Message, Order, OrderItem, Product
-from .contextparts import holiday_name
-from .formatting import round_money
 
 
 def preview_message(

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from engine.cli import main
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import Message
-from tests.deliver.test_context import fill_shop
+from tests.render.test_context import fill_shop
 
 SECRET = "a-test-secret-of-32-characters!!"
 

@@ -22,12 +22,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from engine.deliver.compose import Composer, Outgoing, Unsendable
-from engine.deliver.render import Renderer
 from engine.deliver.tokens import Purpose, Signer
 from engine.errors import ConfigError, DataError, UnknownRecord
 from engine.project.loader import Project, Secrets, load_project
+from engine.render.renderer import Renderer
 from engine.store.models import Customer, Message, Product
-from tests.deliver.test_context import NOW, ShopData, fill_shop, holiday, queue, refund
+from tests.render.test_context import NOW, ShopData, fill_shop, holiday, queue, refund
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "a-test-secret-of-32-characters!!"

@@ -8,9 +8,9 @@ import os
 import time
 from typing import Any
 
-import engine.deliver.templatecheck
+import engine.render.templatecheck
 
-_check_templates = engine.deliver.templatecheck.check_templates
+_check_templates = engine.render.templatecheck.check_templates
 
 
 def _slow_check_templates(project: Any) -> Any:
@@ -21,4 +21,4 @@ def _slow_check_templates(project: Any) -> Any:
 
 
 if os.environ.get("SLOW_CHECK_MARK"):
-    engine.deliver.templatecheck.check_templates = _slow_check_templates
+    engine.render.templatecheck.check_templates = _slow_check_templates

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from engine.deliver.render import Renderer
-from engine.deliver.templatecheck import check_templates
 from engine.errors import Problem, RenderError
 from engine.project.loader import load_project
+from engine.render.renderer import Renderer
+from engine.render.templatecheck import check_templates
 
 LAYOUT = """<!DOCTYPE html>
 <html><head><style>p { color: #123456; }</style></head>

@@ -15,10 +15,10 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from engine.deliver.context import ContextError, load_contexts
 from engine.intake import shop
 from engine.project.config import Offer
 from engine.project.loader import Project, load_project
+from engine.render.context import ContextError, load_contexts
 from engine.store.models import Credit, Message, MessageKind, OrderItem
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
@@ -194,7 +194,7 @@ def test_holiday_offers_read_prices_and_stock_now(
 ) -> None:
     shop.set_price(session, "JUTE-BAG-01", "500", now=NOW)  # changed after queueing: read now
     message = holiday(session, data.rahima)
-    with caplog.at_level(logging.WARNING, logger="engine.deliver.contextparts"):
+    with caplog.at_level(logging.WARNING, logger="engine.render.contextparts"):
         ctx = one(session, project, message)
     assert ctx["holiday"] == {
         "id": "black_friday",
@@ -239,7 +239,7 @@ def test_offer_price_rounds_half_up_and_vanished_products_are_skipped(
     offers = [Offer(sku="GONE-01", discount=Decimal("5")), *campaign.offers[:2]]
     changed = {**project.campaigns, campaign.name: campaign.model_copy(update={"offers": offers})}
     project = replace(project, campaigns=changed)
-    with caplog.at_level(logging.WARNING, logger="engine.deliver.contextparts"):
+    with caplog.at_level(logging.WARNING, logger="engine.render.contextparts"):
         ctx = one(session, project, holiday(session, data.sam, "Black Friday"))
     assert [(o["sku"], o["new_price"]) for o in ctx["offers"]] == [
         ("JUTE-BAG-01", Decimal("360.00")),

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from engine.check import check_project
-from engine.deliver.limits import Limits
-from engine.deliver.links import UnsafeLink, track_links
-from engine.deliver.render import Renderer
 from engine.errors import Problem, RenderError
+from engine.render.limits import Limits
+from engine.render.links import UnsafeLink, track_links
+from engine.render.renderer import Renderer
 
 LAYOUT = """<!DOCTYPE html>
 <html><head><style>p { color: #123456; }</style></head>

@@ -20,7 +20,7 @@ from ..project import Campaign, Project, pick_text
 from ..store import MessageKind
 from .inlining import inlining_notes
 from .links import unsafe_links
-from .render import Renderer, describe, locate
+from .renderer import Renderer, describe, locate
 
 ACCEPT_PER_EMAIL = "lifecycle: inline-per-email"
 CHECK_LOCALES = ("en", "bn_BD")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.deliver.inlining import inline_css, inlining_notes
 from engine.errors import RenderError
+from engine.render.inlining import inline_css, inlining_notes
 
 
 def test_dynamic_class_falls_back_too() -> None:

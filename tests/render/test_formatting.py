@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.deliver.formatting import FormatError, format_day, money, native_digits, number, percent
+from engine.render.formatting import FormatError, format_day, money, native_digits, number, percent
 
 
 def taka(amount: object, locale: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from engine.deliver.links import track_links
 from engine.deliver.tokens import Purpose, Signer
+from engine.render.links import track_links
 
 
 def test_links_are_rewritten_except_opt_outs_and_the_unsubscribe_link() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from engine.check import _checkers, check_project
-from engine.deliver.render import Renderer
-from engine.deliver.samplecontext import sample_context
-from engine.deliver.templatecheck import check_templates
 from engine.errors import Problem
 from engine.project.loader import Project, load_project
+from engine.render.renderer import Renderer
+from engine.render.samplecontext import sample_context
+from engine.render.templatecheck import check_templates
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates" / "emails"

@@ -11,13 +11,13 @@ from typing import Any
 import lxml.html
 import pytest
 
-from engine.deliver import inlining
-from engine.deliver.inlining import inline_css
-from engine.deliver.limits import Limits
-from engine.deliver.render import Renderer
-from engine.deliver.samplecontext import sample_context
 from engine.errors import RenderError
 from engine.project.loader import Project, load_project
+from engine.render import inlining
+from engine.render.inlining import inline_css
+from engine.render.limits import Limits
+from engine.render.renderer import Renderer
+from engine.render.samplecontext import sample_context
 
 REPO = Path(__file__).resolve().parents[2]
 
