@@ -184,8 +184,15 @@ def _kept(old: dict[str, Any]) -> dict[str, Any]:
 
 def _new(row: _Row, values: dict[str, Any]) -> dict[str, Any]:
     at = row.given.at
+    return new_customer_row(row.given.external_id, row.given.created_at or at, at, values)
+
+
+def new_customer_row(
+    external_id: str, created_at: datetime, now: datetime, values: dict[str, Any]
+) -> dict[str, Any]:
+    """The columns of a customer not stored yet: the defaults, then `values` over them."""
     return {
-        "external_id": row.given.external_id,
+        "external_id": external_id,
         "name": "",
         "locale": "en",
         "timezone": None,
@@ -194,8 +201,8 @@ def _new(row: _Row, values: dict[str, Any]) -> dict[str, Any]:
         "marketing_consent": False,
         "consent_at": None,
         "consent_source": None,
-        "created_at": row.given.created_at or at,
-        "updated_at": at,
+        "created_at": created_at,
+        "updated_at": now,
         "first_order_at": None,
         "last_order_at": None,
         "orders_count": 0,

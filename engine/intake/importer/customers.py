@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +17,7 @@ from sqlmodel import Session
 
 from ...project import parse_email, parse_locale, parse_timezone
 from ...store import ConsentChange, Customer, CustomerTag
+from ..customerbatch import new_customer_row
 from .cells import cell, parse_day, parse_flag, parse_tags, parse_text, parse_when, required
 from .csvfile import Record
 from .job import CHUNK, Job, chunks, lookup, table_of, unique, update_many
@@ -176,24 +176,7 @@ def _customer_values(row: _CustomerRow, old: Any) -> dict[str, Any]:
 
 
 def _new_customer(row: _CustomerRow, values: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {
-        "external_id": row.external_id,
-        "name": "",
-        "locale": "en",
-        "timezone": None,
-        "city": None,
-        "birthday": None,
-        "marketing_consent": False,
-        "consent_at": None,
-        "consent_source": None,
-        "created_at": now,
-        "updated_at": now,
-        "first_order_at": None,
-        "last_order_at": None,
-        "orders_count": 0,
-        "total_spent": Decimal("0"),
-        **values,
-    }
+    return new_customer_row(row.external_id, now, now, values)
 
 
 def _replace_tags(job: Job, conn: Connection, tag_sets: dict[int, frozenset[str]]) -> None:
