@@ -178,6 +178,37 @@ def test_a_rush_is_composed_in_a_process_of_its_own(in_process: InProcess, tmp_p
     assert len(sent) == 9 and all(b"List-Unsubscribe-Post" in data for data in sent)
 
 
+def test_a_broken_template_is_refused_and_the_last_good_one_still_sends(
+    in_process: InProcess, tmp_path: Path
+):
+    """The marketer breaks the welcome while the daemon runs: the reload is refused and
+    a welcome due meanwhile goes out with the template the daemon last accepted."""
+    engine = in_process.engine
+    page = in_process.config.parent / "templates" / "emails" / "welcome.html"
+
+    async def scenario() -> Any:
+        daemon = in_process.daemon(tmp_path / "l")
+        page.write_text(
+            page.read_text().replace("{% block content %}", "{% block content %}{% if %}", 1)
+        )
+        os.utime(page, ns=(0, page.stat().st_mtime_ns + 2_000_000_000))
+        seed_first_orders(engine, NOON, 1)
+        report = await daemon.tick_once()
+        assert daemon.watcher.refused == 1
+        return report
+
+    report = asyncio.run(scenario())
+    assert report.dispatch.counts == {"sent": 1}, report.dispatch.errors
+    [(_, recipient, data)] = in_process.mailer.sent
+    assert recipient == "c0@example.com"
+    with Session(engine) as session:
+        [status] = session.scalars(select(Message.status)).all()
+    assert status == MessageStatus.SENT
+    body = email.message_from_bytes(data, policy=default)
+    html = body.get_body(("html",))
+    assert html is not None and "{% if %}" not in html.get_content()
+
+
 # ---------------------------------------------------------------- real daemons
 
 

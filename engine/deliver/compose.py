@@ -11,7 +11,12 @@ every output back with the standard library to hold it to the RFCs.
 
 One bad message (a line break in a name or subject, an invalid address, a
 template error) becomes an `Unsendable` with the reason; it never stops the
-batch and never reaches a header.
+batch and never reaches a header. A template error is the engine's to fix,
+not the customer's: its `Unsendable` says `retry`, and the message waits for
+a good template (see `engine.deliver.results`).
+
+Templates are rendered from those the project holds (`Renderer.for_project`):
+the version that was checked when the project was loaded or last reloaded.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from ..errors import ConfigError, DeliveryError, Problem
+from ..errors import ConfigError, DeliveryError, Problem, RenderError
 from ..project import Project, Secrets, pick_text
 from ..render import RenderedEmail, Renderer, load_contexts, track_links
 from ..store import Message, MessageKind
@@ -67,10 +72,12 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Unsendable:
-    """A message that cannot be sent as it is, and why (a permanent failure)."""
+    """A message that cannot be sent as it is, and why: a permanent failure, or
+    (`retry`) a template error, after which the message waits for a good template."""
 
     message_id: int
     reason: str
+    retry: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class Composer:
 
     def __init__(self, project: Project, secrets: Secrets, *, renderer: Renderer | None = None):
         self.project = project
-        self.renderer = renderer or Renderer(project.templates_dir)
+        self.renderer = renderer or Renderer.for_project(project)
         self._signer = _signer(secrets)
         sending = project.config.sending
         _check_sending(project)
@@ -123,6 +130,8 @@ class Composer:
                 continue
             try:
                 results.append(self._compose(message, context, now)[0])
+            except RenderError as exc:
+                results.append(Unsendable(mid, f"template error: {exc}", retry=True))
             except DeliveryError as exc:
                 results.append(Unsendable(mid, str(exc)))
         return results

@@ -143,3 +143,8 @@ class ComposeFailure:
 
 def unsendable_reason(result: Any) -> str | None:
     return None if hasattr(result, "data") else str(getattr(result, "reason", result))
+
+
+def unsendable_retries(result: Any) -> bool:
+    """Whether an unsendable result waits to be tried again (a template error)."""
+    return bool(getattr(result, "retry", False))

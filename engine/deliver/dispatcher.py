@@ -48,8 +48,13 @@ from sqlmodel import Session
 
 from ..errors import StoreError
 from ..project import Project, Secrets, Sending
-from ..store import MessageStatus
-from .composepool import Composes, compose_ids, compose_in_worker, unsendable_reason
+from .composepool import (
+    Composes,
+    compose_ids,
+    compose_in_worker,
+    unsendable_reason,
+    unsendable_retries,
+)
 from .dispatchreport import LEASE_LOST, Claim, DispatchReport, Letter, default_worker_id
 from .mailer import Mailer
 from .outbox import (
@@ -211,7 +216,7 @@ class _Run:
         for row, result in zip(to_send, results, strict=True):
             reason = unsendable_reason(result)
             if reason is not None:
-                self.recorder.final(row.id, row.campaign, MessageStatus.FAILED, reason, tried=0)
+                self.recorder.unsendable(row, reason, retry=unsendable_retries(result))
                 continue
             letters.append(
                 Letter(

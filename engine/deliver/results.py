@@ -7,6 +7,15 @@ a 250 is sent; a 4xx or a network error retries with `backoff` until
 recipient (5.1.x, 5.2.x, "no such user") fails that message (and suppresses
 a bad mailbox) and nothing else.
 
+A message that could not be composed (`unsendable`) fails for good when the
+fault is its own (an invalid address, a line break in a name). A template
+error is the engine's: the message is released to retry with `backoff`
+(counted as an attempt, the error in `last_error`) however many attempts it
+took, so it goes out once a good template is loaded (a reload the check
+accepts). One whose template never renders stops at its `expires_at` (marked
+`expired` when next claimed); one with no expiry gives up, failed, once it is
+`max_age` past its `send_after`, like a message the SMTP server keeps refusing.
+
 The circuit breaker pauses the run (`DispatchReport.pause`) on an auth
 failure, a refusal of the sender, an SMTP server unreachable from every
 connection, or the same permanent refusal for several messages in a row to
@@ -80,6 +89,32 @@ class Recorder:
             self._in_doubt(letter, result)
         else:
             self._transient(letter, result)
+
+    def unsendable(self, row: Any, reason: str, *, retry: bool) -> None:
+        """Record a claimed row that could not be composed (`row`: id, campaign,
+        attempts, send_after, expires_at); `retry` for a template error."""
+        if not retry:
+            self.final(row.id, row.campaign, MessageStatus.FAILED, reason, tried=0)
+            return
+        now = self.clock()
+        attempts = row.attempts + 1
+        if row.expires_at is None and now - row.send_after >= self.sending.max_age:
+            reason = f"gave up after {attempts} attempts: {reason}"
+            self.final(row.id, row.campaign, MessageStatus.FAILED, reason, 1, owner=self.worker_id)
+            return
+        self.report.error(row.id, f"waits for a good template: {reason}")
+        log.warning("message %s waits for a good template: %s", row.id, reason)
+        self.ledger.add(
+            RETRY_ROW,
+            row.campaign,
+            MessageStatus.RETRY,
+            b_id=row.id,
+            b_owner=self.worker_id,
+            b_next=now + backoff(attempts),
+            b_code=None,
+            b_error=reason[:1000],
+            b_tried=1,
+        )
 
     def _transient(self, letter: Letter, result: SendResult) -> None:
         self._retry_or_fail(letter.claim, result.describe(), result.code, tried=1)
@@ -167,8 +202,11 @@ class Recorder:
         reason: str,
         tried: int,
         result: SendResult | None = None,
+        *,
+        owner: str | None = None,
     ) -> None:
-        """Record the last status of a message (`tried`: 1 if it went to the SMTP server)."""
+        """Record the last status of a message (`tried`: 1 if it counts as an attempt;
+        `owner`: its lease owner, by default this worker's, "+smtp" if it was tried)."""
         if status in (MessageStatus.FAILED, MessageStatus.IN_DOUBT):
             self.report.error(message_id, f"{status}: {reason}")
             log.warning("message %s %s: %s", message_id, status, reason)
@@ -177,7 +215,7 @@ class Recorder:
             campaign,
             status,
             b_id=message_id,
-            b_owner=self.handed if tried else self.worker_id,
+            b_owner=owner or (self.handed if tried else self.worker_id),
             b_status=status.value,
             b_code=result.code if result else None,
             b_error=reason[:1000],

@@ -17,6 +17,7 @@ Public names:
   `Sending`, `Smtp`, `parse_amount`, `parse_duration`, `parse_email`, `parse_locale`,
   `parse_slug`, `parse_timezone`, `pick_text`
 - `loader`: `Project`, `Secrets`, `config_path`, `load_partial`, `load_project`
+- `templatesources`: `MAX_TEMPLATE_CHARS`, `TemplateSources`
 - `yamlfile`: `KeyPath`, `describe`, `dotted`
 """
 
@@ -50,10 +51,12 @@ if TYPE_CHECKING:
         pick_text,
     )
     from .loader import Project, Secrets, config_path, load_partial, load_project
+    from .templatesources import MAX_TEMPLATE_CHARS, TemplateSources
     from .yamlfile import KeyPath, describe, dotted
 
 __all__ = [
     "EMAIL",
+    "MAX_TEMPLATE_CHARS",
     "Campaign",
     "FirstOrder",
     "HolidayTrigger",
@@ -69,6 +72,7 @@ __all__ = [
     "SendWindow",
     "Sending",
     "Smtp",
+    "TemplateSources",
     "config_path",
     "describe",
     "dotted",
@@ -92,6 +96,7 @@ _PUBLIC = {
     "Holidays": ".config",
     "KeyPath": ".yamlfile",
     "LocalText": ".config",
+    "MAX_TEMPLATE_CHARS": ".templatesources",
     "OrderDelivered": ".config",
     "OrderPlaced": ".config",
     "PriceDrop": ".config",
@@ -101,6 +106,7 @@ _PUBLIC = {
     "SendWindow": ".config",
     "Sending": ".config",
     "Smtp": ".config",
+    "TemplateSources": ".templatesources",
     "config_path": ".loader",
     "describe": ".yamlfile",
     "dotted": ".yamlfile",

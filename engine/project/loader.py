@@ -2,7 +2,8 @@
 
 `load_project` validates everything it can and raises one `ConfigError`
 listing every problem, each with file, line and key path. Files are found
-relative to the directory of config.yaml. A value a model refuses is worded by
+relative to the directory of config.yaml. The templates are read into the
+project (`templatesources`): what renders is what was loaded and checked. A value a model refuses is worded by
 `problems`; a name or file that points nowhere is found by `references`.
 """
 
@@ -20,6 +21,7 @@ from ..errors import ConfigError, Problem
 from .config import Campaign, Config, Paths, Segment
 from .problems import validation_problems
 from .references import check_enabled, check_references
+from .templatesources import TemplateSources, TooManyTemplates, read_template_sources
 from .yamlfile import KeyPath, YamlDoc, YamlProblems, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,6 +63,8 @@ class Project:
     docs: dict[str, YamlDoc] = field(default_factory=dict)
     campaign_files: dict[str, str] = field(default_factory=dict)
     segment_files: dict[str, str] = field(default_factory=dict)
+    # The templates as loaded; None: read from the folder when rendered.
+    templates: TemplateSources | None = None
 
     @property
     def templates_dir(self) -> Path:
@@ -128,6 +132,7 @@ def load_partial(
         return None, problems
     bad = {p.file for p in refs}
     good = {n: c for n, c in campaigns.items.items() if campaigns.files[n] not in bad}
+    templates = _read_templates(root, config.paths.templates, problems)
     project = Project(
         root,
         config,
@@ -136,11 +141,22 @@ def load_partial(
         docs,
         {n: campaigns.files[n] for n in good},
         segments.files,
+        templates,
     )
     problems.extend(
         cross_check(project, broken=campaigns.broken | (set(campaigns.items) - set(good)))
     )
     return project, problems
+
+
+def _read_templates(root: Path, folder: str, problems: list[Problem]) -> TemplateSources:
+    try:
+        return read_template_sources(root / folder)
+    except TooManyTemplates as exc:
+        problems.append(
+            Problem(folder, None, "", f"{exc}; the engine holds every template in memory")
+        )
+        return TemplateSources(root / folder)
 
 
 @dataclass

@@ -14,6 +14,10 @@ email instead, and `lifecycle check` says so.
 Errors name the template file and line: `RenderError` for one email,
 `Problem`s (`templatecheck`) for the project.
 
+A renderer made `for_project` renders the templates the project holds in
+memory (as they were when it was loaded and checked: its last good version),
+never files edited since; one made from a folder alone reads the files.
+
 Templates load only files inside the templates folder (`templatefiles`), and a
 template cannot run away with the machine: each rendering runs under the
 `limits.Limits` of the renderer (time, loop steps, characters built, nesting),
@@ -41,12 +45,13 @@ from jinja2.exceptions import (
 from jinja2.runtime import Context
 
 from ..errors import RenderError
+from ..project import Project, TemplateSources
 from . import formatting
 from .inlining import NotFlat, Precompiled, flatten_marked, inline_css, inlining_notes, precompile
 from .limits import Limits, check_value
 from .sandbox import Sandbox, bounded_render, make_environment
 from .templateerrors import MissingValue, unclosed_block, undefined_message, unknown_name
-from .templatefiles import FolderLoader
+from .templatefiles import FolderLoader, HeldLoader
 
 log = logging.getLogger(__name__)
 
@@ -228,12 +233,13 @@ class Renderer:
     """Compiles each template once per version and renders emails from plain dicts.
 
     Every rendering keeps to `limits`; `max_output`, when given, replaces
-    `limits.output`.
+    `limits.output`. With `sources`, templates come from them, not from the files.
     """
 
     templates_dir: Path
     max_output: int | None = None
     limits: Limits = field(default_factory=Limits)
+    sources: TemplateSources | None = None
     _html_env: Sandbox = field(init=False, repr=False)
     _text_env: Sandbox = field(init=False, repr=False)
     _files: FolderLoader = field(init=False, repr=False)
@@ -247,13 +253,20 @@ class Renderer:
     def __post_init__(self) -> None:
         if self.max_output is not None:
             self.limits = replace(self.limits, output=self.max_output)
-        self._files = FolderLoader(self.templates_dir)
+        self._files = (
+            FolderLoader(self.templates_dir) if self.sources is None else HeldLoader(self.sources)
+        )
         self._html_env = make_environment(
             self._files, autoescape=True, limits=self.limits, own_filters=FILTERS
         )
         self._text_env = make_environment(
             self._files, autoescape=False, limits=self.limits, own_filters=FILTERS
         )
+
+    @classmethod
+    def for_project(cls, project: Project, **options: Any) -> Renderer:
+        """A renderer of the templates `project` holds (read when it was loaded)."""
+        return cls(project.templates_dir, sources=project.templates, **options)
 
     # -- finding files
 
@@ -269,7 +282,7 @@ class Renderer:
         if found is None:
             language = locale.split("_")[0].split("-")[0].lower()
             found = f"{name}.{language}.{suffix}"
-            if not (self.templates_dir / found).is_file():
+            if not self._files.exists(found):
                 found = f"{name}.{suffix}"
             self._variants[key] = found
         return found
@@ -290,13 +303,7 @@ class Renderer:
         return source
 
     def _stamp(self, names: list[str]) -> tuple[tuple[str, int], ...]:
-        out = []
-        for name in names:
-            try:
-                out.append((name, self._files.path(name).stat().st_mtime_ns))
-            except (OSError, TemplateError):
-                out.append((name, -1))
-        return tuple(out)
+        return tuple((name, self._files.stamp(name)) for name in names)
 
     def _cached(self, key: str, build: Callable[[], tuple[list[str], Any]]) -> Any:
         entry = self._cache.get(key)

@@ -39,7 +39,7 @@ def check_templates(project: Project) -> list[Problem]:
     """
     from .samplecontext import sample_context
 
-    renderer = Renderer(project.templates_dir)
+    renderer = Renderer.for_project(project)  # what the project holds is what it sends
     folder = project.config.paths.templates.rstrip("/")
     problems: list[Problem] = []
     seen: set[tuple[str, str, int | None, str]] = set()

@@ -8,18 +8,23 @@ over `MAX_TEMPLATE_CHARS` are refused too: a rendering's memory bounds assume
 a template's own text is small. `FolderLoader.refused` finds, without
 rendering, each `{% extends %}`, `{% include %}` and `{% import %}` of a
 template that names a file it may not load, with its line.
+
+`HeldLoader` is the same, over the project's `TemplateSources` (the templates
+as the project was loaded and checked) instead of the files: what is on disk
+now does not matter to it.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable
 from pathlib import Path
 
 from jinja2 import BaseLoader, Environment, nodes
 from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError
 
-MAX_TEMPLATE_CHARS = 200_000
+from ..project import MAX_TEMPLATE_CHARS, TemplateSources
 
 
 class TemplateOutsideFolder(SecurityError):
@@ -106,6 +111,17 @@ class FolderLoader(BaseLoader):
             str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file()
         )
 
+    def exists(self, name: str) -> bool:
+        """Whether template `name` is there to load."""
+        return (self.folder / name).is_file()
+
+    def stamp(self, name: str) -> int:
+        """What changes when template `name` does (-1: not there to load)."""
+        try:
+            return self.path(name).stat().st_mtime_ns
+        except (OSError, TemplateNotFound, SecurityError):
+            return -1
+
     def refused(self, env: Environment, source: str, name: str) -> list[tuple[int, str]]:
         """(line, why) of each extends, include or import in `source` (template `name`)
         naming a file outside the folder. A source that does not parse has none:
@@ -143,3 +159,50 @@ def _literal_names(node: nodes.Node) -> list[str]:
     if isinstance(node, (nodes.List, nodes.Tuple)):
         return [n for item in node.items for n in _literal_names(item)]
     return []
+
+
+class HeldLoader(FolderLoader):
+    """`FolderLoader` over the templates held in memory (`TemplateSources`): the
+    same names load and are refused, and nothing is read from disk."""
+
+    def __init__(self, sources: TemplateSources):
+        super().__init__(sources.folder)
+        self.sources = sources
+
+    def _name(self, name: str) -> str:
+        reason = outside_reason(name)
+        if reason is not None:
+            raise TemplateOutsideFolder(reason)
+        return posixpath.normpath(name)
+
+    def path(self, name: str) -> Path:
+        held = self._name(name)
+        why = self.sources.refused.get(held)
+        if why is not None:
+            raise TemplateOutsideFolder(why)
+        if held not in self.sources.files:
+            raise TemplateNotFound(name)
+        return self.folder / held
+
+    def read(self, name: str) -> tuple[str, Path]:
+        path = self.path(name)
+        return self.sources.files[self._name(name)], path
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        text, _ = self.read(template)
+        return text, str(self.folder / template), lambda: True  # held: never out of date
+
+    def list_templates(self) -> list[str]:
+        return sorted(self.sources.files)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.path(name)
+        except (TemplateNotFound, SecurityError):
+            return False
+        return True
+
+    def stamp(self, name: str) -> int:
+        return 0 if self.exists(name) else -1

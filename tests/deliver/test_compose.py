@@ -321,7 +321,9 @@ def test_template_failure_names_the_file_and_line(
     [result] = composer.prepare(session, [message], now=NOW)
     assert result == Unsendable(
         message.id or 0,
-        "campaigns/thank_you.yaml: subject: 'order.number' is undefined: order is None in this email",
+        "template error: campaigns/thank_you.yaml: subject: 'order.number' is undefined: "
+        "order is None in this email",
+        retry=True,
     )
     campaign = project.campaigns["thank_you"]
     plain = campaign.model_copy(update={"subject": "Thank you"})
@@ -330,7 +332,8 @@ def test_template_failure_names_the_file_and_line(
     [result] = composer.prepare(session, [message], now=NOW)
     assert result == Unsendable(
         message.id or 0,
-        "thank_you.html:4: 'order.number' is undefined: order is None in this email",
+        "template error: thank_you.html:4: 'order.number' is undefined: order is None in this email",
+        retry=True,
     )
 
 
@@ -343,6 +346,7 @@ def test_output_over_the_cap_is_unsendable(
         composer, session, queue(session, "welcome", data.sam, order_id=data.order_en)
     )
     assert isinstance(result, Unsendable) and "over the 2,000 limit" in result.reason
+    assert result.retry  # a limit is a template error: the message waits, not fails
 
 
 # ---------------------------------------------------------------- DKIM

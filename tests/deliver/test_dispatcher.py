@@ -726,3 +726,42 @@ def test_progress_counts_up_to_what_was_due(
     run_dispatch(sqlite_store, project, now, MemoryMailer(), progress=lambda *p: seen.append(p))
     assert seen[0] == (0, 121) and seen[-1] == (121, 121)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_a_message_whose_template_fails_waits_and_goes_out_after_the_fix(
+    store: Engine, project_dir: Path, now: datetime
+) -> None:
+    """A template error is the engine's, not the customer's: the message is retried with
+    backoff (an attempt, with the error), and sent once a good template is loaded."""
+    from engine.deliver.compose import Composer
+    from engine.plan import plan
+    from engine.project.loader import load_project
+    from tests.daemon_fixtures import seed_first_orders
+
+    page = project_dir / "templates" / "emails" / "welcome.html"
+    good = page.read_text()
+    page.write_text(good.replace("{% block content %}", "{% block content %}{{ nope.x }}", 1))
+    seed_first_orders(store, now, 1)
+    broken = load_project(project_dir / "config.yaml")
+    now += timedelta(minutes=15)  # past the welcome's delay
+    assert plan(store, broken, now).campaigns["welcome"].queued == 1
+    secrets = Secrets(secret="s" * 32)
+
+    def send(project: Project, at: datetime) -> tuple[Any, MemoryMailer]:
+        mailer = MemoryMailer()
+        composer = Composer(project, secrets)
+        report = asyncio.run(dispatch(store, project, secrets, mailer, at, composer=composer))
+        return report, mailer
+
+    report, mailer = send(broken, now)
+    [row] = Outbox(store, now).rows().values()
+    assert row.status == MessageStatus.RETRY and row.attempts == 1, row.last_error
+    assert "welcome.html:2" in (row.last_error or "") and "nope" in (row.last_error or "")
+    assert row.next_attempt_at is not None and row.next_attempt_at > now
+    assert mailer.sent == [] and report.counts == {"retry": 1}
+
+    page.write_text(good)
+    report, mailer = send(load_project(project_dir / "config.yaml"), now + timedelta(hours=7))
+    [row] = Outbox(store, now).rows().values()
+    assert row.status == MessageStatus.SENT and row.attempts == 2
+    assert len(mailer.sent) == 1 and report.counts == {"sent": 1}

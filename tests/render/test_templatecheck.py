@@ -204,6 +204,7 @@ def test_check_reports_css_that_cannot_be_inlined_ahead(project_dir: Path) -> No
             "{% block content %}",
             "{# lifecycle: inline-per-email #}{% block content %}",
         )
+    project = load_project(project_dir / "config.yaml")  # the check reads what it loaded
     assert check_templates(project) == []
     renderer = Renderer(project.templates_dir)
     assert renderer.html_template("thank_you.html").inline_per_email
