@@ -10,9 +10,10 @@ Every time is relative to `now`, so each campaign is due whenever the demo is
 seeded: first orders in the last hour (welcome), orders delivered a few hours
 ago (thank_you), regular customers and a flash sale two days ahead
 (holiday_preannounce), and undelivered orders whose product then got cheaper
-(price_drop_refund). Each scenario's customers are spread over Dhaka, Dubai,
-London, New York, Toronto and Sydney, so some of them are inside the 09:00–20:00
-send window of their own clock at any hour of the day.
+(price_drop_refund). Each scenario's customers are spread over Dhaka and the
+diaspora (Sydney, London, New York, Kuala Lumpur, Los Angeles, Dubai), so at any
+hour at least two of them are inside the 09:00–20:00 send window of their own
+clock; the others wait for theirs, as the shop's customers would.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ CITIES: dict[str, str] = {
     "Dubai": "Asia/Dubai",
     "Toronto": "America/Toronto",
     "Sydney": "Australia/Sydney",
+    "Kuala Lumpur": "Asia/Kuala_Lumpur",
+    "Los Angeles": "America/Los_Angeles",
 }
 HOME_CITIES = (
     "Dhaka",
@@ -36,10 +38,21 @@ HOME_CITIES = (
     "Rajshahi",
     "Khulna",
 )
-DIASPORA_CITIES = ("London", "London", "New York", "Dubai", "Dubai", "Toronto", "Sydney")
-# A scenario's customers take these cities in turn. Between them the windows
-# cover every hour: Sydney alone is inside 09:00–20:00 from 01:00 to 03:00 UTC.
-SPREAD = ("Dhaka", "Sydney", "London", "New York", "Dubai", "Toronto", "Chattogram")
+DIASPORA_CITIES = (
+    "London",
+    "London",
+    "New York",
+    "Dubai",
+    "Dubai",
+    "Kuala Lumpur",
+    "Toronto",
+    "Sydney",
+    "Los Angeles",
+)
+# A scenario's customers take these cities in turn, one each. Between them at
+# least two clocks read 09:00–20:00 at any moment of the year (three or four most
+# of the day), so every campaign has someone to send to now, whatever the hour.
+SPREAD = ("Dhaka", "Sydney", "London", "New York", "Kuala Lumpur", "Los Angeles", "Dubai")
 
 
 @dataclass(frozen=True)
