@@ -29,23 +29,27 @@ import os
 import secrets as random_secrets
 import signal
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import uvicorn
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from .deliver import POOL_FROM, count_due, start_compose_pool, stop_compose_pool
 from .errors import ConfigError, EngineError
 from .project import Project, Secrets
 from .reload import ProjectWatcher
-from .store import PlannerLock
+from .store import Customer, Message, MessageStatus, PlannerLock
 from .track import serve_in_thread
 
 log = logging.getLogger("engine.daemon")
@@ -155,6 +159,7 @@ class Daemon:
     leader: bool = False
     pool_from: int = 0  # composing gets a process of its own above this many due (0: default)
     compose_pool: Executor | None = None
+    waiting_said: list[str] | None = None  # what `waiting` said last; None: not yet
 
     def __post_init__(self) -> None:
         from .deliver import default_worker_id
@@ -217,7 +222,20 @@ class Daemon:
                 log.error(line.removeprefix("error "))
             else:
                 log.info(line)
+        await self._say_waiting(project, now)
         return report
+
+    async def _say_waiting(self, project: Project, now: datetime) -> None:
+        """Log what waits for its send window at the first tick, then when it changes."""
+        try:
+            lines = await asyncio.to_thread(waiting, self.engine, project, now)
+        except Exception:  # a summary that cannot be counted never fails the tick
+            log.exception("could not count the emails waiting for a later time")
+            return
+        if lines != self.waiting_said:
+            for line in lines or ["nothing queued waits for a later time"]:
+                log.info(line)
+            self.waiting_said = lines
 
     async def _pool_for(self, project: Project, now: datetime) -> Executor | None:
         """A composer process while more than `pool_from` emails are due, so composing
@@ -423,6 +441,73 @@ def describe(report: Any) -> list[str]:
     if sent.paused:
         lines.append(f"error sending paused: {sent.pause_reason}")
     return lines
+
+
+def waiting(engine: Engine, project: Project, now: datetime) -> list[str]:
+    """Log lines on the queued emails not yet due at `now`: those whose customers'
+    clocks read outside the send window, and those due later in it (a campaign's
+    delay or hour); each with how many per campaign and when the first goes, in
+    the shop's time. Empty when nothing waits."""
+    shop_zone = ZoneInfo(project.config.shop.timezone)
+    window = project.config.sending.window
+    query = (
+        select(
+            col(Message.campaign),
+            col(Customer.timezone),
+            func.count(),
+            func.min(col(Message.send_after)),
+        )
+        .join(Customer, col(Customer.id) == col(Message.customer_id))
+        .where(
+            col(Message.status) == MessageStatus.QUEUED,
+            col(Message.send_after) > now,
+            col(Message.expires_at).is_(None) | (col(Message.expires_at) > now),
+        )
+        .group_by(col(Message.campaign), col(Customer.timezone))
+    )
+    closed: Counter[str] = Counter()
+    later: Counter[str] = Counter()
+    firsts: dict[bool, datetime] = {}
+    with engine.connect() as conn:
+        for campaign, zone_name, count, first in conn.execute(query):
+            zone = _zone(zone_name, shop_zone)
+            outside = not _in_window(now.astimezone(zone).time(), window.start, window.end)
+            (closed if outside else later)[campaign] += count
+            firsts[outside] = min(first, firsts.get(outside, first))
+    hours = f"{window.start:%H:%M}-{window.end:%H:%M}"
+    lines = []
+    if closed:
+        lines.append(
+            f"waiting for the send window ({hours} in each customer's own time): "
+            f"{_counted(closed)}; the next window opens {_shop_time(firsts[True], shop_zone)}"
+        )
+    if later:
+        lines.append(
+            f"waiting for a campaign's delay or hour: {_counted(later)}; "
+            f"the first goes {_shop_time(firsts[False], shop_zone)}"
+        )
+    return lines
+
+
+def _zone(name: str | None, shop_zone: ZoneInfo) -> ZoneInfo:
+    """The customer's zone as the planner reads it: the shop's when unset or invalid."""
+    try:
+        return ZoneInfo(name) if name else shop_zone
+    except (ZoneInfoNotFoundError, ValueError):
+        return shop_zone
+
+
+def _in_window(clock: time, start: time, end: time) -> bool:
+    return start <= clock < end if start < end else (clock >= start or clock < end)
+
+
+def _counted(per_campaign: Counter[str]) -> str:
+    each = ", ".join(f"{name} {n}" for name, n in sorted(per_campaign.items()))
+    return f"{per_campaign.total()} queued ({each})"
+
+
+def _shop_time(at: datetime, shop_zone: ZoneInfo) -> str:
+    return f"at {at.astimezone(shop_zone):%Y-%m-%d %H:%M} {shop_zone.key}"
 
 
 def run_daemon(

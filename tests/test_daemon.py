@@ -479,3 +479,56 @@ def test_a_runaway_edit_neither_stalls_tracking_nor_holds_up_sigterm(project_dir
     assert time.monotonic() - started < 10
     assert "stopped" in daemon.output()
     assert not daemon.left_behind(), "the check outlived the daemon"
+
+
+# ---------------------------------------------------------------- what waits for its window
+
+DHAKA_8AM = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)  # the shop's clock reads 08:00
+
+
+def test_run_says_what_waits_for_the_send_window_and_when_it_opens(
+    sqlite_store: Engine, project_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """At 08:00 in Dhaka most of the demo waits: `run` says how many, and that
+    the first of them goes at 09:00 in Dhaka; said once, not every minute."""
+    import logging
+
+    from engine.demo import MIN_CUSTOMERS, seed_demo
+    from engine.store.db import session_scope
+
+    with session_scope(sqlite_store) as session:
+        seed_demo(session, now=DHAKA_8AM, customers=MIN_CUSTOMERS)
+    config = project_dir / "config.yaml"  # the shipped window, 09:00-20:00
+    moment = [DHAKA_8AM]
+    daemon = InProcessDaemon(
+        config,
+        sqlite_store,
+        Secrets(secret=SECRET),
+        ProjectWatcher(load_project(config), config),
+        FileLock(tmp_path / "lock"),
+        clock=lambda: moment[0],
+    )
+    daemon.mailer = MemoryMailer()
+
+    async def two_ticks() -> None:
+        await daemon.tick_once()
+        moment[0] += timedelta(minutes=1)
+        await daemon.tick_once()
+
+    with caplog.at_level(logging.INFO, logger="engine.daemon"):
+        asyncio.run(two_ticks())
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for")]
+    (line,) = [text for text in said if text.startswith("waiting for the send window")]
+    assert "09:00-20:00 in each customer's own time" in line
+    assert line.endswith("the next window opens at 2026-11-22 09:00 Asia/Dhaka")
+    with Session(sqlite_store) as session:
+        waiting = session.execute(
+            select(Message.campaign, func.count())
+            .where(Message.status == MessageStatus.QUEUED, Message.send_after > moment[0])
+            .group_by(Message.campaign)
+        ).all()
+    assert dict(waiting)["holiday_preannounce"] > 0
+    told = sum(int(n) for text in said for n in re.findall(r": (\d+) queued", text))
+    assert told == sum(n for _, n in waiting)
+    for campaign, _ in waiting:
+        assert any(re.search(rf"\b{campaign} \d+", text) for text in said), campaign
