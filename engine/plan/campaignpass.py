@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, exists, false, func, literal, not_, select, update
+from sqlalchemy import and_, case, exists, false, func, literal, not_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.selectable import CTE, Select
 
@@ -32,13 +32,6 @@ FULL_RESCAN = timedelta(minutes=15)
 # Messages that do not count towards the frequency cap.
 UNCOUNTED = (MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.SUPPRESSED)
 
-# How far past its expiry a candidate is still recorded as expired unsent (an order
-# reported late); older ones are history, not news. A trigger widens its lookback by it.
-LATE_LOOKBACK = timedelta(days=30)
-
-# The most expired-unsent messages a report lists one by one (all are counted).
-EXPIRED_LISTED = 20
-
 
 @dataclass
 class CampaignResult:
@@ -46,9 +39,6 @@ class CampaignResult:
     skipped_consent: int = 0
     skipped_suppressed: int = 0
     skipped_cap: int = 0
-    expired: int = 0  # recorded as expired unsent: past `expires_at` when first seen
-    expired_why: str | None = None
-    expired_messages: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,11 +47,7 @@ class CampaignResult:
             "skipped_consent": self.skipped_consent,
             "skipped_suppressed": self.skipped_suppressed,
             "skipped_cap": self.skipped_cap,
-            "expired": self.expired,
         }
-        if self.expired:
-            out["expired_why"] = self.expired_why
-            out["expired_messages"] = self.expired_messages
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -90,15 +76,12 @@ class CampaignPass:
         self.marketing = campaign.kind == MessageKind.MARKETING
         self.result = CampaignResult()
         self.since: datetime | None = None
-        self.first_pass: bool | None = None  # known once `run` starts
 
     def run(self, plan_trigger: TriggerStep, rescan: bool = False) -> CampaignResult:
         if self.sql.pg:  # concurrent passes of one campaign take turns
             key = zlib.crc32(f"lifecycle.plan:{self.campaign.name}".encode())
             self.conn.execute(select(func.pg_advisory_xact_lock(key)))
         self.since = None if rescan else self._incremental_since()
-        # A campaign's first pass records nothing as expired: a new install's history is not news.
-        self.first_pass = self._recall("plan") is None
         plan_trigger(self)
         self._remember("plan", self.now)
         if self.since is None:
@@ -187,31 +170,41 @@ class CampaignPass:
             ranked.c.cap_recent + ranked.c.cap_rank <= cap.max
         )
 
-    def _base(self, rows: Candidates, *, expired: bool = False) -> Select[Any]:
-        """Candidates in the segment, not queued before, not expired (with `expired`:
-        only the expired ones): before consent etc."""
+    def _base(self, rows: Candidates) -> Select[Any]:
+        """Candidates in the segment, not queued before, not expired: before consent etc."""
         segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
         fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
+        not_expired = rows.expires_at > self.now if rows.expires_at is not None else None
         # Cheap, selective tests first: most candidates of a pass were queued by an earlier one.
         where = [*rows.where[:1], fresh, *rows.where[1:], segment]
-        if rows.expires_at is not None:
-            where.append(rows.expires_at <= self.now if expired else rows.expires_at > self.now)
+        if not_expired is not None:
+            where.append(not_expired)
         return select().select_from(rows.select_from).where(*where)
 
-    def _eligible(self, *, capped: bool = True) -> list[Any]:
+    def _eligible(self) -> list[Any]:
         conditions = [self._not_suppressed()]
         if self.marketing:
             conditions.insert(0, customer.c.marketing_consent.is_(True))
-        cap = self._under_cap() if capped else None
+        cap = self._under_cap()
         if cap is not None:
             conditions.append(cap)
         return conditions
 
     def queue(self, rows: Candidates) -> None:
-        """Queue the candidates that are due and eligible; record those already
-        expired as expired unsent (except on the campaign's first pass)."""
         base = self._base(rows)
-        values_ = self._values(rows, MessageStatus.QUEUED)
+        values_ = {
+            "dedupe_key": self._dedupe_key(rows.occurrence),
+            "campaign": literal(self.campaign.name),
+            "kind": literal(self.campaign.kind.value),
+            "customer_id": customer.c.id,
+            "occurrence": rows.occurrence,
+            "status": literal(MessageStatus.QUEUED.value),
+            "created_at": literal(self.now, UTCDateTime),
+            "send_after": rows.send_after,
+            "expires_at": rows.expires_at if rows.expires_at is not None else literal(None),
+            "attempts": literal(0),
+            **rows.extra,
+        }
         chosen = base.add_columns(*(v.label(k) for k, v in values_.items())).where(
             *self._eligible()
         )
@@ -221,78 +214,6 @@ class CampaignPass:
         )
         self.result.queued = self.write(insert)
         self._count_skipped(base)
-        if rows.expires_at is not None and self.first_pass is False:
-            self._record_expired(rows)
-
-    def _values(self, rows: Candidates, status: MessageStatus) -> dict[str, Any]:
-        return {
-            "dedupe_key": self._dedupe_key(rows.occurrence),
-            "campaign": literal(self.campaign.name),
-            "kind": literal(self.campaign.kind.value),
-            "customer_id": customer.c.id,
-            "occurrence": rows.occurrence,
-            "status": literal(status.value),
-            "created_at": literal(self.now, UTCDateTime),
-            "send_after": rows.send_after,
-            "expires_at": rows.expires_at if rows.expires_at is not None else literal(None),
-            "attempts": literal(0),
-            **rows.extra,
-        }
-
-    def _record_expired(self, rows: Candidates) -> None:
-        """Eligible candidates already past `expires_at` (an event reported late, a
-        daemon that was down) become `expired` messages saying why, once each."""
-        values_ = self._values(rows, MessageStatus.EXPIRED)
-        values_["send_after"] = rows.due
-        values_["last_error"] = literal(self.expired_reason(), String(1000))
-        chosen = self._base(rows, expired=True).add_columns(
-            *(v.label(k) for k, v in values_.items())
-        )
-        chosen = chosen.where(*self._eligible(capped=False))
-        insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
-            list(values_), chosen
-        )
-        self.result.expired = self.write(insert)
-        if self.result.expired:
-            self.result.expired_why = self.expired_reason()
-            self.result.expired_messages = self._expired_now()
-
-    def expired_reason(self) -> str:
-        after = self.trigger.expires_after
-        limit = f"expires_after {_duration(after)}" if after is not None else "its expiry"
-        return (
-            f"not sent: already past {limit} when the planner first saw it "
-            f"(at {self.now.isoformat()}); the event was recorded too late"
-        )
-
-    def _expired_now(self) -> list[dict[str, Any]]:
-        query = (
-            select(
-                customer.c.external_id,
-                message.c.occurrence,
-                message.c.send_after,
-                message.c.expires_at,
-            )
-            .join_from(message, customer, customer.c.id == message.c.customer_id)
-            .where(
-                message.c.campaign == self.campaign.name,
-                message.c.status == MessageStatus.EXPIRED.value,
-                message.c.created_at == literal(self.now, UTCDateTime),
-            )
-            .order_by(message.c.id)
-            .limit(EXPIRED_LISTED)
-        )
-        return [
-            {
-                "customer": external_id,
-                "occurrence": occurrence,
-                "due": _utc(due).isoformat(),
-                "expired_at": _utc(expires_at).isoformat(),
-                "why": f"due {_utc(due).isoformat()}, expired {_utc(expires_at).isoformat()}, "
-                f"before the pass at {self.now.isoformat()} saw it",
-            }
-            for external_id, occurrence, due, expires_at in self.conn.execute(query)
-        ]
 
     def _count_skipped(self, base: Select[Any]) -> None:
         """After the insert, what is left of the audience was skipped: say why."""
@@ -339,16 +260,3 @@ class CampaignPass:
     def zones(self, select_from: Any, where: list[Any]) -> list[str]:
         query = select(self.tz).distinct().select_from(select_from).where(*where)
         return [z for z in self.conn.execute(query).scalars() if z is not None]
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _duration(value: timedelta) -> str:
-    """A duration as config.yaml writes it: 3d, 2h, 30m, 90s."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

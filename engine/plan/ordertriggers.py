@@ -16,7 +16,6 @@ from sqlalchemy import and_, exists, func, literal, not_, or_, select
 
 from ..project import FirstOrder, OrderDelivered, OrderPlaced
 from ..store import OrderStatus
-from .campaignpass import LATE_LOOKBACK
 from .plansql import Candidates, as_text, customer, message, orders
 
 if TYPE_CHECKING:
@@ -29,9 +28,7 @@ DEFAULT_LOOKBACK = timedelta(days=7)
 
 def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
     """Customers whose event fell due within the lookback (or since the last pass); None if none."""
-    # With an expiry, the lookback reaches LATE_LOOKBACK past it: those candidates are
-    # recorded as expired unsent (an order reported late), not queued.
-    lookback = trigger.expires_after + LATE_LOOKBACK if trigger.expires_after else DEFAULT_LOOKBACK
+    lookback = trigger.expires_after or DEFAULT_LOOKBACK
     latest, earliest = run.now - trigger.delay, run.now - trigger.delay - lookback
     if isinstance(trigger, FirstOrder):
         event = customer.c.first_order_at

@@ -133,24 +133,7 @@ def plan(
             first_line = (str(exc).strip().splitlines() or [""])[0]
             result = CampaignResult(error=f"{type(exc).__name__}: {first_line}"[:300])
         report.campaigns[campaign.name] = result
-        if result.expired and not dry_run:
-            _log_expired(campaign, result)
     return report
-
-
-def _log_expired(campaign: Campaign, result: CampaignResult) -> None:
-    """One line per campaign with expired-unsent messages, and one per message listed."""
-    log.warning(
-        "campaign %s: %d expired unsent: %s", campaign.name, result.expired, result.expired_why
-    )
-    for item in result.expired_messages:
-        log.warning(
-            "campaign %s: customer %s (%s) expired unsent: %s",
-            campaign.name,
-            item["customer"],
-            item["occurrence"],
-            item["why"],
-        )
 
 
 def _apply_due_prices(engine: Engine, now: datetime) -> None:

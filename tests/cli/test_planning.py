@@ -49,8 +49,7 @@ def test_plan_json_then_nothing_left(shop: Path) -> None:
     report = json.loads(out)
     assert report["at"] == "2026-11-22T06:00:00+00:00"
     assert report["campaigns"]["welcome"] == {
-        "queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
-        "expired": 0,
+        "queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0
     }  # fmt: skip
     assert set(report["campaigns"]) == {
         "welcome",

@@ -281,15 +281,13 @@ def test_consent_suppression_and_cap(shop: Shop) -> None:
     shop.price("JUTE-BAG-01", "300", NOW - 30 * timedelta(minutes=1))
     report = shop.plan(NOW)
     assert report["welcome"] == {
-        "queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1,
-        "expired": 0,
+        "queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1
     }  # fmt: skip
     assert [shop.owner(m) for m in shop.messages("welcome")] == ["ok"]
     # The refund is transactional: no consent needed, the cap does not apply; a
     # suppressed address is credited but not emailed.
     assert report["price_drop_refund"] == {
-        "queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0,
-        "expired": 0,
+        "queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0
     }  # fmt: skip
     assert sorted(shop.owner(m) for m in shop.messages("price_drop_refund")) == [
         "busy", "no_consent", "ok"
@@ -351,8 +349,7 @@ def test_skipped_customer_is_looked_at_again_by_the_next_full_pass(lite: Shop) -
         )
     minute = timedelta(minutes=1)
     assert lite.plan(NOW + minute)["welcome"] == {
-        "queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
-        "expired": 0,
+        "queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0
     }  # fmt: skip
     assert lite.plan(NOW + 14 * minute)["welcome"]["queued"] == 0
     assert lite.plan(NOW + 15 * minute)["welcome"]["queued"] == 1
@@ -664,55 +661,3 @@ def test_refund_statements_stay_correlated(lite: Shop) -> None:
     lowest = [s for s in statements if "lowest_change" in s]
     assert len(lowest) >= 2
     assert not any("FROM price_change AS lowest_change," in s for s in lowest)
-
-
-# ---------------------------------------------------------------- expired unsent
-
-
-def test_an_order_recorded_after_its_welcome_expired_is_reported_once(
-    shop: Shop, caplog: pytest.LogCaptureFixture
-) -> None:
-    shop.enable("welcome")
-    assert shop.plan(NOW)["welcome"]["expired"] == 0  # the campaign's first pass
-    shop.customer("late")
-    placed = NOW - 8 * D  # reported a week late: the welcome expired 3d + 10m after it
-    shop.order("o-late", "late", placed)
-    with caplog.at_level(logging.WARNING, logger="engine.plan.planner"):
-        report = shop.plan(NOW + H)["welcome"]
-    due, expired = placed + 10 * timedelta(minutes=1), placed + 10 * timedelta(minutes=1) + 3 * D
-    assert report["queued"] == 0 and report["expired"] == 1
-    assert report["expired_why"] == (
-        "not sent: already past expires_after 3d when the planner first saw it "
-        f"(at {(NOW + H).isoformat()}); the event was recorded too late"
-    )
-    assert report["expired_messages"] == [
-        {
-            "customer": "late",
-            "occurrence": "first",
-            "due": due.isoformat(),
-            "expired_at": expired.isoformat(),
-            "why": f"due {due.isoformat()}, expired {expired.isoformat()}, "
-            f"before the pass at {(NOW + H).isoformat()} saw it",
-        }
-    ]
-    assert f"campaign welcome: 1 expired unsent: {report['expired_why']}" in caplog.messages
-    [message] = shop.messages("welcome")
-    assert message.status == MessageStatus.EXPIRED and message.last_error == report["expired_why"]
-    assert shop.plan(NOW + 2 * H, rescan=True)["welcome"]["expired"] == 0  # said once
-
-
-def test_history_older_than_the_late_lookback_is_not_reported(lite: Shop) -> None:
-    lite.enable("welcome")
-    lite.plan(NOW)
-    lite.customer("old")
-    lite.order("o-old", "old", NOW - 40 * D)
-    assert lite.plan(NOW + H)["welcome"]["expired"] == 0
-    assert lite.messages("welcome") == []
-
-
-def test_a_new_install_does_not_report_its_history_as_expired(lite: Shop) -> None:
-    lite.enable("welcome")
-    lite.customer("ana")
-    lite.order("o1", "ana", NOW - 8 * D)
-    assert lite.plan(NOW)["welcome"]["expired"] == 0
-    assert lite.messages("welcome") == []
