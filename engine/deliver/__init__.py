@@ -21,6 +21,7 @@ Public names:
 - `dryrun`: `rehearse`
 - `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
 - `outbox`: `count_due`
+- `preview`: `preview_customer`, `preview_sample`
 - `sink`: `serve_sink`, `start_sink`
 - `tokens`: `InvalidToken`, `Purpose`, `Signer`
 """
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .dryrun import rehearse
     from .mailer import Mailer, Outcome, SmtpMailer
     from .outbox import count_due
+    from .preview import preview_customer, preview_sample
     from .sink import serve_sink, start_sink
     from .tokens import InvalidToken, Purpose, Signer
 
@@ -56,6 +58,8 @@ __all__ = [
     "count_due",
     "default_worker_id",
     "dispatch",
+    "preview_customer",
+    "preview_sample",
     "rehearse",
     "serve_sink",
     "start_compose_pool",
@@ -78,6 +82,8 @@ _PUBLIC = {
     "count_due": ".outbox",
     "default_worker_id": ".dispatchreport",
     "dispatch": ".dispatcher",
+    "preview_customer": ".preview",
+    "preview_sample": ".preview",
     "rehearse": ".dryrun",
     "serve_sink": ".sink",
     "start_compose_pool": ".composepool",

@@ -1,9 +1,12 @@
 """The message behind a preview: one campaign's email for one customer, unsaved.
 
 `preview_message` builds the message the planner would queue for the customer,
-from their own data: their latest order (the first for a welcome), a credit on
-the first item of that order for a price drop, or the next date of one of the
-campaign's holidays in the calendar. It writes nothing.
+from their own data: their latest order (the first for a welcome), their latest
+price-drop credit, or the next date of one of the campaign's holidays in the
+calendar. It writes nothing. Where the customer's data lacks what the email is
+about (a price drop for a customer never credited), it makes up sample values, and
+`preview_sample` says so. `preview_customer` picks a customer who would really get
+a campaign's email: its latest recipient, else (for a price drop) one with a credit.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlmodel import Session, col
 from ..errors import DataError, UnknownRecord
 from ..project import FirstOrder, HolidayTrigger, PriceDrop, Project
 from ..render import holiday_name, round_money
-from ..store import Customer, Message, Order, OrderItem, Product
+from ..store import Credit, Customer, Message, Order, OrderItem, Product
 
 
 def preview_message(
@@ -57,8 +60,52 @@ def preview_message(
         )
     message.order_id = order.id
     if isinstance(trigger, PriceDrop):
-        _preview_refund(session, message, order.id)
+        credited = _latest_credit(session, customer_id)
+        if credited is not None:
+            _credited_refund(message, *credited)
+        else:
+            _sample_refund(session, message, order.id)
     return message
+
+
+def preview_sample(
+    session: Session, project: Project, campaign_name: str, customer_id: int
+) -> str | None:
+    """What a preview of `campaign_name` for the customer makes up, or None if nothing."""
+    campaign = project.campaigns.get(campaign_name)
+    if campaign is None or not isinstance(campaign.trigger, PriceDrop):
+        return None
+    if _latest_credit(session, customer_id) is not None:
+        return None
+    return (
+        "this customer was never credited for a price drop: the prices and the credit "
+        "shown are sample data"
+    )
+
+
+def preview_customer(session: Session, project: Project, campaign_name: str) -> int | None:
+    """The row id of a customer who would really get `campaign_name`, or None.
+
+    The campaign's latest recipient; for a price drop without one, the customer
+    credited last.
+    """
+    campaign = project.campaigns.get(campaign_name)
+    if campaign is None:
+        return None
+    latest = session.execute(
+        select(col(Message.customer_id))
+        .where(col(Message.campaign) == campaign.name)
+        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+        .limit(1)
+    ).scalar()
+    if latest is None and isinstance(campaign.trigger, PriceDrop):
+        latest = session.execute(
+            select(col(Credit.customer_id))
+            .where(col(Credit.order_item_id).is_not(None))
+            .order_by(col(Credit.created_at).desc(), col(Credit.id).desc())
+            .limit(1)
+        ).scalar()
+    return None if latest is None else int(latest)
 
 
 def _next_holiday(
@@ -87,7 +134,35 @@ def _order_for(session: Session, customer_id: int, *, first: bool) -> Order | No
     return session.execute(query).scalars().first()
 
 
-def _preview_refund(session: Session, message: Message, order_id: int | None) -> None:
+def _latest_credit(session: Session, customer_id: int) -> tuple[Credit, OrderItem] | None:
+    """The customer's latest credit for an order item, and that item."""
+    row = session.execute(
+        select(Credit, OrderItem)
+        .join(OrderItem, col(OrderItem.id) == col(Credit.order_item_id))
+        .where(col(Credit.customer_id) == customer_id)
+        .order_by(col(Credit.created_at).desc(), col(Credit.id).desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def _credited_refund(message: Message, credit: Credit, item: OrderItem) -> None:
+    """The notice of a credit the customer really got, with its own numbers."""
+    paid = item.unit_price
+    quantity = max(item.quantity, 1)
+    message.order_id = item.order_id
+    message.order_item_id = item.id
+    message.context = {
+        "credit_id": credit.id,
+        "old_price": str(paid),
+        "new_price": str(round_money(paid - credit.amount / quantity)),
+        "quantity": item.quantity,
+        "amount": str(credit.amount),
+    }
+
+
+def _sample_refund(session: Session, message: Message, order_id: int | None) -> None:
+    """Made-up numbers on the first item of the order (see `preview_sample`)."""
     row = session.execute(
         select(OrderItem, Product)
         .join(Product, col(Product.id) == col(OrderItem.product_id))
