@@ -19,7 +19,7 @@ Public names:
 
 - `context`: `load_contexts`
 - `contextparts`: `holiday_name`
-- `formatting`: `round_money`
+- `formatting`: `money`, `round_money`
 - `links`: `track_links`
 - `renderer`: `RenderedEmail`, `Renderer`
 - `templatecheck`: `check_templates`
@@ -34,7 +34,7 @@ from ..exports import public_names
 if TYPE_CHECKING:
     from .context import load_contexts
     from .contextparts import holiday_name
-    from .formatting import round_money
+    from .formatting import money, round_money
     from .links import track_links
     from .renderer import RenderedEmail, Renderer
     from .templatecheck import check_templates
@@ -45,6 +45,7 @@ __all__ = [
     "check_templates",
     "holiday_name",
     "load_contexts",
+    "money",
     "round_money",
     "track_links",
 ]
@@ -56,6 +57,7 @@ _PUBLIC = {
     "check_templates": ".templatecheck",
     "holiday_name": ".contextparts",
     "load_contexts": ".context",
+    "money": ".formatting",
     "round_money": ".formatting",
     "track_links": ".links",
 }

@@ -19,6 +19,7 @@ MAX_LABELS = 8
 STEPS = [Decimal(s) for s in ("1", "1.2", "1.5", "2", "2.5", "3", "4", "5", "6", "8", "10")]
 
 Number = int | Decimal | None
+RATE_CEILING = Decimal(100)  # a chart in % is of rates: its axis stops at 100 %
 
 
 def _x_labels(labels: Sequence[str], x_of: list[float]) -> list[str]:
@@ -51,10 +52,13 @@ def _tick(value: Decimal) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def _scale(values: Sequence[Number], floor: Decimal) -> Decimal:
-    """A round axis top a little above every value (and at least `floor`)."""
+def _scale(values: Sequence[Number], floor: Decimal, ceiling: Decimal | None = None) -> Decimal:
+    """A round axis top a little above every value (and at least `floor`); never above
+    `ceiling` (100 for a rate, which cannot exceed it)."""
     biggest = max((Decimal(v) for v in values if v is not None), default=Decimal(0))
     target = max(biggest * Decimal("1.1"), floor)
+    if ceiling is not None and target >= ceiling:
+        return ceiling
     power = Decimal(10) ** (len(str(int(target))) - 1)
     for step in STEPS:
         if step * power >= target:
@@ -66,7 +70,7 @@ def bar_chart(
     title: str, labels: Sequence[str], values: Sequence[Number], unit: str = ""
 ) -> Markup:
     """One bar per label (counts such as emails sent per day)."""
-    top = _scale(values, Decimal(1))
+    top = _scale(values, Decimal(1), RATE_CEILING if unit == "%" else None)
     inner = WIDTH - LEFT - RIGHT
     slot = inner / max(len(values), 1)
     height = HEIGHT - TOP - BOTTOM
@@ -96,7 +100,8 @@ def line_chart(
 ) -> Markup:
     """One line per series over the labels; dashed reference lines; None leaves a gap."""
     references = references or {}
-    top = _scale([v for s in series.values() for v in s] + list(references.values()), Decimal(1))
+    every = [v for s in series.values() for v in s] + list(references.values())
+    top = _scale(every, Decimal(1), RATE_CEILING if unit == "%" else None)
     inner = WIDTH - LEFT - RIGHT
     height = HEIGHT - TOP - BOTTOM
     count = max(len(labels), 1)

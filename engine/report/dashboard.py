@@ -31,11 +31,12 @@ from starlette.routing import Route
 
 from ..errors import EngineError, StoreError
 from ..project import Project, Secrets
+from ..render import money
 from . import charts
 from .campaigns import BENCHMARKS
 from .dashauth import Sessions, base
 from .dashpreview import Previews
-from .reports import build_report, period
+from .reports import build_report, period, to_json
 from .retention import ReportError
 
 PAGE_POLICY = (
@@ -47,43 +48,75 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-CAMPAIGN_COLUMNS = [
-    ("sent", "Sent"),
-    ("queued", "Queued"),
-    ("retrying", "Retrying"),
-    ("failed", "Failed"),
-    ("expired", "Expired"),
-    ("in_doubt", "In doubt"),
-    ("suppressed", "Suppressed"),
-    ("unique_human_opens", "Human opens"),
-    ("human_open_rate", "Open rate %"),
-    ("reference_open_rate", "Reference %"),
-    ("machine_opens", "Machine opens"),
-    ("unique_clicks", "Unique clicks"),
-    ("total_clicks", "All clicks"),
-    ("click_rate", "Click rate %"),
-    ("unsubscribes", "Unsubscribes"),
-    ("store_credit", "Store credit"),
-    ("attributed_orders", "Orders after"),
-    ("attributed_revenue", "Revenue after"),
+# Each table's columns: (figure, heading, kind); a kind says how a value is shown.
+# The figures of a page are split into tables of related columns, so each fits a
+# 1280 px screen without a sideways scroll.
+Column = tuple[str, str, str]
+CAMPAIGN_TABLES: list[tuple[str, str, list[Column]]] = [
+    (
+        "delivery",
+        "Delivery",
+        [
+            ("sent", "Sent", "count"),
+            ("queued", "Queued", "count"),
+            ("retrying", "Retrying", "count"),
+            ("failed", "Failed", "count"),
+            ("expired", "Expired", "count"),
+            ("in_doubt", "In doubt", "count"),
+            ("suppressed", "Suppressed", "count"),
+        ],
+    ),
+    (
+        "response",
+        "Opens, clicks and money",
+        [
+            ("unique_human_opens", "Human opens", "count"),
+            ("human_open_rate", "Open rate %", "rate"),
+            ("reference_open_rate", "Reference %", "rate"),
+            ("machine_opens", "Machine opens", "count"),
+            ("unique_clicks", "Unique clicks", "count"),
+            ("total_clicks", "All clicks", "count"),
+            ("click_rate", "Click rate %", "rate"),
+            ("unsubscribes", "Unsub\u00adscribes", "count"),
+            ("store_credit", "Store credit", "credit"),
+            ("attributed_orders", "Orders after", "count"),
+            ("attributed_revenue", "Revenue after", "money"),
+        ],
+    ),
 ]
-RETENTION_COLUMNS = [
-    ("customers_at_start", "Active at start"),
-    ("customers_at_end", "Active at end"),
-    ("new_customers", "New"),
-    ("lost_customers", "Lost"),
-    ("returning_customers", "Returning"),
-    ("ordering_customers", "Ordering"),
-    ("orders", "Orders"),
-    ("revenue", "Revenue"),
-    ("retention_rate", "Retention rate %"),
-    ("churn_rate", "Churn rate %"),
-    ("repeat_customer_rate", "Repeat customers %"),
-    ("purchase_frequency", "Orders per customer"),
-    ("average_order_value", "Average order"),
-    ("purchases_per_year", "Orders per year"),
-    ("customer_lifetime_value", "Lifetime value"),
+RETENTION_TABLES: list[tuple[str, str, list[Column]]] = [
+    (
+        "customers",
+        "Customers",
+        [
+            ("customers_at_start", "Active at start", "count"),
+            ("customers_at_end", "Active at end", "count"),
+            ("new_customers", "New", "count"),
+            ("lost_customers", "Lost", "count"),
+            ("returning_customers", "Returning", "count"),
+            ("ordering_customers", "Ordering", "count"),
+            ("retention_rate", "Retention rate %", "rate"),
+            ("churn_rate", "Churn rate %", "rate"),
+            ("repeat_customer_rate", "Repeat customers %", "rate"),
+        ],
+    ),
+    (
+        "value",
+        "Orders and value",
+        [
+            ("orders", "Orders", "count"),
+            ("revenue", "Revenue", "money"),
+            ("purchase_frequency", "Orders per customer", "count"),
+            ("average_order_value", "Average order", "money"),
+            ("purchases_per_year", "Orders per year", "count"),
+            ("customer_lifetime_value", "Lifetime value", "money"),
+            ("nps_score", "NPS", "count"),
+        ],
+    ),
 ]
+NO_DATA = "no data"
+NO_CREDIT = "\u2014"  # store credit of a campaign that gives none: not "no data"
+NO_CREDIT_TITLE = "this campaign gives no store credit"
 
 
 def dashboard_app(
@@ -119,8 +152,28 @@ def dashboard_app(
 def _figure(value: Any) -> str:
     """A figure as the page shows it: None is 'no data', Decimals keep their two places."""
     if value is None:
-        return "no data"
+        return NO_DATA
     return str(value)
+
+
+def _raw(value: Any) -> str:
+    """A figure as `lifecycle report --json` writes it ('' for null), for data-value."""
+    return "" if value is None else str(to_json(value))
+
+
+def _shown(project: Project) -> Callable[[Any, str], str]:
+    """How a figure of `kind` reads on the page: amounts with the shop's currency sign,
+    None as 'no data' (or a dash for a campaign that gives no store credit), 0 as 0."""
+    shop = project.config.shop
+
+    def shown(value: Any, kind: str) -> str:
+        if value is None:
+            return NO_CREDIT if kind == "credit" else NO_DATA
+        if kind in ("money", "credit"):
+            return money(value, currency=shop.currency, locale="en", symbol_locale=shop.locale)
+        return str(value)
+
+    return shown
 
 
 class Dashboard:
@@ -146,6 +199,8 @@ class Dashboard:
             lstrip_blocks=True,
         )
         self.templates.filters["figure"] = _figure
+        self.templates.filters["raw"] = _raw
+        self.templates.globals["NO_CREDIT_TITLE"] = NO_CREDIT_TITLE
         self.sessions = Sessions(self, failure_delay, max_failures, lockout)
         self.previews = Previews(self, SECURITY_HEADERS)
 
@@ -224,7 +279,9 @@ class Dashboard:
             error=None,
             chosen=chosen,
             report=report,
-            columns=CAMPAIGN_COLUMNS,
+            tables=CAMPAIGN_TABLES,
+            rows=[(name, name, row) for name, row in report["campaigns"].items()],
+            shown=_shown(self.get_project()),
             local=_local(self.get_project()),
             sends_chart=sends,
             opens_chart=opens,
@@ -250,7 +307,9 @@ class Dashboard:
             error=None,
             chosen=chosen,
             report=report,
-            columns=RETENTION_COLUMNS,
+            tables=RETENTION_TABLES,
+            rows=[(b["label"], b["label"], b) for b in slices],
+            shown=_shown(self.get_project()),
             local=_local(self.get_project()),
             trend_chart=trend,
             trend_legend=charts.legend(list(series)),
@@ -285,12 +344,25 @@ def _date(name: str, text: str) -> date | None:
 
 
 def _local(project: Project) -> Callable[[datetime | None], str]:
+    """A time in the shop's timezone with its UTC offset: "2026-11-22 09:00 +06"."""
     zone = ZoneInfo(project.config.shop.timezone)
 
     def local(value: datetime | None) -> str:
-        return "" if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        if value is None:
+            return ""
+        moment = value.astimezone(zone)
+        return f"{moment:%Y-%m-%d %H:%M} {_offset(moment)}"
 
     return local
+
+
+def _offset(moment: datetime) -> str:
+    """The UTC offset as "+06", "+05:30" or "-03"; "+00" for UTC."""
+    offset = moment.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}" + (f":{rest:02d}" if rest else "")
 
 
 def _read_css() -> bytes:

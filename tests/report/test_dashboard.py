@@ -6,7 +6,9 @@ import html
 import re
 import warnings
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from starlette.routing import Mount
 
 from engine.errors import EngineError
 from engine.project.loader import Project, Secrets, load_project
-from engine.report.dashboard import dashboard_app
+from engine.report.dashboard import _local, dashboard_app
 from engine.report.reports import build_report, period, to_json
 from engine.store.db import make_engine, upgrade
 from tests.conftest import REPO
@@ -79,17 +81,29 @@ def log_in(client: TestClient, password: str = PASSWORD) -> Any:
     )
 
 
-def figures(page: str, row: str) -> dict[str, dict[str, str]]:
-    """{row key: {figure: text}} from the rows carrying `data-<row>` in a page."""
-    out: dict[str, dict[str, str]] = {}
+def cells(page: str, row: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """{row key: {figure: (data-value, text)}} over every table whose rows carry `data-<row>`."""
+    out: dict[str, dict[str, tuple[str, str]]] = {}
     for key, body in re.findall(rf'<tr data-{row}="([^"]+)">(.*?)</tr>', page, re.S):
-        cells = re.findall(r'data-figure="(\w+)">([^<]*)</td>', body)
-        out[html.unescape(key)] = {name: html.unescape(text) for name, text in cells}
+        found = re.findall(r'data-figure="(\w+)" data-value="([^"]*)"[^>]*>([^<]*)</td>', body)
+        out.setdefault(html.unescape(key), {}).update(
+            (name, (html.unescape(value), html.unescape(text))) for name, value, text in found
+        )
     return out
 
 
+def figures(page: str, row: str) -> dict[str, dict[str, str]]:
+    """{row key: {figure: value as the JSON report writes it, '' for null}}."""
+    return {k: {f: v for f, (v, _) in row_.items()} for k, row_ in cells(page, row).items()}
+
+
+def texts(page: str, row: str) -> dict[str, dict[str, str]]:
+    """{row key: {figure: the text a reader sees}}."""
+    return {k: {f: t for f, (_, t) in row_.items()} for k, row_ in cells(page, row).items()}
+
+
 def shown(value: Any) -> str:
-    return "no data" if value is None else str(value)
+    return "" if value is None else str(value)
 
 
 @pytest.mark.parametrize("path", ["/", "/retention", "/queue", "/preview", "/preview/email"])
@@ -158,7 +172,7 @@ def test_campaign_table_shows_build_report(
         for figure, text in cells.items():
             assert text == shown(expected[figure]), (name, figure)
     assert table["welcome"]["human_open_rate"] == "50.00"
-    assert table["holiday_preannounce"]["human_open_rate"] == "no data"
+    assert table["holiday_preannounce"]["human_open_rate"] == ""
     assert "<svg" in page.text and "Emails sent" in page.text
 
 
@@ -280,3 +294,82 @@ def test_a_database_that_does_not_answer_is_a_503_saying_so(
         assert page.status_code == 503
         assert "cannot read the report from the database: unable to open database file" in page.text
     missing.dispose()
+
+
+def test_amounts_carry_the_shops_currency_sign(client: TestClient) -> None:
+    log_in(client)
+    campaigns = texts(client.get("/dashboard/?from=2026-11-01&to=2026-11-21").text, "campaign")
+    assert campaigns["welcome"]["attributed_revenue"] == "৳750.50"
+    assert campaigns["price_drop_refund"]["store_credit"] == "৳0.16"
+    assert campaigns["all campaigns"]["store_credit"] == "৳0.16"
+    page = client.get("/dashboard/retention?from=2026-01-01&to=2026-11-21&by=month").text
+    total = texts(page, "bucket")["total"]
+    assert (total["revenue"], total["average_order_value"]) == ("৳990.50", "৳198.10")
+    assert total["orders"] == "5"  # a count stays a plain number
+
+
+def test_no_data_only_where_there_is_none_and_a_real_zero_shows_zero(client: TestClient) -> None:
+    log_in(client)
+    page = client.get("/dashboard/?from=2026-11-01&to=2026-11-21").text
+    campaigns = texts(page, "campaign")
+    holiday = campaigns["holiday_preannounce"]  # nothing sent: a rate has no denominator
+    assert (holiday["human_open_rate"], holiday["click_rate"]) == ("no data", "no data")
+    assert (holiday["sent"], holiday["attributed_revenue"]) == ("0", "৳0.00")
+    thank_you = campaigns["thank_you"]  # sent, never clicked: a real 0 %
+    assert (thank_you["click_rate"], thank_you["unsubscribes"]) == ("0.00", "0")
+    # a campaign that gives no store credit is not missing data
+    assert campaigns["welcome"]["store_credit"] == "—"
+    assert (
+        '<td data-label="Store credit" data-figure="store_credit" data-value="" '
+        'title="this campaign gives no store credit">—</td>'
+    ) in page
+    assert "no data" not in re.findall(r'data-figure="store_credit"[^>]*>([^<]*)<', page)
+    page = client.get("/dashboard/retention?from=2026-01-01&to=2026-11-21&by=month").text
+    january = texts(page, "bucket")["2026-01"]
+    assert (january["customers_at_start"], january["revenue"]) == ("0", "৳0.00")
+    assert january["retention_rate"] == "no data"
+
+
+def test_queue_times_carry_the_timezone(client: TestClient) -> None:
+    log_in(client)
+    page = client.get("/dashboard/queue").text
+    assert '<td data-label="Planned" class="text">2026-11-20 17:00 +06</td>' in page
+    assert not re.search(r"\d\d:\d\d</td>", page)  # no time without its offset
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment", "shown_as"),
+    [
+        pytest.param("Asia/Dhaka", datetime(2026, 11, 22, 3, tzinfo=UTC), "2026-11-22 09:00 +06"),
+        pytest.param(
+            "Asia/Kolkata", datetime(2026, 11, 22, 3, tzinfo=UTC), "2026-11-22 08:30 +05:30"
+        ),
+        pytest.param(
+            "America/Sao_Paulo", datetime(2026, 11, 22, 3, tzinfo=UTC), "2026-11-22 00:00 -03"
+        ),
+        pytest.param("UTC", datetime(2026, 11, 22, 3, tzinfo=UTC), "2026-11-22 03:00 +00"),
+    ],
+)
+def test_a_local_time_names_its_offset(
+    project: Project, zone: str, moment: datetime, shown_as: str
+) -> None:
+    shop = project.config.shop.model_copy(update={"timezone": zone})
+    there = replace(project, config=project.config.model_copy(update={"shop": shop}))
+    assert _local(there)(moment) == shown_as
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([Decimal("95.00"), Decimal("40.00")], id="near 100"),
+        pytest.param([Decimal("100.00")], id="at 100"),
+    ],
+)
+def test_rate_charts_stop_at_100_percent(values: list[Decimal]) -> None:
+    from engine.report import charts
+
+    svg = str(charts.line_chart("Retention", ["a", "b"][: len(values)], {"rate": values}, unit="%"))
+    assert ">100%</text>" in svg
+    assert not re.search(r">(1[1-9]\d|[2-9]\d\d)%</text>", svg)
+    counts = str(charts.line_chart("Orders", ["a"], {"orders": [Decimal(95)]}))
+    assert ">120</text>" in counts  # a count's axis still goes past 100

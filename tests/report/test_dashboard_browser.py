@@ -103,6 +103,36 @@ def cli_report(config: Path) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
+def table_figures(
+    page: Any, rows: str, key: str
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """({row: {figure: data-value}}, {row: {figure: text}}) over every table `rows` selects."""
+    cells = page.eval_on_selector_all(
+        rows,
+        f"""rows => rows.map(row => [row.getAttribute("{key}"),
+            [...row.querySelectorAll("td[data-figure]")].map(
+                td => [td.dataset.figure, td.dataset.value, td.innerText.trim()])])""",
+    )
+    values: dict[str, dict[str, str]] = {}
+    texts: dict[str, dict[str, str]] = {}
+    for row, row_cells in cells:
+        for figure, value, text in row_cells:
+            values.setdefault(row, {})[figure] = value
+            texts.setdefault(row, {})[figure] = text
+    return values, texts
+
+
+def widths(page: Any) -> dict[str, int]:
+    """The scroll width of the page and of each table on it, by the table's id."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => Object.fromEntries([
+            ["page", document.documentElement.scrollWidth],
+            ...[...document.querySelectorAll("table")].map(
+                t => [t.id, Math.max(t.scrollWidth, Math.ceil(t.getBoundingClientRect().right))])
+        ])"""
+    )
+
+
 def log_in(page: Any, base: str) -> None:
     page.goto(f"{base}/")
     assert page.url.endswith("/dashboard/login")
@@ -126,20 +156,13 @@ def test_dashboard_in_chromium(browser: Any, server: str, config: Path, tmp_path
     log_in(page, server)
     page.goto(f"{server}/?from={PERIOD[0]}&to={PERIOD[1]}")
     expected = cli_report(config)
-    rows = page.locator("#campaigns tr[data-campaign]")
-    shown: dict[str, dict[str, str]] = {}
-    for i in range(rows.count()):
-        row = rows.nth(i)
-        cells = row.locator("td[data-figure]")
-        shown[row.get_attribute("data-campaign")] = {
-            cells.nth(j).get_attribute("data-figure"): cells.nth(j).inner_text().strip()
-            for j in range(cells.count())
-        }
-    assert set(shown) == {*expected["campaigns"], "all campaigns"}
-    for name, cells in shown.items():
+    values, shown = table_figures(page, "#campaigns tr[data-campaign]", "data-campaign")
+    assert set(values) == {*expected["campaigns"], "all campaigns"}
+    for name, cells in values.items():
         figures = expected["totals"] if name == "all campaigns" else expected["campaigns"][name]
-        for figure, text in cells.items():
-            assert text == ("no data" if figures[figure] is None else str(figures[figure])), (
+        assert len(cells) == 18, name
+        for figure, value in cells.items():
+            assert value == ("" if figures[figure] is None else str(figures[figure])), (
                 name,
                 figure,
             )
@@ -171,8 +194,49 @@ def test_dashboard_in_chromium(browser: Any, server: str, config: Path, tmp_path
     small.goto(f"{server}/?from={PERIOD[0]}&to={PERIOD[1]}")
     # nothing wider than the phone: the campaign table turns into cards
     assert small.evaluate("document.documentElement.scrollWidth") <= 390
-    assert small.locator("#campaigns thead").is_hidden()
+    heads = small.locator("#campaigns thead")
+    assert heads.count() == 2
+    assert all(heads.nth(i).is_hidden() for i in range(2))
     small.screenshot(path=str(tmp_path / "phone.png"), full_page=False)
     assert dialogs == []
     phone.close()
+    context.close()
+
+
+PAGES = [
+    f"/?from={PERIOD[0]}&to={PERIOD[1]}",
+    "/?from=2026-01-01&to=2026-11-21",
+    "/retention?from=2026-01-01&to=2026-11-21&by=month",
+    "/retention?from=2024-01-01&to=2026-11-21&by=year",
+    "/queue",
+    "/preview?campaign=thank_you&customer=c1",
+]
+
+
+def test_no_page_or_table_is_wider_than_a_1280_px_screen(browser: Any, server: str) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{server}/login")
+    assert widths(page)["page"] <= 1280
+    log_in(page, server)
+    for path in PAGES:
+        page.goto(f"{server}{path}")
+        measured = widths(page)
+        assert len(measured) > 1 or path.startswith("/preview"), path  # the tables are there
+        assert all(width <= 1280 for width in measured.values()), (path, measured)
+    # each figure is on the screen, not behind a scroll: the last column is inside the table's box
+    page.goto(f"{server}/?from={PERIOD[0]}&to={PERIOD[1]}")
+    hidden = page.eval_on_selector_all(
+        "td[data-figure]",
+        """cells => cells.filter(td => {
+            const wrap = td.closest(".table-wrap").getBoundingClientRect();
+            return td.getBoundingClientRect().right > wrap.right + 1;
+        }).map(td => td.dataset.figure)""",
+    )
+    assert hidden == []
+    _, shown = table_figures(page, "#campaigns tr[data-campaign]", "data-campaign")
+    for figure in ("click_rate", "unsubscribes", "store_credit", "attributed_revenue"):
+        assert page.locator(f'#campaigns td[data-figure="{figure}"]').first.is_visible()
+    assert shown["price_drop_refund"]["store_credit"].startswith("৳")
+    assert shown["welcome"]["attributed_revenue"].startswith("৳")
     context.close()
