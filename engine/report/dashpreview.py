@@ -177,15 +177,17 @@ class Untracked:
         self._pixel = re.compile(
             rf"""<img\b[^>]*?\ssrc\s*=\s*(["']){base}/o/[^"']*\1[^>]*>""", re.I
         )
+        self._open = re.compile(rf"{base}/o/{self._TOKEN}")  # a pixel not in an <img>
         self._click = re.compile(rf"{base}/c/({self._TOKEN})")
         self._unsubscribe = re.compile(rf"{base}/u/{self._TOKEN}")
 
     def html(self, html: str) -> str:
-        html = self._pixel.sub("", html)
+        html = self._open.sub("data:,", self._pixel.sub("", html))
         html = self._click.sub(lambda m: htmllib.escape(self._target(m.group(1)), quote=True), html)
         return self._unsubscribe.sub("#unsubscribe", html)
 
     def text(self, text: str) -> str:
+        text = self._open.sub("", text)
         text = self._click.sub(lambda m: self._target(m.group(1)), text)
         return self._unsubscribe.sub(UNSUBSCRIBE_SHOWN, text)
 

@@ -35,3 +35,25 @@ def test_preview_uses_the_last_good_template(project_dir: Path, shop: Engine) ->
     assert frame.status_code == 200, frame.text
     assert shown.status_code == 200, shown.text
     assert "BROKEN" not in frame.text and "Your order" in frame.text
+
+
+def test_a_preview_keeps_no_tracker_url_wherever_a_template_puts_it() -> None:
+    from engine.deliver.tokens import Signer
+    from engine.report.dashpreview import UNSUBSCRIBE_SHOWN, Untracked
+
+    base, signer = "https://t.example/track", Signer("s" * 32)
+    click = f"{base}/c/{signer.click_token(0, 'https://shop.example/?a=1&b=2')}"
+    pixel = f"{base}/o/{signer.open_token(0)}.gif"
+    leave = f"{base}/u/{signer.unsubscribe_token(0)}"
+    email = (
+        f'<td style="background: url({pixel})"><img alt="" src="{pixel}" width="1">'
+        f'<a href="{click}">Shop</a> <a href="{leave}">Unsubscribe</a></td>'
+    )
+    untracked = Untracked(base + "/", signer)
+    shown = untracked.html(email)
+    assert base not in shown and "<img" not in shown
+    assert '<a href="https://shop.example/?a=1&amp;b=2">Shop</a>' in shown
+    assert '<a href="#unsubscribe">' in shown
+    assert untracked.text(f"Shop: {click}\nStop: {leave}\n") == (
+        f"Shop: https://shop.example/?a=1&b=2\nStop: {UNSUBSCRIBE_SHOWN}\n"
+    )
