@@ -360,7 +360,8 @@ def record_order(
 
     Recording a stored order again as `cancelled` cancels it (`cancel_order`,
     at `now`, default `placed_at`). A line without a unit price is charged the
-    product's price in effect at `placed_at`. Keeps the customer's
+    product's price in effect at `placed_at`. The order's `recorded_at` is `now`
+    (None when not given: unknown). Keeps the customer's
     first_order_at, last_order_at, orders_count and total_spent up to date
     (cancelled orders do not count).
     """
@@ -398,6 +399,7 @@ def record_order(
         delivered_at=delivered_at,
         status=status,
         total=total,
+        recorded_at=now,
     )
     session.add(order)
     session.flush()

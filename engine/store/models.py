@@ -126,6 +126,9 @@ class Order(SQLModel, table=True):
     delivered_at: datetime | None = _utc(default=None, index=True)
     status: OrderStatus = _state(OrderStatus.PLACED)
     total: Decimal = _money(default=Decimal("0"))
+    # When the engine learnt of the order (None: before it kept this). The planner tells
+    # an order reported after its email expired from history by it.
+    recorded_at: datetime | None = _utc(default=None, index=True)
 
 
 class OrderItem(SQLModel, table=True):

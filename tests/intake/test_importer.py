@@ -248,6 +248,19 @@ def test_importing_the_same_files_again_changes_nothing(
     assert dump(shop) == before
 
 
+def test_imported_orders_are_recorded_at_the_import_and_keep_that_time(
+    shop: Engine, csv_file: Callable[..., Path], run: Callable[..., ImportResult], now: datetime
+) -> None:
+    assert {o.external_id: o.recorded_at for o in rows(shop, Order)} == dict.fromkeys(
+        ("1001", "1002", "1003", "1004"), now
+    )
+    delivered = ORDERS.replace(
+        "1001,C1,2026-11-01T10:00:00,,", "1001,C1,2026-11-01T10:00:00,2026-11-03T10:00:00,"
+    )
+    run(shop, "orders", csv_file("orders.csv", delivered), now=now + timedelta(days=1))
+    assert {o.recorded_at for o in rows(shop, Order)} == {now}
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_column(
     sqlite_store: Engine, csv_file: Callable[..., Path], run: Callable[..., ImportResult]
 ) -> None:

@@ -215,6 +215,21 @@ def test_order_figures_exclude_cancelled_orders_and_recording_twice_changes_noth
         )
 
 
+def test_an_order_is_recorded_at_now_and_recording_it_again_keeps_that_time(
+    seeded: Engine,
+) -> None:
+    with session_scope(seeded) as session:
+        for at in (NOW, NOW + timedelta(hours=1)):  # the second time: a repeat
+            shop.record_order(session, external_id="1", customer_id="C1",
+                              items=[Line("TEA-500G", 1)], placed_at=NOW - timedelta(days=8),
+                              now=at)  # fmt: skip
+        shop.record_order(session, external_id="2", customer_id="C2",
+                          items=[Line("TEA-500G", 1)], placed_at=NOW)  # fmt: skip
+    with Session(seeded) as session:
+        recorded = dict(session.execute(select(Order.external_id, Order.recorded_at)).all())
+    assert recorded == {"1": NOW, "2": None}  # without `now`, when is unknown
+
+
 def test_an_order_line_is_paid_at_the_price_of_its_day(seeded: Engine) -> None:
     with session_scope(seeded) as session:
         shop.record_order(

@@ -11,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
+from sqlalchemy import inspect as sqlalchemy_inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
@@ -40,7 +41,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 def test_the_migration_creates_exactly_the_models_schema(store: Engine) -> None:
     assert schema_differences(store) == []
-    assert current_revision(store) == "0001"
+    assert current_revision(store) == "0002"
 
 
 def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> None:
@@ -48,7 +49,7 @@ def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> No
         session.add(models.Checkpoint(name="planner", value="42", updated_at=NOW))
     upgrade(store)
     upgrade(store)
-    assert current_revision(store) == "0001"
+    assert current_revision(store) == "0002"
     assert schema_differences(store) == []
     with store.connect() as conn:
         assert conn.execute(select(models.Checkpoint.value)).scalars().all() == ["42"]
@@ -58,8 +59,36 @@ def test_an_empty_database_has_no_schema_until_upgraded(sqlite_url: str) -> None
     engine = make_engine(sqlite_url)
     assert (has_schema(engine), current_revision(engine)) == (False, None)
     upgrade(engine)
-    assert (has_schema(engine), current_revision(engine)) == (True, "0001")
+    assert (has_schema(engine), current_revision(engine)) == (True, "0002")
     engine.dispose()
+
+
+def test_upgrading_from_0001_keeps_orders_and_leaves_their_recorded_at_unknown(
+    sqlite_url: str,
+) -> None:
+    from alembic import command
+
+    from engine.store.db import _alembic_config
+
+    engine = make_engine(sqlite_url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO customer (id, external_id, email, name, locale, "
+                          "marketing_consent, created_at, updated_at, orders_count, total_spent) "
+                          "VALUES (1, 'C1', 'a@example.com', 'A', 'en', 1, :t, :t, 1, 0)"),
+                     {"t": "2026-11-01 00:00:00.000000"})  # fmt: skip
+        conn.execute(text("INSERT INTO orders (id, external_id, customer_id, placed_at, status, "
+                          "total) VALUES (1, 'O1', 1, :t, 'placed', 0)"),
+                     {"t": "2026-11-01 00:00:00.000000"})  # fmt: skip
+    upgrade(engine)
+    assert current_revision(engine) == "0002" and schema_differences(engine) == []
+    with engine.connect() as conn:
+        stored = conn.execute(select(models.Order.external_id, models.Order.recorded_at)).all()  # type: ignore[call-overload]
+        indexes = {i["name"] for i in sqlalchemy_inspect(conn).get_indexes("orders")}
+    engine.dispose()
+    assert [tuple(row) for row in stored] == [("O1", None)]
+    assert "ix_orders_recorded_at" in indexes
 
 
 def test_sqlite_connections_use_wal_normal_sync_a_busy_timeout_and_foreign_keys(

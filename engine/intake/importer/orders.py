@@ -276,7 +276,7 @@ def _write_orders(
     for external_id, order in orders.items():
         old, first = stored.get(external_id), order.first
         if old is None:
-            new.append(_order_values(external_id, order))
+            new.append(_order_values(external_id, order, job.now))
         elif first.status == OrderStatus.CANCELLED and old.status != OrderStatus.CANCELLED:
             cancelled.append({"b_id": old.id})
         elif (
@@ -318,7 +318,7 @@ def _write_orders(
     return touched, [r["b_id"] for r in delivered + cancelled]
 
 
-def _order_values(external_id: str, order: _NewOrder) -> dict[str, Any]:
+def _order_values(external_id: str, order: _NewOrder, now: datetime) -> dict[str, Any]:
     first = order.first
     if first.status == OrderStatus.CANCELLED:
         status = OrderStatus.CANCELLED
@@ -332,4 +332,5 @@ def _order_values(external_id: str, order: _NewOrder) -> dict[str, Any]:
         "delivered_at": first.delivered_at,
         "status": status.value,
         "total": total,
+        "recorded_at": now,
     }
