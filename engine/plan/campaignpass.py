@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,16 @@ from sqlalchemy.sql.selectable import CTE, Select
 
 from ..project import Campaign, Project
 from ..store import MessageKind, MessageStatus, UTCDateTime, ignoring_insert
-from .plansql import Candidates, Sql, as_text, checkpoint, customer, message, suppression
+from .plansql import (
+    Candidates,
+    Sql,
+    as_text,
+    checkpoint,
+    customer,
+    message,
+    orders,
+    suppression,
+)
 from .segments import compile_segment
 from .sendwindow import window_rows
 
@@ -32,6 +41,9 @@ FULL_RESCAN = timedelta(minutes=15)
 # Messages that do not count towards the frequency cap.
 UNCOUNTED = (MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.SUPPRESSED)
 
+# The most expired-unsent messages a pass lists one by one (all are counted).
+EXPIRED_LISTED = 20
+
 
 @dataclass
 class CampaignResult:
@@ -39,6 +51,9 @@ class CampaignResult:
     skipped_consent: int = 0
     skipped_suppressed: int = 0
     skipped_cap: int = 0
+    # Recorded as expired unsent: their order was recorded after the email had expired.
+    expired: int = 0
+    expired_messages: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,6 +62,8 @@ class CampaignResult:
             "skipped_consent": self.skipped_consent,
             "skipped_suppressed": self.skipped_suppressed,
             "skipped_cap": self.skipped_cap,
+            "expired": self.expired,
+            "expired_messages": self.expired_messages,
         }
         if self.error is not None:
             out["error"] = self.error
@@ -76,11 +93,17 @@ class CampaignPass:
         self.marketing = campaign.kind == MessageKind.MARKETING
         self.result = CampaignResult()
         self.since: datetime | None = None
+        # The campaign's last full pass before this one (None: there was none). An order
+        # recorded since then has not been looked at whole (a pass between full ones
+        # sees only what fell due since the previous); one recorded before it has been.
+        self.last_full_pass: datetime | None = None
 
     def run(self, plan_trigger: TriggerStep, rescan: bool = False) -> CampaignResult:
         if self.sql.pg:  # concurrent passes of one campaign take turns
             key = zlib.crc32(f"lifecycle.plan:{self.campaign.name}".encode())
             self.conn.execute(select(func.pg_advisory_xact_lock(key)))
+        last_full = self._recall("plan-full")
+        self.last_full_pass = last_full if last_full is not None and last_full <= self.now else None
         self.since = None if rescan else self._incremental_since()
         plan_trigger(self)
         self._remember("plan", self.now)
@@ -181,11 +204,11 @@ class CampaignPass:
             where.append(not_expired)
         return select().select_from(rows.select_from).where(*where)
 
-    def _eligible(self) -> list[Any]:
+    def _eligible(self, *, capped: bool = True) -> list[Any]:
         conditions = [self._not_suppressed()]
         if self.marketing:
             conditions.insert(0, customer.c.marketing_consent.is_(True))
-        cap = self._under_cap()
+        cap = self._under_cap() if capped else None
         if cap is not None:
             conditions.append(cap)
         return conditions
@@ -214,6 +237,76 @@ class CampaignPass:
         )
         self.result.queued = self.write(insert)
         self._count_skipped(base)
+
+    def record_expired(self, rows: Candidates) -> None:
+        """Record candidates already past `expires_at` as `expired` messages, once each.
+
+        `rows.extra` carries their `last_error` (why). Segment, consent and suppression
+        apply as for `queue` (a message that would not have been sent did not expire
+        unsent); the cap does not, as nothing is sent.
+        """
+        segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
+        fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
+        values_ = {
+            "dedupe_key": self._dedupe_key(rows.occurrence),
+            "campaign": literal(self.campaign.name),
+            "kind": literal(self.campaign.kind.value),
+            "customer_id": customer.c.id,
+            "occurrence": rows.occurrence,
+            "status": literal(MessageStatus.EXPIRED.value),
+            "created_at": literal(self.now, UTCDateTime),
+            "send_after": rows.send_after,
+            "expires_at": rows.expires_at,
+            "attempts": literal(0),
+            **rows.extra,
+        }
+        conditions = self._eligible(capped=False)
+        chosen = (
+            select(*(v.label(k) for k, v in values_.items()))
+            .select_from(rows.select_from)
+            .where(*rows.where[:1], fresh, *rows.where[1:], rows.expires_at <= self.now)
+            .where(segment, *conditions)
+        )
+        insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
+            list(values_), chosen
+        )
+        recorded = self.write(insert)
+        if recorded:
+            self.result.expired += recorded
+            self.result.expired_messages = self._expired_listed()
+
+    def _expired_listed(self) -> list[dict[str, Any]]:
+        """The first `EXPIRED_LISTED` messages this pass recorded as expired unsent."""
+        query = (
+            select(
+                customer.c.external_id,
+                message.c.occurrence,
+                orders.c.external_id,
+                message.c.send_after,
+                message.c.expires_at,
+                message.c.last_error,
+            )
+            .join_from(message, customer, customer.c.id == message.c.customer_id)
+            .outerjoin(orders, orders.c.id == message.c.order_id)
+            .where(
+                message.c.campaign == self.campaign.name,
+                message.c.status == MessageStatus.EXPIRED.value,
+                message.c.created_at == literal(self.now, UTCDateTime),
+            )
+            .order_by(message.c.id)
+            .limit(EXPIRED_LISTED)
+        )
+        return [
+            {
+                "customer": customer_id,
+                "occurrence": occurrence,
+                "order": order_id,
+                "due": due.isoformat(),
+                "expires_at": expires_at.isoformat(),
+                "why": why,
+            }
+            for customer_id, occurrence, order_id, due, expires_at, why in self.conn.execute(query)
+        ]
 
     def _count_skipped(self, base: Select[Any]) -> None:
         """After the insert, what is left of the audience was skipped: say why."""

@@ -5,14 +5,22 @@
 occurrence `order-<id>`. Only events due within the lookback are looked at:
 `expires_after` when set, else `DEFAULT_LOOKBACK`. With `quiet_after_welcome`,
 a first order gets no thank-you close to an enabled welcome's due time.
+
+`late_rows` finds what the lookback cannot: with `expires_after`, an order
+recorded since the campaign's last full pass whose email has already expired
+(an order reported late). The planner records those as expired unsent, with
+why. The scan reads `orders.recorded_at` (indexed), never a wider lookback, so
+an idle pass stays as cheap; a campaign's first pass has no full pass before
+it and records nothing so (a new install's history is not news).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, func, literal, not_, or_, select
+from sqlalchemy import String, and_, case, exists, func, literal, not_, or_, select
 
 from ..project import FirstOrder, OrderDelivered, OrderPlaced
 from ..store import OrderStatus
@@ -25,6 +33,9 @@ Trigger = FirstOrder | OrderPlaced | OrderDelivered
 
 DEFAULT_LOOKBACK = timedelta(days=7)
 
+# Orders recorded late looked at per statement (a bulk import may bring many).
+LATE_CHUNK = 1000
+
 
 def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
     """Customers whose event fell due within the lookback (or since the last pass); None if none."""
@@ -35,16 +46,7 @@ def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
         select_from: Any = customer
         where = [event.is_not(None)]
         occurrence: Any = literal("first")
-        first_order = (
-            select(func.min(orders.c.id))
-            .where(
-                orders.c.customer_id == customer.c.id,
-                orders.c.placed_at == customer.c.first_order_at,
-                orders.c.status != OrderStatus.CANCELLED.value,
-            )
-            .scalar_subquery()
-        )
-        extra = {"order_id": first_order}
+        extra = {"order_id": _first_order()}
     else:
         event = orders.c.placed_at if isinstance(trigger, OrderPlaced) else orders.c.delivered_at
         select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
@@ -96,3 +98,93 @@ def _quiet_after_welcome(
         pending = customer.c.first_order_at > run.now - welcome.trigger.delay
         hushed.append(and_(near, or_(welcomed, pending)))
     return [not_(and_(first, or_(*hushed)))]
+
+
+def late_orders(run: CampaignPass, trigger: Trigger) -> Iterator[list[int]]:
+    """The ids of orders recorded since the campaign's last full pass, in chunks.
+
+    Since the last full pass, not the previous pass: passes between full ones do
+    not see an order dated earlier than the previous pass, so one recorded close
+    to its expiry may expire before a full pass looks at it. Nothing when the
+    trigger has no `expires_after` or on the campaign's first pass. Read apart,
+    from the recorded_at index alone, so the candidates' query starts from these
+    orders by primary key, never from a range of event times.
+    """
+    since = run.last_full_pass
+    if not trigger.expires_after or since is None:
+        return
+    query = select(orders.c.id).where(orders.c.recorded_at > since)
+    ids = sorted(run.conn.execute(query).scalars())
+    for start in range(0, len(ids), LATE_CHUNK):
+        yield ids[start : start + LATE_CHUNK]
+
+
+def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Candidates:
+    """Candidates of these orders whose email has already expired (see `late_orders`).
+
+    For `first_order` only the customer's first order counts (a later order
+    recorded late does not expire a welcome).
+    """
+    assert trigger.expires_after is not None  # late_orders gives none without one
+    recorded = orders.c.id.in_(order_ids)
+    expired_by = run.now - trigger.delay - trigger.expires_after
+    select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
+    if isinstance(trigger, FirstOrder):
+        event = customer.c.first_order_at
+        where = [recorded, orders.c.id == _first_order()]
+        occurrence: Any = literal("first")
+    else:
+        event = orders.c.placed_at if isinstance(trigger, OrderPlaced) else orders.c.delivered_at
+        where = [recorded, event.is_not(None), orders.c.status != OrderStatus.CANCELLED.value]
+        where += _quiet_after_welcome(run, trigger, event)
+        occurrence = literal("order-") + as_text(orders.c.id)
+    where.append(event <= expired_by)
+    due = run.sql.plus(event, trigger.delay)
+    expires = run.sql.plus(event, trigger.delay + trigger.expires_after)
+    too_late = case(
+        (orders.c.recorded_at >= expires, literal(", after the email had expired")),
+        else_=literal(", and the email expired before the next full planning pass"),
+    )
+    why = (
+        literal("expired unsent: due ")
+        + _iso(run, due)
+        + literal(", expired ")
+        + _iso(run, expires)
+        + literal(
+            f" (expires_after {_duration(trigger.expires_after)}); the order was recorded at "
+        )
+        + _iso(run, orders.c.recorded_at)
+        + too_late
+    )
+    extra = {"order_id": orders.c.id, "last_error": func.substr(why, 1, 1000)}
+    return Candidates(select_from, where, occurrence, due, due, expires, extra)
+
+
+def _first_order() -> Any:
+    """The customer's first order (the lowest id of those placed at first_order_at)."""
+    first = orders.alias("first_order")  # its own name: the late scan reads orders too
+    return (
+        select(func.min(first.c.id))
+        .where(
+            first.c.customer_id == customer.c.id,
+            first.c.placed_at == customer.c.first_order_at,
+            first.c.status != OrderStatus.CANCELLED.value,
+        )
+        .scalar_subquery()
+    )
+
+
+def _iso(run: CampaignPass, moment: Any) -> Any:
+    """A stored UTC datetime as ISO 8601 text, as `plan --json` writes times."""
+    if run.sql.pg:
+        return func.to_char(moment, literal('YYYY-MM-DD"T"HH24:MI:SS"+00:00"', String))
+    return func.strftime(literal("%Y-%m-%dT%H:%M:%S+00:00", String), moment)
+
+
+def _duration(value: timedelta) -> str:
+    """A duration as campaign files write it: 3d, 2h, 30m, 90s."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

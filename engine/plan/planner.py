@@ -49,8 +49,12 @@ writers are serialised by the database itself.
 Due times are moved into the customer's local send window
 (`config.sending.window`, the customer's timezone, else the shop's; an
 invalid stored timezone is logged and falls back to the shop's). Messages
-past `expires_at` are not queued. One failing campaign is logged with its
-name and reported; the others still run.
+past `expires_at` are not queued. For an order trigger with `expires_after`,
+one whose order was recorded (`orders.recorded_at`) since the campaign's last
+full pass and is already past its expiry is recorded once as `expired`, with
+why in `last_error`, logged, and reported (`expired`, `expired_messages`); a
+campaign's first pass records none, so a new install's history is not news.
+One failing campaign is logged with its name and reported; the others still run.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ from ..project import (
 from ..store import session_scope
 from .announcements import plan_announcements
 from .campaignpass import FULL_RESCAN, UNCOUNTED, CampaignPass, CampaignResult
-from .ordertriggers import DEFAULT_LOOKBACK, order_rows
+from .ordertriggers import DEFAULT_LOOKBACK, late_orders, late_rows, order_rows
 from .refunds import REFUND_LOOKBACK, plan_refunds
 
 log = logging.getLogger(__name__)
@@ -133,7 +137,25 @@ def plan(
             first_line = (str(exc).strip().splitlines() or [""])[0]
             result = CampaignResult(error=f"{type(exc).__name__}: {first_line}"[:300])
         report.campaigns[campaign.name] = result
+        if result.expired and not dry_run:
+            _log_expired(campaign, result)
     return report
+
+
+def _log_expired(campaign: Campaign, result: CampaignResult) -> None:
+    """One line per campaign: how many expired unsent, and the first few, each with why."""
+    listed = "".join(
+        f"\n  customer {m['customer']} ({m['occurrence']}, order {m['order']}): {m['why']}"
+        for m in result.expired_messages
+    )
+    more = result.expired - len(result.expired_messages)
+    log.warning(
+        "campaign %s: %d message(s) expired unsent, their order recorded too late%s%s",
+        campaign.name,
+        result.expired,
+        listed,
+        f"\n  and {more} more" if more > 0 else "",
+    )
 
 
 def _apply_due_prices(engine: Engine, now: datetime) -> None:
@@ -167,3 +189,5 @@ def _plan_trigger(run: CampaignPass) -> None:
         candidates = order_rows(run, trigger)
         if candidates is not None:
             run.queue(candidates)
+        for order_ids in late_orders(run, trigger):
+            run.record_expired(late_rows(run, trigger, order_ids))

@@ -49,7 +49,8 @@ def test_plan_json_then_nothing_left(shop: Path) -> None:
     report = json.loads(out)
     assert report["at"] == "2026-11-22T06:00:00+00:00"
     assert report["campaigns"]["welcome"] == {
-        "queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0
+        "queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
+        "expired": 0, "expired_messages": [],
     }  # fmt: skip
     assert set(report["campaigns"]) == {
         "welcome",
@@ -158,3 +159,77 @@ def test_holiday_date_moves_queued_messages_via_cli(shop: Path) -> None:
         ).scalars()
     engine.dispose()
     assert day == date(2026, 12, 6)
+
+
+# ---------------------------------------------------------------- expired unsent
+
+
+@pytest.mark.parametrize(
+    "store_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_an_order_posted_too_late_is_listed_as_expired_in_plan_json(
+    shop: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's example, and the same order dated before its welcome's expiry."""
+    import warnings
+
+    from engine.project.loader import Secrets
+    from engine.track.app import create_app
+
+    with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
+        warnings.filterwarnings("ignore", message=".*httpx2")
+        from starlette.testclient import TestClient
+
+    monkeypatch.setenv("LIFECYCLE_DATABASE_URL", store_url)
+    project = load_project(shop)
+    engine = make_engine(project.database_url())
+    upgrade(engine)
+    with session_scope(engine) as s:
+        upsert_product(s, sku="TEA-500G", name="Tea", price="420", now=NOW - timedelta(days=9))
+    assert run(shop, "plan", "--at", "2026-11-22T05:00:00Z")[0] == 0  # the daemon was running
+    app = create_app(engine, lambda: project, Secrets(secret="s" * 32, api_key="k" * 32),
+                     clock=lambda: NOW)  # fmt: skip
+    events: list[dict[str, object]] = []
+    for number, placed in (("9001", None), ("9002", "2026-11-14T09:00:00Z")):
+        customer = {"id": f"C-{number}", "email": f"c{number}@example.com", "name": "Nadia",
+                    "locale": "bn_BD", "marketing_consent": True}  # fmt: skip
+        order = {"id": f"O-{number}", "customer_id": f"C-{number}",
+                 "items": [{"sku": "TEA-500G", "quantity": 2}]}  # fmt: skip
+        if placed:
+            order["placed_at"] = placed
+        events += [
+            {"id": f"evt-c{number}", "type": "customer.upserted", "customer": customer},
+            {"id": f"evt-o{number}", "type": "order.placed", "order": order},
+        ]
+    response = TestClient(app).post(
+        "/api/events", json=events, headers={"authorization": f"Bearer {'k' * 32}"}
+    )
+    assert response.status_code == 200, response.text
+    engine.dispose()
+    code, out = run(shop, "plan", "--at", "2026-11-22T06:11:00Z", "--json")
+    assert code == 0, out
+    welcome = json.loads(out)["campaigns"]["welcome"]
+    assert (welcome["queued"], welcome["expired"]) == (1, 1)  # C-9001's; C-9002's
+    why = (
+        "expired unsent: due 2026-11-14T09:10:00+00:00, expired 2026-11-17T09:10:00+00:00 "
+        "(expires_after 3d); the order was recorded at 2026-11-22T06:00:00+00:00, "
+        "after the email had expired"
+    )
+    assert welcome["expired_messages"] == [
+        {
+            "customer": "C-9002",
+            "occurrence": "first",
+            "order": "O-9002",
+            "due": "2026-11-14T09:10:00+00:00",
+            "expires_at": "2026-11-17T09:10:00+00:00",
+            "why": why,
+        }
+    ]
+    engine = make_engine(project.database_url())
+    with engine.connect() as conn:
+        rows = conn.execute(select(Message.status, Message.last_error)
+                            .where(Message.campaign == "welcome")).all()  # type: ignore[arg-type]  # fmt: skip
+    engine.dispose()
+    assert sorted((str(status), error) for status, error in rows) == [
+        ("expired", why), ("queued", None)
+    ]  # fmt: skip

@@ -71,10 +71,11 @@ class Shop:
         *,
         sku: str = "JUTE-BAG-01",
         quantity: int = 1,
+        recorded: datetime | None = None,
     ) -> None:
         with session_scope(self.engine) as s:
             record_order(s, external_id=name, customer_id=customer, items=[Line(sku, quantity)],
-                         placed_at=placed, delivered_at=delivered)  # fmt: skip
+                         placed_at=placed, delivered_at=delivered, now=recorded)  # fmt: skip
 
     def price(self, sku: str, price: str, at: datetime) -> None:
         with session_scope(self.engine) as s:
@@ -281,13 +282,15 @@ def test_consent_suppression_and_cap(shop: Shop) -> None:
     shop.price("JUTE-BAG-01", "300", NOW - 30 * timedelta(minutes=1))
     report = shop.plan(NOW)
     assert report["welcome"] == {
-        "queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1
+        "queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1,
+        "expired": 0, "expired_messages": [],
     }  # fmt: skip
     assert [shop.owner(m) for m in shop.messages("welcome")] == ["ok"]
     # The refund is transactional: no consent needed, the cap does not apply; a
     # suppressed address is credited but not emailed.
     assert report["price_drop_refund"] == {
-        "queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0
+        "queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0,
+        "expired": 0, "expired_messages": [],
     }  # fmt: skip
     assert sorted(shop.owner(m) for m in shop.messages("price_drop_refund")) == [
         "busy", "no_consent", "ok"
@@ -349,7 +352,8 @@ def test_skipped_customer_is_looked_at_again_by_the_next_full_pass(lite: Shop) -
         )
     minute = timedelta(minutes=1)
     assert lite.plan(NOW + minute)["welcome"] == {
-        "queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0
+        "queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
+        "expired": 0, "expired_messages": [],
     }  # fmt: skip
     assert lite.plan(NOW + 14 * minute)["welcome"]["queued"] == 0
     assert lite.plan(NOW + 15 * minute)["welcome"]["queued"] == 1
@@ -661,3 +665,124 @@ def test_refund_statements_stay_correlated(lite: Shop) -> None:
     lowest = [s for s in statements if "lowest_change" in s]
     assert len(lowest) >= 2
     assert not any("FROM price_change AS lowest_change," in s for s in lowest)
+
+
+# ---------------------------------------------------------------- expired unsent
+
+M = timedelta(minutes=1)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def test_an_order_recorded_after_its_welcome_expired_is_recorded_expired_with_why(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    shop.enable("welcome")
+    shop.plan(NOW)  # the campaign's first pass
+    shop.customer("late")
+    placed, recorded = NOW - 8 * D, NOW + 20 * M  # reported a week after the order
+    shop.order("o-late", "late", placed, recorded=recorded)
+    with caplog.at_level(logging.WARNING, logger="engine.plan.planner"):
+        report = shop.plan(NOW + H)["welcome"]
+    due, expired = placed + 10 * M, placed + 10 * M + 3 * D  # delay 10m, expires_after 3d
+    why = (
+        f"expired unsent: due {_iso(due)}, expired {_iso(expired)} (expires_after 3d); "
+        f"the order was recorded at {_iso(recorded)}, after the email had expired"
+    )
+    assert (report["queued"], report["expired"]) == (0, 1)
+    assert report["expired_messages"] == [
+        {
+            "customer": "late",
+            "occurrence": "first",
+            "order": "o-late",
+            "due": _iso(due),
+            "expires_at": _iso(expired),
+            "why": why,
+        }
+    ]
+    [message] = shop.messages("welcome")
+    assert (message.status, message.last_error) == (MessageStatus.EXPIRED, why)
+    assert (message.send_after, message.expires_at) == (due, expired)
+    [line] = [r.getMessage() for r in caplog.records if "expired unsent" in r.getMessage()]
+    assert line.startswith("campaign welcome: 1 message(s) expired unsent")
+    assert f"customer late (first, order o-late): {why}" in line
+    # Said once: later passes, full ones too, find it recorded.
+    assert shop.plan(NOW + 2 * H, rescan=True)["welcome"]["expired"] == 0
+    assert len(shop.messages("welcome")) == 1
+
+
+def test_a_thank_you_for_an_order_reported_late_is_recorded_expired(shop: Shop) -> None:
+    shop.enable("thank_you")
+    shop.plan(NOW)
+    shop.customer("ana")
+    # Delivered 9 days ago; thank_you is due 2h after delivery and expires 5d later.
+    shop.order("o-old", "ana", NOW - 10 * D, NOW - 9 * D, recorded=NOW + M)
+    report = shop.plan(NOW + 2 * M)["thank_you"]
+    assert (report["queued"], report["expired"]) == (0, 1)
+    [item] = report["expired_messages"]
+    assert (item["customer"], item["order"]) == ("ana", "o-old")
+    assert item["occurrence"].startswith("order-")
+
+
+def test_a_new_install_records_no_history_as_expired_on_its_first_and_second_pass(
+    shop: Shop,
+) -> None:
+    shop.enable("welcome", "thank_you")
+    imported = NOW - 2 * H  # a month of history, imported before the daemon first ran
+    for day in range(30):
+        name = f"c{day}"
+        shop.customer(name)
+        placed = NOW - day * D - 3 * H
+        shop.order(f"o{day}", name, placed, placed + D if day else None, recorded=imported)
+    shop.customer("old")
+    shop.order("o-unknown", "old", NOW - 20 * D)  # recorded before recorded_at was kept
+    passes = [shop.plan(NOW), shop.plan(NOW + 16 * M), shop.plan(NOW + 32 * M, rescan=True)]
+    for report in passes:
+        for name in ("welcome", "thank_you"):
+            assert (report[name]["expired"], report[name]["expired_messages"]) == (0, [])
+    assert [m for m in shop.messages() if m.status == MessageStatus.EXPIRED] == []
+    assert passes[0]["welcome"]["queued"] == 3  # the first orders still within 3d 10m
+
+
+def test_an_order_recorded_in_time_is_queued_not_expired(shop: Shop) -> None:
+    shop.enable("welcome")
+    shop.plan(NOW)
+    shop.customer("ana")
+    shop.order("o1", "ana", NOW - 2 * D, recorded=NOW + M)  # within 3d of its due time
+    assert shop.plan(NOW + 2 * M)["welcome"]["expired"] == 0
+    report = shop.plan(NOW + 16 * M)["welcome"]  # the next full pass looks back 3d 10m
+    assert (report["queued"], report["expired"]) == (1, 0)
+    [message] = shop.messages("welcome")
+    assert (message.status, message.last_error) == (MessageStatus.QUEUED, None)
+
+
+def test_a_later_order_recorded_late_does_not_expire_a_welcome(lite: Shop) -> None:
+    lite.enable("welcome")
+    lite.customer("ana")
+    lite.order("o1", "ana", NOW - 40 * D, recorded=NOW - 40 * D)
+    lite.plan(NOW)
+    lite.order("o2", "ana", NOW - 8 * D, recorded=NOW + M)  # not her first order
+    assert lite.plan(NOW + 2 * M)["welcome"]["expired"] == 0
+    lite.customer("bo", consent=False)  # never welcomed, so nothing expired unsent
+    lite.order("o3", "bo", NOW - 8 * D, recorded=NOW + 3 * M)
+    assert lite.plan(NOW + 4 * M)["welcome"]["expired"] == 0
+    assert lite.messages("welcome") == []
+
+
+def test_an_order_recorded_just_before_its_expiry_is_recorded_expired_by_the_full_pass(
+    lite: Shop,
+) -> None:
+    lite.enable("welcome")
+    lite.plan(NOW)
+    lite.customer("ana")
+    placed = NOW - 3 * D - 5 * M  # the welcome expires at NOW + 5m
+    lite.order("o1", "ana", placed, recorded=NOW + M)
+    # A pass between full ones looks only at what fell due since the previous pass.
+    assert lite.plan(NOW + 2 * M)["welcome"]["queued"] == 0
+    report = lite.plan(NOW + 6 * M)["welcome"]  # expired before a full pass saw it
+    assert (report["queued"], report["expired"]) == (0, 1)
+    assert report["expired_messages"][0]["why"].endswith(
+        f"recorded at {_iso(NOW + M)}, and the email expired before the next full planning pass"
+    )
