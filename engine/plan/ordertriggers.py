@@ -11,7 +11,9 @@ recorded since the campaign's last full pass whose email has already expired
 (an order reported late). The planner records those as expired unsent, with
 why. The scan reads `orders.recorded_at` (indexed), never a wider lookback, so
 an idle pass stays as cheap; a campaign's first pass has no full pass before
-it and records nothing so (a new install's history is not news).
+it and records nothing so (a new install's history is not news), and an email
+that had expired more than `LATE_REPORTED` (30 days) before is not recorded either
+(a backlog imported after the first run is history too).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ DEFAULT_LOOKBACK = timedelta(days=7)
 
 # Orders recorded late looked at per statement (a bulk import may bring many).
 LATE_CHUNK = 1000
+
+# An order whose email had expired longer than this before the pass is history
+# brought in late (a backlog imported after the first run), not news: not recorded.
+LATE_REPORTED = timedelta(days=30)
 
 
 def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
@@ -138,7 +144,7 @@ def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Cand
         where = [recorded, event.is_not(None), orders.c.status != OrderStatus.CANCELLED.value]
         where += _quiet_after_welcome(run, trigger, event)
         occurrence = literal("order-") + as_text(orders.c.id)
-    where.append(event <= expired_by)
+    where += [event <= expired_by, event > expired_by - LATE_REPORTED]
     due = run.sql.plus(event, trigger.delay)
     expires = run.sql.plus(event, trigger.delay + trigger.expires_after)
     too_late = case(

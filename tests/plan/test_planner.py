@@ -713,6 +713,18 @@ def test_an_order_recorded_after_its_welcome_expired_is_recorded_expired_with_wh
     assert len(shop.messages("welcome")) == 1
 
 
+def test_a_backlog_imported_after_the_first_run_is_not_recorded_expired(shop: Shop) -> None:
+    shop.enable("welcome")
+    shop.plan(NOW)  # the campaign's first pass, on an empty shop
+    shop.customer("old")
+    shop.customer("recent")
+    shop.order("o-old", "old", NOW - 40 * D, recorded=NOW + 20 * M)
+    shop.order("o-recent", "recent", NOW - 20 * D, recorded=NOW + 20 * M)
+    report = shop.plan(NOW + H)["welcome"]
+    assert [m["order"] for m in report["expired_messages"]] == ["o-recent"]
+    assert [m.status for m in shop.messages("welcome")] == [MessageStatus.EXPIRED]
+
+
 def test_a_thank_you_for_an_order_reported_late_is_recorded_expired(shop: Shop) -> None:
     shop.enable("thank_you")
     shop.plan(NOW)
