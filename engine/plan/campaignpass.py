@@ -215,19 +215,7 @@ class CampaignPass:
 
     def queue(self, rows: Candidates) -> None:
         base = self._base(rows)
-        values_ = {
-            "dedupe_key": self._dedupe_key(rows.occurrence),
-            "campaign": literal(self.campaign.name),
-            "kind": literal(self.campaign.kind.value),
-            "customer_id": customer.c.id,
-            "occurrence": rows.occurrence,
-            "status": literal(MessageStatus.QUEUED.value),
-            "created_at": literal(self.now, UTCDateTime),
-            "send_after": rows.send_after,
-            "expires_at": rows.expires_at if rows.expires_at is not None else literal(None),
-            "attempts": literal(0),
-            **rows.extra,
-        }
+        values_ = self._values(rows, MessageStatus.QUEUED)
         chosen = base.add_columns(*(v.label(k) for k, v in values_.items())).where(
             *self._eligible()
         )
@@ -238,6 +226,22 @@ class CampaignPass:
         self.result.queued = self.write(insert)
         self._count_skipped(base)
 
+    def _values(self, rows: Candidates, status: MessageStatus) -> dict[str, Any]:
+        """The columns of the messages these candidates become, with `status`."""
+        return {
+            "dedupe_key": self._dedupe_key(rows.occurrence),
+            "campaign": literal(self.campaign.name),
+            "kind": literal(self.campaign.kind.value),
+            "customer_id": customer.c.id,
+            "occurrence": rows.occurrence,
+            "status": literal(status.value),
+            "created_at": literal(self.now, UTCDateTime),
+            "send_after": rows.send_after,
+            "expires_at": rows.expires_at if rows.expires_at is not None else literal(None),
+            "attempts": literal(0),
+            **rows.extra,
+        }
+
     def record_expired(self, rows: Candidates) -> None:
         """Record candidates already past `expires_at` as `expired` messages, once each.
 
@@ -247,19 +251,7 @@ class CampaignPass:
         """
         segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
         fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
-        values_ = {
-            "dedupe_key": self._dedupe_key(rows.occurrence),
-            "campaign": literal(self.campaign.name),
-            "kind": literal(self.campaign.kind.value),
-            "customer_id": customer.c.id,
-            "occurrence": rows.occurrence,
-            "status": literal(MessageStatus.EXPIRED.value),
-            "created_at": literal(self.now, UTCDateTime),
-            "send_after": rows.send_after,
-            "expires_at": rows.expires_at,
-            "attempts": literal(0),
-            **rows.extra,
-        }
+        values_ = self._values(rows, MessageStatus.EXPIRED)
         conditions = self._eligible(capped=False)
         chosen = (
             select(*(v.label(k) for k, v in values_.items()))
