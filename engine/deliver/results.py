@@ -104,17 +104,7 @@ class Recorder:
             return
         self.report.error(row.id, f"waits for a good template: {reason}")
         log.warning("message %s waits for a good template: %s", row.id, reason)
-        self.ledger.add(
-            RETRY_ROW,
-            row.campaign,
-            MessageStatus.RETRY,
-            b_id=row.id,
-            b_owner=self.worker_id,
-            b_next=now + backoff(attempts),
-            b_code=None,
-            b_error=reason[:1000],
-            b_tried=1,
-        )
+        self._retry(row.id, row.campaign, self.worker_id, now + backoff(attempts), None, reason, 1)
 
     def _transient(self, letter: Letter, result: SendResult) -> None:
         self._retry_or_fail(letter.claim, result.describe(), result.code, tried=1)
@@ -182,13 +172,28 @@ class Recorder:
             reason = f"gave up after {attempts} attempts: {reason}"
             self.final(claim.id, claim.campaign, MessageStatus.FAILED, reason, tried)
             return
+        self._retry(
+            claim.id, claim.campaign, self.handed, now + backoff(attempts), code, reason, tried
+        )
+
+    def _retry(
+        self,
+        message_id: int,
+        campaign: str,
+        owner: str,
+        next_at: datetime,
+        code: int | None,
+        reason: str,
+        tried: int,
+    ) -> None:
+        """Put a message back for another try at `next_at`, with why."""
         self.ledger.add(
             RETRY_ROW,
-            claim.campaign,
+            campaign,
             MessageStatus.RETRY,
-            b_id=claim.id,
-            b_owner=self.handed,
-            b_next=now + backoff(attempts),
+            b_id=message_id,
+            b_owner=owner,
+            b_next=next_at,
             b_code=code,
             b_error=reason[:1000],
             b_tried=tried,
