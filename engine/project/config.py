@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..store import CENT, MessageKind
+from ..store import CENT
 
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 EMAIL = re.compile(
@@ -420,64 +420,6 @@ class Config(Frozen):
     refunds: Refunds = Refunds()
     reports: Reports = Reports()
     paths: Paths = Paths()
-
-
-# ---------------------------------------------------------------- campaigns
-
-
-class _Trigger(Frozen):
-    delay: Annotated[timedelta, duration_from("0s", "365d")] = timedelta(0)
-    expires_after: Annotated[timedelta, duration_from("1m", "365d")] | None = None
-
-
-class FirstOrder(_Trigger):
-    type: Literal["first_order"]
-
-
-class OrderPlaced(_Trigger):
-    type: Literal["order_placed"]
-    # A first order already gets the welcome: no thank-you within this long of it.
-    quiet_after_welcome: QuietAfter | None = timedelta(hours=1)
-
-
-class OrderDelivered(_Trigger):
-    type: Literal["order_delivered"]
-    quiet_after_welcome: QuietAfter | None = timedelta(hours=1)
-
-
-class PriceDrop(_Trigger):
-    type: Literal["price_drop"]
-
-
-class HolidayTrigger(_Trigger):
-    type: Literal["holiday"]
-    holidays: list[Slug] = Field(min_length=1)
-    days_before: Annotated[int, whole(0, 365)]
-    at: TimeOfDay = time(10, 0)
-
-
-Trigger = Annotated[
-    FirstOrder | OrderPlaced | OrderDelivered | PriceDrop | HolidayTrigger,
-    Field(discriminator="type"),
-]
-
-
-class Offer(Frozen):
-    sku: str = Field(min_length=1)
-    discount: Percent
-
-
-class Campaign(Frozen):
-    name: Slug
-    description: str = ""
-    kind: MessageKind = MessageKind.MARKETING
-    trigger: Trigger
-    segment: Slug = "everyone"
-    template: Slug
-    subject: LocalText
-    preheader: LocalText = ""
-    offers: list[Offer] = []
-    resend_in_doubt: bool = False
 
 
 # ---------------------------------------------------------------- segments

@@ -18,7 +18,8 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, Problem
-from .config import Campaign, Config, Paths, Segment
+from .campaigns import Campaign
+from .config import Config, Paths, Segment
 from .problems import validation_problems
 from .references import check_enabled, check_references
 from .templatesources import TemplateSources, TooManyTemplates, read_template_sources

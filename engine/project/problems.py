@@ -9,6 +9,7 @@ reads no file: the `YamlDoc` already holds the data and where each key was writt
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -124,7 +125,12 @@ def _message(error: Any, path: KeyPath, doc: YamlDoc, model: type[BaseModel]) ->
         return "required key is missing"
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
-        return f"expected one of {ctx.get('expected_tags', '')}, got {describe(ctx.get('tag'))}"
+        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (
+            f"expected one of {ctx.get('expected_tags', '')}, got {describe(ctx.get('tag'))}{hint}"
+        )
     if kind == "union_tag_not_found":
         return "required key 'type' is missing"
     if kind in _EXPECTED:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
-from .config import Campaign, Paths
-from .yamlfile import YamlDoc
+from .campaigns import Campaign
+from .config import Paths
+from .yamlfile import YamlDoc, dotted
 
 
 def check_references(
@@ -33,27 +34,42 @@ def check_references(
     for name, campaign in campaigns.items():
         file = campaign_files[name]
         doc = docs[file]
-        if campaign.segment not in segments:
-            known = _suggest(campaign.segment, segments)
-            problems.append(
-                Problem(
-                    file,
-                    doc.line(("segment",)),
-                    "segment",
-                    f"no segment named {campaign.segment!r} in {paths.segments}/{known}",
-                )
-            )
-        for suffix in (".html", ".txt"):
-            template = root / paths.templates / f"{campaign.template}{suffix}"
-            if not template.is_file():
+        named = [(("segment",), campaign.segment)]
+        named += [
+            (("steps", i, "segment"), s.segment) for i, s in enumerate(campaign.steps) if s.segment
+        ]
+        named += [(("exit", i), e.segment) for i, e in enumerate(campaign.exit) if e.segment]
+        for path, segment in named:
+            if segment not in segments:
                 problems.append(
                     Problem(
                         file,
-                        doc.line(("template",)),
-                        "template",
-                        f"template file {paths.templates}/{campaign.template}{suffix} not found",
+                        doc.line(path),
+                        dotted(path),
+                        f"no segment named {segment!r} in {paths.segments}/{_suggest(segment, segments)}",
                     )
                 )
+        templates = (
+            [(("steps", i, "template"), s.template) for i, s in enumerate(campaign.steps)]
+            if campaign.steps
+            else [(("template",), campaign.template or "")]
+        )
+        for path, template in templates:
+            for suffix in (".html", ".txt"):
+                if not (root / paths.templates / f"{template}{suffix}").is_file():
+                    problems.append(
+                        Problem(
+                            file,
+                            doc.line(path),
+                            dotted(path),
+                            f"template file {paths.templates}/{template}{suffix} not found"
+                            + (
+                                _suggest(template, _templates(root / paths.templates))
+                                if suffix == ".html"
+                                else ""
+                            ),
+                        )
+                    )
     return problems
 
 
@@ -82,3 +98,10 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     if close:
         return f" (did you mean {close[0]!r}?)"
     return f" (known: {', '.join(names) or 'none'})"
+
+
+def _templates(folder: Path) -> set[str]:
+    """The names of the email templates in `folder` (welcome for welcome.html)."""
+    if not folder.is_dir():
+        return set()
+    return {p.name.removesuffix(".html") for p in folder.glob("*.html") if "." not in p.stem}

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String
+from sqlalchemy import JSON, Column, Index, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from .types import Money, UTCDateTime
@@ -70,11 +70,11 @@ class Customer(SQLModel, table=True):
     locale: str = Field(default="en", sa_type=String(16))
     timezone: str | None = Field(default=None, sa_type=String(64))
     city: str | None = Field(default=None, sa_type=String(100))
-    birthday: date | None = None
+    birthday: date | None = Field(default=None, index=True)
     marketing_consent: bool = False
     consent_at: datetime | None = _utc(default=None)
     consent_source: str | None = Field(default=None, sa_type=String(100))
-    created_at: datetime = _utc()
+    created_at: datetime = _utc(index=True)
     updated_at: datetime = _utc()
     # Kept up to date by shop.record_order so the planner never aggregates orders.
     first_order_at: datetime | None = _utc(default=None, index=True)
@@ -101,6 +101,8 @@ class Product(SQLModel, table=True):
     price: Decimal = _money()
     stock: int = 0
     updated_at: datetime = _utc()
+    # When the engine first learnt of the product (None: before it kept this).
+    created_at: datetime | None = _utc(default=None, index=True)
 
 
 class PriceChange(SQLModel, table=True):
@@ -129,6 +131,8 @@ class Order(SQLModel, table=True):
     # When the engine learnt of the order (None: before it kept this). The planner tells
     # an order reported after its email expired from history by it.
     recorded_at: datetime | None = _utc(default=None, index=True)
+    # The checkout (cart) the order completed, if the shop said.
+    cart_id: str | None = Field(default=None, sa_type=String(64), index=True)
 
 
 class OrderItem(SQLModel, table=True):
@@ -157,6 +161,8 @@ class Message(SQLModel, table=True):
     kind: MessageKind = _state(MessageKind.MARKETING)
     customer_id: int = Field(foreign_key="customer.id")
     occurrence: str = Field(sa_type=String(120))
+    # The flow step (None: a campaign without steps).
+    step: str | None = Field(default=None, sa_type=String(64))
     order_id: int | None = Field(default=None, foreign_key="orders.id")
     order_item_id: int | None = Field(default=None, foreign_key="order_item.id")
     holiday: str | None = Field(default=None, sa_type=String(64))
@@ -284,3 +290,88 @@ class Checkpoint(SQLModel, table=True):
     name: str = Field(sa_type=String(64), primary_key=True)
     value: str = Field(sa_type=String(200))
     updated_at: datetime = _utc()
+
+
+class FlowExit(SQLModel, table=True):
+    """A customer who left a flow (one campaign's occurrence): no later step goes to them."""
+
+    __tablename__ = "flow_exit"
+    __table_args__ = (
+        UniqueConstraint("campaign", "customer_id", "occurrence", name="uq_flow_exit"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(64))
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    occurrence: str = Field(sa_type=String(120))
+    # The step that fell due when the exit was found, and why.
+    step: str | None = Field(default=None, sa_type=String(64))
+    reason: str = Field(sa_type=String(200))
+    at: datetime = _utc()
+
+
+class FlowStepSeen(SQLModel, table=True):
+    """When each step of a flow first appeared in its campaign file.
+
+    `first_seen_at` is None for the steps a campaign had on its first pass. A step
+    added later goes only to customers whose time for it comes after it was added.
+    """
+
+    __tablename__ = "flow_step"
+
+    campaign: str = Field(sa_type=String(64), primary_key=True)
+    step: str = Field(sa_type=String(64), primary_key=True)
+    first_seen_at: datetime | None = _utc(default=None)
+
+
+class Restock(SQLModel, table=True):
+    """A product's stock went from nothing to something (the back-in-stock trigger)."""
+
+    __tablename__ = "restock"
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="product.id", index=True)
+    stock: int
+    at: datetime = _utc(index=True)
+
+
+class ProductWanted(SQLModel, table=True):
+    """A customer asked to be told when a product is back in stock."""
+
+    __tablename__ = "product_wanted"
+    __table_args__ = (UniqueConstraint("customer_id", "product_id", name="uq_product_wanted"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    product_id: int = Field(foreign_key="product.id", index=True)
+    at: datetime = _utc()
+
+
+class Checkout(SQLModel, table=True):
+    """A checkout the shop saw start; `order_id` is set when an order carries its cart id."""
+
+    __tablename__ = "checkout"
+
+    id: int | None = Field(default=None, primary_key=True)
+    cart_id: str = Field(sa_type=String(64), unique=True, index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    started_at: datetime = _utc(index=True)
+    amount: Decimal = _money(default=Decimal("0"))
+    # [{"sku", "name", "quantity", "unit_price"}], as the event gave them.
+    items: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    order_id: int | None = Field(default=None, foreign_key="orders.id")
+    recorded_at: datetime = _utc()
+
+
+class BroadcastTime(SQLModel, table=True):
+    """A broadcast set with `lifecycle broadcast` (or cancelled before it started)."""
+
+    __tablename__ = "broadcast"
+    __table_args__ = (UniqueConstraint("campaign", "local_at", name="uq_broadcast"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(64))
+    # On each customer's clock, 'YYYY-MM-DD HH:MM'.
+    local_at: str = Field(sa_type=String(16))
+    created_at: datetime = _utc()
+    cancelled_at: datetime | None = _utc(default=None)

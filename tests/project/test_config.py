@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from engine.project.campaigns import Campaign, HolidayTrigger
 from engine.project.config import (
-    Campaign,
     Config,
     Holidays,
-    HolidayTrigger,
     SendWindow,
     parse_amount,
     parse_duration,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.errors import ConfigError
-from engine.project.config import HolidayTrigger
+from engine.project.campaigns import HolidayTrigger
 from engine.project.loader import ENV_CONFIG, config_path, load_partial, load_project
 
 # A campaign file whose lines the expectations below count on.
@@ -83,14 +83,16 @@ def shop(project_dir: Path) -> Path:
         pytest.param(
             "segment: everyone",
             "segment: everyone\ncolour: blue",
-            "campaigns/welcome.yaml:9: colour: unknown key (expected one of: description, kind, ",
+            "campaigns/welcome.yaml:9: colour: unknown key (expected one of: description, exit, kind, ",
             id="unknown-key",
         ),
         pytest.param(
             "type: first_order",
-            "type: first_purchase",
+            "type: first_ordr",
             "campaigns/welcome.yaml:5: trigger.type: expected one of 'first_order', "
-            "'order_placed', 'order_delivered', 'price_drop', 'holiday', got \"first_purchase\"",
+            "'order_placed', 'order_delivered', 'price_drop', 'holiday', 'inactive', 'date', "
+            "'nth_order', 'after_purchase', 'product_added', 'back_in_stock', 'schedule', "
+            "'broadcast', 'checkout_abandoned', got \"first_ordr\" (did you mean 'first_order'?)",
             id="unknown-trigger",
         ),
         pytest.param(
@@ -102,7 +104,7 @@ def shop(project_dir: Path) -> Path:
         pytest.param(
             "template: welcome\n",
             "",
-            "campaigns/welcome.yaml:1: template: required key is missing",
+            "campaigns/welcome.yaml:1: template: required key is missing (a campaign without steps",
             id="missing-key",
         ),
         pytest.param(
@@ -183,7 +185,7 @@ def test_a_bad_campaign_is_one_line(shop: Path, old: str, new: str, expected: st
 def test_a_missing_template_names_both_files(shop: Path) -> None:
     edit(shop, "campaigns/welcome.yaml", "template: welcome", "template: welcom")
     assert problems(shop) == [
-        "campaigns/welcome.yaml:9: template: template file templates/emails/welcom.html not found",
+        "campaigns/welcome.yaml:9: template: template file templates/emails/welcom.html not found (did you mean 'welcome'?)",
         "campaigns/welcome.yaml:9: template: template file templates/emails/welcom.txt not found",
     ]
 

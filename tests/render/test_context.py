@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from engine.intake import shop
-from engine.project.config import Offer
+from engine.project.campaigns import Offer
 from engine.project.loader import Project, load_project
 from engine.render.context import ContextError, load_contexts
 from engine.store.models import Credit, Message, MessageKind, OrderItem
