@@ -16,19 +16,29 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, false, func, literal, not_, select, update
+from sqlalchemy import String, and_, case, exists, false, func, literal, not_, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.selectable import CTE, Select
 
-from ..project import Campaign, Project
-from ..store import MessageKind, MessageStatus, UTCDateTime, ignoring_insert
+from ..project import Campaign, Exit, Project
+from ..store import (
+    EventKind,
+    MessageKind,
+    MessageStatus,
+    OrderStatus,
+    UTCDateTime,
+    ignoring_insert,
+)
 from .plansql import (
     Candidates,
     Sql,
     as_text,
     checkpoint,
     customer,
+    flow_exit,
+    flow_step,
     message,
+    message_event,
     orders,
     suppression,
 )
@@ -46,6 +56,29 @@ EXPIRED_LISTED = 20
 
 
 @dataclass
+class StepResult:
+    """One step's figures in a pass: queued, held back and why, exited and why."""
+
+    queued: int = 0
+    skipped_consent: int = 0
+    skipped_suppressed: int = 0
+    skipped_cap: int = 0
+    # Not queued: the customer already had a later step (a step added or moved behind them).
+    skipped_passed: int = 0
+    exited: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queued": self.queued,
+            "skipped_consent": self.skipped_consent,
+            "skipped_suppressed": self.skipped_suppressed,
+            "skipped_cap": self.skipped_cap,
+            "skipped_passed": self.skipped_passed,
+            "exited": dict(self.exited),
+        }
+
+
+@dataclass
 class CampaignResult:
     queued: int = 0
     skipped_consent: int = 0
@@ -54,6 +87,10 @@ class CampaignResult:
     # Recorded as expired unsent: their order was recorded after the email had expired.
     expired: int = 0
     expired_messages: list[dict[str, Any]] = field(default_factory=list)
+    # Customers who left the flow in this pass (every step's exits).
+    exited: int = 0
+    # Per step, in flow order ("email" for a campaign without steps).
+    steps: dict[str, StepResult] = field(default_factory=dict)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +101,8 @@ class CampaignResult:
             "skipped_cap": self.skipped_cap,
             "expired": self.expired,
             "expired_messages": self.expired_messages,
+            "exited": self.exited,
+            "steps": {label: step.as_dict() for label, step in self.steps.items()},
         }
         if self.error is not None:
             out["error"] = self.error
@@ -92,11 +131,27 @@ class CampaignPass:
         self.tz = func.coalesce(customer.c.timezone, project.config.shop.timezone)
         self.marketing = campaign.kind == MessageKind.MARKETING
         self.result = CampaignResult()
+        self.flow = campaign.flow
+        self.step = self.flow[0]
+        self.index = 0
+        self.step_result = StepResult()
+        # When each step first appeared (None: it was there from the campaign's first pass).
+        self.first_seen: dict[str, datetime | None] = {}
         self.since: datetime | None = None
         # The campaign's last full pass before this one (None: there was none). An order
         # recorded since then has not been looked at whole (a pass between full ones
         # sees only what fell due since the previous); one recorded before it has been.
         self.last_full_pass: datetime | None = None
+
+    @property
+    def delay(self) -> timedelta:
+        """How long after the trigger's event this step falls due (its delay and wait)."""
+        return getattr(self.trigger, "delay", timedelta(0)) + self.step.offset
+
+    @property
+    def expires_after(self) -> timedelta | None:
+        """How long this step may wait to go (the step's own, else the trigger's)."""
+        return self.step.expires_after or self.trigger.expires_after
 
     def run(self, plan_trigger: TriggerStep, rescan: bool = False) -> CampaignResult:
         if self.sql.pg:  # concurrent passes of one campaign take turns
@@ -105,11 +160,55 @@ class CampaignPass:
         last_full = self._recall("plan-full")
         self.last_full_pass = last_full if last_full is not None and last_full <= self.now else None
         self.since = None if rescan else self._incremental_since()
-        plan_trigger(self)
+        if self.campaign.steps:
+            self._see_steps()
+            if self.since is None:
+                self._expire_removed_steps()
+        for index, step in enumerate(self.flow):
+            self.index, self.step, self.step_result = index, step, StepResult()
+            plan_trigger(self)
+            self.result.steps[step.label] = self.step_result
         self._remember("plan", self.now)
         if self.since is None:
             self._remember("plan-full", self.now)
         return self.result
+
+    # -- steps
+
+    def _see_steps(self) -> None:
+        """Note when each step first appeared; a campaign's first steps count from the start."""
+        rows = self.conn.execute(
+            select(flow_step.c.step, flow_step.c.first_seen_at).where(
+                flow_step.c.campaign == self.campaign.name
+            )
+        ).all()
+        self.first_seen = {step: seen for step, seen in rows}
+        fresh = not rows and self.last_full_pass is None and self._recall("plan") is None
+        for step in self.flow:
+            if step.id is not None and step.id not in self.first_seen:
+                seen = None if fresh else self.now
+                self.write(
+                    ignoring_insert(self.conn, flow_step, "campaign", "step").values(
+                        campaign=self.campaign.name, step=step.id, first_seen_at=seen
+                    )
+                )
+                self.first_seen[step.id] = seen
+
+    def _expire_removed_steps(self) -> None:
+        """Messages waiting for a step that is no longer in the file do not go."""
+        current = [step.id for step in self.flow if step.id is not None]
+        self.write(
+            update(message)
+            .where(
+                message.c.status.in_([MessageStatus.QUEUED.value, MessageStatus.RETRY.value]),
+                message.c.campaign == self.campaign.name,
+                or_(message.c.step.is_(None), message.c.step.not_in(current)),
+            )
+            .values(
+                status=MessageStatus.EXPIRED.value,
+                last_error="not sent: its step was removed from the campaign file",
+            )
+        )
 
     # -- incremental passes
 
@@ -147,10 +246,11 @@ class CampaignPass:
         # Python's sqlite3 does not count for a statement that begins with WITH.
         return int(self.conn.execute(select(func.changes())).scalar_one())
 
-    def _dedupe_key(self, occurrence: Any) -> Any:
-        return (
-            literal(f"{self.campaign.name}:") + as_text(customer.c.id) + literal(":") + occurrence
-        )
+    def _dedupe_key(self, occurrence: Any, step: str | None = "") -> Any:
+        """`campaign:customer:occurrence`, and `:step` for a step of a flow with steps."""
+        step = self.step.id if step == "" else step
+        key = literal(f"{self.campaign.name}:") + as_text(customer.c.id) + literal(":") + occurrence
+        return key + literal(f":{step}") if step is not None else key
 
     def _not_suppressed(self) -> Any:
         return ~exists().where(suppression.c.email == customer.c.email)
@@ -195,14 +295,131 @@ class CampaignPass:
 
     def _base(self, rows: Candidates) -> Select[Any]:
         """Candidates in the segment, not queued before, not expired: before consent etc."""
-        segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
-        fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
-        not_expired = rows.expires_at > self.now if rows.expires_at is not None else None
-        # Cheap, selective tests first: most candidates of a pass were queued by an earlier one.
-        where = [*rows.where[:1], fresh, *rows.where[1:], segment]
-        if not_expired is not None:
-            where.append(not_expired)
+        where = [*rows.where[:1], *self._fresh(rows), *rows.where[1:], *self._segments()]
+        if rows.expires_at is not None:
+            where.append(rows.expires_at > self.now)
         return select().select_from(rows.select_from).where(*where)
+
+    def _segments(self) -> list[Any]:
+        names = [self.campaign.segment] + ([self.step.segment] if self.step.segment else [])
+        return [compile_segment(self.project.segments[name], self.now) for name in names]
+
+    def _fresh(self, rows: Candidates) -> list[Any]:
+        """Not queued before, not out of the flow, not past this step (and the step was
+        there when the customer's time for it came)."""
+        occurrence = rows.occurrence
+        fresh = [~exists().where(message.c.dedupe_key == self._dedupe_key(occurrence))]
+        if not self.campaign.steps:
+            return fresh
+        if self.index == 0:  # the campaign's one email, from before it had steps, was this step
+            fresh.append(
+                ~exists().where(message.c.dedupe_key == self._dedupe_key(occurrence, None))
+            )
+        fresh.append(self._not_exited(occurrence))
+        later = [step.id for step in self.flow[self.index + 1 :]]
+        if later:
+            fresh.append(self._not_passed(occurrence, later))
+        seen = self.first_seen.get(self.step.id or "")
+        if seen is not None:
+            fresh.append(rows.due >= literal(seen, UTCDateTime))
+        return fresh
+
+    def _not_exited(self, occurrence: Any) -> Any:
+        return ~exists().where(
+            flow_exit.c.campaign == self.campaign.name,
+            flow_exit.c.customer_id == customer.c.id,
+            flow_exit.c.occurrence == occurrence,
+        )
+
+    def _not_passed(self, occurrence: Any, later: list[Any]) -> Any:
+        passed = message.alias("passed")
+        return ~exists().where(
+            passed.c.customer_id == customer.c.id,
+            passed.c.campaign == self.campaign.name,
+            passed.c.occurrence == occurrence,
+            passed.c.step.in_(later),
+        )
+
+    # -- exits
+
+    def _exit_reason(self, rows: Candidates) -> Any:
+        """Why the customer leaves the flow now (the first exit that holds), else NULL."""
+        entry = rows.entry if rows.entry is not None else rows.due
+        whens = []
+        for condition in self.campaign.exit:
+            whens.append((self._exit_holds(condition, rows, entry), literal(condition.describe())))
+        return case(*whens, else_=literal(None, String)) if whens else None
+
+    def _exit_holds(self, condition: Exit, rows: Candidates, entry: Any) -> Any:
+        if condition.kind == "ordered":
+            later = orders.alias("ordered_since")
+            return exists().where(
+                later.c.customer_id == customer.c.id,
+                later.c.placed_at > entry,
+                later.c.status != OrderStatus.CANCELLED.value,
+            )
+        if condition.kind == "unsubscribed":
+            left = message_event.alias("unsubscribed")
+            return or_(
+                customer.c.marketing_consent.is_not(True),
+                exists().where(
+                    left.c.customer_id == customer.c.id,
+                    left.c.kind == EventKind.UNSUBSCRIBE.value,
+                    left.c.at > entry,
+                ),
+            )
+        if condition.kind == "clicked":
+            click, sent = message_event.alias("flow_click"), message.alias("flow_message")
+            return exists().where(
+                click.c.customer_id == customer.c.id,
+                click.c.kind == EventKind.CLICK.value,
+                sent.c.id == click.c.message_id,
+                sent.c.campaign == self.campaign.name,
+                sent.c.occurrence == rows.occurrence,
+            )
+        if condition.kind == "segment":
+            return not_(compile_segment(self.project.segments[condition.segment or ""], self.now))
+        return customer.c.orders_count >= (condition.orders or 1)
+
+    def _record_exits(self, rows: Candidates) -> None:
+        """Customers due this step who meet an exit condition leave the flow, once."""
+        reason = self._exit_reason(rows)
+        if reason is None:
+            return
+        where = [*rows.where[:1], *self._fresh(rows), *rows.where[1:]]
+        if rows.expires_at is not None:
+            where.append(rows.expires_at > self.now)
+        values_ = {
+            "campaign": literal(self.campaign.name),
+            "customer_id": customer.c.id,
+            "occurrence": rows.occurrence,
+            "step": literal(self.step.id, String),
+            "reason": reason,
+            "at": literal(self.now, UTCDateTime),
+        }
+        chosen = (
+            select(*(v.label(k) for k, v in values_.items()))
+            .select_from(rows.select_from)
+            .where(*where)
+            .subquery("leaving")
+        )
+        leaving = select(chosen).where(chosen.c.reason.is_not(None))
+        insert = ignoring_insert(
+            self.conn, flow_exit, "campaign", "customer_id", "occurrence"
+        ).from_select(list(values_), leaving)
+        if not self.write(insert):
+            return
+        counted = self.conn.execute(
+            select(flow_exit.c.reason, func.count())
+            .where(
+                flow_exit.c.campaign == self.campaign.name,
+                flow_exit.c.at == literal(self.now, UTCDateTime),
+                flow_exit.c.step == literal(self.step.id, String),
+            )
+            .group_by(flow_exit.c.reason)
+        ).all()
+        self.step_result.exited = {why: int(n) for why, n in counted}
+        self.result.exited += sum(self.step_result.exited.values())
 
     def _eligible(self, *, capped: bool = True) -> list[Any]:
         conditions = [self._not_suppressed()]
@@ -214,6 +431,8 @@ class CampaignPass:
         return conditions
 
     def queue(self, rows: Candidates) -> None:
+        if self.campaign.exit:
+            self._record_exits(rows)
         base = self._base(rows)
         values_ = self._values(rows, MessageStatus.QUEUED)
         chosen = base.add_columns(*(v.label(k) for k, v in values_.items())).where(
@@ -223,8 +442,9 @@ class CampaignPass:
         insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
             list(values_), chosen
         )
-        self.result.queued = self.write(insert)
-        self._count_skipped(base)
+        self.step_result.queued = self.write(insert)
+        self.result.queued += self.step_result.queued
+        self._count_skipped(base, rows)
 
     def _values(self, rows: Candidates, status: MessageStatus) -> dict[str, Any]:
         """The columns of the messages these candidates become, with `status`."""
@@ -234,6 +454,7 @@ class CampaignPass:
             "kind": literal(self.campaign.kind.value),
             "customer_id": customer.c.id,
             "occurrence": rows.occurrence,
+            "step": literal(self.step.id, String),
             "status": literal(status.value),
             "created_at": literal(self.now, UTCDateTime),
             "send_after": rows.send_after,
@@ -249,15 +470,13 @@ class CampaignPass:
         apply as for `queue` (a message that would not have been sent did not expire
         unsent); the cap does not, as nothing is sent.
         """
-        segment = compile_segment(self.project.segments[self.campaign.segment], self.now)
-        fresh = ~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence))
         values_ = self._values(rows, MessageStatus.EXPIRED)
         conditions = self._eligible(capped=False)
         chosen = (
             select(*(v.label(k) for k, v in values_.items()))
             .select_from(rows.select_from)
-            .where(*rows.where[:1], fresh, *rows.where[1:], rows.expires_at <= self.now)
-            .where(segment, *conditions)
+            .where(*rows.where[:1], *self._fresh(rows), *rows.where[1:])
+            .where(rows.expires_at <= self.now, *self._segments(), *conditions)
         )
         insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
             list(values_), chosen
@@ -300,7 +519,7 @@ class CampaignPass:
             for customer_id, occurrence, order_id, due, expires_at, why in self.conn.execute(query)
         ]
 
-    def _count_skipped(self, base: Select[Any]) -> None:
+    def _count_skipped(self, base: Select[Any], rows: Candidates) -> None:
         """After the insert, what is left of the audience was skipped: say why."""
         consent = customer.c.marketing_consent.is_(True) if self.marketing else literal(True)
         suppressed = not_(self._not_suppressed())
@@ -317,9 +536,24 @@ class CampaignPass:
                 count(and_(consent, not_(suppressed), capped)),
             )
         ).one()
-        self.result.skipped_consent, self.result.skipped_suppressed, self.result.skipped_cap = (
-            int(v) for v in row
-        )
+        step = self.step_result
+        step.skipped_consent, step.skipped_suppressed, step.skipped_cap = (int(v) for v in row)
+        self.result.skipped_consent += step.skipped_consent
+        self.result.skipped_suppressed += step.skipped_suppressed
+        self.result.skipped_cap += step.skipped_cap
+        later = [s.id for s in self.flow[self.index + 1 :]]
+        if self.campaign.steps and later:
+            step.skipped_passed = self._count_passed(rows, later)
+
+    def _count_passed(self, rows: Candidates, later: list[Any]) -> int:
+        """Candidates not queued because they already had a later step."""
+        where = [*rows.where, *self._segments()]
+        where.append(~exists().where(message.c.dedupe_key == self._dedupe_key(rows.occurrence)))
+        where.append(not_(self._not_passed(rows.occurrence, later)))
+        if rows.expires_at is not None:
+            where.append(rows.expires_at > self.now)
+        query = select(func.count()).select_from(rows.select_from).where(*where)
+        return int(self.conn.execute(query).scalar_one())
 
     # -- send windows
 

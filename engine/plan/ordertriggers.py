@@ -45,8 +45,9 @@ LATE_REPORTED = timedelta(days=30)
 
 def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
     """Customers whose event fell due within the lookback (or since the last pass); None if none."""
-    lookback = trigger.expires_after or DEFAULT_LOOKBACK
-    latest, earliest = run.now - trigger.delay, run.now - trigger.delay - lookback
+    delay, expires_after = run.delay, run.expires_after
+    lookback = expires_after or DEFAULT_LOOKBACK
+    latest, earliest = run.now - delay, run.now - delay - lookback
     if isinstance(trigger, FirstOrder):
         event = customer.c.first_order_at
         select_from: Any = customer
@@ -61,18 +62,14 @@ def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
         occurrence = literal("order-") + as_text(orders.c.id)
         extra = {"order_id": orders.c.id}
     if run.since is not None:
-        earliest = max(earliest, run.since - trigger.delay)
+        earliest = max(earliest, run.since - delay)
     where += [event > earliest, event <= latest]
     zones = run.zones(select_from, where)
     if not zones:
         return None
     windows = run.window_rows(zones, earliest, run.now)
-    due = run.sql.plus(event, trigger.delay)
-    expires = (
-        run.sql.plus(event, trigger.delay + trigger.expires_after)
-        if trigger.expires_after
-        else None
-    )
+    due = run.sql.plus(event, delay)
+    expires = run.sql.plus(event, delay + expires_after) if expires_after else None
     return Candidates(
         select_from,
         where,
@@ -81,6 +78,7 @@ def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
         run.in_window(due, windows),
         expires,
         extra,
+        entry=event,
     )
 
 
@@ -117,7 +115,7 @@ def late_orders(run: CampaignPass, trigger: Trigger) -> Iterator[list[int]]:
     orders by primary key, never from a range of event times.
     """
     since = run.last_full_pass
-    if not trigger.expires_after or since is None:
+    if not run.expires_after or since is None or run.index > 0:
         return
     query = select(orders.c.id).where(orders.c.recorded_at > since)
     ids = sorted(run.conn.execute(query).scalars())
@@ -131,9 +129,11 @@ def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Cand
     For `first_order` only the customer's first order counts (a later order
     recorded late does not expire a welcome).
     """
-    assert trigger.expires_after is not None  # late_orders gives none without one
+    expires_after = run.expires_after
+    assert expires_after is not None  # late_orders gives none without one
+    delay = run.delay
     recorded = orders.c.id.in_(order_ids)
-    expired_by = run.now - trigger.delay - trigger.expires_after
+    expired_by = run.now - delay - expires_after
     select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
     if isinstance(trigger, FirstOrder):
         event = customer.c.first_order_at
@@ -145,8 +145,8 @@ def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Cand
         where += _quiet_after_welcome(run, trigger, event)
         occurrence = literal("order-") + as_text(orders.c.id)
     where += [event <= expired_by, event > expired_by - LATE_REPORTED]
-    due = run.sql.plus(event, trigger.delay)
-    expires = run.sql.plus(event, trigger.delay + trigger.expires_after)
+    due = run.sql.plus(event, delay)
+    expires = run.sql.plus(event, delay + expires_after)
     too_late = case(
         (orders.c.recorded_at >= expires, literal(", after the email had expired")),
         else_=literal(", and the email expired before the next full planning pass"),
@@ -157,7 +157,7 @@ def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Cand
         + literal(", expired ")
         + _iso(run, expires)
         + literal(
-            f" (expires_after {_duration(trigger.expires_after)}); the order was recorded at "
+            f" (expires_after {_duration(expires_after)}); the order was recorded at "
         )
         + _iso(run, orders.c.recorded_at)
         + too_late

@@ -19,7 +19,10 @@ from ..store import (
     Checkpoint,
     Credit,
     Customer,
+    FlowExit,
+    FlowStepSeen,
     Message,
+    MessageEvent,
     Order,
     OrderItem,
     PriceChange,
@@ -36,6 +39,9 @@ credit = Credit.__table__  # type: ignore[attr-defined]
 price_change = PriceChange.__table__  # type: ignore[attr-defined]
 suppression = Suppression.__table__  # type: ignore[attr-defined]
 checkpoint = Checkpoint.__table__  # type: ignore[attr-defined]
+message_event = MessageEvent.__table__  # type: ignore[attr-defined]
+flow_exit = FlowExit.__table__  # type: ignore[attr-defined]
+flow_step = FlowStepSeen.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -49,6 +55,8 @@ class Candidates:
     send_after: Any
     expires_at: Any
     extra: dict[str, Any] = field(default_factory=dict)
+    # When the customer entered the flow (the trigger's event; None: `due`), for exits.
+    entry: Any = None
 
 
 class Sql:

@@ -51,6 +51,7 @@ def test_plan_json_then_nothing_left(shop: Path) -> None:
     assert report["campaigns"]["welcome"] == {
         "queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
         "expired": 0, "expired_messages": [],
+        "exited": 0, "steps": {"email": {"queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0, "skipped_passed": 0, "exited": {}}},
     }  # fmt: skip
     assert set(report["campaigns"]) == {
         "welcome",
