@@ -1,4 +1,4 @@
-"""`lifecycle import customers|products|orders FILE.csv`: the shop's data from CSV.
+"""`lifecycle import customers|products|orders|wanted FILE.csv`: the shop's data from CSV.
 
 Exit codes: 0 imported (with --skip-bad, also when bad rows were skipped: they
 are listed on stderr as warnings and under "skipped" in --json); 2 nothing
@@ -39,13 +39,17 @@ _HELP = {
     "price is recorded in the price history.",
     "orders": "One row per order line. Columns: order_id, customer_id, placed_at, sku, "
     "quantity (required), delivered_at, status (placed/delivered/cancelled), unit_price "
-    "(default: the product's current price). Naive times are in the shop's timezone.",
+    "(default: the product's current price), cart_id (the checkout the order completed). "
+    "Naive times are in the shop's timezone.",
+    "wanted": "Products customers asked to hear about when back in stock. Columns: "
+    "customer_id, sku (required), at (when they asked; default: now). A pair already "
+    "recorded changes nothing.",
 }
 
 
 @main.group("import")
 def import_group() -> None:
-    """Import customers, products or orders from CSV (UTF-8, header on line 1).
+    """Import customers, products, orders or wanted products from CSV (UTF-8, header on line 1).
 
     Rows are matched by the shop's own ids, so importing a file again changes
     nothing; an empty cell keeps the stored value. A file with bad rows is not
@@ -141,6 +145,8 @@ def _summary(result: ImportResult) -> str:
             f"{_count(result.created, 'order')} created, {result.updated} marked delivered, "
             f"{result.cancelled} cancelled, {result.unchanged} already imported"
         )
+    elif result.kind == "wanted":
+        counts = f"{result.created} recorded, {result.unchanged} already recorded"
     else:
         counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
     skipped = f", {_count(len(result.skipped), 'bad row')} skipped" if result.skipped else ""

@@ -9,12 +9,21 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   city?, birthday? (YYYY-MM-DD), tags? [..], marketing_consent? (true/false),
   created_at?}. Creates the customer or updates the fields given.
 - `order.placed`: `order` = {id, customer_id, placed_at?, items: [{sku,
-  quantity, unit_price?}], delivered_at?, cancelled?}. `placed_at` defaults to
-  the event's `at` (so: when it arrived). Without unit_price a line is charged
-  the product's price when the order was placed.
+  quantity, unit_price?}], delivered_at?, cancelled?, cart_id?}. `placed_at`
+  defaults to the event's `at` (so: when it arrived). Without unit_price a
+  line is charged the product's price when the order was placed. `cart_id`
+  names the checkout the order completed (see `checkout.started`).
 - `order.delivered`: `order_id`, `delivered_at`.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
+- `checkout.started`: `customer` (the shop's customer id), `cart_id` (1 to 64
+  characters), `items` = [{sku, quantity, unit_price?, name?}], `amount`; the
+  checkout started at the event's `at`. The same cart id again replaces the
+  items and the amount and keeps the first start. An order whose `cart_id` is
+  this cart, before or after, completes it. A line without unit_price or name
+  gets the product's.
+- `product.wanted`: `customer`, `sku`: the customer asked to hear when the
+  product is back in stock (asking again changes nothing).
 - `holiday.announced`: `holiday` = {id, date (YYYY-MM-DD), name?, name_bn?}:
   dates (or moves) one of the shop's own occasions declared under
   `holidays.extra` in config.yaml; names default to the ones written there.
@@ -27,7 +36,8 @@ Anything else is a problem naming the field, never a server error.
 An order for a customer the engine does not know is rejected, not invented:
 an order carries no email address, and a customer without one cannot be
 mailed. Send `customer.upserted` first (earlier in the same batch is enough).
-The same goes for an unknown product SKU or order id.
+The same goes for a checkout or a wanted product, and for an unknown product
+SKU or order id.
 
 A batch is one transaction of at most `MAX_EVENTS` events: if any event is
 invalid, nothing of the batch is applied, and `EventsRejected` lists each
@@ -153,6 +163,7 @@ class OrderData(_Shape):
     delivered_at: When | None = None
     cancelled: StrictBool = False
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
+    cart_id: Key | None = None
 
 
 class ProductData(_Shape):
@@ -196,6 +207,27 @@ class PriceChanged(_Event):
     price: Amount
 
 
+class CartLine(_Shape):
+    sku: Key
+    quantity: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    unit_price: Amount | None = None
+    name: Text | None = None
+
+
+class CheckoutStarted(_Event):
+    type: Literal["checkout.started"]
+    customer: Key
+    cart_id: Key
+    items: list[CartLine] = Field(min_length=1, max_length=1000)
+    amount: Amount
+
+
+class ProductWanted(_Event):
+    type: Literal["product.wanted"]
+    customer: Key
+    sku: Key
+
+
 class HolidayData(_Shape):
     id: Key
     date: Day
@@ -214,6 +246,8 @@ ShopEvent = Annotated[
     | OrderDelivered
     | ProductUpserted
     | PriceChanged
+    | CheckoutStarted
+    | ProductWanted
     | HolidayAnnounced,
     Field(discriminator="type"),
 ]
@@ -224,6 +258,8 @@ EVENT_TYPES = (
     "order.delivered",
     "product.upserted",
     "product.price_changed",
+    "checkout.started",
+    "product.wanted",
     "holiday.announced",
 )
 
@@ -459,9 +495,11 @@ def _field_of(event: ShopEvent, message: str) -> str:
     main = _MAIN_FIELD[event.type]
     word = message.split(":")[0].split(" ")[0]
     data = getattr(event, main, None)
-    if isinstance(data, BaseModel) and word in type(data).model_fields:
-        return f"{main}.{word}"
-    return main
+    if isinstance(data, BaseModel):
+        return f"{main}.{word}" if word in type(data).model_fields else main
+    # An event of top-level fields: the shop names them as the event does (`items[0].name`).
+    top = word.split("[")[0].split(".")[0]
+    return word if top in type(event).model_fields else main
 
 
 class _FieldError(Exception):
@@ -490,14 +528,7 @@ def _customer(session: Session, event: CustomerUpserted, at: datetime, now: date
 
 def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) -> None:
     data = event.order
-    try:
-        shop.customer_by_external_id(session, data.customer_id)
-    except UnknownRecord as exc:
-        raise _FieldError(
-            "order.customer_id",
-            f"unknown customer {data.customer_id!r}: send a customer.upserted event "
-            "for it first (earlier in the same batch is enough)",
-        ) from exc
+    _known_customer(session, data.customer_id, "order.customer_id")
     for i, line in enumerate(data.items):
         _known_sku(session, line.sku, f"order.items[{i}].sku")
     shop.record_order(
@@ -509,6 +540,7 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         delivered_at=data.delivered_at,
         cancelled=data.cancelled,
         now=max(at, now),
+        cart_id=data.cart_id,
     )
 
 
@@ -538,6 +570,27 @@ def _price(session: Session, event: PriceChanged, at: datetime, now: datetime) -
     shop.set_price(session, event.sku, event.price, now=now, at=at)
 
 
+def _checkout(session: Session, event: CheckoutStarted, at: datetime, now: datetime) -> None:
+    _known_customer(session, event.customer, "customer")
+    for i, line in enumerate(event.items):
+        _known_sku(session, line.sku, f"items[{i}].sku")
+    shop.start_checkout(
+        session,
+        cart_id=event.cart_id,
+        customer_id=event.customer,
+        items=[shop.CartLine(x.sku, x.quantity, x.unit_price, x.name) for x in event.items],
+        amount=event.amount,
+        started_at=at,
+        now=max(at, now),
+    )
+
+
+def _wanted(session: Session, event: ProductWanted, at: datetime, now: datetime) -> None:
+    _known_customer(session, event.customer, "customer")
+    _known_sku(session, event.sku, "sku")
+    shop.want_product(session, customer_id=event.customer, sku=event.sku, at=at)
+
+
 def _holiday(
     session: Session, event: HolidayAnnounced, at: datetime, declared: dict[str, LocalText]
 ) -> None:
@@ -559,6 +612,17 @@ def _holiday(
     )
 
 
+def _known_customer(session: Session, external_id: str, field: str) -> None:
+    try:
+        shop.customer_by_external_id(session, external_id)
+    except UnknownRecord as exc:
+        raise _FieldError(
+            field,
+            f"unknown customer {external_id!r}: send a customer.upserted event "
+            "for it first (earlier in the same batch is enough)",
+        ) from exc
+
+
 def _known_sku(session: Session, sku: str, field: str) -> None:
     try:
         shop.product_by_sku(session, sku)
@@ -574,6 +638,8 @@ _APPLY: dict[type, Any] = {
     OrderDelivered: _delivered,
     ProductUpserted: _product,
     PriceChanged: _price,
+    CheckoutStarted: _checkout,
+    ProductWanted: _wanted,
 }
 _MAIN_FIELD = {
     "customer.upserted": "customer",
@@ -581,5 +647,7 @@ _MAIN_FIELD = {
     "order.delivered": "delivered_at",
     "product.upserted": "product",
     "product.price_changed": "price",
+    "checkout.started": "cart_id",
+    "product.wanted": "sku",
     "holiday.announced": "holiday",
 }

@@ -1,10 +1,16 @@
-"""Getting shop data in: customers, products, prices and orders.
+"""Getting shop data in: customers, products, prices, orders, checkouts and wishes.
 
 Every function validates its input and raises `DataError` naming the field
 and the value; nothing is written for invalid input. All functions take an
 open session and leave committing to the caller, so a batch of calls is one
 transaction. Customers and orders are keyed by the shop's own ids
-(`external_id`); calling again with the same id updates, never duplicates.
+(`external_id`), checkouts by the shop's cart id; calling again with the same
+id updates, never duplicates.
+
+Two facts are kept for the triggers that read them: a product's `created_at`
+(when the engine first learnt of it, for "new in your category") and a
+`restock` row each time a product's stock goes from nothing to something
+(for "back in stock"). A product created with stock is new, not restocked.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from sqlmodel import Session, SQLModel, col
 from ..errors import DataError, UnknownRecord
 from ..project import parse_email, parse_locale, parse_timezone
 from ..store import (
+    Checkout,
     ConsentChange,
     Customer,
     CustomerTag,
@@ -29,6 +36,8 @@ from ..store import (
     OrderStatus,
     PriceChange,
     Product,
+    ProductWanted,
+    Restock,
     ShopHoliday,
     to_money,
 )
@@ -215,7 +224,11 @@ def upsert_product(
     category: str | None = None,
     name_bn: str | None = None,
 ) -> Product:
-    """Create or update a product by SKU; a new price is recorded in its price history."""
+    """Create or update a product by SKU; a new price is recorded in its price history.
+
+    A new product's `created_at` is `now`. Stock going from zero (or less) to
+    more than zero on a stored product writes a `restock` row at `now`.
+    """
     _require_aware("now", now)
     sku = clean_text("sku", sku, required=True, limit=64) or ""
     name = clean_text("name", name, required=True) or ""
@@ -228,14 +241,16 @@ def upsert_product(
         name_bn = clean_text("name_bn", name_bn)
     product = session.execute(select(Product).where(col(Product.sku) == sku)).scalars().first()
     if product is None:
-        product = Product(sku=sku, name=name, price=amount, stock=stock or 0, updated_at=now)
+        product = Product(
+            sku=sku, name=name, price=amount, stock=stock or 0, updated_at=now, created_at=now
+        )
         session.add(product)
         session.flush()
         session.add(PriceChange(product_id=_id(product), price=amount, changed_at=now))
     else:
         _change_price(session, product, amount, at=now, now=now)
         if stock is not None:
-            product.stock = stock
+            set_stock(session, product, stock, at=now)
     product.name = name
     product.updated_at = now
     if category is not None:
@@ -244,6 +259,13 @@ def upsert_product(
         product.name_bn = name_bn
     session.flush()
     return product
+
+
+def set_stock(session: Session, product: Product, stock: int, *, at: datetime) -> None:
+    """Set a stored product's stock; from nothing to something is a restock at `at`."""
+    if product.stock <= 0 < stock:
+        session.add(Restock(product_id=_id(product), stock=stock, at=at))
+    product.stock = stock
 
 
 def set_price(
@@ -355,15 +377,17 @@ def record_order(
     delivered_at: datetime | None = None,
     cancelled: bool = False,
     now: datetime | None = None,
+    cart_id: str | None = None,
 ) -> Order:
     """Record an order once; recording the same id again returns the stored order.
 
     Recording a stored order again as `cancelled` cancels it (`cancel_order`,
     at `now`, default `placed_at`). A line without a unit price is charged the
     product's price in effect at `placed_at`. The order's `recorded_at` is `now`
-    (None when not given: unknown). Keeps the customer's
-    first_order_at, last_order_at, orders_count and total_spent up to date
-    (cancelled orders do not count).
+    (None when not given: unknown). `cart_id` is the checkout the order
+    completed: the stored checkout of that cart, if any, gets the order. Keeps
+    the customer's first_order_at, last_order_at, orders_count and total_spent
+    up to date (cancelled orders do not count).
     """
     _require_aware("placed_at", placed_at)
     if delivered_at is not None:
@@ -371,6 +395,7 @@ def record_order(
         if delivered_at < placed_at:
             raise DataError(f"order {external_id}: delivered_at is before placed_at")
     external_id = clean_text("order id", external_id, required=True, limit=64) or ""
+    cart_id = clean_text("cart_id", cart_id, limit=64)
     existing = (
         session.execute(select(Order).where(col(Order.external_id) == external_id))
         .scalars()
@@ -400,6 +425,7 @@ def record_order(
         status=status,
         total=total,
         recorded_at=now,
+        cart_id=cart_id,
     )
     session.add(order)
     session.flush()
@@ -410,6 +436,12 @@ def record_order(
             )
         )
     session.flush()
+    if cart_id is not None:
+        session.execute(
+            update(Checkout)
+            .where(col(Checkout.cart_id) == cart_id, col(Checkout.order_id).is_(None))
+            .values(order_id=_id(order))
+        )
     refresh_order_totals(session, [_id(customer)])
     return order
 
@@ -430,6 +462,96 @@ def _order_line(
         owed = price_when(session, _id(product), placed_at)
         price = product.price if owed is None else owed
     return product, quantity, price
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """One line of a checkout's cart, as the shop gave it."""
+
+    sku: str
+    quantity: int
+    unit_price: Any = None  # None: the product's price when the checkout started
+    name: str | None = None  # None: the product's name
+
+
+def start_checkout(
+    session: Session,
+    *,
+    cart_id: str,
+    customer_id: str,
+    items: Sequence[CartLine],
+    amount: Any,
+    started_at: datetime,
+    now: datetime,
+) -> Checkout:
+    """Record a checkout the shop saw start, keyed by its cart id.
+
+    The same cart id again replaces the items and the amount and keeps the
+    first `started_at`. A stored order carrying the cart id completes it
+    (`order_id`). Raises DataError naming the field (`cart_id`, `amount`,
+    `items[i].sku`, ...) and UnknownRecord for an unknown customer.
+    """
+    _require_aware("started_at", started_at)
+    _require_aware("now", now)
+    cart_id = clean_text("cart_id", cart_id, required=True, limit=64) or ""
+    total = money("amount", amount)
+    if not items:
+        raise DataError(f"items of checkout {cart_id} must hold at least one line")
+    lines = [_cart_line(session, f"items[{i}]", line, started_at) for i, line in enumerate(items)]
+    customer = customer_by_external_id(session, customer_id)
+    checkout = (
+        session.execute(select(Checkout).where(col(Checkout.cart_id) == cart_id)).scalars().first()
+    )
+    if checkout is None:
+        checkout = Checkout(
+            cart_id=cart_id, customer_id=_id(customer), started_at=started_at, recorded_at=now
+        )
+        session.add(checkout)
+    checkout.items = lines
+    checkout.amount = total
+    if checkout.order_id is None:
+        completed = select(func.min(col(Order.id))).where(col(Order.cart_id) == cart_id)
+        checkout.order_id = session.execute(completed).scalar_one()
+    session.flush()
+    return checkout
+
+
+def _cart_line(session: Session, field: str, line: CartLine, at: datetime) -> dict[str, Any]:
+    """The stored form of a cart line: names and prices filled in from the product."""
+    quantity = line.quantity
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise DataError(f"{field}.quantity must be a whole number of 1 or more, got: {quantity!r}")
+    sku = clean_text(f"{field}.sku", line.sku, required=True, limit=64) or ""
+    try:
+        product = product_by_sku(session, sku)
+    except UnknownRecord as exc:
+        raise DataError(f"{field}.sku: unknown product sku {sku!r}") from exc
+    if line.unit_price is not None:
+        price = money(f"{field}.unit_price", line.unit_price)
+    else:
+        owed = price_when(session, _id(product), at)
+        price = product.price if owed is None else owed
+    name = clean_text(f"{field}.name", line.name) or product.name
+    return {"sku": sku, "name": name, "quantity": quantity, "unit_price": str(price)}
+
+
+def want_product(session: Session, *, customer_id: str, sku: str, at: datetime) -> bool:
+    """Record that a customer wants to hear when a product is back; False if already so.
+
+    Raises UnknownRecord for an unknown customer or product sku.
+    """
+    _require_aware("at", at)
+    customer = customer_by_external_id(session, customer_id)
+    product = product_by_sku(session, sku)
+    known = select(col(ProductWanted.id)).where(
+        col(ProductWanted.customer_id) == _id(customer),
+        col(ProductWanted.product_id) == _id(product),
+    )
+    if session.execute(known).first() is not None:
+        return False
+    session.add(ProductWanted(customer_id=_id(customer), product_id=_id(product), at=at))
+    session.flush()
+    return True
 
 
 def order_by_external_id(session: Session, external_id: str) -> Order:

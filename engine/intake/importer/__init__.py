@@ -1,10 +1,11 @@
-"""CSV import of customers, products and orders, in bulk.
+"""CSV import of customers, products, orders and wanted products, in bulk.
 
 The same meaning as the shop API (`engine.intake.shop`), at a hundred thousand rows
 a minute: every row is validated in Python first, then the good rows are
 written with Core `executemany` in one transaction. Upserts are keyed by the
-shop's own ids (customer `id`, product `sku`, order `order_id`), so importing
-a file twice changes nothing the second time.
+shop's own ids (customer `id`, product `sku`, order `order_id`; a wanted
+product by its customer and sku), so importing a file twice changes nothing
+the second time.
 
 A bad row is reported as `file:line: column: reason`, `line` being the
 physical line of the file (the header is line 1). With bad rows the import
@@ -28,7 +29,7 @@ from sqlmodel import Session
 from ...errors import DataError, StoreError
 from ...project import parse_timezone
 from ...store import session_scope
-from . import customers, orders, products
+from . import customers, orders, products, wanted
 from .csvfile import CsvFormatError, Record, read_csv
 from .job import BadRow, ImportRejected, ImportResult, Job, Progress
 
@@ -36,13 +37,20 @@ _IMPORTS: dict[str, Callable[[Job, Session, list[Record]], None]] = {
     "customers": customers.import_customers,
     "products": products.import_products,
     "orders": orders.import_orders,
+    "wanted": wanted.import_wanted,
 }
 KINDS = tuple(_IMPORTS)
-COLUMNS = {"customers": customers.COLUMNS, "products": products.COLUMNS, "orders": orders.COLUMNS}
+COLUMNS = {
+    "customers": customers.COLUMNS,
+    "products": products.COLUMNS,
+    "orders": orders.COLUMNS,
+    "wanted": wanted.COLUMNS,
+}
 REQUIRED = {
     "customers": customers.REQUIRED,
     "products": products.REQUIRED,
     "orders": orders.REQUIRED,
+    "wanted": wanted.REQUIRED,
 }
 
 
@@ -57,7 +65,7 @@ def import_csv(
     progress: Progress | None = None,
     shown: str | None = None,
 ) -> ImportResult:
-    """Import `path` as `kind` (customers, products or orders) into the store.
+    """Import `path` as `kind` (customers, products, orders or wanted) into the store.
 
     Naive times in the file are read in `shop_timezone`. `shown` is the file
     name used in messages (default: `path` as given). Raises CsvFormatError for

@@ -6,6 +6,8 @@ delivered_at marks it delivered and the status cancelled cancels it; either
 takes back refund credit no longer owed (`engine.intake.reversals`). A line without
 a unit price is charged the product's price in effect when the order was
 placed. Customers' order figures are recomputed set-based afterwards.
+A new order's `cart_id` (the same on each of its lines) completes the stored
+checkout of that cart, if any; a stored order's cart is left as it is.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ...store import Customer, Order, OrderItem, OrderStatus, PriceChange, Product
+from ...store import Checkout, Customer, Order, OrderItem, OrderStatus, PriceChange, Product
 from ..reversals import take_back
 from ..shop import refresh_order_totals
 from .cells import (
@@ -49,6 +51,7 @@ COLUMNS = (
     "sku",
     "quantity",
     "unit_price",
+    "cart_id",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
 
@@ -80,6 +83,7 @@ def import_orders(job: Job, session: Session, records: list[Record]) -> None:
     job.settle()
     touched, changed = _write_orders(job, conn, orders, stored)
     take_back(conn, changed, job.now)
+    _complete_checkouts(conn, [o.first.cart_id for k, o in orders.items() if k not in stored])
     refresh_order_totals(session, touched)
 
 
@@ -136,11 +140,12 @@ class _LineRow:
     sku: str
     quantity: int
     unit_price: Decimal | None
+    cart_id: str | None
 
 
 _id_text = partial(parse_text, limit=64)
 _quantity = partial(parse_whole, minimum=1)
-_Head = tuple[str, str, datetime, datetime | None, OrderStatus | None]
+_Head = tuple[str, str, datetime, datetime | None, OrderStatus | None, str | None]
 
 
 def _order_head(record: Record, zone: ZoneInfo) -> _Head:
@@ -160,6 +165,7 @@ def _order_head(record: Record, zone: ZoneInfo) -> _Head:
         placed_at,
         delivered_at,
         status,
+        cell(record, "cart_id", _id_text),
     )
 
 
@@ -175,11 +181,12 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             get("placed_at"),
             get("delivered_at"),
             get("status"),
+            get("cart_id"),
         )
         head = heads.get(key)
         if head is None:
             head = heads[key] = _order_head(record, zone)
-        order_id, customer_id, placed_at, delivered_at, status = head
+        order_id, customer_id, placed_at, delivered_at, status, cart_id = head
         return _LineRow(
             order_id,
             customer_id,
@@ -189,6 +196,7 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             sku=required(record, "sku", _id_text),
             quantity=required(record, "quantity", _quantity),
             unit_price=cell(record, "unit_price", parse_amount),
+            cart_id=cart_id,
         )
 
     return parse
@@ -241,7 +249,7 @@ def _line_problem(
         return "sku", f"unknown product sku {shown(line.sku)}"
     if order is not None:
         first = order.first
-        for name in ("customer_id", "placed_at", "delivered_at", "status"):
+        for name in ("customer_id", "placed_at", "delivered_at", "status", "cart_id"):
             if getattr(line, name) != getattr(first, name):
                 return name, (
                     f"order {line.order_id} has {name} {_plain(getattr(first, name))} on an "
@@ -333,4 +341,21 @@ def _order_values(external_id: str, order: _NewOrder, now: datetime) -> dict[str
         "status": status.value,
         "total": total,
         "recorded_at": now,
+        "cart_id": first.cart_id,
     }
+
+
+def _complete_checkouts(conn: Connection, cart_ids: list[str | None]) -> None:
+    """Give each stored checkout of these carts not yet completed its (first) order."""
+    checkout, orders = table_of(Checkout), table_of(Order)
+    first_order = (
+        select(func.min(orders.c.id))
+        .where(orders.c.cart_id == checkout.c.cart_id)
+        .scalar_subquery()
+    )
+    for chunk in chunks(sorted({c for c in cart_ids if c is not None}), CHUNK):
+        conn.execute(
+            update(checkout)
+            .where(checkout.c.cart_id.in_(chunk), checkout.c.order_id.is_(None))
+            .values(order_id=first_order)
+        )

@@ -1,4 +1,8 @@
-"""Products from CSV: upserted by SKU, like `shop.upsert_product` and `shop.set_price`."""
+"""Products from CSV: upserted by SKU, like `shop.upsert_product` and `shop.set_price`.
+
+A new product is created at the import's time (`created_at`); a stored product
+whose stock goes from zero to more gets a `restock` row, all written in bulk.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ...store import PriceChange, Product
+from ...store import PriceChange, Product, Restock
 from .cells import cell, parse_amount, parse_text, parse_whole, required
 from .csvfile import Record
 from .job import Job, lookup, table_of, unique, update_many
@@ -56,7 +60,7 @@ def _write_products(
     job: Job, conn: Connection, rows: list[_ProductRow], stored: dict[str, Any]
 ) -> None:
     table, now = table_of(Product), job.now
-    inserts, updates, price_changes = [], [], []
+    inserts, updates, price_changes, restocks = [], [], [], []
     for row in rows:
         old = stored.get(row.sku)
         values = {
@@ -74,12 +78,15 @@ def _write_products(
                     "stock": 0,
                     **values,
                     "updated_at": now,
+                    "created_at": now,
                 }
             )
         elif values:
             updates.append({"b_id": old.id, **values, "updated_at": now})
             if "price" in values:
                 price_changes.append({"product_id": old.id, "price": row.price, "changed_at": now})
+            if old.stock <= 0 < (row.stock or 0):
+                restocks.append({"product_id": old.id, "stock": row.stock, "at": now})
         else:
             job.result.unchanged += 1
     job.result.created, job.result.updated = len(inserts), len(updates)
@@ -91,3 +98,4 @@ def _write_products(
         for r in inserts
     ]
     job.write(conn, insert(table_of(PriceChange)), price_changes)
+    job.write(conn, insert(table_of(Restock)), restocks)
