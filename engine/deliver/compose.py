@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from ..errors import ConfigError, DeliveryError, Problem, RenderError
 from ..project import Project, Secrets, pick_text
-from ..render import RenderedEmail, Renderer, load_contexts, track_links
+from ..render import RenderedEmail, Renderer, load_contexts, message_step, track_links
 from ..store import Message, MessageKind
 from .headers import (
     base64_body,
@@ -121,7 +121,7 @@ class Composer:
         """
         now = now or datetime.now(UTC)
         self.renderer.revalidate()
-        contexts = load_contexts(session, self.project, messages, self.links)
+        contexts = load_contexts(session, self.project, messages, self.links, now=now)
         results: list[Outgoing | Unsendable] = []
         for message, context in zip(messages, contexts, strict=True):
             mid = message.id or 0
@@ -137,19 +137,26 @@ class Composer:
         return results
 
     def preview(
-        self, session: Session, campaign: str, customer_id: int, *, now: datetime
+        self,
+        session: Session,
+        campaign: str,
+        customer_id: int,
+        *,
+        now: datetime,
+        step: str | None = None,
     ) -> Preview:
-        """`campaign` for customer `customer_id` as they would get it; writes nothing.
+        """`campaign`'s email (its `step`; the first if None) for customer
+        `customer_id` as they would get it; writes nothing.
 
-        Uses the customer's own orders (the latest one; the first for a welcome),
-        or, for a holiday, the next date of one of the campaign's holidays in the
-        calendar. Raises UnknownRecord or DataError when the
-        customer or the data the campaign needs is missing, DeliveryError when
-        the email cannot be built.
+        Uses the customer's own data (see `preview_message`): their orders (the
+        latest one; the first for a welcome), or, for a holiday, the next date of
+        one of the campaign's holidays in the calendar. Raises UnknownRecord or
+        DataError when the customer, the step or the data the campaign needs is
+        missing, DeliveryError when the email cannot be built.
         """
         self.renderer.revalidate()
-        message = preview_message(session, self.project, campaign, customer_id, now=now)
-        [context] = load_contexts(session, self.project, [message], self.links)
+        message = preview_message(session, self.project, campaign, customer_id, now=now, step=step)
+        [context] = load_contexts(session, self.project, [message], self.links, now=now)
         if isinstance(context, Exception):
             raise context
         outgoing, rendered = self._compose(message, context, now)
@@ -176,14 +183,16 @@ class Composer:
             if reason:
                 raise DeliveryError(reason)
         campaign = self.project.campaigns[message.campaign]
+        step = message_step(campaign, message)
         locale = context["locale"]
+        origin = self.project.campaign_files.get(campaign.name, campaign.name)
         rendered = self.renderer.render_email(
-            campaign.template,
+            step.template,
             locale,
             context,
-            subject=pick_text(campaign.subject, locale),
-            preheader=pick_text(campaign.preheader, locale),
-            origin=self.project.campaign_files.get(campaign.name, campaign.name),
+            subject=pick_text(step.subject, locale),
+            preheader=pick_text(step.preheader, locale),
+            origin=f"{origin} step {step.id}" if step.id else origin,
         )
         reason = unsafe_reason("subject", rendered.subject)
         if reason:

@@ -1,9 +1,12 @@
 """The message behind a preview: one campaign's email for one customer, unsaved.
 
-`preview_message` builds the message the planner would queue for the customer,
-from their own data: their latest order (the first for a welcome), their latest
-price-drop credit, or the next date of one of the campaign's holidays in the
-calendar. It writes nothing. Where the customer's data lacks what the email is
+`preview_message` builds the message the planner would queue for the customer
+(for one step of a flow: the first unless told), from their own data: their
+latest order (the first for a welcome; the one that reached an order number; the
+latest with what an after-purchase email is about), their latest price-drop
+credit, their next birthday or anniversary, their latest checkout; the next date
+of one of the campaign's holidays in the calendar, the shop's newest product, its
+latest restock, the current period of a schedule. It writes nothing. Where the customer's data lacks what the email is
 about (a price drop for a customer never credited), it makes up sample values, and
 `preview_sample` says so. `preview_customer` picks a customer who would really get
 a campaign's email: its latest recipient, else (for a price drop) one with a credit.
@@ -15,38 +18,90 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import Session, col
 
 from ..errors import DataError, UnknownRecord
-from ..project import FirstOrder, HolidayTrigger, PriceDrop, Project
+from ..project import (
+    AfterPurchase,
+    BackInStock,
+    Broadcast,
+    Campaign,
+    CheckoutAbandoned,
+    DateTrigger,
+    FirstOrder,
+    FlowStep,
+    HolidayTrigger,
+    Inactive,
+    NthOrder,
+    PriceDrop,
+    ProductAdded,
+    Project,
+    Schedule,
+)
 from ..render import holiday_name, round_money
-from ..store import Credit, Customer, Message, Order, OrderItem, Product
+from ..store import (
+    Checkout,
+    Credit,
+    Customer,
+    Message,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Product,
+    Restock,
+)
+
+# Triggers whose preview is built from the customer's or the shop's data by `_about`.
+_OF_THE_YEAR = (
+    Inactive,
+    DateTrigger,
+    NthOrder,
+    AfterPurchase,
+    ProductAdded,
+    BackInStock,
+    Schedule,
+    Broadcast,
+    CheckoutAbandoned,
+)
 
 
 def preview_message(
-    session: Session, project: Project, campaign_name: str, customer_id: int, *, now: datetime
+    session: Session,
+    project: Project,
+    campaign_name: str,
+    customer_id: int,
+    *,
+    now: datetime,
+    step: str | None = None,
 ) -> Message:
-    """An unsaved message of `campaign_name` for the customer, like the planner would queue."""
+    """An unsaved message of `campaign_name` for the customer, like the planner would
+    queue, for the flow step `step` (None: the first; an unknown one: DataError)."""
     campaign = project.campaigns.get(campaign_name)
     if campaign is None:
         known = ", ".join(sorted(project.campaigns))
         raise UnknownRecord(f"no campaign named {campaign_name!r} (known: {known})")
+    flow_step = _flow_step(campaign, step)
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise UnknownRecord(f"no customer with id {customer_id}")
+    suffix = f":{flow_step.id}" if flow_step.id else ""
     message = Message(
         id=0,
-        dedupe_key=f"preview:{campaign.name}:{customer_id}",
+        dedupe_key=f"preview:{campaign.name}:{customer_id}{suffix}",
         campaign=campaign.name,
         kind=campaign.kind,
         customer_id=customer_id,
         occurrence="preview",
+        step=flow_step.id,
         created_at=now,
         send_after=now,
         context={},
     )
     trigger = campaign.trigger
+    if isinstance(trigger, _OF_THE_YEAR):
+        _about(session, campaign, customer, message, now)
+        return message
     if isinstance(trigger, HolidayTrigger):
         holiday, day, name = _next_holiday(session, project, trigger, now)
         message.holiday = holiday
@@ -66,6 +121,154 @@ def preview_message(
         else:
             _sample_refund(session, message, order.id)
     return message
+
+
+def _flow_step(campaign: Campaign, step: str | None) -> FlowStep:
+    flow = campaign.flow
+    if step is None or (not campaign.steps and step == flow[0].label):
+        return flow[0]
+    found = campaign.flow_step(step)
+    if found is not None:
+        return found
+    if not campaign.steps:
+        raise DataError(f"campaign {campaign.name} has no steps: it sends one email")
+    known = ", ".join(s.label for s in flow)
+    raise DataError(f"campaign {campaign.name} has no step {step!r} (its steps: {known})")
+
+
+def _about(
+    session: Session, campaign: Campaign, customer: Customer, message: Message, now: datetime
+) -> None:
+    """What a trigger of a shop's year would have written on the message."""
+    trigger = campaign.trigger
+    who = f"customer {customer.id}"
+    if isinstance(trigger, Inactive):
+        order = _needed(
+            _orders(session, customer.id, latest_first=True).first(),
+            f"{who} has no orders",
+            campaign,
+        )
+        message.order_id = order.id
+        message.context = {"inactive_days": max((now - order.placed_at).days, 0)}
+    elif isinstance(trigger, DateTrigger):
+        message.context = _occasion(customer, trigger, campaign, now.date())
+    elif isinstance(trigger, NthOrder):
+        _nth_order(session, campaign, trigger, customer, message)
+    elif isinstance(trigger, AfterPurchase):
+        what = ", ".join([*trigger.skus, *trigger.categories])
+        order = _order_with(session, customer.id, trigger)
+        message.order_id = _needed(order, f"{who} has no order with {what}", campaign).id
+    elif isinstance(trigger, ProductAdded):
+        message.context = {"product_id": _newest_product(session, campaign, trigger)}
+    elif isinstance(trigger, BackInStock):
+        latest = select(Restock).order_by(col(Restock.at).desc(), col(Restock.id).desc())
+        restock = session.execute(latest.limit(1)).scalars().first()
+        found = _needed(restock, "no product has come back in stock yet", campaign)
+        message.context = {"product_id": found.product_id, "restock_id": found.id}
+    elif isinstance(trigger, Schedule):
+        today, start = now.date(), trigger.starting
+        if today > start:
+            start += (today - start) // trigger.every * trigger.every
+        message.context = {"period_start": start.isoformat()}
+    elif isinstance(trigger, Broadcast):
+        at = trigger.at or now.replace(tzinfo=None)
+        message.context = {"broadcast_at": at.strftime("%Y-%m-%d %H:%M")}
+    elif isinstance(trigger, CheckoutAbandoned):
+        carts = select(Checkout).where(col(Checkout.customer_id) == customer.id)
+        carts = carts.order_by(col(Checkout.started_at).desc(), col(Checkout.id).desc())
+        checkout = session.execute(carts.limit(1)).scalars().first()
+        message.context = {"cart_id": _needed(checkout, f"{who} has no checkout", campaign).cart_id}
+
+
+def _needed(row: Any, missing: str, campaign: Campaign) -> Any:
+    """`row`; DataError "<missing>, and the <campaign> email is about one" if None."""
+    if row is None:
+        raise DataError(f"{missing}, and the {campaign.name} email is about one")
+    return row
+
+
+def _nth_order(
+    session: Session, campaign: Campaign, trigger: NthOrder, customer: Customer, message: Message
+) -> None:
+    """The customer's order that reached the highest of the trigger's numbers."""
+    orders = list(_orders(session, customer.id, latest_first=False))
+    reached = [n for n in trigger.n if n <= len(orders)]
+    if not reached:
+        raise DataError(
+            f"customer {customer.id} has {len(orders)} orders, and the {campaign.name} email "
+            f"is about order number {trigger.n[0]}"
+        )
+    message.order_id = orders[reached[-1] - 1].id
+    message.context = {"nth": reached[-1]}
+
+
+def _newest_product(session: Session, campaign: Campaign, trigger: ProductAdded) -> int:
+    query = select(Product).order_by(col(Product.id).desc()).limit(1)
+    if trigger.categories:
+        query = query.where(col(Product.category).in_(trigger.categories))
+    product = session.execute(query).scalars().first()
+    what = " in " + ", ".join(trigger.categories) if trigger.categories else ""
+    return int(_needed(product, f"the shop has no product{what}", campaign).id)
+
+
+def _orders(session: Session, customer_id: int | None, *, latest_first: bool) -> Any:
+    """The customer's orders that are not cancelled, in the order they were placed."""
+    placed, order_id = col(Order.placed_at), col(Order.id)
+    query = (
+        select(Order)
+        .where(col(Order.customer_id) == customer_id, col(Order.status) != OrderStatus.CANCELLED)
+        .order_by(*((placed.desc(), order_id.desc()) if latest_first else (placed, order_id)))
+    )
+    return session.execute(query).scalars()
+
+
+def _order_with(session: Session, customer_id: int | None, trigger: AfterPurchase) -> Any:
+    """The customer's latest order with one of the SKUs or categories the trigger names."""
+    bought = [col(Product.sku).in_(trigger.skus), col(Product.category).in_(trigger.categories)]
+    query = (
+        select(Order)
+        .join(OrderItem, col(OrderItem.order_id) == col(Order.id))
+        .join(Product, col(Product.id) == col(OrderItem.product_id))
+        .where(col(Order.customer_id) == customer_id, col(Order.status) != OrderStatus.CANCELLED)
+        .where(or_(*bought))
+        .order_by(col(Order.placed_at).desc(), col(Order.id).desc())
+        .limit(1)
+    )
+    return session.execute(query).scalars().first()
+
+
+def _occasion(
+    customer: Customer, trigger: DateTrigger, campaign: Campaign, today: date
+) -> dict[str, Any]:
+    """The customer's next birthday or anniversary, `days_before` it or later."""
+    first = customer.first_order_at
+    original = {
+        "birthday": customer.birthday,
+        "first_order": first.date() if first else None,
+        "signup": customer.created_at.date(),
+    }[trigger.field]
+    if original is None:
+        what = "birthday" if trigger.field == "birthday" else "first order"
+        raise DataError(
+            f"customer {customer.id} has no {what}, and the {campaign.name} email is about it"
+        )
+    soonest = today + timedelta(days=trigger.days_before)
+    day = _in_year(original, soonest.year)
+    if day < soonest:
+        day = _in_year(original, soonest.year + 1)
+    return {
+        "date_field": trigger.field,
+        "date": day.isoformat(),
+        "years": day.year - original.year,
+    }
+
+
+def _in_year(original: date, year: int) -> date:
+    """`original`'s day in `year` (29 February: the 28th when the year has none)."""
+    try:
+        return original.replace(year=year)
+    except ValueError:
+        return date(year, 2, 28)
 
 
 def preview_sample(

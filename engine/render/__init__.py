@@ -17,7 +17,7 @@ modules import each other directly.
 
 Public names:
 
-- `context`: `load_contexts`
+- `context`: `ContextError`, `load_contexts`, `message_step`
 - `contextparts`: `holiday_name`
 - `formatting`: `money`, `round_money`
 - `links`: `track_links`
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from ..exports import public_names
 
 if TYPE_CHECKING:
-    from .context import load_contexts
+    from .context import ContextError, load_contexts, message_step
     from .contextparts import holiday_name
     from .formatting import money, round_money
     from .links import track_links
@@ -40,11 +40,13 @@ if TYPE_CHECKING:
     from .templatecheck import check_templates
 
 __all__ = [
+    "ContextError",
     "RenderedEmail",
     "Renderer",
     "check_templates",
     "holiday_name",
     "load_contexts",
+    "message_step",
     "money",
     "round_money",
     "track_links",
@@ -52,11 +54,13 @@ __all__ = [
 
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
+    "ContextError": ".context",
     "RenderedEmail": ".renderer",
     "Renderer": ".renderer",
     "check_templates": ".templatecheck",
     "holiday_name": ".contextparts",
     "load_contexts": ".context",
+    "message_step": ".context",
     "money": ".formatting",
     "round_money": ".formatting",
     "track_links": ".links",

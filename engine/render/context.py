@@ -6,6 +6,11 @@ per message, built from the pieces in `contextparts`, or a `ContextError` saying
 why that message cannot be rendered. Templates never get ORM objects, the config
 or the environment: only the keys listed in `load_contexts`.
 
+What the planner wrote on a message (`message.context`: a product id, a cart
+id, a date, a period, an order number) is read defensively: a key missing or of
+the wrong kind is a `ContextError` naming the message and the key, never a
+crash. So is a message whose flow step is no longer in its campaign file.
+
 `samplecontext` builds the same shape from made-up data, for checking templates
 without a database.
 """
@@ -13,25 +18,40 @@ without a database.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlmodel import Session
 
 from ..errors import DeliveryError
-from ..project import Project
-from ..store import Message, MessageKind
-from .contextload import Batch, credit_id, load
+from ..project import (
+    BackInStock,
+    Campaign,
+    CheckoutAbandoned,
+    DateTrigger,
+    FlowStep,
+    NthOrder,
+    ProductAdded,
+    Project,
+    Schedule,
+)
+from ..store import Message, MessageKind, to_money
+from .contextload import Batch, credit_id, load, wants_favourites
 from .contextparts import (
     base_context,
     customer_context,
+    favourite_context,
     holiday_name,
     language,
     offers_context,
     order_context,
+    product_context,
     product_name,
     shop_context,
+    step_context,
 )
+from .formatting import round_money
 
 # Links a message carries: {"unsubscribe_url": …, "pixel_url": …}, from its id.
 Links = Callable[[int], dict[str, str]]
@@ -42,23 +62,44 @@ class ContextError(DeliveryError):
 
 
 def load_contexts(
-    session: Session, project: Project, messages: Sequence[Message], links: Links
+    session: Session,
+    project: Project,
+    messages: Sequence[Message],
+    links: Links,
+    *,
+    now: datetime | None = None,
 ) -> list[dict[str, Any] | ContextError]:
     """One template context per message (same order), or the ContextError for it.
 
-    Keys: shop, customer, order, holiday, offers, item, credit, preheader,
-    subject, unsubscribe_url, pixel_url, is_marketing, campaign, locale, lang,
-    timezone, currency. Keys a campaign has no use for are None (or []).
+    Keys: shop, customer, order, holiday, offers, item, credit, step, favourite,
+    last_order, product, cart, occasion, period, nth, preheader, subject,
+    unsubscribe_url, pixel_url, is_marketing, campaign, locale, lang, timezone,
+    currency. Keys a campaign has no use for are None (or [], or an empty
+    favourite). `now` (the clock if not given) counts `customer.days_since_order`.
     """
+    now = now or datetime.now(UTC)
     batch = load(session, project, messages)
     shops: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any] | ContextError] = []
     for message in messages:
         try:
-            out.append(_context(project, batch, shops, message, links))
+            out.append(_context(project, batch, shops, message, links, now))
         except ContextError as exc:
             out.append(exc)
     return out
+
+
+def message_step(campaign: Campaign, message: Message) -> FlowStep:
+    """The flow step `message` was queued for; ContextError if the file no longer has it."""
+    step = campaign.flow_step(message.step)
+    if step is not None:
+        return step
+    steps = ", ".join(s.label for s in campaign.flow)
+    shown = f"step {message.step}" if message.step else "its one email (a campaign without steps)"
+    raise ContextError(
+        f"message {message.id}: {shown} is no longer in campaign {campaign.name} "
+        f"(its steps now: {steps})"
+    )
 
 
 def _context(
@@ -67,11 +108,13 @@ def _context(
     shops: dict[str, dict[str, Any]],
     message: Message,
     links: Links,
+    now: datetime,
 ) -> dict[str, Any]:
     mid = message.id
     campaign = project.campaigns.get(message.campaign)
     if campaign is None:
         raise ContextError(f"message {mid}: no campaign named {message.campaign!r}")
+    step = message_step(campaign, message)
     customer = batch.customers.get(message.customer_id)
     if customer is None:
         raise ContextError(f"message {mid}: customer {message.customer_id} does not exist")
@@ -101,11 +144,15 @@ def _context(
         if key not in batch.offers:
             batch.offers[key] = offers_context(campaign, batch.products, lang)
         offers = batch.offers[key]
+    yearly: dict[str, Any] = {}
+    days_since_order = None
+    if wants_favourites(project, message):
+        yearly, days_since_order = _favourites(batch, message.customer_id, lang, now)
     return base_context(
         project,
         campaign,
         shop=shops[locale],
-        customer=customer_context(customer.name, customer.email, locale),
+        customer=customer_context(customer.name, customer.email, locale, days_since_order),
         timezone=customer.timezone or project.config.shop.timezone,
         is_marketing=message.kind != MessageKind.TRANSACTIONAL,
         links=links(mid or 0),
@@ -114,7 +161,125 @@ def _context(
         offers=offers,
         item=item,
         credit=credit,
+        step=step_context(campaign, step),
+        **yearly,
+        **_occurrence(batch, campaign, message, lang, extra),
     )
+
+
+def _favourites(
+    batch: Batch, customer_id: int, lang: str, now: datetime
+) -> tuple[dict[str, Any], int | None]:
+    """`favourite` and `last_order`, and the whole days since that order."""
+    category = batch.favourites.get(customer_id)
+    bought = batch.bought.get(customer_id, set())
+    products = batch.in_category.get(category, []) if category else []
+    parts: dict[str, Any] = {"favourite": favourite_context(category, products, bought, lang)}
+    last = batch.last_orders.get(customer_id)
+    if last is None:
+        return parts, None
+    parts["last_order"] = order_context(last, batch.lines.get(last.id, []), lang)
+    return parts, max((now - last.placed_at).days, 0)
+
+
+def _occurrence(
+    batch: Batch, campaign: Campaign, message: Message, lang: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """What the email is about, from what the planner wrote on the message."""
+    trigger = campaign.trigger
+    mid = message.id
+    if isinstance(trigger, (ProductAdded, BackInStock)):
+        pid = _whole(extra, "product_id", mid)
+        row = batch.products_by_id.get(pid)
+        if row is None:
+            raise ContextError(f"message {mid}: product {pid} does not exist")
+        return {"product": product_context(row, lang)}
+    if isinstance(trigger, CheckoutAbandoned):
+        return {"cart": _cart(batch, mid, extra, lang)}
+    if isinstance(trigger, DateTrigger):
+        field = _present(extra, "date_field", mid)
+        if field not in ("birthday", "first_order", "signup"):
+            raise ContextError(
+                f"message {mid}: date_field must be birthday, first_order or signup, got {field!r}"
+            )
+        return {
+            "occasion": {
+                "field": field,
+                "date": _day(extra, "date", mid),
+                "years": _whole(extra, "years", mid),
+            }
+        }
+    if isinstance(trigger, Schedule):
+        return {"period": {"start": _day(extra, "period_start", mid)}}
+    if isinstance(trigger, NthOrder):
+        return {"nth": _whole(extra, "nth", mid)}
+    return {}
+
+
+def _cart(batch: Batch, mid: int | None, extra: dict[str, Any], lang: str) -> dict[str, Any]:
+    cart = _present(extra, "cart_id", mid)
+    if not isinstance(cart, str) or not cart:
+        raise ContextError(f"message {mid}: cart_id must be a text, got {cart!r}")
+    row = batch.checkouts.get(cart)
+    if row is None:
+        raise ContextError(f"message {mid}: cart {cart} does not exist")
+    items = row.items if isinstance(row.items, list) else []
+    return {
+        "id": cart,
+        "items": [_cart_item(batch, mid, cart, i, item, lang) for i, item in enumerate(items)],
+        "amount": row.amount,
+        "started_at": row.started_at,
+    }
+
+
+def _cart_item(
+    batch: Batch, mid: int | None, cart: str, index: int, item: Any, lang: str
+) -> dict[str, Any]:
+    where = f"message {mid}: cart {cart} item {index + 1}"
+    if not isinstance(item, dict):
+        raise ContextError(f"{where} is not an object: {item!r}")
+    sku, quantity = item.get("sku"), item.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise ContextError(f"{where}: quantity must be a whole number from 1, got {quantity!r}")
+    try:
+        unit_price = round_money(to_money(item.get("unit_price")))
+    except (TypeError, ValueError) as exc:
+        raise ContextError(f"{where}: unit_price {exc}") from exc
+    product = batch.products.get(sku) if isinstance(sku, str) else None
+    name = product_name(product, lang) if product is not None else item.get("name")
+    return {
+        "name": str(name or sku or ""),
+        "sku": str(sku or ""),
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "total": unit_price * quantity,
+    }
+
+
+def _present(extra: dict[str, Any], key: str, mid: int | None) -> Any:
+    if extra.get(key) is None:
+        raise ContextError(f"message {mid}: {key} is missing from the message's context")
+    return extra[key]
+
+
+def _whole(extra: dict[str, Any], key: str, mid: int | None) -> int:
+    value = _present(extra, key, mid)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ContextError(f"message {mid}: {key} must be a whole number, got {value!r}")
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ContextError(f"message {mid}: {key} must be a whole number, got {value!r}") from exc
+
+
+def _day(extra: dict[str, Any], key: str, mid: int | None) -> date:
+    value = _present(extra, key, mid)
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise ContextError(
+            f"message {mid}: {key} must be a date like 2026-12-10, got {value!r}"
+        ) from exc
 
 
 def _refund(

@@ -5,6 +5,10 @@ locale) and returns the dict or string a template sees under one key. Both the
 contexts of real messages (`context`) and the sample ones `lifecycle check`
 renders (`samplecontext`) are assembled from these, so both have one shape.
 `base_context` is that shape: every key a template may use.
+
+The triggers of a shop's year (`WITH_FAVOURITES`) also show the customer's
+favourite category and last order; the others leave those keys empty, so their
+batches cost no more than they did.
 """
 
 from __future__ import annotations
@@ -12,12 +16,41 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..project import Campaign, Project, pick_text
+from ..project import (
+    AfterPurchase,
+    BackInStock,
+    Broadcast,
+    Campaign,
+    CheckoutAbandoned,
+    DateTrigger,
+    FlowStep,
+    Inactive,
+    NthOrder,
+    ProductAdded,
+    Project,
+    Schedule,
+    pick_text,
+)
 from .formatting import round_money
 
 log = logging.getLogger(__name__)
 
 _FRIEND = {"bn": "বন্ধু", "en": "friend"}
+
+# Triggers whose emails get `favourite`, `last_order` and `customer.days_since_order`.
+WITH_FAVOURITES = (
+    Inactive,
+    DateTrigger,
+    NthOrder,
+    AfterPurchase,
+    ProductAdded,
+    BackInStock,
+    Schedule,
+    Broadcast,
+    CheckoutAbandoned,
+)
+# Products shown under `favourite.products`.
+FAVOURITES_SHOWN = 4
 
 
 def language(locale: str) -> str:
@@ -38,14 +71,51 @@ def shop_context(project: Project, locale: str) -> dict[str, Any]:
     }
 
 
-def customer_context(name: str, email: str, locale: str) -> dict[str, Any]:
+def customer_context(
+    name: str, email: str, locale: str, days_since_order: int | None = None
+) -> dict[str, Any]:
     name = (name or "").strip()
     first = name.split()[0] if name else _FRIEND.get(language(locale), _FRIEND["en"])
-    return {"name": name, "first_name": first, "email": email, "locale": locale}
+    return {
+        "name": name,
+        "first_name": first,
+        "email": email,
+        "locale": locale,
+        "days_since_order": days_since_order,
+    }
+
+
+def step_context(campaign: Campaign, step: FlowStep) -> dict[str, Any]:
+    """Where this email stands in its flow: {"id", "number", "of"} (1 of 1 without steps)."""
+    return {"id": step.id, "number": step.number, "of": len(campaign.flow)}
 
 
 def product_name(row: Any, lang: str) -> str:
     return str(row.name_bn if lang == "bn" and row.name_bn else row.name)
+
+
+def product_card(row: Any, lang: str) -> dict[str, Any]:
+    """A product as a list shows it: {"name", "sku", "price", "category"}."""
+    return {
+        "name": product_name(row, lang),
+        "sku": row.sku,
+        "price": row.price,
+        "category": row.category,
+    }
+
+
+def product_context(row: Any, lang: str) -> dict[str, Any]:
+    """The product an email is about, with its stock as it is now."""
+    return {**product_card(row, lang), "in_stock": row.stock > 0, "stock": row.stock}
+
+
+def favourite_context(
+    category: str | None, products: list[Any], bought: set[int], lang: str
+) -> dict[str, Any]:
+    """The favourite category and up to `FAVOURITES_SHOWN` of its products in stock
+    that the customer has not bought (`products` newest first)."""
+    shown = [p for p in products if p.id not in bought and p.stock > 0][:FAVOURITES_SHOWN]
+    return {"category": category, "products": [product_card(p, lang) for p in shown]}
 
 
 def order_context(order: Any, lines: list[Any], lang: str) -> dict[str, Any]:
@@ -113,13 +183,29 @@ def base_context(
     offers: list[dict[str, Any]] | None = None,
     item: dict[str, Any] | None = None,
     credit: dict[str, Any] | None = None,
+    step: dict[str, Any],
+    favourite: dict[str, Any] | None = None,
+    last_order: dict[str, Any] | None = None,
+    product: dict[str, Any] | None = None,
+    cart: dict[str, Any] | None = None,
+    occasion: dict[str, Any] | None = None,
+    period: dict[str, Any] | None = None,
+    nth: int | None = None,
 ) -> dict[str, Any]:
     locale = customer["locale"]
     return {
         "campaign": campaign.name,
+        "step": step,
         "shop": shop,
         "customer": customer,
         "order": order,
+        "last_order": last_order,
+        "favourite": favourite or {"category": None, "products": []},
+        "product": product,
+        "cart": cart,
+        "occasion": occasion,
+        "period": period,
+        "nth": nth,
         "holiday": holiday,
         "offers": offers or [],
         "item": item,

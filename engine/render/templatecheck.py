@@ -1,7 +1,7 @@
 """What `lifecycle check` says about the templates.
 
-Every campaign's templates, subject and preheader are test-rendered with sample
-data in every language variant; each failure (a limit passed included), missing
+Every campaign's templates, subject and preheader (of each step of its flow)
+are test-rendered with sample data of its trigger in every language variant; each failure (a limit passed included), missing
 footer line, link that may not go out, extends/include/import of a file outside
 the templates folder and CSS that cannot be inlined ahead becomes a `Problem`
 naming the file and line.
@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from ..errors import Problem, RenderError
-from ..project import Campaign, Project, pick_text
+from ..project import Campaign, FlowStep, Project, pick_text
 from ..store import MessageKind
 from .inlining import inlining_notes
 from .links import unsafe_links
@@ -54,9 +54,10 @@ def check_templates(project: Project) -> list[Problem]:
         if path.suffix in (".html", ".txt"):
             _check_syntax(renderer, path.name, folder, add)
     for campaign in project.campaigns.values():
-        for locale in _locales(project, campaign.template):
-            context = sample_context(project, campaign, locale)
-            _check_campaign(project, renderer, campaign, locale, context, folder, add)
+        for step in campaign.flow:
+            for locale in _locales(project, step.template):
+                context = sample_context(project, campaign, locale, step=step)
+                _check_step(project, renderer, campaign, step, locale, context, folder, add)
     return problems
 
 
@@ -111,35 +112,38 @@ def _check_syntax(
             )
 
 
-def _check_campaign(
+def _check_step(
     project: Project,
     renderer: Renderer,
     campaign: Campaign,
+    step: FlowStep,
     locale: str,
     context: dict[str, Any],
     folder: str,
     add: Callable[[Problem], None],
 ) -> None:
+    """One step's subject, preheader and templates; a subject's or preheader's problem
+    names the campaign file, the key (`steps.1.subject` for the second step) and line."""
     file = project.campaign_files.get(campaign.name, f"{campaign.name}.yaml")
-    for key, text in (("preheader", campaign.preheader), ("subject", campaign.subject)):
-        path: tuple[str | int, ...] = (
-            (key,) if isinstance(text, str) else (key, _text_key(text, locale))
-        )
+    at: tuple[str | int, ...] = ("steps", step.number - 1) if step.id else ()
+    for key, text in (("preheader", step.preheader), ("subject", step.subject)):
+        path = (*at, key) if isinstance(text, str) else (*at, key, _text_key(text, locale))
         try:
             context[key] = renderer.render_string(pick_text(text, locale), context, key).strip()
         except RenderError as exc:
-            add(Problem(file, project.where(file, path), ".".join(map(str, path)), str(exc)))
+            message = f"step {step.id}: {exc}" if step.id else str(exc)
+            add(Problem(file, project.where(file, path), ".".join(map(str, path)), message))
             context[key] = ""
     parts = {}
     for suffix in ("html", "txt"):
-        name = renderer.variant(campaign.template, suffix, locale)
+        name = renderer.variant(step.template, suffix, locale)
         try:
             parts[suffix] = renderer.render_file(name, context)
         except RenderError as exc:
             message = str(exc).split(": ", 1)[-1] if exc.line else str(exc)
             add(Problem(f"{folder}/{exc.file or name}", exc.line, "", message))
     for suffix, body in parts.items():
-        name = renderer.variant(campaign.template, suffix, locale)
+        name = renderer.variant(step.template, suffix, locale)
         if suffix == "html":
             for url in unsafe_links(body):
                 file, line = _written_at(renderer, name, url)

@@ -136,8 +136,9 @@ def test_check_reports_every_broken_template_with_file_and_line(project_dir: Pat
             line_of(project_dir / "campaigns" / "welcome.yaml", "{{ customr }}"),
             "subject.bn",
             "subject: 'customr' is undefined (did you mean 'customer'?); this email has: "
-            "campaign, shop, customer, order, holiday, offers, item, credit, preheader, "
-            "subject, unsubscribe_url, pixel_url, is_marketing, locale, lang, timezone, currency",
+            "campaign, step, shop, customer, order, last_order, favourite, product, cart, "
+            "occasion, period, nth, holiday, offers, item, credit, preheader, subject, "
+            "unsubscribe_url, pixel_url, is_marketing, locale, lang, timezone, currency",
         ),
         Problem(
             f"{folder}/welcome.txt",
