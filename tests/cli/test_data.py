@@ -128,6 +128,27 @@ def test_json_output_lists_the_bad_rows(project: Path) -> None:
     assert (report["ok"], report["created"], len(report["skipped"])) == (True, 1, 2)
 
 
+def test_wanted_products_are_imported_once_and_bad_rows_named(project: Path) -> None:
+    import_all(project)
+    wanted = project / "wanted.csv"
+    wanted.write_text("customer_id,sku\nC1,TEA-500G\nC2,TEA-500G\n", encoding="utf-8")
+    first = lifecycle(project, "import", "wanted", str(wanted))
+    assert first.exit_code == 0, first.output
+    assert f"{wanted}: 2 rows: 2 recorded, 0 already recorded" in first.stdout
+    again = lifecycle(project, "import", "wanted", str(wanted))
+    assert "2 rows: 0 recorded, 2 already recorded" in again.stdout
+    bad = project / "bad_wanted.csv"
+    bad.write_text("customer_id,sku\nC9,TEA-500G\nC1,NOPE\n", encoding="utf-8")
+    refused = lifecycle(project, "import", "wanted", str(bad))
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[:2] == [
+        f'error: {bad}:2: customer_id: unknown customer "C9"',
+        f'error: {bad}:3: sku: unknown product sku "NOPE"',
+    ]
+    with sqlite3.connect(project / "lifecycle.db") as db:
+        assert db.execute("SELECT count(*) FROM product_wanted").fetchone()[0] == 2
+
+
 def test_a_missing_column_is_one_error_naming_it(project: Path) -> None:
     path = project / "no_email.csv"
     path.write_text("id,name\nC1,Rahim\n", encoding="utf-8")
