@@ -51,6 +51,9 @@ FULL_RESCAN = timedelta(minutes=15)
 # Messages that do not count towards the frequency cap.
 UNCOUNTED = (MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.SUPPRESSED)
 
+# How far back a trigger without expires_after looks for what fell due.
+DEFAULT_LOOKBACK = timedelta(days=7)
+
 # The most expired-unsent messages a pass lists one by one (all are counted).
 EXPIRED_LISTED = 20
 
@@ -137,6 +140,7 @@ class CampaignPass:
         self.step_result = StepResult()
         # When each step first appeared (None: it was there from the campaign's first pass).
         self.first_seen: dict[str, datetime | None] = {}
+        self._zones: list[str] | None = None
         self.since: datetime | None = None
         # The campaign's last full pass before this one (None: there was none). An order
         # recorded since then has not been looked at whole (a pass between full ones
@@ -555,6 +559,48 @@ class CampaignPass:
         query = select(func.count()).select_from(rows.select_from).where(*where)
         return int(self.conn.execute(query).scalar_one())
 
+    # -- candidates due a fixed time after an event
+
+    def timed(
+        self,
+        select_from: Any,
+        where: list[Any],
+        event: Any,
+        occurrence: Any,
+        extra: dict[str, Any] | None = None,
+        *,
+        shift: timedelta = timedelta(0),
+    ) -> Candidates | None:
+        """Candidates whose event (a stored UTC time) plus `shift`, the trigger's delay and
+        the step's wait fell due within the lookback (or since the last pass); None if none.
+
+        The customer enters the flow at event + `shift` (an `inactive` customer lapses
+        N days after the last order). The lookback is the step's `expires_after`, else
+        `DEFAULT_LOOKBACK`: nothing is ever looked for further back than it could go.
+        """
+        delay, expires_after = self.delay + shift, self.expires_after
+        latest = self.now - delay
+        earliest = latest - (expires_after or DEFAULT_LOOKBACK)
+        if self.since is not None:
+            earliest = max(earliest, self.since - delay)
+        where = [*where, event > earliest, event <= latest]
+        zones = self.zones(select_from, where)
+        if not zones:
+            return None
+        windows = self.window_rows(zones, earliest, self.now)
+        due = self.sql.plus(event, delay)
+        expires = self.sql.plus(event, delay + expires_after) if expires_after else None
+        return Candidates(
+            select_from,
+            where,
+            occurrence,
+            due,
+            self.in_window(due, windows),
+            expires,
+            extra or {},
+            entry=self.sql.plus(event, shift),
+        )
+
     # -- send windows
 
     def window_rows(self, zones: Iterable[str], start: datetime, end: datetime) -> CTE:
@@ -575,6 +621,27 @@ class CampaignPass:
             .scalar_subquery()
         )
         return self.sql.later(earliest, func.coalesce(opens, earliest))
+
+    def customer_zones(self) -> list[str]:
+        """Every zone a customer is in (their own, else the shop's), read from the index
+        on customer.timezone one seek per distinct zone, never by reading every customer."""
+        if self._zones is None:
+            tz = customer.c.timezone
+            zones: list[str] = []
+            while True:
+                query = select(func.min(tz))
+                if zones:
+                    query = query.where(tz > zones[-1])
+                zone = self.conn.execute(query).scalar_one_or_none()
+                if zone is None:
+                    break
+                zones.append(zone)
+            unset = self.conn.execute(select(customer.c.id).where(tz.is_(None)).limit(1)).first()
+            shop = self.project.config.shop.timezone
+            if unset is not None and shop not in zones:
+                zones.append(shop)
+            self._zones = zones
+        return self._zones
 
     def zones(self, select_from: Any, where: list[Any]) -> list[str]:
         query = select(self.tz).distinct().select_from(select_from).where(*where)

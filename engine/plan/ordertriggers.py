@@ -26,14 +26,13 @@ from sqlalchemy import String, and_, case, exists, func, literal, not_, or_, sel
 
 from ..project import FirstOrder, OrderDelivered, OrderPlaced
 from ..store import OrderStatus
+from .campaignpass import DEFAULT_LOOKBACK
 from .plansql import Candidates, as_text, customer, message, orders
 
 if TYPE_CHECKING:
     from .campaignpass import CampaignPass
 
 Trigger = FirstOrder | OrderPlaced | OrderDelivered
-
-DEFAULT_LOOKBACK = timedelta(days=7)
 
 # Orders recorded late looked at per statement (a bulk import may bring many).
 LATE_CHUNK = 1000
@@ -86,20 +85,22 @@ def _quiet_after_welcome(
     run: CampaignPass, trigger: OrderPlaced | OrderDelivered, event: Any
 ) -> list[Any]:
     quiet = trigger.quiet_after_welcome
-    welcomes = [c for c in run.project.enabled_campaigns if isinstance(c.trigger, FirstOrder)]
+    welcomes = [
+        (c, c.trigger) for c in run.project.enabled_campaigns if isinstance(c.trigger, FirstOrder)
+    ]
     if quiet is None or not welcomes:
         return []
     first = orders.c.placed_at == customer.c.first_order_at
     gap = run.sql.seconds_between(customer.c.first_order_at, event)
     hushed = []
-    for welcome in welcomes:
+    for welcome, first in welcomes:
         # thank-you due − welcome due = gap + t.delay − w.delay, within ± quiet
-        shift = (trigger.delay - welcome.trigger.delay).total_seconds()
+        shift = (trigger.delay - first.delay).total_seconds()
         near = gap.between(-quiet.total_seconds() - shift, quiet.total_seconds() - shift)
         welcomed = exists().where(
             message.c.customer_id == customer.c.id, message.c.campaign == welcome.name
         )
-        pending = customer.c.first_order_at > run.now - welcome.trigger.delay
+        pending = customer.c.first_order_at > run.now - first.delay
         hushed.append(and_(near, or_(welcomed, pending)))
     return [not_(and_(first, or_(*hushed)))]
 
@@ -156,9 +157,7 @@ def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Cand
         + _iso(run, due)
         + literal(", expired ")
         + _iso(run, expires)
-        + literal(
-            f" (expires_after {_duration(expires_after)}); the order was recorded at "
-        )
+        + literal(f" (expires_after {_duration(expires_after)}); the order was recorded at ")
         + _iso(run, orders.c.recorded_at)
         + too_late
     )

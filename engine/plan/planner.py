@@ -60,6 +60,7 @@ One failing campaign is logged with its name and reported; the others still run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,18 +70,31 @@ from sqlalchemy.engine import Engine
 from ..errors import DataError
 from ..intake import shop
 from ..project import (
+    AfterPurchase,
+    BackInStock,
+    Broadcast,
     Campaign,
+    CheckoutAbandoned,
+    DateTrigger,
     FirstOrder,
     HolidayTrigger,
+    Inactive,
+    NthOrder,
     OrderDelivered,
     OrderPlaced,
     PriceDrop,
+    ProductAdded,
     Project,
+    Schedule,
 )
 from ..store import session_scope
 from .announcements import plan_announcements
-from .campaignpass import FULL_RESCAN, UNCOUNTED, CampaignPass, CampaignResult
-from .ordertriggers import DEFAULT_LOOKBACK, late_orders, late_rows, order_rows
+from .campaignpass import DEFAULT_LOOKBACK, FULL_RESCAN, UNCOUNTED, CampaignPass, CampaignResult
+from .checkouts import plan_checkout_abandoned
+from .clocktriggers import plan_broadcast, plan_date, plan_schedule
+from .ordertriggers import late_orders, late_rows, order_rows
+from .products import plan_back_in_stock, plan_product_added
+from .purchases import plan_after_purchase, plan_inactive, plan_nth_order
 from .refunds import REFUND_LOOKBACK, plan_refunds
 
 log = logging.getLogger(__name__)
@@ -171,8 +185,9 @@ def _apply_due_prices(engine: Engine, now: datetime) -> None:
 
 
 def _run_order(campaign: Campaign) -> int:
+    """First orders before order campaigns (quiet_after_welcome reads the welcomes)."""
     order = {FirstOrder: 0, OrderPlaced: 1, OrderDelivered: 1, HolidayTrigger: 2, PriceDrop: 3}
-    return order[type(campaign.trigger)]
+    return order.get(type(campaign.trigger), 4)
 
 
 # ---------------------------------------------------------------- one campaign
@@ -185,9 +200,25 @@ def _plan_trigger(run: CampaignPass) -> None:
         plan_refunds(run, trigger)
     elif isinstance(trigger, HolidayTrigger):
         plan_announcements(run, trigger)
-    else:
+    elif isinstance(trigger, FirstOrder | OrderPlaced | OrderDelivered):
         candidates = order_rows(run, trigger)
         if candidates is not None:
             run.queue(candidates)
         for order_ids in late_orders(run, trigger):
             run.record_expired(late_rows(run, trigger, order_ids))
+    else:
+        _TRIGGERS[type(trigger)](run, trigger)
+
+
+# The triggers of a shop's year: each module selects and queues its candidates.
+_TRIGGERS: dict[type, Callable[[CampaignPass, Any], None]] = {
+    Inactive: plan_inactive,
+    NthOrder: plan_nth_order,
+    AfterPurchase: plan_after_purchase,
+    DateTrigger: plan_date,
+    Schedule: plan_schedule,
+    Broadcast: plan_broadcast,
+    ProductAdded: plan_product_added,
+    BackInStock: plan_back_in_stock,
+    CheckoutAbandoned: plan_checkout_abandoned,
+}

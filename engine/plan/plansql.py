@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.engine import Connection
 
 from ..store import (
+    BroadcastTime,
+    Checkout,
     Checkpoint,
     Credit,
     Customer,
@@ -26,6 +28,9 @@ from ..store import (
     Order,
     OrderItem,
     PriceChange,
+    Product,
+    ProductWanted,
+    Restock,
     Suppression,
     UTCDateTime,
     is_postgres,
@@ -34,6 +39,11 @@ from ..store import (
 customer = Customer.__table__  # type: ignore[attr-defined]
 orders = Order.__table__  # type: ignore[attr-defined]
 order_item = OrderItem.__table__  # type: ignore[attr-defined]
+product = Product.__table__  # type: ignore[attr-defined]
+restock = Restock.__table__  # type: ignore[attr-defined]
+product_wanted = ProductWanted.__table__  # type: ignore[attr-defined]
+checkout = Checkout.__table__  # type: ignore[attr-defined]
+broadcast = BroadcastTime.__table__  # type: ignore[attr-defined]
 message = Message.__table__  # type: ignore[attr-defined]
 credit = Credit.__table__  # type: ignore[attr-defined]
 price_change = PriceChange.__table__  # type: ignore[attr-defined]
@@ -85,6 +95,12 @@ class Sql:
 
     def json_object(self, *pairs: Any) -> Any:
         return func.json_build_object(*pairs) if self.pg else func.json_object(*pairs)
+
+    def stamp(self, moment: Any) -> ColumnElement[str]:
+        """A stored UTC datetime as YYYYMMDDHHMMSS text (an occurrence's part)."""
+        if self.pg:
+            return func.to_char(moment, literal("YYYYMMDDHH24MISS", String))
+        return func.strftime(literal("%Y%m%d%H%M%S", String), moment)
 
     def json_text(self, text: Any) -> Any:
         return cast(text, PG_JSON) if self.pg else func.json(text)

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import Problem
 from .campaigns import Campaign
 from .config import Paths
-from .yamlfile import YamlDoc, dotted
+from .yamlfile import KeyPath, YamlDoc, dotted
 
 
 def check_references(
@@ -34,7 +34,7 @@ def check_references(
     for name, campaign in campaigns.items():
         file = campaign_files[name]
         doc = docs[file]
-        named = [(("segment",), campaign.segment)]
+        named: list[tuple[KeyPath, str]] = [(("segment",), campaign.segment)]
         named += [
             (("steps", i, "segment"), s.segment) for i, s in enumerate(campaign.steps) if s.segment
         ]
@@ -49,7 +49,7 @@ def check_references(
                         f"no segment named {segment!r} in {paths.segments}/{_suggest(segment, segments)}",
                     )
                 )
-        templates = (
+        templates: list[tuple[KeyPath, str]] = (
             [(("steps", i, "template"), s.template) for i, s in enumerate(campaign.steps)]
             if campaign.steps
             else [(("template",), campaign.template or "")]

@@ -68,7 +68,7 @@ class Customer(SQLModel, table=True):
     email: str = Field(sa_type=String(254), unique=True, index=True)
     name: str = Field(default="", sa_type=String(200))
     locale: str = Field(default="en", sa_type=String(16))
-    timezone: str | None = Field(default=None, sa_type=String(64))
+    timezone: str | None = Field(default=None, sa_type=String(64), index=True)
     city: str | None = Field(default=None, sa_type=String(100))
     birthday: date | None = Field(default=None, index=True)
     marketing_consent: bool = False

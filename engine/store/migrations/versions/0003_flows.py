@@ -122,6 +122,7 @@ def upgrade() -> None:
     with op.batch_alter_table("customer", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_customer_birthday"), ["birthday"], unique=False)
         batch_op.create_index(batch_op.f("ix_customer_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_customer_timezone"), ["timezone"], unique=False)
 
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("step", sa.String(length=64), nullable=True))
@@ -150,6 +151,7 @@ def downgrade() -> None:
         batch_op.drop_column("step")
 
     with op.batch_alter_table("customer", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_customer_timezone"))
         batch_op.drop_index(batch_op.f("ix_customer_created_at"))
         batch_op.drop_index(batch_op.f("ix_customer_birthday"))
 
