@@ -24,6 +24,7 @@ from engine.store.models import (
     OrderItem,
     OrderStatus,
     PriceChange,
+    ProductWanted,
     ShopHoliday,
 )
 from tests import store_fixtures
@@ -305,6 +306,44 @@ def test_a_shop_holiday_is_added_then_moved(seeded: Engine) -> None:
         ]
 
 
+# ---------------------------------------------------------------- checkouts and wishes
+
+
+def test_a_cart_is_completed_by_its_first_order_only(seeded: Engine) -> None:
+    with session_scope(seeded) as session:
+        for external_id in ("1", "2"):  # two orders name the cart: the first completes it
+            shop.record_order(session, external_id=external_id, customer_id="C1",
+                              items=[Line("BAG-01", 1)], placed_at=NOW, cart_id="cart-9")  # fmt: skip
+        checkout = shop.start_checkout(
+            session,
+            cart_id="cart-9",
+            customer_id="C1",
+            items=[shop.CartLine("BAG-01", 1)],
+            amount="450",
+            started_at=NOW - timedelta(hours=1),
+            now=NOW,
+        )
+        first = shop.order_by_external_id(session, "1")
+        assert (checkout.order_id, first.cart_id) == (first.id, "cart-9")
+        shop.record_order(session, external_id="3", customer_id="C1",
+                          items=[Line("BAG-01", 1)], placed_at=NOW, cart_id="cart-9")  # fmt: skip
+        session.refresh(checkout)
+        assert checkout.order_id == first.id
+
+
+def test_a_wish_is_recorded_once_and_needs_a_known_customer_and_product(seeded: Engine) -> None:
+    with session_scope(seeded) as session:
+        assert shop.want_product(session, customer_id="C1", sku="BAG-01", at=NOW) is True
+        later = NOW + timedelta(days=1)
+        assert shop.want_product(session, customer_id="C1", sku="BAG-01", at=later) is False
+        with pytest.raises(UnknownRecord, match="unknown product sku 'NOPE'"):
+            shop.want_product(session, customer_id="C1", sku="NOPE", at=NOW)
+        with pytest.raises(UnknownRecord, match="unknown customer 'C9'"):
+            shop.want_product(session, customer_id="C9", sku="BAG-01", at=NOW)
+    with Session(seeded) as session:
+        assert session.execute(select(ProductWanted.at)).scalars().all() == [NOW]
+
+
 # ---------------------------------------------------------------- invalid input
 
 
@@ -352,6 +391,18 @@ def _customer(**kw: Any) -> Callable[[Session], Any]:
 def _product(**kw: Any) -> Callable[[Session], Any]:
     args: dict[str, Any] = {"sku": "MUG-01", "name": "Mug", "price": "150", "now": NOW}
     return lambda s: shop.upsert_product(s, **(args | kw))
+
+
+def _checkout(**kw: Any) -> Callable[[Session], Any]:
+    args: dict[str, Any] = {
+        "cart_id": "cart-1",
+        "customer_id": "C1",
+        "items": [shop.CartLine("TEA-500G", 1)],
+        "amount": "320",
+        "started_at": NOW,
+        "now": NOW,
+    }
+    return lambda s: shop.start_checkout(s, **(args | kw))
 
 
 INVALID = [
@@ -440,6 +491,32 @@ INVALID = [
         id="delivered-first",
     ),
     pytest.param(_order(items=[]), "order 9 has no items", id="no-items"),
+    pytest.param(_order(cart_id="cart\n1"), "cart_id must be one line", id="two-line-cart"),
+    pytest.param(_checkout(cart_id=" "), "cart_id is required", id="blank-cart-id"),
+    pytest.param(_checkout(cart_id="c" * 65), "cart_id is longer than 64", id="long-cart-id"),
+    pytest.param(_checkout(amount="-1"), "amount must not be negative", id="negative-amount"),
+    pytest.param(_checkout(items=[]), "items of checkout cart-1 must hold", id="empty-cart"),
+    pytest.param(
+        _checkout(items=[shop.CartLine("TEA-500G", 0)]),
+        "items[0].quantity must be a whole number of 1 or more, got: 0",
+        id="cart-zero-quantity",
+    ),
+    pytest.param(
+        _checkout(items=[shop.CartLine("TEA-500G", 1), shop.CartLine("NOPE", 1)]),
+        "items[1].sku: unknown product sku 'NOPE'",
+        id="cart-unknown-sku",
+    ),
+    pytest.param(
+        _checkout(items=[shop.CartLine("TEA-500G", 1, name="Tea\nBcc: x")]),
+        "items[0].name must be one line",
+        id="cart-two-line-name",
+    ),
+    pytest.param(_checkout(customer_id="C404"), "unknown customer 'C404'", id="cart-customer"),
+    pytest.param(
+        _checkout(started_at=datetime(2026, 11, 1)),
+        "started_at must be a timezone-aware",
+        id="naive-started",
+    ),
     pytest.param(
         lambda s: shop.add_holiday(
             s, holiday_id="Flash Sale", day=date(2026, 12, 1), name="x", now=NOW
