@@ -18,6 +18,24 @@ from ..errors import Problem
 from .yamlfile import KeyPath, YamlDoc, describe, dotted
 
 
+# Words a marketer may write for a trigger, and the trigger that does it.
+_TRIGGER_WORDS = {
+    "birth": "date with field: birthday",
+    "anniversar": "date with field: first_order",
+    "signup": "date with field: signup",
+    "win_back": "inactive",
+    "winback": "inactive",
+    "lapse": "inactive",
+    "cart": "checkout_abandoned",
+    "newsletter": "broadcast",
+    "restock": "back_in_stock",
+    "new_product": "product_added",
+    "replenish": "after_purchase",
+    "review": "after_purchase",
+    "every": "schedule",
+}
+
+
 def validation_problems(
     exc: ValidationError, doc: YamlDoc, model: type[BaseModel]
 ) -> list[Problem]:
@@ -126,8 +144,12 @@ def _message(error: Any, path: KeyPath, doc: YamlDoc, model: type[BaseModel]) ->
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
         tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
-        close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.5)
+        tag = str(ctx.get("tag"))
+        close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        for word, meant in _TRIGGER_WORDS.items():
+            if word in tag.lower().replace("-", "_") and meant.split()[0] in tags:
+                hint = f" (did you mean {meant}?)"
         return (
             f"expected one of {ctx.get('expected_tags', '')}, got {describe(ctx.get('tag'))}{hint}"
         )
