@@ -1,15 +1,28 @@
-"""Commands about planning: plan, holiday list, holiday set."""
+"""Commands about planning: plan, broadcast, holiday list, holiday set."""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 
 import click
 from rich.table import Table
 
+from ..errors import DataError
 from ..intake import add_holiday
-from ..plan import PlanReport, holiday_dates, plan
+from ..plan import (
+    BroadcastEntry,
+    PlanReport,
+    broadcast_campaign,
+    cancel_broadcast,
+    holiday_dates,
+    list_broadcasts,
+    parse_local_at,
+    plan,
+    set_broadcast,
+)
 from ..project import pick_text
 from ..store import session_scope
 from .app import App
@@ -55,24 +68,165 @@ def plan_command(app: App, at: str | None, dry_run: bool, full: bool, as_json: b
         sys.exit(1)
 
 
+# Why a candidate was held back, as the plan table words it.
+HELD_BACK = {
+    "skipped_consent": "no consent",
+    "skipped_suppressed": "suppressed",
+    "skipped_cap": "capped",
+    "skipped_passed": "passed",  # already had a later step of the flow
+}
+
+
 def _print_report(report: PlanReport, dry_run: bool) -> None:
+    """One row per campaign and, for a campaign with steps, one under it per step."""
     title = f"Plan at {report.at.isoformat()}" + (" (dry run: nothing written)" if dry_run else "")
     table = Table(title=title)
-    table.add_column("campaign")
-    for heading in ("queued", "no consent", "suppressed", "capped"):
-        table.add_column(heading, justify="right")
+    # Names are what the reader looks for: never cut short (the reasons wrap first).
+    longest = max((len(n) for n in report.campaigns), default=8)
+    table.add_column("campaign / step", no_wrap=True, min_width=longest)
+    table.add_column("queued", justify="right")
+    table.add_column("held back")
+    table.add_column("exited")
     for name, result in report.campaigns.items():
-        table.add_row(
-            name,
-            str(result.queued),
-            str(result.skipped_consent),
-            str(result.skipped_suppressed),
-            str(result.skipped_cap),
-        )
+        steps = result.steps
+        held: Counter[str] = Counter()
+        exits: Counter[str] = Counter()
+        for step in steps.values():
+            held.update({HELD_BACK[f]: getattr(step, f) for f in HELD_BACK})
+            exits.update(step.exited)
+        if not steps:  # a campaign that failed before its steps ran
+            held.update({HELD_BACK[f]: getattr(result, f, 0) for f in HELD_BACK})
+        table.add_row(name, str(result.queued), _counts(held), _counts(exits))
+        if list(steps) == ["email"]:  # a campaign without steps: its row says it all
+            continue
+        for number, (label, step) in enumerate(steps.items(), start=1):
+            reasons = {HELD_BACK[f]: getattr(step, f) for f in HELD_BACK}
+            table.add_row(
+                f"  {number}. {label}",
+                str(step.queued),
+                _counts(reasons),
+                _counts(step.exited),
+                style="dim",
+            )
     console.print(table)
     for name, result in report.campaigns.items():
         if result.error:
             errors.print(f"error: campaign {name}: {result.error}", markup=False)
+
+
+def _counts(reasons: Mapping[str, int]) -> str:
+    """'no consent 2, capped 1' (in the order given, zeros left out), or 0 for none."""
+    return ", ".join(f"{reason} {count}" for reason, count in reasons.items() if count) or "0"
+
+
+# ---------------------------------------------------------------- broadcast
+
+NEXT = "next"  # --cancel without a time: the one broadcast still to go
+
+
+@main.command("broadcast")
+@click.argument("campaign")
+@click.option(
+    "--at",
+    "at",
+    metavar='"YYYY-MM-DD HH:MM"',
+    help="Send the campaign at this date and time, on each customer's own clock.",
+)
+@click.option(
+    "--cancel",
+    "cancel",
+    is_flag=False,
+    flag_value=NEXT,
+    default=None,
+    metavar="[AT]",
+    help="Cancel the broadcast at AT (default: the one still to go), unless it has started.",
+)
+@click.option("--list", "as_list", is_flag=True, help="List the campaign's broadcast times.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_app
+def broadcast_command(
+    app: App, campaign: str, at: str | None, cancel: str | None, as_list: bool, as_json: bool
+) -> None:
+    """Set, cancel or list the times a broadcast campaign goes out.
+
+    A time is a date and a time on each customer's clock, like "2026-12-10 10:00":
+    a customer in Dhaka gets it at 10:00 in Dhaka, one in London at 10:00 in London.
+    """
+    given = {"--at": at is not None, "--cancel": cancel is not None, "--list": as_list}
+    chosen = [option for option, present in given.items() if present]
+    if len(chosen) > 1:
+        raise click.UsageError(f"give one of --at, --cancel or --list, not {' and '.join(chosen)}")
+    project = app.project
+    broadcast_campaign(project, campaign)  # an unknown name fails before the database opens
+    now = datetime.now(UTC)
+    with session_scope(app.engine) as session:
+        if at is not None:
+            entry, new = set_broadcast(session, project, campaign, _local_at(at, "--at"), now=now)
+            again = "" if new else " (already set)"
+            text = f"{campaign} goes out at {entry.local_at} on each customer's clock{again}"
+            _said(as_json, entry, text)
+        elif cancel is not None:
+            when = None if cancel == NEXT else _local_at(cancel, "--cancel")
+            done = cancel_broadcast(session, project, campaign, when, now=now)
+            emails = f"{done.expired} queued email{'s' if done.expired != 1 else ''} expired"
+            text = f"cancelled the broadcast of {campaign} at {done.entry.local_at}: {emails}"
+            _said(as_json, done.entry, text, expired=done.expired)
+        else:
+            _print_broadcasts(list_broadcasts(session, project, campaign), campaign, as_json)
+    if campaign not in project.config.campaigns and not as_json:
+        note = f"note: {campaign} is not listed under campaigns: in config.yaml: it sends nothing"
+        errors.print(f"{note} until it is", markup=False)
+
+
+def _local_at(value: str, option: str) -> str:
+    """The date and time as written, checked here so a typo is a usage error (exit 2)."""
+    try:
+        return parse_local_at(value)
+    except DataError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _said(as_json: bool, entry: BroadcastEntry, text: str, **extra: int) -> None:
+    if as_json:
+        print_json({**entry.as_dict(), **extra})
+    else:
+        console.print(text, markup=False)
+
+
+def _print_broadcasts(entries: list[BroadcastEntry], campaign: str, as_json: bool) -> None:
+    if as_json:
+        print_json([entry.as_dict() for entry in entries])
+        return
+    if not entries:
+        console.print(
+            f"{campaign} has no broadcast time: set one with "
+            f'lifecycle broadcast {campaign} --at "YYYY-MM-DD HH:MM"',
+            markup=False,
+        )
+        return
+    table = Table(title=f"Broadcasts of {campaign} (times on each customer's clock)")
+    for heading in ("at", "from", "state", "queued", "sent", "cancelled at"):
+        table.add_column(heading, justify="right" if heading in ("queued", "sent") else "left")
+    for e in entries:
+        waiting = sum(e.messages.get(s, 0) for s in ("queued", "retry", "sending"))
+        table.add_row(
+            e.local_at,
+            _source(e),
+            e.state,
+            str(waiting),
+            str(e.messages.get("sent", 0)),
+            e.cancelled_at.isoformat(timespec="minutes") if e.cancelled_at else "",
+        )
+    console.print(table)
+
+
+def _source(entry: BroadcastEntry) -> str:
+    if entry.in_file or entry.set_at is None:
+        return "campaign file"
+    return f"set {entry.set_at.isoformat(timespec='minutes')}"
+
+
+# ---------------------------------------------------------------- holidays
 
 
 @main.group()

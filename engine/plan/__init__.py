@@ -14,6 +14,8 @@ modules import each other directly.
 
 Public names:
 
+- `broadcasts`: `BroadcastEntry`, `broadcast_campaign`, `cancel_broadcast`,
+  `list_broadcasts`, `parse_local_at`, `set_broadcast`
 - `calendar`: `check_holidays`, `check_offers`, `holiday_dates`
 - `planner`: `PlanReport`, `plan`
 - `segments`: `check_segments`
@@ -26,27 +28,47 @@ from typing import TYPE_CHECKING
 from ..exports import public_names
 
 if TYPE_CHECKING:
+    from .broadcasts import (
+        BroadcastEntry,
+        broadcast_campaign,
+        cancel_broadcast,
+        list_broadcasts,
+        parse_local_at,
+        set_broadcast,
+    )
     from .calendar import check_holidays, check_offers, holiday_dates
     from .planner import PlanReport, plan
     from .segments import check_segments
 
 __all__ = [
+    "BroadcastEntry",
     "PlanReport",
+    "broadcast_campaign",
+    "cancel_broadcast",
     "check_holidays",
     "check_offers",
     "check_segments",
     "holiday_dates",
+    "list_broadcasts",
+    "parse_local_at",
     "plan",
+    "set_broadcast",
 ]
 
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
+    "BroadcastEntry": ".broadcasts",
     "PlanReport": ".planner",
+    "broadcast_campaign": ".broadcasts",
+    "cancel_broadcast": ".broadcasts",
     "check_holidays": ".calendar",
     "check_offers": ".calendar",
     "check_segments": ".segments",
     "holiday_dates": ".calendar",
+    "list_broadcasts": ".broadcasts",
+    "parse_local_at": ".broadcasts",
     "plan": ".planner",
+    "set_broadcast": ".broadcasts",
 }
 _MODULES: set[str] = set()
 

@@ -234,3 +234,67 @@ def test_an_order_posted_too_late_is_listed_as_expired_in_plan_json(
     assert sorted((str(status), error) for status, error in rows) == [
         ("expired", why), ("queued", None)
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- flows
+
+FLOW = """\
+name: welcome_series
+description: A welcome, then a nudge two days later unless the customer ordered again
+trigger: {type: first_order, expires_after: 3d}
+segment: everyone
+exit: [ordered]
+steps:
+  - id: hello
+    template: welcome
+    subject: "Welcome, {{ customer.first_name }}"
+  - id: nudge
+    after: 2d
+    template: thank_you
+    subject: "Still thinking about it?"
+"""
+
+
+@pytest.fixture
+def flow_shop(shop: Path) -> Path:
+    """The shop with a two-step welcome flow enabled beside the shipped campaigns."""
+    (shop.parent / "campaigns" / "welcome_series.yaml").write_text(FLOW)
+    text = shop.read_text().replace("  - welcome\n", "  - welcome\n  - welcome_series\n", 1)
+    shop.write_text(text)
+    return shop
+
+
+def plan_rows(out: str) -> dict[str, list[str]]:
+    """The plan table's rows: {first cell: the other cells}, from rich's box drawing."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+        if len(cells) == 4 and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_plan_lists_each_step_under_its_campaign(flow_shop: Path) -> None:
+    code, out = run(flow_shop, "plan", "--at", "2026-11-22T06:00:00Z")
+    assert code == 0, out
+    rows = plan_rows(out)
+    #                          queued, held back, exited
+    assert rows["welcome_series"] == ["1", "0", "0"]
+    assert rows["1. hello"] == ["1", "0", "0"]
+    assert rows["2. nudge"] == ["0", "0", "0"]
+    assert rows["welcome"] == ["1", "0", "0"]
+    assert "1. email" not in rows  # a campaign without steps has no rows under it
+    engine = make_engine(load_project(flow_shop).database_url())
+    with session_scope(engine) as s:
+        record_order(s, external_id="o2", customer_id="ana", items=[Line("JUTE-BAG-01", 2)],
+                     placed_at=NOW + timedelta(days=1))  # fmt: skip
+    engine.dispose()
+    code, out = run(flow_shop, "plan", "--at", "2026-11-24T07:00:00Z", "--dry-run", "--full")
+    assert code == 0, out
+    assert "dry run: nothing written" in out
+    rows = plan_rows(out)
+    assert rows["2. nudge"][0] == "0" and rows["2. nudge"][-1] == "ordered 1", out
+    assert rows["welcome_series"][-1] == "ordered 1"
+    code, out = run(flow_shop, "plan", "--at", "2026-11-24T07:00:00Z", "--dry-run", "--json")
+    nudge = json.loads(out)["campaigns"]["welcome_series"]["steps"]["nudge"]
+    assert nudge["exited"] == {"ordered": 1}
