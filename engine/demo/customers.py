@@ -7,14 +7,19 @@ number, and every time is relative to `now`. Nothing here touches the database.
 
 from __future__ import annotations
 
+import calendar
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from ..errors import DataError
 from ..intake import shop
 from .tables import (
+    BIRTHDAY_AT,
     CITIES,
+    CONSUMABLES,
     DIASPORA_CITIES,
     DOMAINS,
     DROPPED,
@@ -28,6 +33,8 @@ from .tables import (
     POPULATION,
     PRICES,
     PRODUCTS,
+    RESTOCKED_HOURS_AGO,
+    RESTOCKED_SKU,
     SCENARIOS,
     SCORES,
     SHOP_TIMEZONE,
@@ -50,6 +57,19 @@ class OrderSeed:
 
 
 @dataclass(frozen=True)
+class CheckoutSeed:
+    """A checkout the customer started and left (no order carries its cart id)."""
+
+    cart_id: str
+    started_at: datetime
+    lines: tuple[shop.Line, ...]
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((line.unit_price * line.quantity for line in self.lines), Decimal("0"))
+
+
+@dataclass(frozen=True)
 class CustomerSeed:
     external_id: str
     role: Role
@@ -64,6 +84,9 @@ class CustomerSeed:
     created_at: datetime
     orders: tuple[OrderSeed, ...] = ()
     survey: tuple[int, datetime] | None = None
+    # (sku, when asked): the customer wants to hear when it is back in stock.
+    wants: tuple[str, datetime] | None = None
+    checkout: CheckoutSeed | None = None
 
 
 def plan_demo(now: datetime, customers: int = DEFAULT_CUSTOMERS) -> list[CustomerSeed]:
@@ -117,12 +140,14 @@ def _customer(index: int, scenario: Role | None, now: datetime) -> CustomerSeed:
         locale=locale,
         city=city,
         timezone=CITIES[city],
-        birthday=_birthday(rng),
+        birthday=_birthday_for(rng, role, index, CITIES[city], now),
         tags=tuple(sorted(rng.sample(TAGS, k=rng.choice((0, 0, 1, 1, 2))))),
         consent=consent,
         created_at=created_at,
         orders=orders,
         survey=_survey(rng, orders, now),
+        wants=_wants(rng, role, now),
+        checkout=_checkout(rng, role, index, now),
     )
 
 
@@ -157,6 +182,50 @@ def _birthday(rng: random.Random) -> date | None:
     return date(rng.randint(1962, 2004), rng.randint(1, 12), rng.randint(1, 28))
 
 
+def _birthday_for(
+    rng: random.Random, role: Role, index: int, timezone: str, now: datetime
+) -> date | None:
+    """A chance birthday; for the birthday scenario, one whose wishes are due now.
+
+    Wishes go at 10:00 on the customer's clock and keep two days: a birthday
+    today once it is 10:00 there, else yesterday's. The scenario's last customer
+    was born on 29 February.
+    """
+    drawn = _birthday(rng)
+    if role is not Role.BIRTHDAY:
+        return drawn
+    if index == _last_of(Role.BIRTHDAY):
+        return date(1996, 2, 29)
+    local = now.astimezone(ZoneInfo(timezone))
+    day = local.date() if local.time() >= BIRTHDAY_AT else local.date() - timedelta(days=1)
+    year = rng.randint(1965, 2002)
+    if (day.month, day.day) == (2, 29) and not calendar.isleap(year):
+        year = 1996
+    return day.replace(year=year)
+
+
+def _last_of(role: Role) -> int:
+    """The customer number of a scenario's last customer."""
+    number = _scenario_number(role)
+    return sum(n for _, n in SCENARIOS[: number + 1])
+
+
+def _wants(rng: random.Random, role: Role, now: datetime) -> tuple[str, datetime] | None:
+    """The wanted scenario asked for the quilt while it was sold out."""
+    if role is not Role.WANTED:
+        return None
+    asked = now - timedelta(hours=RESTOCKED_HOURS_AGO + rng.randint(24, 24 * 30))
+    return RESTOCKED_SKU, asked
+
+
+def _checkout(rng: random.Random, role: Role, index: int, now: datetime) -> CheckoutSeed | None:
+    """The cart scenario left a checkout 70 minutes to 20 hours ago."""
+    if role is not Role.CART:
+        return None
+    started = now - timedelta(minutes=70 + (index * 173) % (20 * 60 - 70))
+    return CheckoutSeed(f"NG-CART-{index:05d}", started, _basket(rng))
+
+
 def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[OrderSeed, ...]:
     """Past orders (all delivered, none in the last 10 days) plus the scenario's recent one."""
     past: list[tuple[datetime, tuple[shop.Line, ...]]] = []
@@ -186,6 +255,24 @@ def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[
         past += _past(rng, now, rng.randint(1, 4), 130, 700)
     elif role is Role.OCCASIONAL:
         past += _past(rng, now, rng.randint(1, 2), 10, 400)
+    elif role is Role.LAPSING:
+        past += _past(rng, now, rng.randint(0, 2), 120, 500)
+        # 90 days and 2 hours to 96 days ago: due, and inside win_back's week.
+        minutes = 90 * 1440 + 120 + (index * 829) % (6 * 1440 - 120)
+        past.append((now - timedelta(minutes=minutes), _basket(rng)))
+    elif role in (Role.BIRTHDAY, Role.WANTED, Role.CART):
+        past += _past(rng, now, rng.randint(index % 2, 2), 100, 400)
+    elif role is Role.REPLENISH:
+        past += _past(rng, now, rng.randint(1, 2), 120, 400)
+        delivered = now - timedelta(minutes=30 * 1440 + 60 + (index * 617) % (2 * 1440))
+        placed = delivered - timedelta(hours=rng.randint(20, 72))
+        recent.append((placed, delivered, _pantry(rng)))
+    elif role is Role.HOME_BUYER:
+        pati = shop.Line("PATI-01", 1, PRICES["PATI-01"])
+        past += [(at, (pati, *lines)) for at, lines in _past(rng, now, 1, 100, 300)]
+        past += _past(rng, now, rng.randint(0, 1), 100, 400)
+    elif role is Role.NEWCOMER:
+        past += _past(rng, now, rng.randint(1, 2), 12, 80, avoid=CONSUMABLES)
     timeline = sorted(
         [(at, at + timedelta(hours=rng.randint(20, 120)), lines) for at, lines in past] + recent,
         key=lambda order: order[0],
@@ -204,12 +291,13 @@ def _past(
     oldest: int,
     *,
     expensive: bool = False,
+    avoid: frozenset[str] = frozenset(),
 ) -> list[tuple[datetime, tuple[shop.Line, ...]]]:
     """`count` orders placed between `newest` and `oldest` days ago."""
     return [
         (
             now - timedelta(minutes=rng.randint(newest * 1440, oldest * 1440)),
-            _basket(rng, expensive=expensive),
+            _basket(rng, expensive=expensive, avoid=avoid),
         )
         for _ in range(count)
     ]
@@ -224,6 +312,15 @@ def _basket(
     return tuple(
         shop.Line(p.sku, rng.randint(1, 3) if p.price < 1000 else 1, p.price)
         for p in sorted(chosen, key=lambda p: p.sku)
+    )
+
+
+def _pantry(rng: random.Random) -> tuple[shop.Line, ...]:
+    """Tea, honey, oil or molasses: what runs out in about a month."""
+    pantry = [p for p in PRODUCTS if p.sku in CONSUMABLES and p.sku not in DROPPED]
+    chosen = rng.sample(pantry, k=rng.randint(1, 2))
+    return tuple(
+        shop.Line(p.sku, rng.randint(1, 3), p.price) for p in sorted(chosen, key=lambda p: p.sku)
     )
 
 

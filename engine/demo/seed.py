@@ -7,10 +7,15 @@ random choices come from a `random.Random` seeded per customer, so seeding
 twice changes nothing the second time.
 
 Every time is relative to `now`, so each campaign is due whenever the demo is
-seeded: first orders in the last hour (welcome), orders delivered a few hours
-ago (thank_you), regular customers and a flash sale two days ahead
-(holiday_preannounce), and undelivered orders whose product then got cheaper
-(price_drop_refund). Each scenario's customers are spread over Dhaka and the
+seeded: first orders in the last hour (welcome, welcome_series), orders
+delivered a few hours ago (thank_you), regular customers and a flash sale two
+days ahead (holiday_preannounce), undelivered orders whose product then got
+cheaper (price_drop_refund), last orders 90 to 96 days ago (win_back),
+birthdays whose 10:00 has come (birthday), tea and food delivered a month ago
+(replenish), a sold-out quilt back in stock hours ago for those who asked
+(back_in_stock), a product added hours ago in a category customers bought
+(new_in_category), customers in their first 90 days (fortnightly_update) and
+checkouts left 1 to 20 hours ago (abandoned_checkout). Each scenario's customers are spread over Dhaka and the
 diaspora (Sydney, London, New York, Kuala Lumpur, Los Angeles, Dubai), so at any
 hour at least two of them are inside the 09:00–20:00 send window of their own
 clock; the others wait for theirs, as the shop's customers would.
@@ -18,6 +23,7 @@ clock; the others wait for theirs, as the shop's customers would.
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +35,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from ..intake import shop
 from ..store import (
+    Checkout,
     Checkpoint,
     Customer,
     Order,
@@ -36,11 +43,24 @@ from ..store import (
     OrderStatus,
     PriceChange,
     Product,
+    ProductWanted,
+    Restock,
     ShopHoliday,
     SurveyAnswer,
 )
 from .customers import DEFAULT_CUSTOMERS, CustomerSeed, OrderSeed, plan_demo
-from .tables import CATALOGUE_AGE, PRICE_DROPS, PRODUCTS, SHOP_TIMEZONE
+from .tables import (
+    BIRTHDAY_AT,
+    CATALOGUE_AGE,
+    NEW_PRODUCT,
+    NEW_PRODUCT_HOURS_AGO,
+    PRICE_DROPS,
+    PRODUCTS,
+    RESTOCKED_HOURS_AGO,
+    RESTOCKED_SKU,
+    SHOP_TIMEZONE,
+    SOLD_OUT_DAYS,
+)
 
 CHECKPOINT = "demo_seeded_at"
 
@@ -68,6 +88,13 @@ class DemoSummary:
     regulars: int = 0
     vip: int = 0
     lapsed: int = 0
+    lapsing: int = 0
+    birthdays: int = 0
+    wanted: int = 0
+    new_product_buyers: int = 0
+    first_90_days: int = 0
+    open_checkouts: int = 0
+    replenish_orders: int = 0
     flash_sale: date | None = None
     survey_answers: int = 0
     nps: int | None = None
@@ -79,12 +106,24 @@ class DemoSummary:
         out = [
             f"Nakshi Ghor demo shop at {self.now:%Y-%m-%d %H:%M} UTC: added {added}",
             f"  {self.customers} customers, {self.products} products, {self.orders} orders",
-            f"  welcome: {self.first_orders_last_hour} first orders placed in the last hour",
+            f"  welcome, welcome_series: {self.first_orders_last_hour} first orders placed in the "
+            "last hour",
             f"  thank_you: {self.delivered_hours_ago} orders delivered 2 to 24 hours ago",
             f"  holiday_preannounce: {FLASH_SALE_NAME} on {self.flash_sale}, "
             f"{self.regulars} regulars (3+ orders in 180 days) with consent",
             f"  price_drop_refund: {self.price_drop_items} undelivered order lines "
             f"bought before a lower price ({drops})",
+            f"  win_back: {self.lapsing} customers whose last order was 90 to 97 days ago",
+            f"  birthday: {self.birthdays} customers whose birthday wishes are due "
+            "(10:00 on their clock, kept two days)",
+            f"  replenish: {self.replenish_orders} orders of tea or food delivered 30 to 33 days ago",
+            f"  back_in_stock: {RESTOCKED_SKU} back {RESTOCKED_HOURS_AGO} hours ago, "
+            f"asked for by {self.wanted} customers",
+            f"  new_in_category: {NEW_PRODUCT.sku} added {NEW_PRODUCT_HOURS_AGO} hours ago, "
+            f"{self.new_product_buyers} customers bought in {NEW_PRODUCT.category}",
+            f"  fortnightly_update: {self.first_90_days} customers 10 to 90 days after their "
+            "first order",
+            f"  abandoned_checkout: {self.open_checkouts} checkouts left 1 to 25 hours ago",
             f"  also: {self.vip} VIP customers (20,000 taka in a year), {self.lapsed} lapsed "
             f"(no order in 120 days), {self.survey_answers} survey answers (NPS {self.nps})",
         ]
@@ -117,6 +156,8 @@ def seed_demo(
         "customers": 0,
         "orders": 0,
         "survey answers": 0,
+        "wanted products": 0,
+        "checkouts": 0,
     }
     known_customers = set(session.exec(select(Customer.external_id)))
     known_orders = set(session.exec(select(Order.external_id)))
@@ -128,7 +169,13 @@ def seed_demo(
             if order.external_id not in known_orders:
                 _seed_order(session, seed, order)
                 created["orders"] += 1
+        if seed.wants is not None:
+            sku, asked = seed.wants
+            added = shop.want_product(session, customer_id=seed.external_id, sku=sku, at=asked)
+            created["wanted products"] += added
+        created["checkouts"] += _seed_checkout(session, seed)
     _drop_prices(session, now)
+    created["restocks"] = _restock(session, now)
     created["survey answers"] = _seed_surveys(session, plan)
     if session.get(ShopHoliday, FLASH_SALE_ID) is None:
         shop.add_holiday(
@@ -159,7 +206,51 @@ def _seed_products(session: Session, now: datetime) -> int:
                 stock=product.stock,
                 now=now - CATALOGUE_AGE,
             )
-    return len([p for p in PRODUCTS if p.sku not in known])
+    new = NEW_PRODUCT
+    if new.sku not in known:
+        shop.upsert_product(
+            session,
+            sku=new.sku,
+            name=new.name,
+            name_bn=new.name_bn,
+            category=new.category,
+            price=new.price,
+            stock=new.stock,
+            now=now - timedelta(hours=NEW_PRODUCT_HOURS_AGO),
+        )
+    return len([p for p in (*PRODUCTS, new) if p.sku not in known])
+
+
+def _restock(session: Session, now: datetime) -> int:
+    """The quilt sold out SOLD_OUT_DAYS ago and came back RESTOCKED_HOURS_AGO hours ago, once."""
+    product = shop.product_by_sku(session, RESTOCKED_SKU)
+    done = session.exec(select(Restock.id).where(col(Restock.product_id) == product.id)).first()
+    if done is not None:
+        return 0
+    stock = product.stock
+    shop.set_stock(session, product, 0, at=now - timedelta(days=SOLD_OUT_DAYS))
+    shop.set_stock(session, product, stock, at=now - timedelta(hours=RESTOCKED_HOURS_AGO))
+    session.flush()
+    return 1
+
+
+def _seed_checkout(session: Session, seed: CustomerSeed) -> int:
+    cart = seed.checkout
+    if (
+        cart is None
+        or session.exec(select(Checkout.id).where(col(Checkout.cart_id) == cart.cart_id)).first()
+    ):
+        return 0
+    shop.start_checkout(
+        session,
+        cart_id=cart.cart_id,
+        customer_id=seed.external_id,
+        items=[shop.CartLine(line.sku, line.quantity, line.unit_price) for line in cart.lines],
+        amount=cart.amount,
+        started_at=cart.started_at,
+        now=cart.started_at,
+    )
+    return 1
 
 
 def _drop_prices(session: Session, now: datetime) -> None:
@@ -288,6 +379,53 @@ def summarize(
     summary.lapsed = count(
         select(func.count()).where(col(Customer.last_order_at) < now - timedelta(days=120))
     )
+    summary.lapsing = count(
+        select(func.count()).where(
+            col(Customer.last_order_at) <= now - timedelta(days=90),
+            col(Customer.last_order_at) > now - timedelta(days=97),
+        )
+    )
+    summary.birthdays = _birthdays_due(session, now)
+    summary.wanted = count(
+        select(func.count())
+        .select_from(ProductWanted)
+        .join(Product, col(Product.id) == ProductWanted.product_id)
+        .where(col(Product.sku) == RESTOCKED_SKU)
+    )
+    home_buyers = (
+        select(Order.customer_id)
+        .join(OrderItem, col(OrderItem.order_id) == Order.id)
+        .join(Product, col(Product.id) == OrderItem.product_id)
+        .where(counted, col(Product.category) == NEW_PRODUCT.category)
+        .distinct()
+    )
+    summary.new_product_buyers = count(select(func.count()).select_from(home_buyers.subquery()))
+    summary.first_90_days = count(
+        select(func.count()).where(
+            col(Customer.first_order_at) > now - timedelta(days=90),
+            col(Customer.first_order_at) <= now - timedelta(days=10),
+        )
+    )
+    summary.open_checkouts = count(
+        select(func.count()).where(
+            col(Checkout.order_id).is_(None),
+            col(Checkout.started_at) > now - timedelta(hours=25),
+            col(Checkout.started_at) <= now - timedelta(hours=1),
+        )
+    )
+    pantry = (
+        select(Order.id)
+        .join(OrderItem, col(OrderItem.order_id) == Order.id)
+        .join(Product, col(Product.id) == OrderItem.product_id)
+        .where(
+            counted,
+            col(Product.category).in_(("tea", "food")),
+            col(Order.delivered_at) <= now - timedelta(days=30),
+            col(Order.delivered_at) > now - timedelta(days=33),
+        )
+        .distinct()
+    )
+    summary.replenish_orders = count(select(func.count()).select_from(pantry.subquery()))
     sale = session.get(ShopHoliday, FLASH_SALE_ID)
     summary.flash_sale = sale.date if sale else None
     scores = list(session.exec(select(SurveyAnswer.score)))
@@ -297,3 +435,26 @@ def summarize(
         detractors = sum(1 for s in scores if s <= 6)
         summary.nps = round(100 * (promoters - detractors) / len(scores))
     return summary
+
+
+def _birthdays_due(session: Session, now: datetime) -> int:
+    """Customers whose birthday's 10:00 on their own clock was within the last two days."""
+    due = 0
+    rows = session.execute(
+        select(col(Customer.birthday), col(Customer.timezone)).where(
+            col(Customer.birthday).is_not(None)
+        )
+    )
+    for birthday, timezone in rows:
+        local = now.astimezone(ZoneInfo(timezone or SHOP_TIMEZONE))
+        latest = local.date() - timedelta(days=0 if local.time() >= BIRTHDAY_AT else 1)
+        days = (latest, latest - timedelta(days=1))
+        due += any(_yearly(birthday, day.year) == day for day in days)
+    return due
+
+
+def _yearly(birthday: date, year: int) -> date:
+    """The birthday in `year`: 29 February falls on 28 February in other years."""
+    if (birthday.month, birthday.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return birthday.replace(year=year)

@@ -8,7 +8,7 @@ writes the catalogue and the price drops to the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -112,6 +112,25 @@ PRICE_DROPS = (
     PriceDrop("OIL-500ML", Decimal("120.00"), Decimal("119.86"), hours_ago=14),
 )
 DROPPED = {d.sku for d in PRICE_DROPS}
+# What a household runs out of (the replenish campaign's categories).
+CONSUMABLES = frozenset(p.sku for p in PRODUCTS if p.category in ("tea", "food"))
+
+# The quilt that sold out and came back `RESTOCKED_HOURS_AGO` hours ago, asked for meanwhile.
+RESTOCKED_SKU = "KANTHA-01"
+RESTOCKED_HOURS_AGO = 6
+SOLD_OUT_DAYS = 40
+# A product the shop added `NEW_PRODUCT_HOURS_AGO` hours ago, in a category its customers buy.
+NEW_PRODUCT = ProductSeed(
+    "HOGLA-BASKET-01",
+    "Hogla leaf storage basket",
+    "হোগলা পাতার ঝুড়ি",
+    "home",
+    Decimal("850.00"),
+    30,
+)
+NEW_PRODUCT_HOURS_AGO = 5
+# The birthdays are due at 10:00 on the customer's clock (the birthday campaign's `at`).
+BIRTHDAY_AT = time(10, 0)
 # The catalogue's first prices date from before the oldest order.
 CATALOGUE_AGE = timedelta(days=800)
 
@@ -123,6 +142,13 @@ class Role(StrEnum):
     REGULAR = "regular"  # 3+ orders in the last 180 days
     VIP = "vip"  # 20,000 taka or more in the last year
     LAPSED = "lapsed"  # nothing in the last 120 days
+    LAPSING = "lapsing"  # last order 90 to 96 days ago (win_back)
+    BIRTHDAY = "birthday"  # birthday today, or yesterday before 10:00 on their clock
+    REPLENISH = "replenish"  # tea or food delivered 30 to 32 days ago
+    WANTED = "wanted"  # asked to hear when the sold-out quilt is back (back_in_stock)
+    HOME_BUYER = "home_buyer"  # bought a shital pati; a new home product just came in
+    NEWCOMER = "newcomer"  # first order 12 to 80 days ago (fortnightly_update)
+    CART = "cart"  # left a checkout 1 to 20 hours ago (abandoned_checkout)
     OCCASIONAL = "occasional"  # one or two orders
     BROWSER = "browser"  # signed up, never ordered
 
@@ -135,6 +161,14 @@ SCENARIOS = (
     (Role.REGULAR, 7),
     (Role.VIP, 4),
     (Role.LAPSED, 4),
+    (Role.LAPSING, 7),
+    # The eighth was born on 29 February: greeted on 28 February in other years.
+    (Role.BIRTHDAY, 8),
+    (Role.REPLENISH, 7),
+    (Role.WANTED, 7),
+    (Role.HOME_BUYER, 7),
+    (Role.NEWCOMER, 7),
+    (Role.CART, 7),
 )
 MIN_CUSTOMERS = sum(n for _, n in SCENARIOS)
 # Everyone after them gets a role by chance.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,12 +19,20 @@ from sqlmodel import Session, col
 
 from engine.cli import main
 from engine.demo.seed import CustomerSeed, flash_sale_day, plan_demo, seed_demo
-from engine.demo.tables import CITIES, MIN_CUSTOMERS, Role
+from engine.demo.tables import (
+    CITIES,
+    MIN_CUSTOMERS,
+    NEW_PRODUCT,
+    PRODUCTS,
+    RESTOCKED_SKU,
+    Role,
+)
 from engine.errors import DataError
 from engine.plan.planner import plan
 from engine.project.loader import load_project
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import (
+    Checkout,
     Checkpoint,
     ConsentChange,
     Customer,
@@ -35,14 +44,31 @@ from engine.store.models import (
     OrderStatus,
     PriceChange,
     Product,
+    ProductWanted,
+    Restock,
     ShopHoliday,
     SurveyAnswer,
 )
-from tests.conftest import POSTGRES_URL, skip_or_fail
+from tests.conftest import POSTGRES_URL, REPO, skip_or_fail
 
-SMALL = 40  # every scenario plus a few chance customers; seeds in about a second
+SMALL = MIN_CUSTOMERS + 4  # every scenario plus a few chance customers; seeds in about a second
 WINDOW = (time(9, 0), time(20, 0))
-SCENARIO_ROLES = (Role.WELCOME, Role.THANK_YOU, Role.PRICE_DROP, Role.REGULAR)
+# The scenarios spread over the seven clocks of SPREAD (the birthday's eighth was born on 29 February).
+SCENARIO_ROLES = (
+    Role.WELCOME,
+    Role.THANK_YOU,
+    Role.PRICE_DROP,
+    Role.REGULAR,
+    Role.LAPSING,
+    Role.BIRTHDAY,
+    Role.REPLENISH,
+    Role.WANTED,
+    Role.HOME_BUYER,
+    Role.NEWCOMER,
+    Role.CART,
+)
+# The campaigns the shipped config.yaml runs.
+CAMPAIGNS = set(load_project(REPO / "config.yaml").config.campaigns)
 
 # Times to seed at: any hour, any date, across midnight in Dhaka and DST changes.
 AT = [
@@ -108,6 +134,46 @@ def test_each_scenario_is_due_now(now: datetime) -> None:
 
 
 @pytest.mark.parametrize("now", AT)
+def test_each_flow_scenario_is_due_now(now: datetime) -> None:
+    """win_back, birthday, replenish, back_in_stock, fortnightly_update, abandoned_checkout."""
+    plan = plan_demo(now, SMALL)
+    for customer in by_role(plan, Role.LAPSING):  # inactive 90 days, kept 7
+        last = customer.orders[-1].placed_at
+        assert now - timedelta(days=97) < last <= now - timedelta(days=90, hours=1)
+    for customer in by_role(plan, Role.BIRTHDAY)[:7]:  # 10:00 on their clock, kept 2 days
+        assert customer.birthday is not None
+        local = now.astimezone(ZoneInfo(customer.timezone))
+        due = datetime.combine(
+            customer.birthday.replace(year=local.year), time(10, 0), tzinfo=local.tzinfo
+        )
+        if due > local + timedelta(days=2):  # the birthday was on 31 December
+            due = due.replace(year=local.year - 1)
+        assert due <= local < due + timedelta(days=2), customer.external_id
+    assert by_role(plan, Role.BIRTHDAY)[7].birthday == date(1996, 2, 29)
+    for customer in by_role(plan, Role.REPLENISH):  # after_purchase 30 days, kept 3
+        pantry = [
+            o
+            for o in customer.orders
+            if {line.sku for line in o.lines}
+            & {p.sku for p in PRODUCTS if p.category in ("tea", "food")}
+        ]
+        delivered = max(o.delivered_at for o in pantry if o.delivered_at is not None)
+        assert now - timedelta(days=33) < delivered <= now - timedelta(days=30)
+    for customer in by_role(plan, Role.WANTED):
+        assert customer.wants is not None and customer.wants[0] == RESTOCKED_SKU
+        assert customer.wants[1] < now - timedelta(hours=6)
+    for customer in by_role(plan, Role.HOME_BUYER):
+        assert any(line.sku == "PATI-01" for o in customer.orders for line in o.lines)
+    for customer in by_role(plan, Role.NEWCOMER):  # the first_90_days segment
+        assert now - timedelta(days=90) < customer.orders[0].placed_at < now - timedelta(days=10)
+    for customer in by_role(plan, Role.CART):  # wait 1 hour, kept 1 day
+        assert customer.checkout is not None
+        assert now - timedelta(hours=20) <= customer.checkout.started_at
+        assert customer.checkout.started_at <= now - timedelta(hours=1)
+        assert customer.checkout.amount > 0
+
+
+@pytest.mark.parametrize("now", AT)
 def test_some_customers_of_every_scenario_are_inside_their_send_window(now: datetime) -> None:
     plan = plan_demo(now, SMALL)
     for role in SCENARIO_ROLES:
@@ -129,7 +195,7 @@ def test_scenario_timezones_cover_every_quarter_hour(day: datetime) -> None:
     """No hour of the demo rests on one customer's clock: two or more are awake."""
     plan = plan_demo(day, SMALL)
     for role in SCENARIO_ROLES:
-        customers = by_role(plan, role)
+        customers = by_role(plan, role)[:7]
         assert len({c.timezone for c in customers}) == len(customers) == 7
         for quarter in range(96):
             at = day + timedelta(minutes=15 * quarter)
@@ -151,9 +217,9 @@ def test_the_flash_sale_announcement_is_due_in_every_timezone(now: datetime) -> 
 
 def test_the_plan_is_the_same_for_the_same_arguments() -> None:
     now = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
-    assert plan_demo(now, 60) == plan_demo(now, 60)
+    assert plan_demo(now, SMALL) == plan_demo(now, SMALL)
     # More customers add to the shop; the first ones stay who they were.
-    assert plan_demo(now, 80)[:60] == plan_demo(now, 60)
+    assert plan_demo(now, SMALL + 20)[:SMALL] == plan_demo(now, SMALL)
 
 
 def test_the_shop_has_bengali_and_english_customers_at_home_and_abroad() -> None:
@@ -260,6 +326,9 @@ def snapshot(engine: Engine) -> tuple[dict[str, int], str]:
         SurveyAnswer: (SurveyAnswer.customer_id, SurveyAnswer.score, SurveyAnswer.at),
         ShopHoliday: (ShopHoliday.id, ShopHoliday.date),
         Checkpoint: (Checkpoint.name, Checkpoint.value),
+        Restock: (Restock.product_id, Restock.stock, Restock.at),
+        ProductWanted: (ProductWanted.customer_id, ProductWanted.product_id, ProductWanted.at),
+        Checkout: (Checkout.cart_id, Checkout.started_at, Checkout.amount, Checkout.order_id),
     }
     counts: dict[str, int] = {}
     digest = hashlib.sha256()
@@ -289,6 +358,8 @@ def test_seeding_twice_changes_nothing_and_later_adds_only_what_is_missing(
     assert after["customer"] == counts["customer"] + 2
     assert after["price_change"] == counts["price_change"]  # prices drop once
     assert after["shop_holiday"] == 1
+    assert after["restock"] == counts["restock"] == 1  # the quilt comes back once
+    assert after["checkout"] == counts["checkout"] == 7
 
 
 def test_the_database_holds_the_planned_shop(shop_db: Engine) -> None:
@@ -407,6 +478,48 @@ def test_no_delivered_order_is_owed_a_refund(shop_db: Engine) -> None:
     assert owed == 0
 
 
+def test_the_quilt_came_back_for_those_who_asked(shop_db: Engine) -> None:
+    with Session(shop_db) as session:
+        quilt = session.exec(select(Product).where(Product.sku == RESTOCKED_SKU)).one()[0]
+        (restock,) = session.exec(select(Restock)).scalars()
+        asked = list(session.exec(select(ProductWanted)).scalars())
+    assert restock.product_id == quilt.id and quilt.stock == restock.stock > 0
+    assert NOW - timedelta(days=2) < restock.at < NOW
+    assert len(asked) == 7
+    assert all(w.product_id == quilt.id and w.at < restock.at for w in asked)
+
+
+def test_a_product_was_added_in_a_category_customers_bought(shop_db: Engine) -> None:
+    with Session(shop_db) as session:
+        new = session.exec(select(Product).where(Product.sku == NEW_PRODUCT.sku)).one()[0]
+        buyers = session.exec(
+            select(func.count(func.distinct(Order.customer_id)))
+            .join(OrderItem, col(OrderItem.order_id) == Order.id)
+            .join(Product, col(Product.id) == OrderItem.product_id)
+            .where(col(Product.category) == new.category)
+        ).one()[0]
+        old = session.exec(select(func.max(Product.created_at)).where(Product.sku != new.sku))
+    assert new.created_at is not None and NOW - timedelta(days=3) < new.created_at < NOW
+    assert new.stock > 0
+    assert old.one()[0] < NOW - timedelta(days=365)  # the rest of the catalogue is old
+    assert buyers >= 7
+
+
+def test_checkouts_were_left_without_an_order(shop_db: Engine) -> None:
+    with Session(shop_db) as session:
+        carts = list(session.exec(select(Checkout)).scalars())
+        completed = session.exec(
+            select(func.count()).select_from(Order).where(col(Order.cart_id).is_not(None))
+        ).one()[0]
+    assert len(carts) == 7 and completed == 0
+    for cart in carts:
+        assert cart.order_id is None
+        assert NOW - timedelta(hours=20) <= cart.started_at <= NOW - timedelta(hours=1)
+        assert cart.items and cart.amount == sum(
+            Decimal(line["unit_price"]) * line["quantity"] for line in cart.items
+        )
+
+
 def test_the_flash_sale_is_dated_two_days_after_today_in_dhaka(shop_db: Engine) -> None:
     with Session(shop_db) as session:
         sale = session.get(ShopHoliday, "flash_sale")
@@ -427,8 +540,15 @@ def test_the_summary_names_each_scenario(shop_db: Engine) -> None:
     assert summary.regulars >= 7
     assert summary.price_drop_items >= 7
     assert summary.flash_sale is not None
-    for campaign in ("welcome", "thank_you", "holiday_preannounce", "price_drop_refund"):
-        assert f"{campaign}:" in text
+    assert summary.lapsing >= 7
+    assert summary.birthdays >= 7
+    assert summary.replenish_orders >= 7
+    assert summary.wanted == 7
+    assert summary.new_product_buyers >= 7
+    assert summary.first_90_days >= 7
+    assert summary.open_checkouts == 7
+    named = {name for line in text.splitlines() for name in re.findall(r"(\w+)[:,]", line)}
+    assert CAMPAIGNS | {"welcome"} <= named
     assert "added nothing" in text
 
 
@@ -450,7 +570,18 @@ def due_now(engine: Engine, now: datetime) -> dict[str, int]:
     return {campaign: count for campaign, count in rows}
 
 
-CAMPAIGNS = {"welcome", "thank_you", "holiday_preannounce", "price_drop_refund"}
+def test_the_demo_first_plan_queues_for_every_shipped_campaign(
+    sqlite_store: Engine, project_dir: Path
+) -> None:
+    """Every campaign config.yaml enables has work in the demo's first plan."""
+    project = load_project(project_dir / "config.yaml")
+    with session_scope(sqlite_store) as session:
+        seed_demo(session, now=NOW, customers=MIN_CUSTOMERS)
+    report = plan(sqlite_store, project, NOW).as_dict()["campaigns"]
+    assert set(report) == set(project.config.campaigns) == CAMPAIGNS
+    queued = {name: result.get("queued", 0) for name, result in report.items()}
+    assert all(n > 0 for n in queued.values()), report
+    assert report["welcome_series"]["steps"]["hello"]["queued"] == 7
 
 
 def test_every_campaign_has_an_email_to_send_right_away(shop_db: Engine, project_dir: Path) -> None:
@@ -479,7 +610,7 @@ def test_the_demo_command_seeds_once(project_dir: Path, tmp_path: Path) -> None:
     args = ["demo", "--config", str(project_dir / "config.yaml"), "--customers", str(MIN_CUSTOMERS)]
     first = runner.invoke(main, [*args, "--at", "2026-11-22T23:58+06:00"], env=env)
     assert first.exit_code == 0, first.output
-    assert f"added 13 products, {MIN_CUSTOMERS} customers" in first.output
+    assert f"added {len(PRODUCTS) + 1} products, {MIN_CUSTOMERS} customers" in first.output
     assert "flash sale on 2026-11-24" in first.output
     again = runner.invoke(main, [*args, "--at", "2026-11-22T17:58:00Z"], env=env)
     assert again.exit_code == 0, again.output
@@ -491,7 +622,12 @@ def test_the_demo_command_seeds_once(project_dir: Path, tmp_path: Path) -> None:
     [
         pytest.param(["--at", "2026-11-22T06:00"], 2, "with its offset", id="naive-at"),
         pytest.param(["--at", "yesterday"], 2, "expected a time like", id="garbage-at"),
-        pytest.param(["--customers", "5"], 2, "5 is not in the range 36<=x<=20000", id="too-few"),
+        pytest.param(
+            ["--customers", "5"],
+            2,
+            f"5 is not in the range {MIN_CUSTOMERS}<=x<=20000",
+            id="too-few",
+        ),
         pytest.param(
             ["--customers", "many"], 2, "'many' is not a valid integer", id="not-a-number"
         ),
