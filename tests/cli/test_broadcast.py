@@ -42,7 +42,7 @@ def config(project_dir: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -
     timed = '  at: "2026-12-16 09:00"\n'
     (folder / "victory_day.yaml").write_text(CAMPAIGN.format(name="victory_day", at=timed))
     path = project_dir / "config.yaml"
-    text = path.read_text().replace("  - welcome\n", "  - welcome\n  - winter_sale\n", 1)
+    text = path.read_text().replace("\ncampaigns:\n", "\ncampaigns:\n  - winter_sale\n", 1)
     path.write_text(text)
     monkeypatch.setenv("LIFECYCLE_DATABASE_URL", store_url)
     engine = make_engine(store_url)
@@ -257,3 +257,25 @@ def test_the_functions_refuse_what_the_command_refuses(config: Path, engine: Eng
     assert parse_local_at(" 2026-12-10 9:05 ") == "2026-12-10 09:05"
     with pytest.raises(DataError, match="got '2026-12-10 25:00'"):
         parse_local_at("2026-12-10 25:00")
+
+
+def test_the_planner_queues_a_set_time_and_cancelling_stops_it(
+    config: Path, engine: Engine
+) -> None:
+    """Set with the command, queued by `lifecycle plan` at 10:00 Dhaka, then cancelled."""
+    with session_scope(engine) as s:
+        for who in ("rima", "tanvir"):
+            upsert_customer(s, external_id=who, email=f"{who}@example.com", now=NOW,
+                            marketing_consent=True, timezone="Asia/Dhaka")  # fmt: skip
+    assert run(config, "winter_sale", "--at", "2026-12-10 10:00")[0] == 0
+    with freeze_time(datetime(2026, 12, 10, 4, 1, tzinfo=UTC)):
+        done = CliRunner().invoke(main, ["plan", "--json", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["campaigns"]["winter_sale"]["queued"] == 2
+    with engine.connect() as conn:
+        queued = conn.execute(select(col(Message.occurrence), col(Message.context))).all()
+    assert queued == [("broadcast-2026-12-10 10:00", {"broadcast_at": "2026-12-10 10:00"})] * 2
+    code, out = run(config, "winter_sale", "--cancel", at=datetime(2026, 12, 10, 4, 2, tzinfo=UTC))
+    assert code == 0 and "2 queued emails expired" in out, out
+    why = "broadcast cancelled at 2026-12-10T04:02:00+00:00"
+    assert statuses(engine) == [("expired", why), ("expired", why)]

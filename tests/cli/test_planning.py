@@ -239,13 +239,13 @@ def test_an_order_posted_too_late_is_listed_as_expired_in_plan_json(
 # ---------------------------------------------------------------- flows
 
 FLOW = """\
-name: welcome_series
-description: A welcome, then a nudge two days later unless the customer ordered again
+name: greeting_flow
+description: A greeting, then a nudge two days later unless the customer ordered again
 trigger: {type: first_order, expires_after: 3d}
 segment: everyone
 exit: [ordered]
 steps:
-  - id: hello
+  - id: greet
     template: welcome
     subject: "Welcome, {{ customer.first_name }}"
   - id: nudge
@@ -257,20 +257,28 @@ steps:
 
 @pytest.fixture
 def flow_shop(shop: Path) -> Path:
-    """The shop with a two-step welcome flow enabled beside the shipped campaigns."""
-    (shop.parent / "campaigns" / "welcome_series.yaml").write_text(FLOW)
-    text = shop.read_text().replace("  - welcome\n", "  - welcome\n  - welcome_series\n", 1)
+    """The shop with a two-step flow enabled beside the shipped campaigns."""
+    (shop.parent / "campaigns" / "greeting_flow.yaml").write_text(FLOW)
+    text = shop.read_text().replace("\ncampaigns:\n", "\ncampaigns:\n  - greeting_flow\n", 1)
     shop.write_text(text)
     return shop
 
 
 def plan_rows(out: str) -> dict[str, list[str]]:
-    """The plan table's rows: {first cell: the other cells}, from rich's box drawing."""
-    rows = {}
+    """The plan table's rows from rich's box drawing: {campaign: cells} and, for each step
+    row under a campaign, {campaign/step: cells}."""
+    rows: dict[str, list[str]] = {}
+    campaign = ""
     for line in out.splitlines():
-        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if len(cells) == 4 and cells[0]:
-            rows[cells[0]] = cells[1:]
+        cells = line.split("\u2502")[1:-1]
+        if len(cells) != 4 or not cells[0].strip():
+            continue
+        name, figures = cells[0], [c.strip() for c in cells[1:]]
+        if name.startswith("   "):  # a step, indented under its campaign
+            rows[f"{campaign}/{name.strip()}"] = figures
+        else:
+            campaign = name.strip()
+            rows[campaign] = figures
     return rows
 
 
@@ -278,23 +286,28 @@ def test_plan_lists_each_step_under_its_campaign(flow_shop: Path) -> None:
     code, out = run(flow_shop, "plan", "--at", "2026-11-22T06:00:00Z")
     assert code == 0, out
     rows = plan_rows(out)
-    #                          queued, held back, exited
-    assert rows["welcome_series"] == ["1", "0", "0"]
-    assert rows["1. hello"] == ["1", "0", "0"]
-    assert rows["2. nudge"] == ["0", "0", "0"]
-    assert rows["welcome"] == ["1", "0", "0"]
-    assert "1. email" not in rows  # a campaign without steps has no rows under it
+    #                                    queued, held back, exited
+    assert rows["greeting_flow"] == ["1", "0", "0"]
+    assert rows["greeting_flow/1. greet"] == ["1", "0", "0"]
+    assert rows["greeting_flow/2. nudge"] == ["0", "0", "0"]
+    assert rows["thank_you"] == ["0", "0", "0"]
+    assert not [row for row in rows if row.startswith("thank_you/")]  # no steps, no rows under
     engine = make_engine(load_project(flow_shop).database_url())
     with session_scope(engine) as s:
         record_order(s, external_id="o2", customer_id="ana", items=[Line("JUTE-BAG-01", 2)],
                      placed_at=NOW + timedelta(days=1))  # fmt: skip
+        upsert_customer(s, external_id="ben", email="ben@example.com", now=NOW,
+                        marketing_consent=False)  # fmt: skip
+        record_order(s, external_id="o3", customer_id="ben", items=[Line("JUTE-BAG-01", 1)],
+                     placed_at=NOW + timedelta(days=2))  # fmt: skip
     engine.dispose()
     code, out = run(flow_shop, "plan", "--at", "2026-11-24T07:00:00Z", "--dry-run", "--full")
     assert code == 0, out
     assert "dry run: nothing written" in out
     rows = plan_rows(out)
-    assert rows["2. nudge"][0] == "0" and rows["2. nudge"][-1] == "ordered 1", out
-    assert rows["welcome_series"][-1] == "ordered 1"
+    assert rows["greeting_flow/2. nudge"] == ["0", "0", "ordered 1"], out
+    assert rows["greeting_flow/1. greet"] == ["0", "no consent 1", "0"], out
+    assert rows["greeting_flow"] == ["0", "no consent 1", "ordered 1"], out
     code, out = run(flow_shop, "plan", "--at", "2026-11-24T07:00:00Z", "--dry-run", "--json")
-    nudge = json.loads(out)["campaigns"]["welcome_series"]["steps"]["nudge"]
+    nudge = json.loads(out)["campaigns"]["greeting_flow"]["steps"]["nudge"]
     assert nudge["exited"] == {"ordered": 1}
