@@ -88,7 +88,7 @@ def test_the_sink_holds_every_campaign_within_two_minutes(
     outbox = tmp_path / "outbox"
     make_demo(db, outbox, now)
     enabled = set(project_for(REPO).config.campaigns)
-    assert {"welcome", "thank_you", "holiday_preannounce", "price_drop_refund"} <= enabled
+    assert {"welcome_series", "thank_you", "holiday_preannounce", "price_drop_refund"} <= enabled
     in_sink = campaigns_in(outbox, db)
     assert set(in_sink) == enabled
     # Two customers' clocks or more, never a single one, carry each campaign.
