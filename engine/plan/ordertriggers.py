@@ -93,14 +93,14 @@ def _quiet_after_welcome(
     first = orders.c.placed_at == customer.c.first_order_at
     gap = run.sql.seconds_between(customer.c.first_order_at, event)
     hushed = []
-    for welcome, first in welcomes:
+    for welcome, welcome_trigger in welcomes:
         # thank-you due − welcome due = gap + t.delay − w.delay, within ± quiet
-        shift = (trigger.delay - first.delay).total_seconds()
+        shift = (trigger.delay - welcome_trigger.delay).total_seconds()
         near = gap.between(-quiet.total_seconds() - shift, quiet.total_seconds() - shift)
         welcomed = exists().where(
             message.c.customer_id == customer.c.id, message.c.campaign == welcome.name
         )
-        pending = customer.c.first_order_at > run.now - first.delay
+        pending = customer.c.first_order_at > run.now - welcome_trigger.delay
         hushed.append(and_(near, or_(welcomed, pending)))
     return [not_(and_(first, or_(*hushed)))]
 
