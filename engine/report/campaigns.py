@@ -12,6 +12,10 @@ The rules (docs/metrics.md, "Reports"; which messages and opens count is in `cou
   counts each order once overall.
 - Store credit: the credits of the order items the campaign's messages are
   about (the price-drop refund), each credit once.
+- Steps: a campaign with steps has, per step (`message.step`), its sent emails,
+  unique human opens and unique clicks, counted as above, with their rates: the
+  file's steps in flow order (zeros when idle), then any step no longer in the
+  file that the period's messages still carry. A campaign without steps has none.
 
 Every number comes from GROUP BY queries; nothing loops over messages.
 Rates are Decimal percentages with two places, None when nothing was sent.
@@ -26,7 +30,7 @@ from typing import Any
 from sqlalchemy import Interval, and_, case, distinct, func, literal, select
 from sqlmodel import Session, col
 
-from ..project import FirstOrder, Project
+from ..project import Campaign, FirstOrder, Project
 from ..store import (
     Credit,
     EventKind,
@@ -80,6 +84,7 @@ def campaign_report(
     events = _event_counts(session, start, end, now)
     credits = _credits(session, start, end)
     orders = _attributed(session, start, end, now, project.config.reports.attribution_days)
+    steps = _step_counts(session, start, end, now)
     for name in sorted({*statuses, *events, *credits, *orders} - set(rows)):
         rows[name] = _empty()
     for name, row in rows.items():
@@ -97,7 +102,57 @@ def campaign_report(
         greeting = campaign is not None and isinstance(campaign.trigger, FirstOrder)
         row["reference_open_rate"] = BENCHMARKS["greeting" if greeting else "ecommerce"]
         _rates(row)
+        row["steps"] = _steps(campaign, steps.get(name, {}))
     return rows
+
+
+STEP_FIGURES = ("sent", "unique_human_opens", "unique_clicks")
+
+
+def _steps(
+    campaign: Campaign | None, counted: dict[str, dict[str, int]]
+) -> dict[str, dict[str, Any]]:
+    """{step id: its figures}: the file's steps in order, then those it no longer has."""
+    in_file = [step.id for step in campaign.flow if step.id] if campaign else []
+    out: dict[str, dict[str, Any]] = {}
+    for number, step in enumerate([*in_file, *sorted(set(counted) - set(in_file))], start=1):
+        figures = {**dict.fromkeys(STEP_FIGURES, 0), **counted.get(step, {})}
+        out[step] = {
+            "number": number if step in in_file else None,  # None: no longer in the file
+            **figures,
+            "human_open_rate": percent(figures["unique_human_opens"], figures["sent"]),
+            "click_rate": percent(figures["unique_clicks"], figures["sent"]),
+        }
+    return out
+
+
+def _step_counts(
+    session: Session, start: datetime, end: datetime, now: datetime
+) -> dict[str, dict[str, dict[str, int]]]:
+    """{campaign: {step: {sent, unique_human_opens, unique_clicks}}} of the period's sent
+    messages that carry a step; events up to `now`, as for the campaign row."""
+    messages = period_messages(start, end)
+    message, kind, machine = messages.c.id, col(MessageEvent.kind), col(MessageEvent.machine)
+    human_at = and_(machine.is_(False), col(MessageEvent.at) <= now)
+    opened = case((and_(kind.in_([EventKind.OPEN, EventKind.CLICK]), human_at), message))
+    clicked = case((and_(kind == EventKind.CLICK, human_at), message))
+    query = (
+        select(
+            messages.c.campaign,
+            messages.c.step,
+            func.count(distinct(message)),
+            func.count(distinct(opened)),
+            func.count(distinct(clicked)),
+        )
+        .select_from(messages)
+        .outerjoin(MessageEvent, col(MessageEvent.message_id) == message)
+        .where(messages.c.status == MessageStatus.SENT, messages.c.step.is_not(None))
+        .group_by(messages.c.campaign, messages.c.step)
+    )
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for campaign, step, *figures in session.execute(query):
+        out.setdefault(campaign, {})[step] = dict(zip(STEP_FIGURES, figures, strict=True))
+    return out
 
 
 def _empty() -> dict[str, Any]:

@@ -34,6 +34,7 @@ def period_messages(start: datetime, end: datetime) -> Any:
         select(
             col(Message.id),
             col(Message.campaign),
+            col(Message.step),
             col(Message.customer_id),
             col(Message.status),
             col(Message.order_item_id),

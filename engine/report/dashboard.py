@@ -281,6 +281,7 @@ class Dashboard:
             report=report,
             tables=CAMPAIGN_TABLES,
             rows=[(name, name, row) for name, row in report["campaigns"].items()],
+            steps={name: row["steps"] for name, row in report["campaigns"].items()},
             shown=_shown(self.get_project()),
             local=_local(self.get_project()),
             sends_chart=sends,

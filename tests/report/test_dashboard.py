@@ -24,7 +24,14 @@ from engine.report.dashboard import _local, dashboard_app
 from engine.report.reports import build_report, period, to_json
 from engine.store.db import make_engine, upgrade
 from tests.conftest import REPO
-from tests.report.test_reports import EVIL_AGENT, EVIL_NAME, NOW, build_shop
+from tests.report.test_reports import (
+    EVIL_AGENT,
+    EVIL_NAME,
+    NOW,
+    build_flow,
+    build_shop,
+    with_flow,
+)
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -373,3 +380,49 @@ def test_rate_charts_stop_at_100_percent(values: list[Decimal]) -> None:
     assert not re.search(r">(1[1-9]\d|[2-9]\d\d)%</text>", svg)
     counts = str(charts.line_chart("Orders", ["a"], {"orders": [Decimal(95)]}))
     assert ">120</text>" in counts  # a count's axis still goes past 100
+
+
+def step_cells(page: str) -> dict[tuple[str, str], dict[str, tuple[str, str]]]:
+    """{(campaign, step): {figure: (data-value, text)}} over the rows under each campaign."""
+    out: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    pattern = r'<tr class="step[^"]*" data-flow="([^"]+)" data-step="([^"]+)">(.*?)</tr>'
+    for flow, step, body in re.findall(pattern, page, re.S):
+        found = re.findall(r'data-figure="(\w+)" data-value="([^"]*)"[^>]*>([^<]*)</td>', body)
+        out.setdefault((flow, step), {}).update((f, (v, t)) for f, v, t in found)
+    return out
+
+
+def test_a_flows_steps_are_listed_under_it(store: Engine, project_dir: Path, clock: Clock) -> None:
+    build_flow(store)
+    project = with_flow(project_dir)
+    with make_client(store, project, clock) as client:
+        assert "greet" not in client.get("/dashboard/").text  # the login page, nothing more
+        log_in(client)
+        page = client.get("/dashboard/?from=2026-11-01&to=2026-11-21").text
+    steps = step_cells(page)
+    assert [step for flow, step in steps if flow == "greeting_flow"] == ["greet", "nudge", "story"]
+    assert steps["greeting_flow", "greet"] == {
+        "sent": ("3", "3"),
+        "unique_human_opens": ("2", "2"),
+        "human_open_rate": ("66.67", "66.67"),
+        "unique_clicks": ("1", "1"),
+        "click_rate": ("33.33", "33.33"),
+    }
+    assert steps["greeting_flow", "nudge"]["human_open_rate"] == ("0.00", "0.00")
+    assert steps["greeting_flow", "story"]["unique_clicks"] == ("1", "1")
+    # each table: the campaign's row, then its steps in order, the removed one said so
+    for table in re.findall(
+        r'<table class="figures cards" id="campaigns-\w+">.*?</table>', page, re.S
+    ):
+        order = re.findall(r'<tr (?:data-campaign="greeting_flow"|class="step[^"]*" data-flow="greeting_flow" data-step="(\w+)")', table)  # fmt: skip
+        assert order == ["", "greet", "nudge", "story"]
+        assert ">1. greet</th>" in table and ">2. nudge</th>" in table
+        assert '>story <span class="muted">(no longer in the file)</span></th>' in table
+        # a figure a step does not have is an empty cell, never a made-up zero
+        assert '<td data-label="Queued"></td>' in table or "Queued" not in table
+    # the campaign rows are as before: a campaign without steps has nothing under it
+    campaigns = figures(page, "campaign")
+    assert campaigns["greeting_flow"]["sent"] == "5"
+    assert all(len(cells) == 18 for cells in campaigns.values())
+    assert campaigns["thank_you"]["sent"] == "1"
+    assert not [key for key in steps if key[0] == "thank_you"]

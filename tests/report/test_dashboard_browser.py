@@ -18,7 +18,7 @@ import pytest
 from engine.project.loader import Secrets, load_project
 from engine.store.db import make_engine, upgrade
 from tests.conftest import skip_or_fail
-from tests.report.test_reports import EVIL_NAME, build_shop
+from tests.report.test_reports import EVIL_NAME, build_flow, build_shop, with_flow
 
 pytestmark = pytest.mark.browser
 
@@ -45,10 +45,11 @@ def free_port() -> int:
 @pytest.fixture
 def config(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("LIFECYCLE_DATABASE_URL", raising=False)
-    project = load_project(project_dir / "config.yaml")
+    project = with_flow(project_dir)
     engine = make_engine(project.database_url(Secrets()))
     upgrade(engine)
     build_shop(engine)
+    build_flow(engine)
     engine.dispose()
     return project_dir / "config.yaml"
 
@@ -168,6 +169,18 @@ def test_dashboard_in_chromium(browser: Any, server: str, config: Path, tmp_path
             )
     assert shown["welcome"]["human_open_rate"] == "50.00"
     assert page.locator("svg.chart").count() == 2
+    # a flow's steps under its row, each figure as the report has it
+    steps = page.eval_on_selector_all(
+        '#campaigns tr.step[data-flow="greeting_flow"]',
+        """rows => rows.map(row => [row.dataset.step,
+            Object.fromEntries([...row.querySelectorAll("td[data-figure]")].map(
+                td => [td.dataset.figure, td.dataset.value]))])""",
+    )
+    reported = expected["campaigns"]["greeting_flow"]["steps"]
+    assert [step for step, _ in steps] == [*reported, *reported]  # in each of the two tables
+    for step, cells in steps:
+        for figure, value in cells.items():
+            assert value == str(reported[step][figure]), (step, figure)
 
     page.goto(f"{server}/preview")
     page.select_option("select[name=campaign]", "thank_you")
@@ -197,6 +210,9 @@ def test_dashboard_in_chromium(browser: Any, server: str, config: Path, tmp_path
     heads = small.locator("#campaigns thead")
     assert heads.count() == 2
     assert all(heads.nth(i).is_hidden() for i in range(2))
+    # a step's card shows only the figures a step has
+    step_card = small.locator('#campaigns-delivery tr.step[data-step="greet"]')
+    assert step_card.locator("td:visible").count() == 1
     small.screenshot(path=str(tmp_path / "phone.png"), full_page=False)
     assert dialogs == []
     phone.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -320,3 +321,72 @@ def test_sections_leave_out_what_a_page_does_not_show(
     assert part["queue"] == full["queue"]
     with pytest.raises(ReportError, match="unknown report sections: charts"):
         build_report(sqlite_store, project, START, NOW, "month", NOW, sections={"charts"})
+
+
+# ---------------------------------------------------------------- flows
+
+FLOW = """\
+name: greeting_flow
+description: A greeting, then a nudge two days later
+trigger: {type: first_order}
+steps:
+  - id: greet
+    template: welcome
+    subject: "Welcome"
+  - id: nudge
+    after: 2d
+    template: thank_you
+    subject: "Still there?"
+"""
+
+
+def with_flow(project_dir: Path) -> Project:
+    """The shipped project with `greeting_flow`, a campaign of two steps."""
+    (project_dir / "campaigns" / "greeting_flow.yaml").write_text(FLOW)
+    return load_project(project_dir / "config.yaml")
+
+
+def build_flow(engine: Engine) -> None:
+    """Messages of greeting_flow's steps, and of a step since taken out of the file."""
+    S, OPEN, C = MessageStatus, EventKind.OPEN, EventKind.CLICK
+    with session_scope(engine) as session:
+        shop = Shop(session)
+        c1, c2, c3 = shop.customer("f1"), shop.customer("f2"), shop.customer("f3")
+        greet = partial(shop.message, "greeting_flow", step="greet")
+        g1 = greet(c1, S.SENT, "2026-11-10 09:50", "2026-11-10 10:00")
+        shop.event(g1, c1, OPEN, "2026-11-10 12:00")
+        shop.event(g1, c1, OPEN, "2026-11-10 13:00")  # the same message again: once
+        g2 = greet(c2, S.SENT, "2026-11-11 09:50", "2026-11-11 10:00")
+        shop.event(g2, c2, C, "2026-11-11 11:00")  # a click is an open too
+        g3 = greet(c3, S.SENT, "2026-11-12 09:50", "2026-11-12 10:00")
+        shop.event(g3, c3, OPEN, "2026-11-12 10:00:01", machine=True, agent="Mozilla/5.0")
+        shop.event(g3, c3, OPEN, "2026-11-23 10:00")  # after `now`: not yet
+        greet(c1, S.QUEUED, "2026-11-20 10:00")  # not sent: not counted
+        shop.message("greeting_flow", c1, S.SENT, "2026-11-12 09:50", "2026-11-12 10:00",
+                     step="nudge")  # fmt: skip
+        old = shop.message("greeting_flow", c2, S.SENT, "2026-11-13 09:50", "2026-11-13 10:00",
+                           step="story")  # fmt: skip
+        shop.event(old, c2, C, "2026-11-13 11:00")
+        shop.message("thank_you", c3, S.SENT, "2026-11-13 09:50", "2026-11-13 10:00")
+
+
+def test_each_step_of_a_flow_has_its_sends_opens_and_clicks(
+    store: Engine, project_dir: Path
+) -> None:
+    build_flow(store)
+    project = with_flow(project_dir)
+    report = to_json(build_report(store, project, START, NOW, "month", NOW))
+    steps = report["campaigns"]["greeting_flow"]["steps"]
+    assert steps == {
+        "greet": {"number": 1, "sent": 3, "unique_human_opens": 2, "unique_clicks": 1,
+                  "human_open_rate": "66.67", "click_rate": "33.33"},
+        "nudge": {"number": 2, "sent": 1, "unique_human_opens": 0, "unique_clicks": 0,
+                  "human_open_rate": "0.00", "click_rate": "0.00"},
+        "story": {"number": None, "sent": 1, "unique_human_opens": 1, "unique_clicks": 1,
+                  "human_open_rate": "100.00", "click_rate": "100.00"},
+    }  # fmt: skip
+    assert list(steps) == ["greet", "nudge", "story"]  # the file's order, then the removed
+    assert report["campaigns"]["greeting_flow"]["sent"] == 5
+    assert report["campaigns"]["thank_you"]["sent"] == 1
+    assert report["campaigns"]["thank_you"]["steps"] == {}  # a campaign without steps
+    assert "steps" not in report["totals"]
