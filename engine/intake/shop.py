@@ -233,8 +233,8 @@ def upsert_product(
     sku = clean_text("sku", sku, required=True, limit=64) or ""
     name = clean_text("name", name, required=True) or ""
     amount = money("price", price)
-    if stock is not None and (not isinstance(stock, int) or isinstance(stock, bool) or stock < 0):
-        raise DataError(f"stock must be a whole number of zero or more, got: {stock!r}")
+    if stock is not None:
+        _check_stock(stock)
     if category is not None:
         category = clean_text("category", category, limit=100)
     if name_bn is not None:
@@ -263,9 +263,17 @@ def upsert_product(
 
 def set_stock(session: Session, product: Product, stock: int, *, at: datetime) -> None:
     """Set a stored product's stock; from nothing to something is a restock at `at`."""
+    _require_aware("at", at)
+    _check_stock(stock)
     if product.stock <= 0 < stock:
         session.add(Restock(product_id=_id(product), stock=stock, at=at))
     product.stock = stock
+    session.flush()
+
+
+def _check_stock(stock: Any) -> None:
+    if not isinstance(stock, int) or isinstance(stock, bool) or stock < 0:
+        raise DataError(f"stock must be a whole number of zero or more, got: {stock!r}")
 
 
 def set_price(

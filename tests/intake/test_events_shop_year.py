@@ -1,6 +1,6 @@
 """The events behind a shop's year of triggers: new products, restocks, checkouts, wishes.
 
-Through POST /api/events on a real store, SQLite and PostgreSQL.
+Through POST /api/events on a real store: every test runs on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,13 +28,21 @@ from engine.store.models import (
     Restock,
 )
 from engine.track.app import create_app
-from tests.conftest import BOTH_DIALECTS
+from tests import store_fixtures
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
     warnings.filterwarnings("ignore", message=".*httpx2")
     from starlette.testclient import TestClient
 
 KEY = "shop-api-key-0123456789abcdef"
+fresh_store = store_fixtures.fresh_store
+migrated_store = store_fixtures.migrated_store
+
+
+@pytest.fixture
+def db(fresh_store: Engine) -> Engine:
+    """An empty store of this test's own, on each dialect (migrated once per module)."""
+    return fresh_store
 
 
 @pytest.fixture
@@ -125,7 +133,6 @@ def stored_checkout(db: Engine) -> Checkout:
 # ---------------------------------------------------------------- products: created_at, restocks
 
 
-@BOTH_DIALECTS
 def test_a_product_is_created_when_first_learnt_of_and_that_never_changes(client, db):
     applied(client, [product("p1", T1, 5)])
     applied(client, [product("p2", T2, 8, price="500.00")])
@@ -134,7 +141,6 @@ def test_a_product_is_created_when_first_learnt_of_and_that_never_changes(client
         assert (stored.created_at, stored.updated_at) == (utc(T1), utc(T2))
 
 
-@BOTH_DIALECTS
 def test_only_stock_going_from_nothing_to_something_is_a_restock(client, db):
     applied(client, [product("p1", T1, 5)])  # new with stock: not a restock
     applied(client, [product("p2", T1, 3)])  # more stock, still in: not one either
@@ -152,7 +158,6 @@ def test_only_stock_going_from_nothing_to_something_is_a_restock(client, db):
         assert session.execute(select(col(Product.stock))).scalar_one() == 4
 
 
-@BOTH_DIALECTS
 def test_a_repeated_restock_event_is_applied_once(client, db):
     applied(client, [product("p1", T1, 0)])
     applied(client, [product("p2", T2, 9)])
@@ -163,7 +168,6 @@ def test_a_repeated_restock_event_is_applied_once(client, db):
 # ---------------------------------------------------------------- checkout.started
 
 
-@BOTH_DIALECTS
 def test_a_checkout_is_stored_with_names_and_prices_filled_in(client, db):
     items = [
         {"sku": "TEA-500G", "quantity": 2},
@@ -181,7 +185,6 @@ def test_a_checkout_is_stored_with_names_and_prices_filled_in(client, db):
         assert session.get(Customer, stored.customer_id).external_id == "c-1"  # type: ignore[union-attr]
 
 
-@BOTH_DIALECTS
 def test_the_same_cart_again_replaces_items_and_amount_and_keeps_its_start(client, db):
     applied(client, [CUSTOMER, product("p1", T1, 5), checkout("k1", T2)])
     again = checkout("k2", T3, items=[{"sku": "TEA-500G", "quantity": 5}], amount="2250")
@@ -192,7 +195,6 @@ def test_the_same_cart_again_replaces_items_and_amount_and_keeps_its_start(clien
     assert count(db, Checkout) == 1
 
 
-@BOTH_DIALECTS
 def test_a_repeated_checkout_event_id_changes_nothing(client, db):
     applied(client, [CUSTOMER, product("p1", T1, 5), checkout("k1", T2)])
     answer = applied(client, [checkout("k1", T3, amount="1.00")])
@@ -204,7 +206,6 @@ def test_a_repeated_checkout_event_id_changes_nothing(client, db):
     assert stored_checkout(db).amount == Decimal("900.00")
 
 
-@BOTH_DIALECTS
 def test_an_order_with_the_cart_id_completes_the_checkout_started_before(client, db):
     applied(client, [CUSTOMER, product("p1", T1, 5), checkout("k1", T2)])
     applied(client, [order("o1", cart_id="cart-77")])
@@ -214,7 +215,6 @@ def test_an_order_with_the_cart_id_completes_the_checkout_started_before(client,
     assert stored_checkout(db).order_id == placed.id
 
 
-@BOTH_DIALECTS
 def test_a_checkout_reported_after_its_order_is_completed_at_once(client, db):
     applied(client, [CUSTOMER, product("p1", T1, 5), order("o1", cart_id="cart-77")])
     applied(client, [checkout("k1", T2)])
@@ -229,7 +229,6 @@ def test_an_order_for_another_cart_leaves_the_checkout_open(client, db):
     assert stored_checkout(db).order_id is None
 
 
-@BOTH_DIALECTS
 @pytest.mark.parametrize(
     ("event", "field", "reason"),
     [
@@ -270,7 +269,6 @@ def test_a_bad_checkout_is_a_422_naming_the_field_and_nothing_is_applied(
 # ---------------------------------------------------------------- product.wanted
 
 
-@BOTH_DIALECTS
 def test_a_wanted_product_is_stored_once(client, db):
     applied(client, [CUSTOMER, product("p1", T1, 0), wanted("w1", at=T2)])
     applied(client, [wanted("w2", at=T3)])  # asked again, as a new event: no change
@@ -283,7 +281,6 @@ def test_a_wanted_product_is_stored_once(client, db):
         assert session.get(Customer, customer_id).external_id == "c-1"  # type: ignore[union-attr]
 
 
-@BOTH_DIALECTS
 @pytest.mark.parametrize(
     ("event", "field", "reason"),
     [

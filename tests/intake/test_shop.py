@@ -451,6 +451,11 @@ INVALID = [
     ),
     pytest.param(_product(category="x" * 101), "category is longer than 100", id="long-category"),
     pytest.param(
+        lambda s: shop.set_stock(s, shop.product_by_sku(s, "BAG-01"), -2, at=NOW),
+        "stock must be a whole number of zero or more, got: -2",
+        id="set-stock-negative",
+    ),
+    pytest.param(
         lambda s: shop.set_price(s, "TEA-500G", "-5", now=NOW),
         "price must not be negative",
         id="set-price-negative",
