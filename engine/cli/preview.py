@@ -31,23 +31,37 @@ from .base import console, main, with_app
     type=click.Path(dir_okay=False, writable=True),
     help="Write the HTML part to this file instead of printing it.",
 )
+@click.option(
+    "--step",
+    "step",
+    metavar="ID",
+    help="The step of the flow to show, by its id in the campaign file (default: the first).",
+)
 @click.option("--text", "as_text", is_flag=True, help="Print the plain-text part instead.")
 @with_app
-def preview(app: App, campaign: str, customer: str | None, out: str | None, as_text: bool) -> None:
+def preview(
+    app: App,
+    campaign: str,
+    customer: str | None,
+    step: str | None,
+    out: str | None,
+    as_text: bool,
+) -> None:
     """Render CAMPAIGN for one customer, as it would be sent (nothing is written)."""
     project = app.project
     composer = Composer(project, app.secrets)  # says so when LIFECYCLE_SECRET is missing
     now = datetime.now(UTC)
     with Session(app.engine) as session:
         customer_id = find_customer(session, project, campaign, customer)
-        shown = composer.preview(session, campaign, customer_id, now=now)
+        shown = composer.preview(session, campaign, customer_id, now=now, step=step)
         session.rollback()
     if as_text:
         click.echo(f"Subject: {shown.subject}\n")
         click.echo(shown.text)
     elif out:
         Path(out).write_text(shown.html, encoding="utf-8")
-        console.print(f"wrote {out} ({campaign} for customer {customer_id}): {shown.subject}")
+        which = f"{campaign}, step {step}," if step else campaign
+        console.print(f"wrote {out} ({which} for customer {customer_id}): {shown.subject}")
     else:
         click.echo(shown.html)
 

@@ -132,3 +132,70 @@ def test_a_template_that_breaks_the_rules_fails_the_preview(
     if "link" not in message:
         assert f"{name}:{at + 2}: SecurityError" in result.output
     assert SECRET not in result.output and "LIFECYCLE" not in result.output
+
+
+FLOW = """\
+name: greeting_flow
+description: A greeting, then a nudge two days later
+trigger: {type: first_order}
+steps:
+  - id: greet
+    template: welcome
+    subject: "Welcome, {{ customer.first_name }}"
+  - id: nudge
+    after: 2d
+    template: thank_you
+    subject: "Still there? Step {{ step.number }} of {{ step.of }}"
+"""
+
+
+@pytest.fixture
+def flow_dir(shop_dir: Path) -> Path:
+    (shop_dir / "campaigns" / "greeting_flow.yaml").write_text(FLOW)
+    return shop_dir
+
+
+def test_any_step_of_a_flow_is_shown(flow_dir: Path) -> None:
+    first = run(flow_dir, "greeting_flow", "--customer", "c1", "--text")
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("Subject: Welcome, ")
+    second = run(flow_dir, "greeting_flow", "--customer", "c1", "--step", "nudge", "--text")
+    assert second.exit_code == 0, second.output
+    assert second.output.startswith("Subject: Still there? Step 2 of 2\n")
+    assert "NG-1" in second.output  # the thank-you template, with the customer's order
+    assert messages(flow_dir) == 0
+
+
+def test_the_step_is_named_when_written_to_a_file(flow_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nudge.html"
+    result = run(
+        flow_dir, "greeting_flow", "--step", "nudge", "--customer", "c1", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (greeting_flow, step nudge, for customer" in result.output
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize(
+    ("campaign", "step", "message"),
+    [
+        pytest.param(
+            "greeting_flow",
+            "nuge",
+            "campaign greeting_flow has no step 'nuge' (its steps: greet, nudge)",
+            id="unknown-step",
+        ),
+        pytest.param(
+            "thank_you",
+            "reminder",
+            "campaign thank_you has no steps: it sends one email",
+            id="no-steps",
+        ),
+    ],
+)
+def test_an_unknown_step_is_a_clear_error(
+    flow_dir: Path, campaign: str, step: str, message: str
+) -> None:
+    result = run(flow_dir, campaign, "--customer", "c1", "--step", step)
+    assert result.exit_code == 1
+    assert f"error: {message}" in " ".join(result.output.split())
