@@ -123,6 +123,8 @@ def _context(
     if locale not in shops:
         shops[locale] = shop_context(project, locale)
     extra = message.context or {}
+    if not isinstance(extra, dict):
+        raise ContextError(f"message {mid}: its context is not an object: {extra!r}")
     order = None
     if message.order_id is not None:
         row = batch.orders.get(message.order_id)

@@ -52,8 +52,14 @@ class Batch:
     checkouts: dict[str, Any] = field(default_factory=dict)  # cart id → checkout row
 
 
+def _planned(message: Message, key: str) -> Any:
+    """A value the planner wrote on the message (None if the context is not an object)."""
+    context = message.context
+    return context.get(key) if isinstance(context, dict) else None
+
+
 def _context_id(message: Message, key: str) -> int | None:
-    value = (message.context or {}).get(key)
+    value = _planned(message, key)
     if isinstance(value, bool):
         return None
     try:
@@ -71,7 +77,7 @@ def product_id(message: Message) -> int | None:
 
 
 def cart_id(message: Message) -> str | None:
-    value = (message.context or {}).get("cart_id")
+    value = _planned(message, "cart_id")
     return value if isinstance(value, str) and value else None
 
 

@@ -381,6 +381,8 @@ def test_a_message_whose_step_left_the_file_is_a_context_error(
                      id="float-nth"),
         pytest.param("fortnight", {"period_start": None}, "period_start is missing from the "
                      "message's context", id="no-period"),
+        pytest.param("basket", ["cart-77"], "its context is not an object: ['cart-77']",
+                     id="not-an-object"),
     ],
 )  # fmt: skip
 def test_bad_planner_context_fails_that_message_only(
@@ -388,7 +390,7 @@ def test_bad_planner_context_fails_that_message_only(
     project: Project,
     data: YearShop,
     campaign: str,
-    context: dict[str, Any],
+    context: Any,
     reason: str,
 ) -> None:
     bad = queue(session, campaign, data.sam, context=context, order_id=data.sam_order)
