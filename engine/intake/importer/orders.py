@@ -83,7 +83,7 @@ def import_orders(job: Job, session: Session, records: list[Record]) -> None:
     job.settle()
     touched, changed = _write_orders(job, conn, orders, stored)
     take_back(conn, changed, job.now)
-    _complete_checkouts(conn, [o.first.cart_id for k, o in orders.items() if k not in stored])
+    _complete_checkouts(conn, [o.first.cart_id for key, o in orders.items() if key not in stored])
     refresh_order_totals(session, touched)
 
 
