@@ -17,7 +17,6 @@ from pydantic import BaseModel, ValidationError
 from ..errors import Problem
 from .yamlfile import KeyPath, YamlDoc, describe, dotted
 
-
 # Words a marketer may write for a trigger, and the trigger that does it.
 _TRIGGER_WORDS = {
     "birth": "date with field: birthday",
