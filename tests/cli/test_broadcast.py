@@ -21,6 +21,7 @@ from engine.plan import cancel_broadcast, list_broadcasts, parse_local_at, set_b
 from engine.project.loader import load_project
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import BroadcastTime, Message, MessageStatus
+from tests.cli.test_planning import run_only
 
 NOW = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)  # 10:00 in Dhaka
 CAMPAIGN = """\
@@ -42,8 +43,7 @@ def config(project_dir: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -
     timed = '  at: "2026-12-16 09:00"\n'
     (folder / "victory_day.yaml").write_text(CAMPAIGN.format(name="victory_day", at=timed))
     path = project_dir / "config.yaml"
-    text = path.read_text().replace("\ncampaigns:\n", "\ncampaigns:\n  - winter_sale\n", 1)
-    path.write_text(text)
+    run_only(path, "winter_sale", "welcome")
     monkeypatch.setenv("LIFECYCLE_DATABASE_URL", store_url)
     engine = make_engine(store_url)
     upgrade(engine)
@@ -161,6 +161,7 @@ def test_set_then_list_with_the_file_time(config: Path) -> None:
         ),
     ],
 )
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # refused before any SQL
 def test_clear_errors(config: Path, args: list[str], code: int, message: str) -> None:
     found, out = run(config, *args)
     assert found == code, out
@@ -273,7 +274,11 @@ def test_the_planner_queues_a_set_time_and_cancelling_stops_it(
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["campaigns"]["winter_sale"]["queued"] == 2
     with engine.connect() as conn:
-        queued = conn.execute(select(col(Message.occurrence), col(Message.context))).all()
+        queued = conn.execute(
+            select(col(Message.occurrence), col(Message.context)).where(
+                col(Message.campaign) == "winter_sale"
+            )
+        ).all()
     assert queued == [("broadcast-2026-12-10 10:00", {"broadcast_at": "2026-12-10 10:00"})] * 2
     code, out = run(config, "winter_sale", "--cancel", at=datetime(2026, 12, 10, 4, 2, tzinfo=UTC))
     assert code == 0 and "2 queued emails expired" in out, out

@@ -19,6 +19,7 @@ from engine.intake.shop import Line, record_order, upsert_customer, upsert_produ
 from engine.project.loader import load_project
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import Message
+from tests.cli.test_planning import FOUNDING, run_only
 from tests.daemon_fixtures import free_port
 from tests.smtp_servers import Script, ServerThread
 
@@ -39,6 +40,7 @@ def shop(project_dir: Path, script: Script, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LIFECYCLE_SMTP_PASSWORD", "right-password")
     monkeypatch.delenv("LIFECYCLE_DATABASE_URL", raising=False)
     config = project_dir / "config.yaml"
+    run_only(config, *FOUNDING)  # the one-email welcome
     engine = make_engine(load_project(config).database_url())
     upgrade(engine)
     with session_scope(engine) as s:

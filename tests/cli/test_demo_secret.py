@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from engine.cli import main
+from engine.demo import MIN_CUSTOMERS
 from engine.intake.shop import Line, record_order, upsert_customer, upsert_product
 from engine.project.loader import load_project
 from engine.store.db import make_engine, session_scope, upgrade
@@ -67,7 +68,7 @@ def test_without_any_secret_preview_says_which_variable(shop: Path) -> None:
 
 
 def test_the_demo_makes_its_secret_and_the_other_commands_use_it(shop: Path) -> None:
-    code, out = run(shop, "demo", "--customers", "60", "--at", NOW.isoformat())
+    code, out = run(shop, "demo", "--customers", str(MIN_CUSTOMERS), "--at", NOW.isoformat())
     assert code == 0, out
     secret = shop.parent / ".lifecycle-secret"
     assert len(secret.read_text().strip()) >= 16
