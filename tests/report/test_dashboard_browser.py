@@ -211,7 +211,9 @@ def test_dashboard_in_chromium(browser: Any, server: str, config: Path, tmp_path
     assert heads.count() == 2
     assert all(heads.nth(i).is_hidden() for i in range(2))
     # a step's card shows only the figures a step has
-    step_card = small.locator('#campaigns-delivery tr.step[data-step="greet"]')
+    step_card = small.locator(
+        '#campaigns-delivery tr.step[data-flow="greeting_flow"][data-step="greet"]'
+    )
     assert step_card.locator("td:visible").count() == 1
     small.screenshot(path=str(tmp_path / "phone.png"), full_page=False)
     assert dialogs == []
