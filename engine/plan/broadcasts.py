@@ -186,7 +186,8 @@ def cancel_broadcast(
     """Cancel the broadcast of campaign `name` at `at` (None: its one time still to go).
 
     Raises DataError when there is no such time, it is already cancelled, or any of
-    its emails was sent or is being sent.
+    its emails was sent or is being sent (also when a sender claims one while this
+    runs: the caller must then roll back, as `session_scope` does).
     """
     entries = list_broadcasts(session, project, name)
     entry = _chosen(entries, name, None if at is None else parse_local_at(at))
@@ -195,12 +196,7 @@ def cancel_broadcast(
             f"the broadcast of {name} at {entry.local_at} is already cancelled "
             f"(at {entry.cancelled_at.isoformat()})"
         )
-    started = sum(entry.messages.get(s, 0) for s in STARTED)
-    if started:
-        raise DataError(
-            f"the broadcast of {name} at {entry.local_at} has started: {started} email"
-            f"{'s' if started != 1 else ''} sent or being sent; it can no longer be cancelled"
-        )
+    _refuse_started(name, entry.local_at, sum(entry.messages.get(s, 0) for s in STARTED))
     _mark_cancelled(session, entry, now)
     expired = session.execute(
         update(Message)
@@ -215,6 +211,10 @@ def cancel_broadcast(
         )
         .execution_options(synchronize_session=False)
     )
+    # A sender may have claimed one between the count and the update: then the caller's
+    # transaction rolls back, and the broadcast stays as it was.
+    counts = _message_counts(session, name).get(entry.occurrence, {})
+    _refuse_started(name, entry.local_at, sum(counts.get(s, 0) for s in STARTED))
     cancelled = BroadcastEntry(
         name, entry.local_at, entry.in_file, entry.set_at, now, entry.messages
     )
@@ -244,6 +244,14 @@ def _message_counts(session: Session, name: str) -> dict[str, dict[str, int]]:
     for found, status, count in session.execute(query):
         out.setdefault(found, Counter())[str(status)] += count
     return {k: dict(v) for k, v in out.items()}
+
+
+def _refuse_started(name: str, local_at: str, started: int) -> None:
+    if started:
+        raise DataError(
+            f"the broadcast of {name} at {local_at} has started: {started} email"
+            f"{'s' if started != 1 else ''} sent or being sent; it can no longer be cancelled"
+        )
 
 
 def _refuse_past(project: Project, local_at: str, now: datetime) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -284,3 +285,30 @@ def test_the_planner_queues_a_set_time_and_cancelling_stops_it(
     assert code == 0 and "2 queued emails expired" in out, out
     why = "broadcast cancelled at 2026-12-10T04:02:00+00:00"
     assert statuses(engine) == [("expired", why), ("expired", why)]
+
+
+def test_a_send_that_starts_while_cancelling_keeps_the_broadcast(
+    config: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender claims an email between the check and the update: nothing is cancelled."""
+    from engine.plan import broadcasts
+
+    project = load_project(config)
+    with session_scope(engine) as s:
+        set_broadcast(s, project, "winter_sale", "2026-12-10 10:00", now=NOW)
+    queue(engine, "winter_sale", "2026-12-10 10:00", MessageStatus.QUEUED, MessageStatus.QUEUED)
+    mark = broadcasts._mark_cancelled
+
+    def claimed_meanwhile(session: Any, entry: Any, now: datetime) -> None:
+        first = session.execute(select(Message).order_by(col(Message.id))).scalars().first()
+        first.status = MessageStatus.SENDING  # as a dispatcher's lease would
+        session.flush()
+        mark(session, entry, now)
+
+    monkeypatch.setattr(broadcasts, "_mark_cancelled", claimed_meanwhile)
+    started = pytest.raises(DataError, match="has started: 1 email sent or being sent")
+    with started, session_scope(engine) as s:
+        cancel_broadcast(s, project, "winter_sale", None, now=NOW)
+    assert statuses(engine) == [("queued", None), ("queued", None)]  # rolled back, all of it
+    with engine.connect() as conn:
+        assert conn.execute(select(col(BroadcastTime.cancelled_at))).scalars().all() == [None]
