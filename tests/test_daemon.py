@@ -43,6 +43,13 @@ from tests.daemon_fixtures import (
     seed_first_orders,
     slow_check_env,
 )
+from tests.founding import founding_project
+
+
+@pytest.fixture
+def project_dir(project_dir: Path) -> Path:
+    """The shipped project with the founding campaigns only (see tests/founding.py)."""
+    return founding_project(project_dir)
 
 
 def test_run_refuses_to_start_without_a_secret(project_dir: Path):

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from engine.deliver.compose import Composer
 from engine.deliver.mailer import SmtpMailer
+from engine.demo import MIN_CUSTOMERS
 from engine.demo.seed import seed_demo
 from engine.project.loader import Secrets
 from engine.store.models import Message, MessageStatus
@@ -45,7 +46,7 @@ def test_tick_plans_then_sends_real_emails(
     sqlite_store: Engine, project_dir: Path, now: datetime
 ) -> None:
     with Session(sqlite_store) as session:
-        seed_demo(session, now=now, customers=36)
+        seed_demo(session, now=now, customers=MIN_CUSTOMERS)
         session.commit()
     script = Script()
     at = now + timedelta(hours=1)

@@ -63,6 +63,8 @@ def plan_nth_order(run: CampaignPass, trigger: NthOrder) -> None:
             earlier.c.status != NOT_CANCELLED,
             tuple_(earlier.c.placed_at, earlier.c.id) < tuple_(orders.c.placed_at, orders.c.id),
         )
+        # Always the candidate order, also inside the pass's NOT EXISTS tests on the occurrence.
+        .correlate(orders)
         .scalar_subquery()
     )
     select_from = orders.join(customer, customer.c.id == orders.c.customer_id)

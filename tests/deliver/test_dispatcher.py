@@ -29,7 +29,15 @@ from tests.delivery_fixtures import (
     project_for,
     with_campaign,
 )
+from tests.founding import founding_project
 from tests.smtp_servers import Script, ServerThread, serving
+
+
+@pytest.fixture
+def project_dir(project_dir: Path) -> Path:
+    """The shipped project with the founding campaigns only (see tests/founding.py)."""
+    return founding_project(project_dir)
+
 
 SECRETS = Secrets(smtp_password="right-password")
 

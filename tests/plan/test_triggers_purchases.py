@@ -224,15 +224,6 @@ def test_each_rung_of_the_ladder_once(shop: Shop) -> None:
     assert passes(shop, days(start + 8 * D, 3)) == [0, 0, 0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "purchases.plan_nth_order: the occurrence's count subquery (`before`) is not "
-        "correlated inside CampaignPass._fresh's EXISTS over message (it compiles to "
-        "FROM orders AS earlier, orders), so a rung already queued still counts as a "
-        "candidate: under the frequency cap it takes a place and the next rung is held back"
-    ),
-)
 def test_a_rung_already_queued_takes_no_place_under_the_cap(shop: Shop) -> None:
     # The shipped cap: 3 marketing emails per 7 days; nth-2 and nth-3 leave room for nth-4.
     write_campaign(shop, {"type": "nth_order", "n": [2, 3, 4]})
@@ -305,14 +296,6 @@ def test_an_order_delivered_later_is_followed_up_from_its_delivery(shop: Shop) -
     assert occurrences(shop, "cat") == [f"order-{order_id(shop, 'c1')}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "purchases.plan_nth_order: the occurrence's count subquery is not correlated inside "
-        "CampaignPass._not_exited's EXISTS over flow_exit (FROM orders AS earlier, orders), so "
-        "a customer who met an exit is not seen as out of the flow: the next step is queued"
-    ),
-)
 def test_an_order_after_the_rungs_first_step_ends_its_flow(shop: Shop) -> None:
     steps = [
         {"id": "thanks", "template": "thank_you", "subject": "Thank you again"},

@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from engine.intake.shop import Line, record_order, upsert_customer, upsert_product
 from engine.plan.planner import plan
 from engine.project.loader import load_project
 from engine.store.db import session_scope
+from tests.founding import founding_project
+
+
+@pytest.fixture
+def project_dir(project_dir: Path) -> Path:
+    """The shipped project with the founding campaigns only (see tests/founding.py)."""
+    return founding_project(project_dir)
+
 
 # (file, text as shipped, the same key at the far end of its range)
 AT_THE_EDGES = [

@@ -274,9 +274,9 @@ def test_a_missing_template_names_both_files(shop: Path) -> None:
             id="impossible-date",
         ),
         pytest.param(
-            "  - welcome\n",
-            "  - welcom\n",
-            "config.yaml:{line}: campaigns[0]: no campaign named 'welcom' (did you mean 'welcome'?)",
+            "  - thank_you\n",
+            "  - thank_yuo\n",
+            "config.yaml:{line}: campaigns[1]: no campaign named 'thank_yuo' (did you mean 'thank_you'?)",
             id="campaign-that-does-not-exist",
         ),
     ],
