@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
+from freezegun import freeze_time
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
@@ -43,9 +44,18 @@ def write_flow(shop: Shop, steps: list[dict[str, Any]], **extra: Any) -> None:
     shop.loaded = None
 
 
+class FrozenShop(Shop):
+    """Each planning pass runs with the clock stopped at its `now` (nothing reads another)."""
+
+    def plan(self, at: datetime, **kw: Any) -> dict[str, Any]:
+        with freeze_time(at):
+            return super().plan(at, **kw)
+
+
 @pytest.fixture
 def flow(store: Engine, project_dir: Any) -> Shop:
-    shop = _shop(store, project_dir)
+    base = _shop(store, project_dir)
+    shop = FrozenShop(base.engine, base.dir)
     write_flow(shop, STEPS, exit=["ordered", "unsubscribed"])
     shop.enable("series")
     return shop
