@@ -15,6 +15,14 @@ from sqlmodel import Session
 from engine.store.db import make_engine, upgrade
 from engine.store.models import Customer, Message, MessageStatus
 from tests.daemon_fixtures import Daemon, SlowSink, configure, free_port, seed_first_orders
+from tests.founding import founding_project
+
+
+@pytest.fixture
+def project_dir(project_dir: Path) -> Path:
+    """The shipped project with the founding campaigns only (see tests/founding.py)."""
+    return founding_project(project_dir)
+
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
