@@ -26,9 +26,12 @@ NOT_CANCELLED = OrderStatus.CANCELLED.value
 
 
 def _window(run: CampaignPass, event: Any) -> list[Any]:
-    """The widest range of event times the step can look at (a cheap first filter)."""
+    """The range of event times this pass looks at (its lookback, or since the previous
+    pass), as a cheap first filter: a pass with nothing new reads no order."""
     latest = run.now - run.delay
     earliest = latest - (run.expires_after or DEFAULT_LOOKBACK)
+    if run.since is not None:
+        earliest = max(earliest, run.since - run.delay)
     return [event > earliest, event <= latest]
 
 
