@@ -46,6 +46,7 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/import_orders.py
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/flows.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/track.py
 	$(BIN)/python bench/events.py
