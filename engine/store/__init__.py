@@ -16,8 +16,8 @@ Public names:
 - `db`: `BUSY_TIMEOUT_MS`, `current_revision`, `has_schema`, `ignoring_insert`,
   `is_postgres`, `make_engine`, `session_scope`, `upgrade`
 - `locks`: `PlannerLock`, `planner_lock`
-- `models`: `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Credit`,
-  `Customer`, `CustomerTag`, `EventKind`, `FlowExit`, `FlowStepSeen`, `Message`,
+- `models`: `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Coupon`,
+  `CouponUse`, `Credit`, `Customer`, `CustomerTag`, `EventKind`, `FlowExit`, `FlowStepSeen`, `Message`,
   `MessageEvent`, `MessageKind`, `MessageStatus`, `Order`, `OrderItem`, `OrderStatus`,
   `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Restock`, `ShopHoliday`,
   `Suppression`, `SurveyAnswer`
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
         Checkout,
         Checkpoint,
         ConsentChange,
+        Coupon,
+        CouponUse,
         Credit,
         Customer,
         CustomerTag,
@@ -78,6 +80,8 @@ __all__ = [
     "Checkout",
     "Checkpoint",
     "ConsentChange",
+    "Coupon",
+    "CouponUse",
     "Credit",
     "Customer",
     "CustomerTag",
@@ -121,6 +125,8 @@ _PUBLIC = {
     "Checkout": ".models",
     "Checkpoint": ".models",
     "ConsentChange": ".models",
+    "Coupon": ".models",
+    "CouponUse": ".models",
     "Credit": ".models",
     "Customer": ".models",
     "CustomerTag": ".models",

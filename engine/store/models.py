@@ -223,9 +223,15 @@ class ConsentChange(SQLModel, table=True):
 
 
 class Credit(SQLModel, table=True):
-    """The store-credit ledger. A refund is credited once, by its dedupe key."""
+    """The store-credit wallet, one entry per change, each written once by its dedupe key.
+
+    A credit (a refund, a reward) is a positive amount, optionally with an expiry; a
+    redemption is a negative amount drawn from one credit (`source_id`) and carries that
+    credit's expiry, so the balance is the sum of the entries not yet expired.
+    """
 
     __tablename__ = "credit"
+    __table_args__ = (Index("ix_credit_customer_expires", "customer_id", "expires_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str = Field(sa_type=String(200), unique=True)
@@ -234,30 +240,70 @@ class Credit(SQLModel, table=True):
     amount: Decimal = _money()
     reason: str = Field(sa_type=String(200))
     created_at: datetime = _utc()
+    expires_at: datetime | None = _utc(default=None)
+    # A redemption: the credit it draws from and the shop's order it paid for.
+    source_id: int | None = Field(default=None, foreign_key="credit.id", index=True)
+    order_ref: str | None = Field(default=None, sa_type=String(64))
 
 
 class Coupon(SQLModel, table=True):
+    """A code a campaign's email promised, one per message, used at most once."""
+
     __tablename__ = "coupon"
+    __table_args__ = (
+        Index("ix_coupon_campaign_created", "campaign", "created_at"),
+        UniqueConstraint("message_id", name="uq_coupon_message_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(sa_type=String(64), unique=True)
     customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id")
+    campaign: str | None = Field(default=None, sa_type=String(64))
     percent_off: Decimal | None = _money(default=None)
     amount_off: Decimal | None = _money(default=None)
+    min_order: Decimal | None = _money(default=None)
     created_at: datetime = _utc()
-    expires_at: datetime | None = _utc(default=None)
+    expires_at: datetime | None = _utc(default=None, index=True)
     used_at: datetime | None = _utc(default=None)
+    # The shop's id of the order that used it.
+    used_order: str | None = Field(default=None, sa_type=String(64))
+
+
+class CouponUse(SQLModel, table=True):
+    """Every time a code was presented with an order: redeemed, or refused and why."""
+
+    __tablename__ = "coupon_use"
+    __table_args__ = (UniqueConstraint("code", "order_ref", name="uq_coupon_use"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_type=String(64), index=True)
+    coupon_id: int | None = Field(default=None, foreign_key="coupon.id", index=True)
+    order_ref: str = Field(sa_type=String(64))
+    redeemed: bool = False
+    reason: str = Field(default="", sa_type=String(200))
+    source: str = Field(default="", sa_type=String(100))
+    at: datetime = _utc()
 
 
 class SurveyAnswer(SQLModel, table=True):
-    """A 0–10 'would you recommend us' answer, for the net promoter score."""
+    """A 0–10 'would you recommend us' answer, for the net promoter score.
+
+    One per survey message (`message_id`); a change within the answer window replaces
+    the score and comment (`changed_at`). A detractor's comment is forwarded once.
+    """
 
     __tablename__ = "survey_answer"
+    __table_args__ = (UniqueConstraint("message_id", name="uq_survey_answer_message_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id")
     score: int
     at: datetime = _utc(index=True)
+    comment: str | None = Field(default=None, sa_type=String(2000))
+    changed_at: datetime | None = _utc(default=None)
+    forwarded_at: datetime | None = _utc(default=None)
 
 
 class ShopHoliday(SQLModel, table=True):
