@@ -69,6 +69,8 @@ class StepResult:
     # Not queued: the customer already had a later step (a step added or moved behind them).
     skipped_passed: int = 0
     exited: dict[str, int] = field(default_factory=dict)
+    # Coupons minted for the messages this step queued.
+    coupons: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class StepResult:
             "skipped_cap": self.skipped_cap,
             "skipped_passed": self.skipped_passed,
             "exited": dict(self.exited),
+            "coupons": self.coupons,
         }
 
 
@@ -92,6 +95,7 @@ class CampaignResult:
     expired_messages: list[dict[str, Any]] = field(default_factory=list)
     # Customers who left the flow in this pass (every step's exits).
     exited: int = 0
+    coupons: int = 0
     # Per step, in flow order ("email" for a campaign without steps).
     steps: dict[str, StepResult] = field(default_factory=dict)
     error: str | None = None
@@ -105,6 +109,7 @@ class CampaignResult:
             "expired": self.expired,
             "expired_messages": self.expired_messages,
             "exited": self.exited,
+            "coupons": self.coupons,
             "steps": {label: step.as_dict() for label, step in self.steps.items()},
         }
         if self.error is not None:
@@ -462,7 +467,9 @@ class CampaignPass:
             "status": literal(status.value),
             "created_at": literal(self.now, UTCDateTime),
             "send_after": rows.send_after,
-            "expires_at": rows.expires_at if rows.expires_at is not None else literal(None),
+            "expires_at": (
+                rows.expires_at if rows.expires_at is not None else literal(None, UTCDateTime)
+            ),
             "attempts": literal(0),
             **rows.extra,
         }

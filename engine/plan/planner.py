@@ -92,6 +92,7 @@ from .announcements import plan_announcements
 from .campaignpass import DEFAULT_LOOKBACK, FULL_RESCAN, UNCOUNTED, CampaignPass, CampaignResult
 from .checkouts import plan_checkout_abandoned
 from .clocktriggers import plan_broadcast, plan_date, plan_schedule
+from .coupons import mint_coupons
 from .ordertriggers import late_orders, late_rows, order_rows
 from .products import plan_back_in_stock, plan_product_added
 from .purchases import plan_after_purchase, plan_inactive, plan_nth_order
@@ -208,6 +209,9 @@ def _plan_trigger(run: CampaignPass) -> None:
             run.record_expired(late_rows(run, trigger, order_ids))
     else:
         _TRIGGERS[type(trigger)](run, trigger)
+    minted = mint_coupons(run)
+    run.step_result.coupons = minted
+    run.result.coupons += minted
 
 
 # The triggers of a shop's year: each module selects and queues its candidates.

@@ -13,8 +13,8 @@ modules import each other directly.
 Public names:
 
 - `campaigns`: `AfterPurchase`, `BackInStock`, `Broadcast`, `Campaign`,
-  `CheckoutAbandoned`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`, `HolidayTrigger`,
-  `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `PriceDrop`,
+  `CheckoutAbandoned`, `CouponSpec`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
+  `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `PriceDrop`,
   `ProductAdded`, `Schedule`, `Step`
 - `config`: `EMAIL`, `Holidays`, `LocalText`, `Segment`, `SendWindow`,
   `Sending`, `Smtp`, `parse_amount`, `parse_duration`, `parse_email`, `parse_locale`,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Broadcast,
         Campaign,
         CheckoutAbandoned,
+        CouponSpec,
         DateTrigger,
         Exit,
         FirstOrder,
@@ -80,6 +81,7 @@ __all__ = [
     "BackInStock",
     "Broadcast",
     "Campaign",
+    "CouponSpec",
     "CheckoutAbandoned",
     "DateTrigger",
     "Exit",
@@ -124,6 +126,7 @@ _PUBLIC = {
     "BackInStock": ".campaigns",
     "Broadcast": ".campaigns",
     "Campaign": ".campaigns",
+    "CouponSpec": ".campaigns",
     "CheckoutAbandoned": ".campaigns",
     "DateTrigger": ".campaigns",
     "EMAIL": ".config",

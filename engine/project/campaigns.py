@@ -17,6 +17,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -24,13 +25,16 @@ from pydantic_core import PydanticCustomError
 
 from ..store import MessageKind
 from .config import (
+    Amount,
     Frozen,
     LocalText,
     Percent,
     Slug,
     TimeOfDay,
     _shown,
+    amount_from,
     duration_from,
+    parse_percent,
     parse_slug,
     show_duration,
     whole,
@@ -132,13 +136,51 @@ def _orders_numbers(value: Any) -> list[int]:
     return sorted(set(numbers))
 
 
+def _ladder(value: Any) -> Any:
+    """`{2: 5%, 3: 10%}`: order numbers (whole, 2 to 1000) to the coupon's percent."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"expected order numbers and discounts like {{2: 5%, 3: 10%}}, got {_shown(value)}")  # fmt: skip
+    out = {}
+    for key, percent in value.items():
+        try:
+            number = int(str(key))
+        except ValueError:
+            raise ValueError(f"ladder: {_shown(key)} is not an order number (2, 3, …)") from None
+        if not 2 <= number <= 1000:
+            raise ValueError(f"ladder: order number {number} is out of range (2 to 1000)")
+        try:
+            out[number] = parse_percent(percent)
+        except ValueError as exc:
+            raise ValueError(f"ladder: order {number}: {exc}") from None
+    return out
+
+
 class NthOrder(_Trigger):
-    """A customer's Nth order that is not cancelled (2nd, 3rd, 4th: the ladder)."""
+    """A customer's Nth order that is not cancelled (2nd, 3rd, 4th: the ladder).
+
+    `ladder` sizes the campaign's coupon by the order number (`{2: 5%, 3: 10%}`);
+    without `n`, the ladder's order numbers are the ones that trigger.
+    """
 
     type: Literal["nth_order"]
-    n: Annotated[list[int], BeforeValidator(_orders_numbers)]
+    n: Annotated[list[int], BeforeValidator(_orders_numbers)] = Field(default=[])
     on: Literal["placed", "delivered"] = "placed"
+    ladder: Annotated[dict[int, Decimal], BeforeValidator(_ladder)] = Field(default={})
     expires_after: Expiry | None = timedelta(days=3)
+
+    @model_validator(mode="after")
+    def _numbers(self) -> NthOrder:
+        if not self.n and not self.ladder:
+            raise ValueError("n: required key is missing (which orders: n: [2, 3, 4])")
+        if not self.n:
+            object.__setattr__(self, "n", sorted(self.ladder))
+        missing = [k for k in self.ladder if k not in self.n]
+        if missing:
+            raise ValueError(
+                f"ladder: order {missing[0]} is not in n {self.n} (each rung is one of the "
+                "orders that trigger)"
+            )
+        return self
 
 
 class AfterPurchase(_Trigger):
@@ -307,6 +349,41 @@ def _goal_orders(value: Any) -> int:
 ExitCondition = Annotated[Exit, BeforeValidator(parse_exit)]
 
 
+# ---------------------------------------------------------------- coupons
+
+PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
+
+
+class CouponSpec(Frozen):
+    """The coupon each message of a campaign or step carries: its own code, used once."""
+
+    percent: Percent | None = None
+    amount: Annotated[Amount, amount_from("0.01")] | None = None
+    min_order: Annotated[Amount, amount_from("0.01")] | None = None
+    expires_after: Annotated[timedelta, duration_from("1d", "365d")] = timedelta(days=30)
+    prefix: str = ""
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _prefix(cls, value: Any) -> str:
+        text = str(value).strip().upper() if value is not None else ""
+        if text and not PREFIX.match(text):
+            raise ValueError(
+                f"expected 1 to 12 letters or digits like WELCOME, got {_shown(value)}"
+            )
+        return text
+
+    @model_validator(mode="after")
+    def _one_value(self) -> CouponSpec:
+        if self.percent is not None and self.amount is not None:
+            raise ValueError("a coupon is either percent or amount, not both")
+        return self
+
+    @property
+    def sized(self) -> bool:
+        return self.percent is not None or self.amount is not None
+
+
 # ---------------------------------------------------------------- steps
 
 
@@ -321,6 +398,7 @@ class Step(Frozen):
     # An extra segment the customer must be in when this step falls due.
     segment: Slug | None = None
     expires_after: Expiry | None = None
+    coupon: CouponSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +413,7 @@ class FlowStep:
     preheader: LocalText
     segment: str | None
     expires_after: timedelta | None
+    coupon: CouponSpec | None = None  # the step's own, else the campaign's
 
     @property
     def label(self) -> str:
@@ -359,6 +438,7 @@ class Campaign(Frozen):
     resend_in_doubt: bool = False
     steps: list[Step] = Field(default=[], max_length=MAX_STEPS)
     exit: list[ExitCondition] = Field(default=[], max_length=20)
+    coupon: CouponSpec | None = None
 
     @field_validator("steps")
     @classmethod
@@ -407,7 +487,28 @@ class Campaign(Frozen):
                 )
         if self.exit and isinstance(self.trigger, NO_STEPS):
             raise ValueError(f"a {kind} campaign cannot have exit conditions (it sends one email)")
+        self._coupons_sized()
         return self
+
+    def _coupons_sized(self) -> None:
+        """Every coupon has a value: its own percent or amount, or the ladder's rung."""
+        if self.coupon is not None and self.kind == MessageKind.TRANSACTIONAL:
+            raise ValueError("coupon: a transactional email carries no coupon (it is not an offer)")
+        ladder = getattr(self.trigger, "ladder", None)
+        if ladder and not any(step.coupon for step in self.flow):
+            object.__setattr__(self, "coupon", CouponSpec())
+        for step in self.flow:
+            if step.coupon is None or step.coupon.sized:
+                continue
+            if not ladder:
+                where = f"steps ({step.id}): coupon" if step.id else "coupon"
+                raise ValueError(f"{where}: give percent or amount (or a ladder on nth_order)")
+            unsized = [n for n in getattr(self.trigger, "n", []) if n not in ladder]
+            if unsized:
+                raise ValueError(
+                    f"coupon: order {unsized[0]} has no rung in the ladder and the coupon "
+                    "has no percent or amount"
+                )
 
     @property
     def flow(self) -> list[FlowStep]:
@@ -424,6 +525,7 @@ class Campaign(Frozen):
                     self.preheader,
                     None,
                     None,
+                    self.coupon,
                 )
             ]
         out, offset = [], timedelta(0)
@@ -439,6 +541,7 @@ class Campaign(Frozen):
                     step.preheader,
                     step.segment,
                     step.expires_after,
+                    step.coupon or self.coupon,
                 )
             )
         return out

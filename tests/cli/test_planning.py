@@ -66,7 +66,7 @@ def test_plan_json_then_nothing_left(shop: Path) -> None:
     assert report["campaigns"]["welcome"] == {
         "queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
         "expired": 0, "expired_messages": [],
-        "exited": 0, "steps": {"email": {"queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0, "skipped_passed": 0, "exited": {}}},
+        "exited": 0, "coupons": 0, "steps": {"email": {"queued": 1, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0, "skipped_passed": 0, "exited": {}, "coupons": 0}},
     }  # fmt: skip
     assert set(report["campaigns"]) == set(FOUNDING)
     code, out = run(shop, "plan", "--at", "2026-11-22T12:05:00+06:00", "--json")

@@ -284,7 +284,7 @@ def test_consent_suppression_and_cap(shop: Shop) -> None:
     assert report["welcome"] == {
         "queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1,
         "expired": 0, "expired_messages": [],
-        "exited": 0, "steps": {"email": {"queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1, "skipped_passed": 0, "exited": {}}},
+        "exited": 0, "coupons": 0, "steps": {"email": {"queued": 1, "skipped_consent": 1, "skipped_suppressed": 1, "skipped_cap": 1, "skipped_passed": 0, "exited": {}, "coupons": 0}},
     }  # fmt: skip
     assert [shop.owner(m) for m in shop.messages("welcome")] == ["ok"]
     # The refund is transactional: no consent needed, the cap does not apply; a
@@ -292,7 +292,7 @@ def test_consent_suppression_and_cap(shop: Shop) -> None:
     assert report["price_drop_refund"] == {
         "queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0,
         "expired": 0, "expired_messages": [],
-        "exited": 0, "steps": {"email": {"queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0, "skipped_passed": 0, "exited": {}}},
+        "exited": 0, "coupons": 0, "steps": {"email": {"queued": 3, "skipped_consent": 0, "skipped_suppressed": 1, "skipped_cap": 0, "skipped_passed": 0, "exited": {}, "coupons": 0}},
     }  # fmt: skip
     assert sorted(shop.owner(m) for m in shop.messages("price_drop_refund")) == [
         "busy", "no_consent", "ok"
@@ -356,7 +356,7 @@ def test_skipped_customer_is_looked_at_again_by_the_next_full_pass(lite: Shop) -
     assert lite.plan(NOW + minute)["welcome"] == {
         "queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0,
         "expired": 0, "expired_messages": [],
-        "exited": 0, "steps": {"email": {"queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0, "skipped_passed": 0, "exited": {}}},
+        "exited": 0, "coupons": 0, "steps": {"email": {"queued": 0, "skipped_consent": 0, "skipped_suppressed": 0, "skipped_cap": 0, "skipped_passed": 0, "exited": {}, "coupons": 0}},
     }  # fmt: skip
     assert lite.plan(NOW + 14 * minute)["welcome"]["queued"] == 0
     assert lite.plan(NOW + 15 * minute)["welcome"]["queued"] == 1

@@ -309,3 +309,14 @@ def test_an_order_after_the_rungs_first_step_ends_its_flow(shop: Shop) -> None:
     buy(shop, "o3", "ana", NOW + D)  # a third order: she leaves the flow
     passes(shop, [NOW + 3 * D])
     assert [m.step for m in sent(shop)] == ["thanks"]
+
+
+def test_an_order_campaign_without_an_expiry_queues_under_the_cap(shop: Shop) -> None:
+    """Its NULL expiry goes through the cap's ranking as a timestamp (PostgreSQL refused
+    a NULL of unknown type there as text)."""
+    write_campaign(shop, {"type": "first_order"})
+    person(shop, "ana")
+    buy(shop, "a1", "ana", NOW - H)
+    assert shop.plan(NOW)[NAME]["queued"] == 1
+    [message] = sent(shop)
+    assert (message.occurrence, message.expires_at) == ("first", None)

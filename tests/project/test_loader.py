@@ -83,7 +83,7 @@ def shop(project_dir: Path) -> Path:
         pytest.param(
             "segment: everyone",
             "segment: everyone\ncolour: blue",
-            "campaigns/welcome.yaml:9: colour: unknown key (expected one of: description, exit, kind, ",
+            "campaigns/welcome.yaml:9: colour: unknown key (expected one of: coupon, description, exit, kind, ",
             id="unknown-key",
         ),
         pytest.param(
