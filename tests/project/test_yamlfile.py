@@ -46,12 +46,21 @@ def test_every_key_path_remembers_its_line() -> None:
         pytest.param("at: 0.01", 0.01, id="float"),
         pytest.param("at: 1e3", "1e3", id="yaml-1.1-needs-a-dot-for-floats"),
         pytest.param("at: true", True, id="bool"),
+        pytest.param("at: False", False, id="bool-capitalised"),
+        pytest.param("at: yes", "yes", id="yaml-1.1-yes-is-a-word"),
+        pytest.param("at: off", "off", id="yaml-1.1-off-is-a-word"),
         pytest.param("at: 2026-11-27", date(2026, 11, 27), id="date"),
         pytest.param("at: ~", None, id="null"),
     ],
 )
 def test_scalars_are_read_as_a_marketer_means_them(text: str, expected: object) -> None:
     assert parse_yaml(text, "f.yaml").data == {"at": expected}
+
+
+def test_on_is_a_key_not_a_boolean() -> None:
+    """`on: delivered` (the nth_order trigger's key) is read as written."""
+    doc = parse_yaml("trigger:\n  type: nth_order\n  on: delivered\n  n: [2]\n", "f.yaml")
+    assert doc.data == {"trigger": {"type": "nth_order", "on": "delivered", "n": [2]}}
 
 
 @pytest.mark.parametrize(
