@@ -102,6 +102,7 @@ def _insert_credits(run: CampaignPass) -> int:
     )
     amount = (drops.c.paid - drops.c.lowest) * drops.c.quantity - drops.c.credited
     minimum = math.ceil(run.project.config.refunds.minimum * 100)
+    lasts = run.project.config.refunds.credit_expires_after
     key = (
         literal(f"{run.campaign.name}:")
         + as_text(drops.c.customer_id)
@@ -117,9 +118,18 @@ def _insert_credits(run: CampaignPass) -> int:
         amount.label("amount"),
         literal("price drop before delivery").label("reason"),
         literal(run.now, UTCDateTime).label("created_at"),
+        literal(run.now + lasts if lasts else None, UTCDateTime).label("expires_at"),
     ).where(drops.c.lowest.is_not(None), drops.c.lowest < drops.c.paid, amount >= max(minimum, 1))
     insert = ignoring_insert(run.conn, credit, "dedupe_key").from_select(
-        ["dedupe_key", "customer_id", "order_item_id", "amount", "reason", "created_at"],
+        [
+            "dedupe_key",
+            "customer_id",
+            "order_item_id",
+            "amount",
+            "reason",
+            "created_at",
+            "expires_at",
+        ],
         chosen,
     )
     return run.write(insert)

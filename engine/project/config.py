@@ -397,6 +397,8 @@ class Holidays(Frozen):
 
 class Refunds(Frozen):
     minimum: Annotated[Amount, amount_from("0.01")] = Decimal("0.01")
+    # A refund's store credit expires this long after it is credited; None: never.
+    credit_expires_after: Annotated[timedelta, duration_from("1d", "3650d")] | None = None
 
 
 class Reports(Frozen):
