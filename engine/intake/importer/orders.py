@@ -7,7 +7,9 @@ takes back refund credit no longer owed (`engine.intake.reversals`). A line with
 a unit price is charged the product's price in effect when the order was
 placed. Customers' order figures are recomputed set-based afterwards.
 A new order's `cart_id` (the same on each of its lines) completes the stored
-checkout of that cart, if any; a stored order's cart is left as it is.
+checkout of that cart, if any; a stored order's cart is left as it is. An
+order's `coupon_code` (the same on each of its lines) is presented with it
+(`engine.intake.coupons`): the use or refusal is recorded, the order kept.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from ...store import Checkout, Customer, Order, OrderItem, OrderStatus, PriceChange, Product
+from ..coupons import normalise_code, redeem_order_coupon
 from ..reversals import take_back
 from ..shop import refresh_order_totals
 from .cells import (
@@ -52,8 +55,11 @@ COLUMNS = (
     "quantity",
     "unit_price",
     "cart_id",
+    "coupon_code",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
+# The columns every line of an order repeats, the same each time.
+_PER_ORDER = ("customer_id", "placed_at", "delivered_at", "status", "cart_id", "coupon_code")
 
 
 def import_orders(job: Job, session: Session, records: list[Record]) -> None:
@@ -84,6 +90,8 @@ def import_orders(job: Job, session: Session, records: list[Record]) -> None:
     touched, changed = _write_orders(job, conn, orders, stored)
     take_back(conn, changed, job.now)
     _complete_checkouts(conn, [o.first.cart_id for key, o in orders.items() if key not in stored])
+    for order_id, order in orders.items():
+        redeem_order_coupon(session, order.first.coupon_code, order_id, source="orders csv")
     refresh_order_totals(session, touched)
 
 
@@ -141,11 +149,12 @@ class _LineRow:
     quantity: int
     unit_price: Decimal | None
     cart_id: str | None
+    coupon_code: str | None
 
 
 _id_text = partial(parse_text, limit=64)
 _quantity = partial(parse_whole, minimum=1)
-_Head = tuple[str, str, datetime, datetime | None, OrderStatus | None, str | None]
+_Head = tuple[str, str, datetime, datetime | None, OrderStatus | None, str | None, str | None]
 
 
 def _order_head(record: Record, zone: ZoneInfo) -> _Head:
@@ -166,6 +175,7 @@ def _order_head(record: Record, zone: ZoneInfo) -> _Head:
         delivered_at,
         status,
         cell(record, "cart_id", _id_text),
+        cell(record, "coupon_code", lambda v: normalise_code(_id_text(v))),
     )
 
 
@@ -182,11 +192,12 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             get("delivered_at"),
             get("status"),
             get("cart_id"),
+            get("coupon_code"),
         )
         head = heads.get(key)
         if head is None:
             head = heads[key] = _order_head(record, zone)
-        order_id, customer_id, placed_at, delivered_at, status, cart_id = head
+        order_id, customer_id, placed_at, delivered_at, status, cart_id, coupon_code = head
         return _LineRow(
             order_id,
             customer_id,
@@ -197,6 +208,7 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             quantity=required(record, "quantity", _quantity),
             unit_price=cell(record, "unit_price", parse_amount),
             cart_id=cart_id,
+            coupon_code=coupon_code,
         )
 
     return parse
@@ -249,7 +261,7 @@ def _line_problem(
         return "sku", f"unknown product sku {shown(line.sku)}"
     if order is not None:
         first = order.first
-        for name in ("customer_id", "placed_at", "delivered_at", "status", "cart_id"):
+        for name in _PER_ORDER:
             if getattr(line, name) != getattr(first, name):
                 return name, (
                     f"order {line.order_id} has {name} {_plain(getattr(first, name))} on an "
