@@ -107,7 +107,12 @@ class Composer:
         # Only an address someone reads goes in List-Unsubscribe; the link alone is enough.
         self._mailto = sending.unsubscribe_mailto
         self._dkim = _dkim_key(project)
-        self._keep = (f"{self.base_url}/u/", f"{self.base_url}/o/", f"{self.base_url}/c/")
+        self._keep = (
+            f"{self.base_url}/u/",
+            f"{self.base_url}/o/",
+            f"{self.base_url}/c/",
+            f"{self.base_url}/s/",
+        )
         self._date: tuple[datetime, str] | None = None  # the last Date header made
 
     # -- public
@@ -166,6 +171,7 @@ class Composer:
         return {
             "unsubscribe_url": f"{self.base_url}/u/{self._signer.unsubscribe_token(message_id)}",
             "pixel_url": f"{self.base_url}/o/{self._signer.open_token(message_id)}.gif",
+            "survey_url": f"{self.base_url}/s/{self._signer.survey_token(message_id)}",
         }
 
     # -- steps

@@ -1,4 +1,4 @@
-"""Signed tokens for the pixel, click and unsubscribe links.
+"""Signed tokens for the pixel, click, unsubscribe and survey links.
 
 A token is `base64url(payload).base64url(HMAC-SHA256(secret, payload))`, where
 the payload names its purpose and the message id (and, for clicks, the exact
@@ -28,6 +28,7 @@ class Purpose(StrEnum):
     OPEN = "o"
     CLICK = "c"
     UNSUBSCRIBE = "u"
+    SURVEY = "s"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class Signer:
 
     def unsubscribe_token(self, message_id: int) -> str:
         return self.make(Purpose.UNSUBSCRIBE, message_id)
+
+    def survey_token(self, message_id: int) -> str:
+        return self.make(Purpose.SURVEY, message_id)
 
     def verify(self, token: str, purpose: Purpose) -> Claim:
         """Return the token's claim, or raise InvalidToken."""

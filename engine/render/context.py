@@ -53,7 +53,7 @@ from .contextparts import (
 )
 from .formatting import round_money
 
-# Links a message carries: {"unsubscribe_url": …, "pixel_url": …}, from its id.
+# Links a message carries: {"unsubscribe_url": …, "pixel_url": …, "survey_url": …}, from its id.
 Links = Callable[[int], dict[str, str]]
 
 
@@ -73,7 +73,7 @@ def load_contexts(
 
     Keys: shop, customer, order, holiday, offers, item, credit, step, favourite,
     last_order, product, cart, occasion, period, nth, preheader, subject,
-    unsubscribe_url, pixel_url, is_marketing, campaign, locale, lang, timezone,
+    unsubscribe_url, pixel_url, survey, is_marketing, campaign, locale, lang, timezone,
     currency. Keys a campaign has no use for are None (or [], or an empty
     favourite). `now` (the clock if not given) counts `customer.days_since_order`.
     """

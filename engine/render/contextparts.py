@@ -32,6 +32,7 @@ from ..project import (
     pick_text,
 )
 from .formatting import round_money
+from .surveylinks import SurveyLinks
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def base_context(
         "subject": "",
         "unsubscribe_url": links["unsubscribe_url"],
         "pixel_url": links["pixel_url"],
+        "survey": SurveyLinks(links["survey_url"]),
         "is_marketing": is_marketing,
         "locale": locale,
         "lang": language(locale),

@@ -92,6 +92,7 @@ def sample_context(
         links={
             "unsubscribe_url": f"{base}/u/SAMPLE-UNSUBSCRIBE-TOKEN",
             "pixel_url": f"{base}/o/SAMPLE-OPEN-TOKEN.gif",
+            "survey_url": f"{base}/s/SAMPLE-SURVEY-TOKEN",
         },
         step=step_context(campaign, step or campaign.flow[0]),
         **kwargs,

@@ -25,7 +25,11 @@ NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
 
 def links(message_id: int) -> dict[str, str]:
-    return {"unsubscribe_url": f"U{message_id}", "pixel_url": f"P{message_id}"}
+    return {
+        "unsubscribe_url": f"U{message_id}",
+        "pixel_url": f"P{message_id}",
+        "survey_url": f"S{message_id}",
+    }
 
 
 @dataclass
