@@ -203,10 +203,10 @@ def redeem(
             f"amount {wanted} is more than the credit balance of {have}", balance=have
         )
     drawn = _allocate(_ledger(session, customer_id), wanted, now)
-    if drawn is None:  # a ledger this module did not write (never in practice)
+    if drawn is None:  # entries this engine does not write (never in practice)
         raise CreditRefused(
-            f"amount {wanted} cannot be drawn from the customer's credits "
-            f"(balance {have}: a credit it counts was taken back)",
+            f"amount {wanted} cannot be drawn from the customer's credits (balance "
+            f"{have}: the ledger has entries without the credit they draw from)",
             balance=have,
         )
     session.execute(
@@ -283,20 +283,8 @@ def _made(session: Session, event_id: str) -> Redemption | None:
 
 
 def _ledger(session: Session, customer_id: int) -> list[Any]:
-    return list(
-        session.execute(
-            select(
-                credit.c.id,
-                credit.c.amount,
-                credit.c.created_at,
-                credit.c.expires_at,
-                credit.c.source_id,
-                credit.c.order_item_id,
-            )
-            .where(credit.c.customer_id == customer_id)
-            .order_by(credit.c.id)
-        )
-    )
+    query = select(credit).where(credit.c.customer_id == customer_id).order_by(credit.c.id)
+    return list(session.execute(query))
 
 
 def _first_to_expire(entry: Any) -> tuple[Any, ...]:
