@@ -13,6 +13,8 @@ function and answers:
   (`unsubscribe.PendingUnsubscribes`), then applied; 200 when that took under
   `UNSUBSCRIBE_WAIT` seconds, else 202 (accepted: applied as soon as the
   database lets it, never lost).
+- `GET /s/<token>?score=N` shows the survey page (records nothing); `POST
+  /s/<token>` records the answer or changes it for 7 days (`surveys`).
 - `POST /api/events` takes the shop's events (see `engine.intake.events`) with
   `Authorization: Bearer <LIFECYCLE_API_KEY>`.
 - `GET /healthz` answers `ok` when the database answers, else 503.
@@ -61,6 +63,7 @@ from ..errors import EngineError, StoreError, UnknownRecord
 from ..intake import MAX_BODY_BYTES, Applied, EventsRejected, apply_events, parse_events
 from ..project import Project, Secrets
 from ..store import EventKind
+from . import surveys
 from . import unsubscribe as unsub
 from .opens import Hit, HitBuffer
 
@@ -326,6 +329,7 @@ def create_app(
         Route("/c/{token}", tracker.click, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe, methods=["POST"]),
+        *surveys.routes(engine, get_project, signer, clock),
         Route("/api/events", tracker.events, methods=["POST"]),
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
