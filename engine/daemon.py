@@ -8,7 +8,8 @@ checked in a process of its own, so a template that runs away cannot stall
 the loop; a tick waits `RELOAD_WAIT_SECONDS` for the verdict, then goes on
 with the last good project), takes the planner lock if it can
 (`engine.store.locks`), plans (in a worker thread, so the tracking server keeps
-answering) and sends. uvicorn serves the tracking app on a loop and thread of
+answering) and sends, then forwards detractors' survey comments to the shop's
+support address (`engine.deliver.detractors`). uvicorn serves the tracking app on a loop and thread of
 its own (`engine.track.httpserver.serve_in_thread`): no tick holds up a pixel.
 While more than `POOL_FROM` emails are due, one composer process
 (`engine.deliver.composepool`) renders them beside the sending loop; it is stopped
@@ -45,7 +46,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from .deliver import POOL_FROM, count_due, start_compose_pool, stop_compose_pool
+from .deliver import (
+    POOL_FROM,
+    DetractorForwarder,
+    count_due,
+    start_compose_pool,
+    stop_compose_pool,
+)
 from .errors import ConfigError, EngineError
 from .project import Project, Secrets
 from .reload import ProjectWatcher
@@ -160,6 +167,7 @@ class Daemon:
     pool_from: int = 0  # composing gets a process of its own above this many due (0: default)
     compose_pool: Executor | None = None
     waiting_said: list[str] | None = None  # what `waiting` said last; None: not yet
+    forward_detractors: DetractorForwarder = field(default_factory=DetractorForwarder)
 
     def __post_init__(self) -> None:
         from .deliver import default_worker_id
@@ -223,6 +231,7 @@ class Daemon:
             else:
                 log.info(line)
         await self._say_waiting(project, now)
+        await self.forward_detractors(self.engine, project, self.mailer, now)
         return report
 
     async def _say_waiting(self, project: Project, now: datetime) -> None:

@@ -4,7 +4,8 @@
 (`composepool`, `compose`: the rendered email from `engine.render`, its links signed
 with `tokens`, `headers` writing the header lines) and sends them through a `mailer`;
 `results` records what each answer does to its message, counted in a
-`dispatchreport`; `dryrun` is a pass that writes nothing. `preview` builds one
+`dispatchreport`; `detractors` forwards unhappy survey comments to the shop's support
+address; `dryrun` is a pass that writes nothing. `preview` builds one
 customer's unsaved message; `sink` is the development mail sink.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`,
@@ -16,6 +17,7 @@ Public names:
 
 - `compose`: `Composer`
 - `composepool`: `Composes`, `POOL_FROM`, `start_compose_pool`, `stop_compose_pool`
+- `detractors`: `DetractorForwarder`, `forward_detractors`
 - `dispatcher`: `dispatch`
 - `dispatchreport`: `DispatchReport`, `default_worker_id`
 - `dryrun`: `rehearse`
@@ -35,6 +37,7 @@ from ..exports import public_names
 if TYPE_CHECKING:
     from .compose import Composer
     from .composepool import POOL_FROM, Composes, start_compose_pool, stop_compose_pool
+    from .detractors import DetractorForwarder, forward_detractors
     from .dispatcher import dispatch
     from .dispatchreport import DispatchReport, default_worker_id
     from .dryrun import rehearse
@@ -48,6 +51,7 @@ __all__ = [
     "POOL_FROM",
     "Composer",
     "Composes",
+    "DetractorForwarder",
     "DispatchReport",
     "InvalidToken",
     "Mailer",
@@ -58,6 +62,7 @@ __all__ = [
     "count_due",
     "default_worker_id",
     "dispatch",
+    "forward_detractors",
     "preview_customer",
     "preview_sample",
     "rehearse",
@@ -71,6 +76,7 @@ __all__ = [
 _PUBLIC = {
     "Composer": ".compose",
     "Composes": ".composepool",
+    "DetractorForwarder": ".detractors",
     "DispatchReport": ".dispatchreport",
     "InvalidToken": ".tokens",
     "Mailer": ".mailer",
@@ -82,6 +88,7 @@ _PUBLIC = {
     "count_due": ".outbox",
     "default_worker_id": ".dispatchreport",
     "dispatch": ".dispatcher",
+    "forward_detractors": ".detractors",
     "preview_customer": ".preview",
     "preview_sample": ".preview",
     "rehearse": ".dryrun",
