@@ -3,7 +3,8 @@
 `shop` validates and writes customers, products, prices, orders and holidays one at a
 time; `importer` does the same in bulk from CSV files; `events` parses and applies the
 shop's events (`POST /api/events`, served by the tracking app). All three name the field
-and the value in every error and leave committing to the caller.
+and the value in every error and leave committing to the caller. `wallet` is each
+customer's store credit: balance, entries, redemptions.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
 Other stages import only the public names below, from this package; its own
@@ -17,6 +18,7 @@ Public names:
   `Progress`, `import_csv`
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
+- `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `redeem`, `statement`
 """
 
 from __future__ import annotations
@@ -38,29 +40,37 @@ if TYPE_CHECKING:
         import_csv,
     )
     from .shop import add_holiday, set_consent
+    from .wallet import CreditRefused, Statement, balance_sql, balances, redeem, statement
 
 __all__ = [
     "KINDS",
     "MAX_BODY_BYTES",
     "Applied",
     "BadRow",
+    "CreditRefused",
     "CsvFormatError",
     "EventsRejected",
     "ImportRejected",
     "ImportResult",
     "Progress",
+    "Statement",
     "add_holiday",
     "apply_events",
+    "balance_sql",
+    "balances",
     "import_csv",
     "parse_events",
+    "redeem",
     "set_consent",
     "shop",
+    "statement",
 ]
 
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
     "Applied": ".events",
     "BadRow": ".importer",
+    "CreditRefused": ".wallet",
     "CsvFormatError": ".importer",
     "EventsRejected": ".events",
     "ImportRejected": ".importer",
@@ -68,12 +78,17 @@ _PUBLIC = {
     "KINDS": ".importer",
     "MAX_BODY_BYTES": ".events",
     "Progress": ".importer",
+    "Statement": ".wallet",
     "add_holiday": ".shop",
     "apply_events": ".events",
+    "balance_sql": ".wallet",
+    "balances": ".wallet",
     "import_csv": ".importer",
     "parse_events": ".events",
+    "redeem": ".wallet",
     "set_consent": ".shop",
     "shop": ".shop",
+    "statement": ".wallet",
 }
 _MODULES = {"shop"}
 

@@ -27,6 +27,11 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
 - `holiday.announced`: `holiday` = {id, date (YYYY-MM-DD), name?, name_bn?}:
   dates (or moves) one of the shop's own occasions declared under
   `holidays.extra` in config.yaml; names default to the ones written there.
+- `credit.redeemed`: `customer`, `amount` (more than 0), `order_id` (the shop's
+  order it paid for): the customer spent that much store credit
+  (`engine.intake.wallet`), drawn first from the credits that expire first.
+  An amount more than the balance when the event arrives is a problem of
+  `amount` naming the balance.
 
 Amounts are JSON numbers or strings ("120.50"), read exactly (never as binary
 floats), zero or more, at most two decimals, at most `MAX_AMOUNT`. Times
@@ -74,8 +79,8 @@ from sqlmodel import Session, col
 
 from ..errors import DataError, EngineError, UnknownRecord
 from ..project import Holidays, LocalText, pick_text
-from ..store import ReceivedEvent, session_scope
-from . import customerbatch, shop
+from ..store import Customer, ReceivedEvent, session_scope
+from . import customerbatch, shop, wallet
 
 _RECEIVED: Any = ReceivedEvent.__table__  # type: ignore[attr-defined]
 MAX_BODY_BYTES = 1_000_000
@@ -240,6 +245,13 @@ class HolidayAnnounced(_Event):
     holiday: HolidayData
 
 
+class CreditRedeemed(_Event):
+    type: Literal["credit.redeemed"]
+    customer: Key
+    amount: Amount
+    order_id: Key
+
+
 ShopEvent = Annotated[
     CustomerUpserted
     | OrderPlaced
@@ -248,7 +260,8 @@ ShopEvent = Annotated[
     | PriceChanged
     | CheckoutStarted
     | ProductWanted
-    | HolidayAnnounced,
+    | HolidayAnnounced
+    | CreditRedeemed,
     Field(discriminator="type"),
 ]
 _EVENT = TypeAdapter(ShopEvent)
@@ -261,6 +274,7 @@ EVENT_TYPES = (
     "checkout.started",
     "product.wanted",
     "holiday.announced",
+    "credit.redeemed",
 )
 
 
@@ -612,9 +626,16 @@ def _holiday(
     )
 
 
-def _known_customer(session: Session, external_id: str, field: str) -> None:
+def _redeemed(session: Session, event: CreditRedeemed, at: datetime, now: datetime) -> None:
+    # Checked against the balance when it arrives: a credit may have expired since `at`.
+    customer = _known_customer(session, event.customer, "customer")
+    assert customer.id is not None  # a stored row
+    wallet.redeem(session, customer.id, event.amount, event.order_id, event.id, now)
+
+
+def _known_customer(session: Session, external_id: str, field: str) -> Customer:
     try:
-        shop.customer_by_external_id(session, external_id)
+        return shop.customer_by_external_id(session, external_id)
     except UnknownRecord as exc:
         raise _FieldError(
             field,
@@ -640,6 +661,7 @@ _APPLY: dict[type, Any] = {
     PriceChanged: _price,
     CheckoutStarted: _checkout,
     ProductWanted: _wanted,
+    CreditRedeemed: _redeemed,
 }
 _MAIN_FIELD = {
     "customer.upserted": "customer",
@@ -650,4 +672,5 @@ _MAIN_FIELD = {
     "checkout.started": "cart_id",
     "product.wanted": "sku",
     "holiday.announced": "holiday",
+    "credit.redeemed": "amount",
 }
