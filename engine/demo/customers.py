@@ -273,6 +273,12 @@ def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[
         past += _past(rng, now, rng.randint(0, 1), 100, 400)
     elif role is Role.NEWCOMER:
         past += _past(rng, now, rng.randint(1, 2), 12, 80, avoid=CONSUMABLES)
+    elif role is Role.SURVEY:
+        past += _past(rng, now, rng.randint(0, 2), 60, 400)
+        # Delivered 7 days and an hour to 9 days ago: due, and inside the survey's 3 days.
+        delivered = now - timedelta(minutes=7 * 1440 + 60 + (index * 617) % (2 * 1440))
+        placed = delivered - timedelta(hours=rng.randint(20, 72))
+        recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
     timeline = sorted(
         [(at, at + timedelta(hours=rng.randint(20, 120)), lines) for at, lines in past] + recent,
         key=lambda order: order[0],

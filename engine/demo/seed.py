@@ -14,8 +14,9 @@ cheaper (price_drop_refund), last orders 90 to 96 days ago (win_back),
 birthdays whose 10:00 has come (birthday), tea and food delivered a month ago
 (replenish), a sold-out quilt back in stock hours ago for those who asked
 (back_in_stock), a product added hours ago in a category customers bought
-(new_in_category), customers in their first 90 days (fortnightly_update) and
-checkouts left 1 to 20 hours ago (abandoned_checkout). Each scenario's customers are spread over Dhaka and the
+(new_in_category), customers in their first 90 days (fortnightly_update),
+checkouts left 1 to 20 hours ago (abandoned_checkout) and orders delivered a week
+ago (survey_after_delivery). Each scenario's customers are spread over Dhaka and the
 diaspora (Sydney, London, New York, Kuala Lumpur, Los Angeles, Dubai), so at any
 hour at least two of them are inside the 09:00–20:00 send window of their own
 clock; the others wait for theirs, as the shop's customers would.
@@ -95,6 +96,7 @@ class DemoSummary:
     first_90_days: int = 0
     open_checkouts: int = 0
     replenish_orders: int = 0
+    survey_orders: int = 0
     flash_sale: date | None = None
     survey_answers: int = 0
     nps: int | None = None
@@ -124,6 +126,8 @@ class DemoSummary:
             f"  fortnightly_update: {self.first_90_days} customers 10 to 90 days after their "
             "first order",
             f"  abandoned_checkout: {self.open_checkouts} checkouts left 1 to 25 hours ago",
+            f"  survey_after_delivery: {self.survey_orders} orders delivered 7 to 10 days ago "
+            "(asked how likely they are to recommend us)",
             f"  also: {self.vip} VIP customers (20,000 taka in a year), {self.lapsed} lapsed "
             f"(no order in 120 days), {self.survey_answers} survey answers (NPS {self.nps})",
         ]
@@ -426,6 +430,13 @@ def summarize(
         .distinct()
     )
     summary.replenish_orders = count(select(func.count()).select_from(pantry.subquery()))
+    summary.survey_orders = count(
+        select(func.count()).where(
+            counted,
+            col(Order.delivered_at) <= now - timedelta(days=7),
+            col(Order.delivered_at) > now - timedelta(days=10),
+        )
+    )
     sale = session.get(ShopHoliday, FLASH_SALE_ID)
     summary.flash_sale = sale.date if sale else None
     scores = list(session.exec(select(SurveyAnswer.score)))

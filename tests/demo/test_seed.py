@@ -66,6 +66,7 @@ SCENARIO_ROLES = (
     Role.HOME_BUYER,
     Role.NEWCOMER,
     Role.CART,
+    Role.SURVEY,
 )
 # The campaigns the shipped config.yaml runs.
 CAMPAIGNS = set(load_project(REPO / "config.yaml").config.campaigns)
@@ -166,6 +167,10 @@ def test_each_flow_scenario_is_due_now(now: datetime) -> None:
         assert any(line.sku == "PATI-01" for o in customer.orders for line in o.lines)
     for customer in by_role(plan, Role.NEWCOMER):  # the first_90_days segment
         assert now - timedelta(days=90) < customer.orders[0].placed_at < now - timedelta(days=10)
+    for customer in by_role(plan, Role.SURVEY):  # after_purchase 7 days, kept 3
+        delivered = customer.orders[-1].delivered_at
+        assert delivered is not None
+        assert now - timedelta(days=9, hours=1) <= delivered <= now - timedelta(days=7, hours=1)
     for customer in by_role(plan, Role.CART):  # wait 1 hour, kept 1 day
         assert customer.checkout is not None
         assert now - timedelta(hours=20) <= customer.checkout.started_at
