@@ -18,6 +18,8 @@ rules; a mapping with several keys means all of them. The conditions
     opened:      {within: 30d}   human opens only (machine opens do not count)
     clicked:     {within: 30d}
     received:    {campaign: welcome, within: 30d}  a message of it was sent
+    credit:      {at_least: amount, at_most: amount}  store-credit balance at `now`
+                 (credits not expired, less what was redeemed: `intake.wallet`)
 
 Windows are positive and at most 3650d; counts run from 0 to 1,000,000;
 amounts from 0 to 1,000,000,000 with at most two decimals.
@@ -41,6 +43,7 @@ from sqlalchemy.sql.selectable import Select
 from sqlmodel import col
 
 from ..errors import ConfigError, Problem
+from ..intake import balance_sql
 from ..project import KeyPath, Project, Segment, describe, dotted, parse_amount, parse_duration
 from ..store import (
     Customer,
@@ -382,6 +385,16 @@ def _received(value: Any, now: datetime) -> Rule:
     return col(Customer.id).in_(sent)
 
 
+def _credit(value: Any, now: datetime) -> Rule:
+    """A correlated sum per customer: one without credit has a balance of 0."""
+    options = _options(value, {"at_least", "at_most"})
+    low, high = _bounds(options, _amount)
+    balance = balance_sql(col(Customer.id), now)  # in paisa
+    paisa = [None if bound is None else int(bound * 100) for bound in (low, high)]
+    parts = (_cmp(balance, ">=", paisa[0]), _cmp(balance, "<=", paisa[1]))
+    return and_(*(part for part in parts if part is not None))
+
+
 CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "orders": _orders,
     "spent": _spent,
@@ -397,4 +410,5 @@ CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "opened": _event(EventKind.OPEN),
     "clicked": _event(EventKind.CLICK),
     "received": _received,
+    "credit": _credit,
 }
