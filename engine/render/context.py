@@ -52,6 +52,7 @@ from .contextparts import (
     step_context,
 )
 from .formatting import round_money
+from .wallet import load_balances
 
 # Links a message carries: {"unsubscribe_url": …, "pixel_url": …, "survey_url": …}, from its id.
 Links = Callable[[int], dict[str, str]]
@@ -79,6 +80,7 @@ def load_contexts(
     """
     now = now or datetime.now(UTC)
     batch = load(session, project, messages)
+    batch.credit_balances = load_balances(session, (m.customer_id for m in messages), now)
     shops: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any] | ContextError] = []
     for message in messages:
@@ -154,7 +156,13 @@ def _context(
         project,
         campaign,
         shop=shops[locale],
-        customer=customer_context(customer.name, customer.email, locale, days_since_order),
+        customer=customer_context(
+            customer.name,
+            customer.email,
+            locale,
+            days_since_order,
+            credit_balance=batch.credit_balances[message.customer_id],
+        ),
         timezone=customer.timezone or project.config.shop.timezone,
         is_marketing=message.kind != MessageKind.TRANSACTIONAL,
         links=links(mid or 0),

@@ -43,6 +43,7 @@ class Batch:
     line_by_id: dict[int, Any] = field(default_factory=dict)
     products: dict[str, Any] = field(default_factory=dict)  # sku → product row
     credits: dict[int, Any] = field(default_factory=dict)
+    credit_balances: dict[int, Any] = field(default_factory=dict)  # customer id → render.wallet
     offers: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     last_orders: dict[int, Any] = field(default_factory=dict)  # customer id → order row
     favourites: dict[int, str] = field(default_factory=dict)  # customer id → category

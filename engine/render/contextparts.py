@@ -14,6 +14,7 @@ batches cost no more than they did.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from ..project import (
@@ -73,8 +74,14 @@ def shop_context(project: Project, locale: str) -> dict[str, Any]:
 
 
 def customer_context(
-    name: str, email: str, locale: str, days_since_order: int | None = None
+    name: str,
+    email: str,
+    locale: str,
+    days_since_order: int | None = None,
+    *,
+    credit_balance: Decimal = Decimal("0.00"),
 ) -> dict[str, Any]:
+    """Who the email is to; `credit_balance` is their store credit now (`render.wallet`)."""
     name = (name or "").strip()
     first = name.split()[0] if name else _FRIEND.get(language(locale), _FRIEND["en"])
     return {
@@ -83,6 +90,7 @@ def customer_context(
         "email": email,
         "locale": locale,
         "days_since_order": days_since_order,
+        "credit_balance": credit_balance,
     }
 
 

@@ -86,6 +86,7 @@ def sample_context(
             "rahima@example.com",
             locale,
             days_since_order,
+            credit_balance=Decimal("250.50"),
         ),
         timezone=project.config.shop.timezone,
         is_marketing=campaign.kind != MessageKind.TRANSACTIONAL,
