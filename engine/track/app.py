@@ -17,6 +17,8 @@ function and answers:
   /s/<token>` records the answer or changes it for 7 days (`surveys`).
 - `POST /api/events` takes the shop's events (see `engine.intake.events`) with
   `Authorization: Bearer <LIFECYCLE_API_KEY>`.
+- `GET /api/customers/{id}/credit`: a customer's store-credit balance and
+  entries, with the same key (`creditapi`).
 - `GET /healthz` answers `ok` when the database answers, else 503.
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.
@@ -65,6 +67,7 @@ from ..project import Project, Secrets
 from ..store import EventKind
 from . import surveys
 from . import unsubscribe as unsub
+from .creditapi import credit_routes
 from .opens import Hit, HitBuffer
 
 log = logging.getLogger(__name__)
@@ -331,6 +334,7 @@ def create_app(
         Route("/u/{token}", tracker.unsubscribe, methods=["POST"]),
         *surveys.routes(engine, get_project, signer, clock),
         Route("/api/events", tracker.events, methods=["POST"]),
+        *credit_routes(engine, get_project, clock, tracker._check_key),
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),
