@@ -3,7 +3,8 @@
 `shop` validates and writes customers, products, prices, orders and holidays one at a
 time; `importer` does the same in bulk from CSV files; `events` parses and applies the
 shop's events (`POST /api/events`, served by the tracking app). All three name the field
-and the value in every error and leave committing to the caller. `wallet` is each
+and the value in every error and leave committing to the caller. `coupons` decides and
+records a coupon code presented with an order (by either, or the checkout's API). `wallet` is each
 customer's store credit: balance, entries, redemptions.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
@@ -12,6 +13,8 @@ modules import each other directly.
 
 Public names:
 
+- `coupons`: `CouponView`, `Outcome`, `Presentation`, `Redemption`, `active_coupons`,
+  `check_coupon`, `find_coupon`, `normalise_code`, `redeem_coupon`
 - `events`: `Applied`, `EventsRejected`, `MAX_BODY_BYTES`, `apply_events`,
   `parse_events`
 - `importer`: `BadRow`, `CsvFormatError`, `ImportRejected`, `ImportResult`, `KINDS`,
@@ -29,6 +32,17 @@ from ..exports import public_names
 
 if TYPE_CHECKING:
     from . import shop
+    from .coupons import (
+        CouponView,
+        Outcome,
+        Presentation,
+        Redemption,
+        active_coupons,
+        check_coupon,
+        find_coupon,
+        normalise_code,
+        redeem_coupon,
+    )
     from .events import MAX_BODY_BYTES, Applied, EventsRejected, apply_events, parse_events
     from .importer import (
         KINDS,
@@ -47,20 +61,29 @@ __all__ = [
     "MAX_BODY_BYTES",
     "Applied",
     "BadRow",
+    "CouponView",
     "CreditRefused",
     "CsvFormatError",
     "EventsRejected",
     "ImportRejected",
     "ImportResult",
+    "Outcome",
+    "Presentation",
     "Progress",
+    "Redemption",
     "Statement",
+    "active_coupons",
     "add_holiday",
     "apply_events",
     "balance_sql",
     "balances",
+    "check_coupon",
+    "find_coupon",
     "import_csv",
+    "normalise_code",
     "parse_events",
     "redeem",
+    "redeem_coupon",
     "set_consent",
     "shop",
     "statement",
@@ -70,6 +93,7 @@ __all__ = [
 _PUBLIC = {
     "Applied": ".events",
     "BadRow": ".importer",
+    "CouponView": ".coupons",
     "CreditRefused": ".wallet",
     "CsvFormatError": ".importer",
     "EventsRejected": ".events",
@@ -77,15 +101,23 @@ _PUBLIC = {
     "ImportResult": ".importer",
     "KINDS": ".importer",
     "MAX_BODY_BYTES": ".events",
+    "Outcome": ".coupons",
+    "Presentation": ".coupons",
     "Progress": ".importer",
+    "Redemption": ".coupons",
     "Statement": ".wallet",
+    "active_coupons": ".coupons",
     "add_holiday": ".shop",
     "apply_events": ".events",
     "balance_sql": ".wallet",
     "balances": ".wallet",
+    "check_coupon": ".coupons",
+    "find_coupon": ".coupons",
     "import_csv": ".importer",
+    "normalise_code": ".coupons",
     "parse_events": ".events",
     "redeem": ".wallet",
+    "redeem_coupon": ".coupons",
     "set_consent": ".shop",
     "shop": ".shop",
     "statement": ".wallet",

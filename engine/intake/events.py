@@ -9,10 +9,13 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   city?, birthday? (YYYY-MM-DD), tags? [..], marketing_consent? (true/false),
   created_at?}. Creates the customer or updates the fields given.
 - `order.placed`: `order` = {id, customer_id, placed_at?, items: [{sku,
-  quantity, unit_price?}], delivered_at?, cancelled?, cart_id?}. `placed_at`
-  defaults to the event's `at` (so: when it arrived). Without unit_price a
-  line is charged the product's price when the order was placed. `cart_id`
-  names the checkout the order completed (see `checkout.started`).
+  quantity, unit_price?}], delivered_at?, cancelled?, cart_id?, coupon_code?}.
+  `placed_at` defaults to the event's `at` (so: when it arrived). Without
+  unit_price a line is charged the product's price when the order was placed.
+  `cart_id` names the checkout the order completed (see `checkout.started`).
+  `coupon_code` is the coupon the order used: the order is recorded whatever
+  the code, and the code's use or refusal with its reason
+  (`engine.intake.coupons`).
 - `order.delivered`: `order_id`, `delivered_at`.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
@@ -80,7 +83,7 @@ from sqlmodel import Session, col
 from ..errors import DataError, EngineError, UnknownRecord
 from ..project import Holidays, LocalText, pick_text
 from ..store import Customer, ReceivedEvent, session_scope
-from . import customerbatch, shop, wallet
+from . import coupons, customerbatch, shop, wallet
 
 _RECEIVED: Any = ReceivedEvent.__table__  # type: ignore[attr-defined]
 MAX_BODY_BYTES = 1_000_000
@@ -169,6 +172,7 @@ class OrderData(_Shape):
     cancelled: StrictBool = False
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
     cart_id: Key | None = None
+    coupon_code: Key | None = None
 
 
 class ProductData(_Shape):
@@ -556,6 +560,7 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         now=max(at, now),
         cart_id=data.cart_id,
     )
+    coupons.redeem_order_coupon(session, data.coupon_code, data.id, source="events api")
 
 
 def _delivered(session: Session, event: OrderDelivered, at: datetime, now: datetime) -> None:
