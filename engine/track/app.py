@@ -19,6 +19,8 @@ function and answers:
   `Authorization: Bearer <LIFECYCLE_API_KEY>`.
 - `GET /api/customers/{id}/credit`: a customer's store-credit balance and
   entries, with the same key (`creditapi`).
+- `GET /api/coupons/{code}` and `POST /api/coupons/{code}/redeem`: the shop's
+  checkout asks about a coupon and redeems it, with the same key (`couponapi`).
 - `GET /healthz` answers `ok` when the database answers, else 503.
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.
@@ -67,6 +69,7 @@ from ..project import Project, Secrets
 from ..store import EventKind
 from . import surveys
 from . import unsubscribe as unsub
+from .couponapi import coupon_routes
 from .creditapi import credit_routes
 from .opens import Hit, HitBuffer
 
@@ -335,6 +338,7 @@ def create_app(
         *surveys.routes(engine, get_project, signer, clock),
         Route("/api/events", tracker.events, methods=["POST"]),
         *credit_routes(engine, get_project, clock, tracker._check_key),
+        *coupon_routes(engine, clock, tracker._check_key),
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),
