@@ -10,6 +10,7 @@ from __future__ import annotations
 # Each module adds its commands to `main` when imported.
 from . import (
     core,  # noqa: F401
+    coupons,  # noqa: F401
     daemon,  # noqa: F401
     data,  # noqa: F401
     delivery,  # noqa: F401
