@@ -2,7 +2,8 @@
 
 `record_answer` keeps one answer per survey message: the first is recorded, a
 change within `WINDOW` of it replaces its score and comment (`changed_at`), a later
-change is refused (`Outcome.TOO_LATE`) and the answer stays. `asked` reads, for the
+change is refused (`Outcome.TOO_LATE`) and the answer stays; the same answer sent
+again changes nothing. `asked` reads, for the
 page, the customer's locale and the answer so far. `parse_score` and
 `clean_comment` turn the form's fields into a score from 0 to 10 and a comment of at
 most 2,000 characters, or a `BadAnswer` that the page words for the customer.
@@ -134,6 +135,8 @@ def _record(
                 )
             )
             session.flush()
+            return Answered(Outcome.RECORDED, score, locale or "")
+        if (answer.score, answer.comment) == (score, comment):  # the button pressed twice
             return Answered(Outcome.RECORDED, score, locale or "")
         if now - answer.at > WINDOW:
             return Answered(Outcome.TOO_LATE, answer.score, locale or "")

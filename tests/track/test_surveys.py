@@ -158,6 +158,10 @@ def test_pressing_the_button_records_the_answer(shop: Shop, now: datetime) -> No
     assert (answer.at, answer.changed_at, answer.forwarded_at) == (now, None, None)
     again = get(shop, page(message_id, 9))
     assert "Your answer so far is 9." in said(again)
+    shop.clock.at = now + timedelta(minutes=1)  # the button pressed twice: nothing changes
+    twice = post(shop, page(message_id, 9), "score=9&comment=Lovely+tea%2C+slow+courier")
+    assert (twice.status_code, "Your answer is saved: 9 out of 10." in said(twice)) == (200, True)
+    assert [(a.score, a.changed_at) for a in shop.answers()] == [(9, None)]
 
 
 @BOTH_DIALECTS
