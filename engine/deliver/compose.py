@@ -131,7 +131,9 @@ class Composer:
         for message, context in zip(messages, contexts, strict=True):
             mid = message.id or 0
             if isinstance(context, Exception):
-                results.append(Unsendable(mid, str(context)))
+                results.append(
+                    Unsendable(mid, str(context), retry=getattr(context, "retry", False))
+                )
                 continue
             try:
                 results.append(self._compose(message, context, now)[0])

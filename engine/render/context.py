@@ -40,6 +40,7 @@ from ..store import Message, MessageKind, to_money
 from .contextload import Batch, credit_id, load, wants_favourites
 from .contextparts import (
     base_context,
+    coupon_context,
     customer_context,
     favourite_context,
     holiday_name,
@@ -61,6 +62,15 @@ Links = Callable[[int], dict[str, str]]
 class ContextError(DeliveryError):
     """The data one message needs is missing or inconsistent."""
 
+    # True: the message waits and is tried again (until it expires), not failed.
+    retry = False
+
+
+class ContextWait(ContextError):
+    """The data one message needs is not there yet: it waits and is tried again."""
+
+    retry = True
+
 
 def load_contexts(
     session: Session,
@@ -73,7 +83,7 @@ def load_contexts(
     """One template context per message (same order), or the ContextError for it.
 
     Keys: shop, customer, order, holiday, offers, item, credit, step, favourite,
-    last_order, product, cart, occasion, period, nth, preheader, subject,
+    last_order, product, cart, occasion, period, nth, coupon, preheader, subject,
     unsubscribe_url, pixel_url, survey, is_marketing, campaign, locale, lang, timezone,
     currency. Keys a campaign has no use for are None (or [], or an empty
     favourite). `now` (the clock if not given) counts `customer.days_since_order`.
@@ -155,6 +165,7 @@ def _context(
     return base_context(
         project,
         campaign,
+        coupon=_coupon(batch, step, message),
         shop=shops[locale],
         customer=customer_context(
             customer.name,
@@ -175,6 +186,19 @@ def _context(
         **yearly,
         **_occurrence(batch, campaign, message, lang, extra),
     )
+
+
+def _coupon(batch: Batch, step: FlowStep, message: Message) -> dict[str, Any] | None:
+    """The message's coupon when its step promises one; waits when it is not minted yet."""
+    if step.coupon is None:
+        return None
+    row = batch.coupons.get(message.id or 0)
+    if row is None:
+        raise ContextWait(
+            f"message {message.id}: its coupon is not minted yet (the campaign was given a "
+            "coupon after this email was queued; the next full planning pass mints it)"
+        )
+    return coupon_context(row)
 
 
 def _favourites(

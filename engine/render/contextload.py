@@ -3,7 +3,8 @@
 `load` reads, for a whole batch, one query per table (customers, order lines
 with their products, orders, offered products, credits; and for the triggers
 of a shop's year: each customer's last order, what they bought, the products of
-their favourite categories, the products and carts the emails are about), in
+their favourite categories, the products and carts the emails are about; the
+coupons the messages carry), in
 chunks of `CHUNK` ids, never one query per message, and returns them keyed by
 id in a `Batch`. A query whose ids are all missing is not run: a batch of the
 founding triggers costs what it did before.
@@ -22,7 +23,17 @@ from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
 from ..project import Project
-from ..store import Checkout, Credit, Customer, Message, Order, OrderItem, OrderStatus, Product
+from ..store import (
+    Checkout,
+    Coupon,
+    Credit,
+    Customer,
+    Message,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Product,
+)
 from .contextparts import FAVOURITES_SHOWN, WITH_FAVOURITES
 
 CHUNK = 500  # ids per IN (...) list
@@ -51,6 +62,7 @@ class Batch:
     in_category: dict[str, list[Any]] = field(default_factory=dict)  # newest first
     products_by_id: dict[int, Any] = field(default_factory=dict)
     checkouts: dict[str, Any] = field(default_factory=dict)  # cart id → checkout row
+    coupons: dict[int, Any] = field(default_factory=dict)  # message id → its coupon
 
 
 def _planned(message: Message, key: str) -> Any:
@@ -149,7 +161,30 @@ def load(session: Session, project: Project, messages: Sequence[Message]) -> Bat
         )
         batch.credits.update({row.id: row for row in rows})
     _load_favourites(session, batch, yearly)
+    _load_coupons(session, batch, [m.id for m in messages if carries_coupon(project, m)])
     return batch
+
+
+def carries_coupon(project: Project, message: Message) -> bool:
+    """Whether the message's campaign step promises a coupon."""
+    campaign = project.campaigns.get(message.campaign)
+    step = campaign.flow_step(message.step) if campaign is not None else None
+    return step is not None and step.coupon is not None
+
+
+def _load_coupons(session: Session, batch: Batch, message_ids: list[int | None]) -> None:
+    for ids in _chunks(message_ids):
+        rows = session.execute(
+            select(
+                col(Coupon.message_id),
+                col(Coupon.code),
+                col(Coupon.percent_off),
+                col(Coupon.amount_off),
+                col(Coupon.min_order),
+                col(Coupon.expires_at),
+            ).where(col(Coupon.message_id).in_(ids))
+        )
+        batch.coupons.update({row.message_id: row for row in rows})
 
 
 def _items(checkout: Any) -> list[dict[str, Any]]:

@@ -94,6 +94,21 @@ def customer_context(
     }
 
 
+def coupon_context(row: Any) -> dict[str, Any]:
+    """The message's own coupon: {"code", "percent", "amount", "min_order", "expires_at"}.
+
+    One of percent and amount is set (Decimals, exact); `expires_at` is UTC, shown in
+    the customer's zone and language by the `date` filter.
+    """
+    return {
+        "code": row.code,
+        "percent": row.percent_off,
+        "amount": row.amount_off,
+        "min_order": row.min_order,
+        "expires_at": row.expires_at,
+    }
+
+
 def step_context(campaign: Campaign, step: FlowStep) -> dict[str, Any]:
     """Where this email stands in its flow: {"id", "number", "of"} (1 of 1 without steps)."""
     return {"id": step.id, "number": step.number, "of": len(campaign.flow)}
@@ -200,6 +215,7 @@ def base_context(
     occasion: dict[str, Any] | None = None,
     period: dict[str, Any] | None = None,
     nth: int | None = None,
+    coupon: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     locale = customer["locale"]
     return {
@@ -215,6 +231,7 @@ def base_context(
         "occasion": occasion,
         "period": period,
         "nth": nth,
+        "coupon": coupon,
         "holiday": holiday,
         "offers": offers or [],
         "item": item,

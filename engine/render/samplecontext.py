@@ -96,8 +96,25 @@ def sample_context(
             "survey_url": f"{base}/s/SAMPLE-SURVEY-TOKEN",
         },
         step=step_context(campaign, step or campaign.flow[0]),
+        coupon=_coupon(campaign, step or campaign.flow[0], now),
         **kwargs,
     )
+
+
+def _coupon(campaign: Campaign, step: FlowStep, now: datetime) -> dict[str, Any] | None:
+    """A made-up coupon of the step's shape (the ladder's first rung for nth_order)."""
+    spec = step.coupon
+    if spec is None:
+        return None
+    ladder = getattr(campaign.trigger, "ladder", {})
+    percent = ladder[min(ladder)] if ladder else spec.percent
+    return {
+        "code": f"{spec.prefix}-7KQ2-M9XD-P4TR" if spec.prefix else "7KQ2-M9XD-P4TR",
+        "percent": percent,
+        "amount": None if percent is not None else spec.amount,
+        "min_order": spec.min_order,
+        "expires_at": now + spec.expires_after,
+    }
 
 
 def _order(bengali: bool, now: datetime) -> dict[str, Any]:
