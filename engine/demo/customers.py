@@ -273,6 +273,13 @@ def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[
         past += _past(rng, now, rng.randint(0, 1), 100, 400)
     elif role is Role.NEWCOMER:
         past += _past(rng, now, rng.randint(1, 2), 12, 80, avoid=CONSUMABLES)
+    elif role is Role.LADDER:
+        # The 2nd, 3rd or 4th order, delivered 2 days and 2 hours to 4 days ago: due
+        # (2 days after delivery) and inside the ladder's 3 days.
+        past += _past(rng, now, 1 + index % 3, 20, 300)
+        delivered = now - timedelta(minutes=2 * 1440 + 120 + (index * 311) % (2 * 1440 - 120))
+        placed = delivered - timedelta(hours=rng.randint(20, 72))
+        recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
     elif role is Role.SURVEY:
         past += _past(rng, now, rng.randint(0, 2), 60, 400)
         # Delivered 7 days and an hour to 9 days ago: due, and inside the survey's 3 days.

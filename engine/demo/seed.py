@@ -96,6 +96,7 @@ class DemoSummary:
     first_90_days: int = 0
     open_checkouts: int = 0
     replenish_orders: int = 0
+    ladder_orders: int = 0
     survey_orders: int = 0
     flash_sale: date | None = None
     survey_answers: int = 0
@@ -126,6 +127,8 @@ class DemoSummary:
             f"  fortnightly_update: {self.first_90_days} customers 10 to 90 days after their "
             "first order",
             f"  abandoned_checkout: {self.open_checkouts} checkouts left 1 to 25 hours ago",
+            f"  loyalty_ladder: {self.ladder_orders} 2nd to 4th orders delivered 2 to 5 days ago "
+            "(a coupon sized by the order number)",
             f"  survey_after_delivery: {self.survey_orders} orders delivered 7 to 10 days ago "
             "(asked how likely they are to recommend us)",
             f"  also: {self.vip} VIP customers (20,000 taka in a year), {self.lapsed} lapsed "
@@ -430,6 +433,7 @@ def summarize(
         .distinct()
     )
     summary.replenish_orders = count(select(func.count()).select_from(pantry.subquery()))
+    summary.ladder_orders = _ladder_orders(session, now)
     summary.survey_orders = count(
         select(func.count()).where(
             counted,
@@ -446,6 +450,26 @@ def summarize(
         detractors = sum(1 for s in scores if s <= 6)
         summary.nps = round(100 * (promoters - detractors) / len(scores))
     return summary
+
+
+def _ladder_orders(session: Session, now: datetime) -> int:
+    """Orders delivered 2 to 5 days ago that are a customer's 2nd, 3rd or 4th."""
+    rank = (
+        func.row_number()
+        .over(partition_by=col(Order.customer_id), order_by=(col(Order.placed_at), col(Order.id)))
+        .label("n")
+    )
+    numbered = (
+        select(col(Order.delivered_at), rank)
+        .where(col(Order.status) != OrderStatus.CANCELLED)
+        .subquery()
+    )
+    query = select(func.count()).where(
+        numbered.c.n.between(2, 4),
+        numbered.c.delivered_at <= now - timedelta(days=2),
+        numbered.c.delivered_at > now - timedelta(days=5),
+    )
+    return int(session.exec(query).one())
 
 
 def _birthdays_due(session: Session, now: datetime) -> int:

@@ -149,6 +149,7 @@ class Role(StrEnum):
     HOME_BUYER = "home_buyer"  # bought a shital pati; a new home product just came in
     NEWCOMER = "newcomer"  # first order 12 to 80 days ago (fortnightly_update)
     CART = "cart"  # left a checkout 1 to 20 hours ago (abandoned_checkout)
+    LADDER = "ladder"  # a 2nd to 4th order delivered 2 to 4 days ago (loyalty_ladder)
     SURVEY = "survey"  # an order delivered 7 to 9 days ago (survey_after_delivery)
     OCCASIONAL = "occasional"  # one or two orders
     BROWSER = "browser"  # signed up, never ordered
@@ -170,6 +171,7 @@ SCENARIOS = (
     (Role.HOME_BUYER, 7),
     (Role.NEWCOMER, 7),
     (Role.CART, 7),
+    (Role.LADDER, 7),
     (Role.SURVEY, 7),
 )
 MIN_CUSTOMERS = sum(n for _, n in SCENARIOS)

@@ -66,6 +66,7 @@ SCENARIO_ROLES = (
     Role.HOME_BUYER,
     Role.NEWCOMER,
     Role.CART,
+    Role.LADDER,
     Role.SURVEY,
 )
 # The campaigns the shipped config.yaml runs.
@@ -167,6 +168,12 @@ def test_each_flow_scenario_is_due_now(now: datetime) -> None:
         assert any(line.sku == "PATI-01" for o in customer.orders for line in o.lines)
     for customer in by_role(plan, Role.NEWCOMER):  # the first_90_days segment
         assert now - timedelta(days=90) < customer.orders[0].placed_at < now - timedelta(days=10)
+    for customer in by_role(plan, Role.LADDER):  # 2 days after delivery, kept 3 days
+        assert 2 <= len(customer.orders) <= 4
+        last = customer.orders[-1]
+        assert last.delivered_at is not None
+        assert now - timedelta(days=4) <= last.delivered_at <= now - timedelta(days=2, hours=2)
+        assert all(o.placed_at < now - timedelta(days=10) for o in customer.orders[:-1])
     for customer in by_role(plan, Role.SURVEY):  # after_purchase 7 days, kept 3
         delivered = customer.orders[-1].delivered_at
         assert delivered is not None
