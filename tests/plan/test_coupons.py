@@ -34,7 +34,7 @@ from tests.plan.test_triggers_purchases import (
     sent,
     write_campaign,
 )
-from tests.plan.test_triggers_purchases import shop as shop  # noqa: F401  (fixture)
+from tests.plan.test_triggers_purchases import shop as shop  # the fixture
 
 CODE = re.compile(r"^WELCOME-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}$")
 
@@ -84,7 +84,11 @@ def test_each_queued_message_gets_its_own_coupon_once(shop: Any) -> None:
         message = next(m for m in messages if m.id == c.message_id)
         assert CODE.match(c.code)
         assert (c.customer_id, c.campaign) == (message.customer_id, NAME)
-        assert (c.percent_off, c.amount_off, c.min_order) == (Decimal("10.00"), None, Decimal("500.00"))
+        assert (c.percent_off, c.amount_off, c.min_order) == (
+            Decimal("10.00"),
+            None,
+            Decimal("500.00"),
+        )
         assert c.expires_at == max(message.send_after, NOW) + 30 * D
         assert (c.used_at, c.used_order) == (None, None)
     assert len({c.code for c in minted}) == 3
@@ -198,7 +202,13 @@ def test_a_waiting_message_gets_its_coupon_at_the_next_full_pass(shop: Any) -> N
     ],
 )  # fmt: skip
 def test_a_bad_coupon_says_what(body: dict[str, Any], error: str) -> None:
-    data = {"name": "c", "trigger": {"type": "first_order"}, "template": "t", "subject": "s", **body}
+    data = {
+        "name": "c",
+        "trigger": {"type": "first_order"},
+        "template": "t",
+        "subject": "s",
+        **body,
+    }
     with pytest.raises(ValueError, match=re.escape(error)):
         Campaign.model_validate(data)
 
