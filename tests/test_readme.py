@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from engine.demo import MIN_CUSTOMERS
 from engine.project.loader import load_project
 from engine.render.formatting import money
 from engine.store.db import make_engine
@@ -89,7 +90,7 @@ def demo(tmp_path: Path):
     config.write_text(text.replace(":8000", f":{http}").replace("port: 8000", f"port: {http}"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env["LIFECYCLE_API_KEY"] = API_KEY
-    seeded = subprocess.run([LIFECYCLE, "demo", "--customers", "90"], cwd=shop, env=env,
+    seeded = subprocess.run([LIFECYCLE, "demo", "--customers", str(MIN_CUSTOMERS)], cwd=shop, env=env,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert seeded.returncode == 0, seeded.stderr
     log = (shop / "run.log").open("wb")
