@@ -53,6 +53,8 @@ from sqlalchemy.engine import Engine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flows import _Store, timed  # noqa: E402  (bench/ is the script's folder)
+
 from engine.plan import coupons as minting  # noqa: E402
 from engine.plan import planner  # noqa: E402
 from engine.project.campaigns import CouponSpec  # noqa: E402
@@ -85,19 +87,6 @@ tables = {m.__tablename__: m.__table__ for m in (Customer, Order, Message, Suppr
 def _raw(name: str) -> Any:
     """The table without column types: the loader hands in values already in store format."""
     return table(name, *(column(c.name) for c in tables[name].columns))
-
-
-class _Store:
-    """Values in the store's own format (naive UTC), converted once."""
-
-    def __init__(self, pg: bool):
-        self.pg = pg
-
-    def at(self, moment: datetime | None) -> Any:
-        if moment is None:
-            return None
-        naive = moment.astimezone(UTC).replace(tzinfo=None)
-        return naive if self.pg else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def build(url: str, recipients: int, customers: int, seed: int = 7) -> None:
@@ -275,17 +264,6 @@ class MintClock:
             self._inside = False
         self.last.total = time.perf_counter() - started
         return minted
-
-
-def timed(label: str, run: Callable[[], Any]) -> tuple[float, Any]:
-    started, cpu = time.perf_counter(), time.process_time()
-    result = run()
-    seconds = time.perf_counter() - started
-    print(
-        f"  {label}: {seconds:.3f} s (cpu of this process {time.process_time() - cpu:.3f} s)",
-        flush=True,
-    )
-    return seconds, result
 
 
 def reset(engine: Engine) -> None:
