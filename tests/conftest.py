@@ -38,6 +38,7 @@ def project_dir(tmp_path: Path) -> Path:
     target = tmp_path / "shop"
     target.mkdir()
     shutil.copy(REPO / "config.yaml", target / "config.yaml")
+    shutil.copy(REPO / "tiers.yaml", target / "tiers.yaml")
     for folder in ("campaigns", "segments", "templates"):
         shutil.copytree(REPO / folder, target / folder)
     return target

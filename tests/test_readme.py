@@ -81,6 +81,7 @@ def demo(tmp_path: Path):
     shop = tmp_path / "shop"
     shop.mkdir()
     shutil.copy(REPO / "config.yaml", shop)
+    shutil.copy(REPO / "tiers.yaml", shop)
     for folder in ("campaigns", "segments", "templates"):
         shutil.copytree(REPO / folder, shop / folder)
     (shop / ".venv").symlink_to(REPO / ".venv")

@@ -20,6 +20,8 @@ rules; a mapping with several keys means all of them. The conditions
     received:    {campaign: welcome, within: 30d}  a message of it was sent
     credit:      {at_least: amount, at_most: amount}  store-credit balance at `now`
                  (credits not expired, less what was redeemed: `intake.wallet`)
+    tier:        gold (or a list: any of them), a tier id of tiers.yaml; `none`: no tier
+    referrals:   {at_least: n, at_most: n}  referred orders delivered and not reversed
 
 Windows are positive and at most 3650d; counts run from 0 to 1,000,000;
 amounts from 0 to 1,000,000,000 with at most two decimals.
@@ -57,6 +59,8 @@ from ..store import (
     OrderItem,
     OrderStatus,
     Product,
+    Referral,
+    ReferralStatus,
 )
 
 Rule = ColumnElement[bool]
@@ -74,10 +78,14 @@ class _Invalid(Exception):
 
 
 class _Compiler:
-    """Turns one segment's rules into a boolean expression, collecting problems."""
+    """Turns one segment's rules into a boolean expression, collecting problems.
 
-    def __init__(self, now: datetime):
+    With `tiers` (the ids of tiers.yaml), a `tier:` naming another id is a problem.
+    """
+
+    def __init__(self, now: datetime, tiers: list[str] | None = None):
         self.now = now
+        self.tiers = tiers
         self.problems: list[tuple[KeyPath, str]] = []
 
     def rule(self, node: Any, path: KeyPath) -> Rule:
@@ -109,6 +117,8 @@ class _Compiler:
             self.problems.append((path, f"unknown rule {key!r}{hint}"))
             return true()
         try:
+            if key == "tier" and self.tiers is not None:
+                _known_tiers(value, self.tiers)
             return condition(value, self.now)
         except _Invalid as exc:
             self.problems.append(((*path, *exc.path), exc.message))
@@ -126,18 +136,35 @@ def compile_segment(segment: Segment, now: datetime) -> Rule:
 
 
 def check_segments(project: Project) -> list[Problem]:
-    """Every bad rule in every segment, with file, line and key path."""
+    """Every bad rule in every segment and tier, with file, line and key path."""
     problems: list[Problem] = []
     now = datetime(2000, 1, 1, tzinfo=UTC)  # any moment: only the shape is checked
-    for name, segment in project.segments.items():
-        if segment.rules is None:
-            continue
-        compiler = _Compiler(now)
-        compiler.rule(segment.rules, ("rules",))
-        file = project.segment_files.get(name, f"segments/{name}.yaml")
+    tiers = project.tiers
+    tier_ids = [t.id for t in tiers.tiers] if tiers else []
+    rules: list[tuple[str, KeyPath, dict[str, Any]]] = [
+        (project.segment_files.get(name, f"segments/{name}.yaml"), ("rules",), segment.rules)
+        for name, segment in project.segments.items()
+        if segment.rules is not None
+    ]
+    if tiers is not None:
+        file = project.config.paths.tiers
+        rules += [(file, ("tiers", i, "rule"), t.rule) for i, t in enumerate(tiers.tiers)]
+    for file, at, rule in rules:
+        compiler = _Compiler(now, tier_ids)
+        compiler.rule(rule, at)
         for path, message in compiler.problems:
             problems.append(Problem(file, project.where(file, path), dotted(path), message))
     return problems
+
+
+def _known_tiers(value: Any, tiers: list[str]) -> None:
+    for name in _texts(value):
+        if name != "none" and name not in tiers:
+            close = difflib.get_close_matches(name, tiers, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"tiers: {', '.join(tiers) or 'none'}"
+            )
+            raise _Invalid((), f"unknown tier {name!r} ({hint})")
 
 
 # ---------------------------------------------------------------- the vocabulary
@@ -395,6 +422,30 @@ def _credit(value: Any, now: datetime) -> Rule:
     return and_(*(part for part in parts if part is not None))
 
 
+def _tier(value: Any, now: datetime) -> Rule:
+    names = _texts(value)
+    column = col(Customer.tier)
+    named = column.in_([n for n in names if n != "none"])
+    return or_(named, column.is_(None)) if "none" in names else and_(column.is_not(None), named)
+
+
+def _referrals(value: Any, now: datetime) -> Rule:
+    options = _options(value, {"at_least", "at_most"})
+    low, high = _bounds(options, _count)
+
+    def ids(op: str, bound: int) -> Select[Any]:
+        return (
+            select(col(Referral.referrer_id))
+            .where(col(Referral.status) == ReferralStatus.COUNTED)
+            .group_by(col(Referral.referrer_id))
+            .having(_cmp(func.count(), op, bound))  # type: ignore[arg-type]
+        )
+
+    if low == 0:
+        low = None
+    return _in_range(ids, low, high) if (low, high) != (None, None) else true()
+
+
 CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "orders": _orders,
     "spent": _spent,
@@ -411,4 +462,6 @@ CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "clicked": _event(EventKind.CLICK),
     "received": _received,
     "credit": _credit,
+    "tier": _tier,
+    "referrals": _referrals,
 }

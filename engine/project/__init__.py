@@ -1,8 +1,9 @@
 """The shop's project: config.yaml, campaign and segment files, validated once, at load.
 
-`yamlfile` reads YAML safely and remembers where every key was written; `config` holds
-the frozen models of the files and the validated value types a marketer types
-(durations, times of day, locales, timezones, money, percentages); `loader` builds one
+`yamlfile` reads YAML safely and remembers where every key was written; `values` holds
+the validated types of what a marketer types (durations, times of day, locales,
+timezones, money, percentages); `config`, `campaigns` and `rewards` hold the frozen
+models of the files (`rewards`: coupons, referrals, tiers.yaml); `loader` builds one
 `Project` and reports every problem with file, line and key path: `problems` words the
 values a model refuses, `references` finds the names and files that point nowhere.
 
@@ -13,14 +14,15 @@ modules import each other directly.
 Public names:
 
 - `campaigns`: `AfterPurchase`, `BackInStock`, `Broadcast`, `Campaign`,
-  `CheckoutAbandoned`, `CouponSpec`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
+  `CheckoutAbandoned`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
   `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `PriceDrop`,
   `ProductAdded`, `Schedule`, `Step`
-- `config`: `EMAIL`, `Holidays`, `LocalText`, `Segment`, `SendWindow`,
-  `Sending`, `Smtp`, `parse_amount`, `parse_duration`, `parse_email`, `parse_locale`,
-  `parse_slug`, `parse_timezone`, `pick_text`
+- `config`: `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
 - `loader`: `Project`, `Secrets`, `config_path`, `load_partial`, `load_project`
+- `rewards`: `CouponSpec`, `ReferralRewardSpec`, `Referrals`, `Tier`, `Tiers`
 - `templatesources`: `MAX_TEMPLATE_CHARS`, `TemplateSources`
+- `values`: `EMAIL`, `LocalText`, `parse_amount`, `parse_duration`, `parse_email`,
+  `parse_locale`, `parse_slug`, `parse_timezone`, `pick_text`
 - `yamlfile`: `KeyPath`, `describe`, `dotted`
 """
 
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
         Broadcast,
         Campaign,
         CheckoutAbandoned,
-        CouponSpec,
         DateTrigger,
         Exit,
         FirstOrder,
@@ -53,14 +54,13 @@ if TYPE_CHECKING:
         Schedule,
         Step,
     )
-    from .config import (
+    from .config import Holidays, Segment, Sending, SendWindow, Smtp
+    from .loader import Project, Secrets, config_path, load_partial, load_project
+    from .rewards import CouponSpec, ReferralRewardSpec, Referrals, Tier, Tiers
+    from .templatesources import MAX_TEMPLATE_CHARS, TemplateSources
+    from .values import (
         EMAIL,
-        Holidays,
         LocalText,
-        Segment,
-        Sending,
-        SendWindow,
-        Smtp,
         parse_amount,
         parse_duration,
         parse_email,
@@ -69,8 +69,6 @@ if TYPE_CHECKING:
         parse_timezone,
         pick_text,
     )
-    from .loader import Project, Secrets, config_path, load_partial, load_project
-    from .templatesources import MAX_TEMPLATE_CHARS, TemplateSources
     from .yamlfile import KeyPath, describe, dotted
 
 __all__ = [
@@ -98,6 +96,8 @@ __all__ = [
     "PriceDrop",
     "ProductAdded",
     "Project",
+    "ReferralRewardSpec",
+    "Referrals",
     "Schedule",
     "Secrets",
     "Segment",
@@ -106,6 +106,8 @@ __all__ = [
     "Smtp",
     "Step",
     "TemplateSources",
+    "Tier",
+    "Tiers",
     "config_path",
     "describe",
     "dotted",
@@ -126,10 +128,10 @@ _PUBLIC = {
     "BackInStock": ".campaigns",
     "Broadcast": ".campaigns",
     "Campaign": ".campaigns",
-    "CouponSpec": ".campaigns",
+    "CouponSpec": ".rewards",
     "CheckoutAbandoned": ".campaigns",
     "DateTrigger": ".campaigns",
-    "EMAIL": ".config",
+    "EMAIL": ".values",
     "Exit": ".campaigns",
     "FirstOrder": ".campaigns",
     "FlowStep": ".campaigns",
@@ -137,7 +139,7 @@ _PUBLIC = {
     "Holidays": ".config",
     "Inactive": ".campaigns",
     "KeyPath": ".yamlfile",
-    "LocalText": ".config",
+    "LocalText": ".values",
     "MAX_TEMPLATE_CHARS": ".templatesources",
     "MAX_WAIT": ".campaigns",
     "NthOrder": ".campaigns",
@@ -146,6 +148,8 @@ _PUBLIC = {
     "PriceDrop": ".campaigns",
     "ProductAdded": ".campaigns",
     "Project": ".loader",
+    "ReferralRewardSpec": ".rewards",
+    "Referrals": ".rewards",
     "Schedule": ".campaigns",
     "Secrets": ".loader",
     "Segment": ".config",
@@ -153,19 +157,21 @@ _PUBLIC = {
     "Sending": ".config",
     "Smtp": ".config",
     "Step": ".campaigns",
+    "Tier": ".rewards",
+    "Tiers": ".rewards",
     "TemplateSources": ".templatesources",
     "config_path": ".loader",
     "describe": ".yamlfile",
     "dotted": ".yamlfile",
     "load_partial": ".loader",
     "load_project": ".loader",
-    "parse_amount": ".config",
-    "parse_duration": ".config",
-    "parse_email": ".config",
-    "parse_locale": ".config",
-    "parse_slug": ".config",
-    "parse_timezone": ".config",
-    "pick_text": ".config",
+    "parse_amount": ".values",
+    "parse_duration": ".values",
+    "parse_email": ".values",
+    "parse_locale": ".values",
+    "parse_slug": ".values",
+    "parse_timezone": ".values",
+    "pick_text": ".values",
 }
 _MODULES: set[str] = set()
 

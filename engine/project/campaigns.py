@@ -24,15 +24,14 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..store import MessageKind
-from .config import (
-    Amount,
+from .rewards import CouponSpec
+from .values import (
     Frozen,
     LocalText,
     Percent,
     Slug,
     TimeOfDay,
     _shown,
-    amount_from,
     duration_from,
     parse_percent,
     parse_slug,
@@ -347,41 +346,6 @@ def _goal_orders(value: Any) -> int:
 
 
 ExitCondition = Annotated[Exit, BeforeValidator(parse_exit)]
-
-
-# ---------------------------------------------------------------- coupons
-
-PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
-
-
-class CouponSpec(Frozen):
-    """The coupon each message of a campaign or step carries: its own code, used once."""
-
-    percent: Percent | None = None
-    amount: Annotated[Amount, amount_from("0.01")] | None = None
-    min_order: Annotated[Amount, amount_from("0.01")] | None = None
-    expires_after: Annotated[timedelta, duration_from("1d", "365d")] = timedelta(days=30)
-    prefix: str = ""
-
-    @field_validator("prefix", mode="before")
-    @classmethod
-    def _prefix(cls, value: Any) -> str:
-        text = str(value).strip().upper() if value is not None else ""
-        if text and not PREFIX.match(text):
-            raise ValueError(
-                f"expected 1 to 12 letters or digits like WELCOME, got {_shown(value)}"
-            )
-        return text
-
-    @model_validator(mode="after")
-    def _one_value(self) -> CouponSpec:
-        if self.percent is not None and self.amount is not None:
-            raise ValueError("a coupon is either percent or amount, not both")
-        return self
-
-    @property
-    def sized(self) -> bool:
-        return self.percent is not None or self.amount is not None
 
 
 # ---------------------------------------------------------------- steps

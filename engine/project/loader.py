@@ -1,4 +1,4 @@
-"""Load a shop's project: config.yaml, campaigns/*.yaml, segments/*.yaml.
+"""Load a shop's project: config.yaml, campaigns/*.yaml, segments/*.yaml, tiers.yaml.
 
 `load_project` validates everything it can and raises one `ConfigError`
 listing every problem, each with file, line and key path. Files are found
@@ -22,8 +22,9 @@ from .campaigns import Campaign
 from .config import Config, Paths, Segment
 from .problems import validation_problems
 from .references import check_enabled, check_references
+from .rewards import Tiers
 from .templatesources import TemplateSources, TooManyTemplates, read_template_sources
-from .yamlfile import KeyPath, YamlDoc, YamlProblems, read_yaml
+from .yamlfile import KeyPath, YamlDoc, YamlProblems, dotted, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
 Named = TypeVar("Named", Campaign, Segment)
@@ -66,6 +67,8 @@ class Project:
     segment_files: dict[str, str] = field(default_factory=dict)
     # The templates as loaded; None: read from the folder when rendered.
     templates: TemplateSources | None = None
+    # tiers.yaml, the loyalty program; None: the shop has no tiers.
+    tiers: Tiers | None = None
 
     @property
     def templates_dir(self) -> Path:
@@ -134,6 +137,8 @@ def load_partial(
     bad = {p.file for p in refs}
     good = {n: c for n, c in campaigns.items.items() if campaigns.files[n] not in bad}
     templates = _read_templates(root, config.paths.templates, problems)
+    tiers_file = root / config.paths.tiers
+    tiers = _load_model(tiers_file, root, Tiers, docs, problems) if tiers_file.is_file() else None
     project = Project(
         root,
         config,
@@ -143,6 +148,7 @@ def load_partial(
         {n: campaigns.files[n] for n in good},
         segments.files,
         templates,
+        tiers,
     )
     problems.extend(
         cross_check(project, broken=campaigns.broken | (set(campaigns.items) - set(good)))
@@ -261,4 +267,17 @@ def cross_check(project: Project, broken: set[str] | frozenset[str] = frozenset(
                 f"key file {dkim.key_file} not found",
             )
         )
+    tier_ids = {t.id for t in project.tiers.tiers} if project.tiers else set()
+    for i, reward in enumerate(project.config.referrals.rewards):
+        if reward.tier is not None and reward.tier not in tier_ids:
+            path = ("referrals", "rewards", i, "tier")
+            known = ", ".join(sorted(tier_ids)) or f"none: {project.config.paths.tiers} is missing"
+            problems.append(
+                Problem(
+                    config_file,
+                    project.where(config_file, path),
+                    dotted(path),
+                    f"unknown tier {reward.tier!r} (tiers: {known})",
+                )
+            )
     return problems

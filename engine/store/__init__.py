@@ -19,8 +19,8 @@ Public names:
 - `models`: `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Coupon`,
   `CouponUse`, `Credit`, `Customer`, `CustomerTag`, `EventKind`, `FlowExit`, `FlowStepSeen`, `Message`,
   `MessageEvent`, `MessageKind`, `MessageStatus`, `Order`, `OrderItem`, `OrderStatus`,
-  `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Restock`, `ShopHoliday`,
-  `Suppression`, `SurveyAnswer`
+  `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Referral`, `ReferralReward`,
+  `ReferralStatus`, `Restock`, `ShopHoliday`, `Suppression`, `SurveyAnswer`, `TierChange`
 - `types`: `CENT`, `Money`, `UTCDateTime`, `to_money`
 """
 
@@ -66,10 +66,14 @@ if TYPE_CHECKING:
         Product,
         ProductWanted,
         ReceivedEvent,
+        Referral,
+        ReferralReward,
+        ReferralStatus,
         Restock,
         ShopHoliday,
         Suppression,
         SurveyAnswer,
+        TierChange,
     )
     from .types import CENT, Money, UTCDateTime, to_money
 
@@ -101,10 +105,14 @@ __all__ = [
     "Product",
     "ProductWanted",
     "ReceivedEvent",
+    "Referral",
+    "ReferralReward",
+    "ReferralStatus",
     "Restock",
     "ShopHoliday",
     "Suppression",
     "SurveyAnswer",
+    "TierChange",
     "UTCDateTime",
     "current_revision",
     "has_schema",
@@ -146,10 +154,14 @@ _PUBLIC = {
     "Product": ".models",
     "ProductWanted": ".models",
     "ReceivedEvent": ".models",
+    "Referral": ".models",
+    "ReferralReward": ".models",
+    "ReferralStatus": ".models",
     "Restock": ".models",
     "ShopHoliday": ".models",
     "Suppression": ".models",
     "SurveyAnswer": ".models",
+    "TierChange": ".models",
     "UTCDateTime": ".types",
     "current_revision": ".db",
     "has_schema": ".db",

@@ -81,6 +81,11 @@ class Customer(SQLModel, table=True):
     last_order_at: datetime | None = _utc(default=None, index=True)
     orders_count: int = Field(default=0, index=True)
     total_spent: Decimal = _money(default=Decimal("0"), index=True)
+    # The loyalty tier (an id from tiers.yaml, None: no tier), recomputed on each full pass.
+    tier: str | None = Field(default=None, sa_type=String(32), index=True)
+    tier_since: datetime | None = _utc(default=None)
+    # The customer's own referral code, minted once and never changed.
+    referral_code: str | None = Field(default=None, sa_type=String(16), unique=True, index=True)
 
 
 class CustomerTag(SQLModel, table=True):
@@ -421,3 +426,58 @@ class BroadcastTime(SQLModel, table=True):
     local_at: str = Field(sa_type=String(16))
     created_at: datetime = _utc()
     cancelled_at: datetime | None = _utc(default=None)
+
+
+class TierChange(SQLModel, table=True):
+    """A customer moved from one loyalty tier to another (None: no tier)."""
+
+    __tablename__ = "tier_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    from_tier: str | None = Field(default=None, sa_type=String(32))
+    to_tier: str | None = Field(default=None, sa_type=String(32))
+    # "up" or "down", by the order of tiers.yaml at the time of the change.
+    direction: str = Field(sa_type=String(8))
+    at: datetime = _utc(index=True)
+
+
+class ReferralStatus(StrEnum):
+    PENDING = "pending"  # the order is placed, not yet delivered
+    COUNTED = "counted"  # delivered: it counts for the referrer
+    REVERSED = "reversed"  # cancelled or returned after it counted (or before)
+    REFUSED = "refused"  # self-referral, a repeat customer, or an unknown code
+
+
+class Referral(SQLModel, table=True):
+    """An order that carried a referral code, and what became of it (one row per order)."""
+
+    __tablename__ = "referral"
+    __table_args__ = (Index("ix_referral_referrer_status", "referrer_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_type=String(64))
+    # None when the code is unknown.
+    referrer_id: int | None = Field(default=None, foreign_key="customer.id")
+    referred_id: int = Field(foreign_key="customer.id", index=True)
+    order_ref: str = Field(sa_type=String(64), unique=True)
+    order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
+    status: ReferralStatus = _state(ReferralStatus.PENDING)
+    reason: str = Field(default="", sa_type=String(200))
+    at: datetime = _utc()
+    counted_at: datetime | None = _utc(default=None)
+    reversed_at: datetime | None = _utc(default=None)
+
+
+class ReferralReward(SQLModel, table=True):
+    """A referral threshold a customer reached, paid once (credit or coupon)."""
+
+    __tablename__ = "referral_reward"
+    __table_args__ = (UniqueConstraint("customer_id", "threshold", name="uq_referral_reward"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    threshold: int
+    credit_id: int | None = Field(default=None, foreign_key="credit.id")
+    coupon_id: int | None = Field(default=None, foreign_key="coupon.id")
+    at: datetime = _utc(index=True)

@@ -134,6 +134,7 @@ def test_which_project_is_checked(
     good = tmp_path / "good"
     good.mkdir()
     shutil.copy(REPO / "config.yaml", good / "config.yaml")
+    shutil.copy(REPO / "tiers.yaml", good / "tiers.yaml")
     for folder in ("campaigns", "segments", "templates"):
         shutil.copytree(REPO / folder, good / folder)
     configs = {"good": str(good / "config.yaml"), "broken": str(broken[0] / "config.yaml")}

@@ -12,10 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from engine.project.campaigns import Campaign, HolidayTrigger
-from engine.project.config import (
-    Config,
-    Holidays,
-    SendWindow,
+from engine.project.config import Config, Holidays, SendWindow
+from engine.project.loader import Project, Secrets, load_project
+from engine.project.values import (
     parse_amount,
     parse_duration,
     parse_email,
@@ -27,7 +26,6 @@ from engine.project.config import (
     parse_timezone,
     pick_text,
 )
-from engine.project.loader import Project, Secrets, load_project
 
 CONFIG = {
     "shop": {"name": "Nakshi Ghor", "address": "House 12, Dhaka", "url": "https://ng.example"},
