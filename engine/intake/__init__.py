@@ -21,7 +21,8 @@ Public names:
   `Progress`, `import_csv`
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
-- `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `redeem`, `statement`
+- `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
+  `soonest_expiries`, `statement`
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ if TYPE_CHECKING:
         import_csv,
     )
     from .shop import add_holiday, set_consent
-    from .wallet import CreditRefused, Statement, balance_sql, balances, redeem, statement
+    from .wallet import (
+        CreditRefused,
+        Statement,
+        balance_sql,
+        balances,
+        credits_left,
+        redeem,
+        soonest_expiries,
+        statement,
+    )
 
 __all__ = [
     "KINDS",
@@ -78,6 +88,7 @@ __all__ = [
     "balance_sql",
     "balances",
     "check_coupon",
+    "credits_left",
     "find_coupon",
     "import_csv",
     "normalise_code",
@@ -86,6 +97,7 @@ __all__ = [
     "redeem_coupon",
     "set_consent",
     "shop",
+    "soonest_expiries",
     "statement",
 ]
 
@@ -112,6 +124,7 @@ _PUBLIC = {
     "balance_sql": ".wallet",
     "balances": ".wallet",
     "check_coupon": ".coupons",
+    "credits_left": ".wallet",
     "find_coupon": ".coupons",
     "import_csv": ".importer",
     "normalise_code": ".coupons",
@@ -120,6 +133,7 @@ _PUBLIC = {
     "redeem_coupon": ".coupons",
     "set_consent": ".shop",
     "shop": ".shop",
+    "soonest_expiries": ".wallet",
     "statement": ".wallet",
 }
 _MODULES = {"shop"}

@@ -12,7 +12,9 @@ balance at `now` is the sum of the entries whose `expires_at` is null or later
 than `now` (`counts_at`): exact (whole paisa) and one indexed sum
 (`ix_credit_customer_expires`). A refund taken back (`reversals`) is a negative
 entry of its order item without a source: for allocation it draws from that
-item's credits.
+item's credits. `credits_left` is what is left of each credit, in SQL, as a
+redemption would find it (the planner's `credit_unused` reminder, and the soonest
+expiry a template shows: `soonest_expiries`).
 
 `redeem` writes in the caller's transaction and never overdraws, even with two
 redemptions at once: it first locks the customer's row (`SELECT … FOR UPDATE`
@@ -28,7 +30,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Table, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Table,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy import type_coerce as _coerce
 from sqlmodel import Session
 
@@ -108,6 +121,86 @@ def balance_sql(customer_id: Any, now: datetime) -> Any:
         .correlate_except(credit)
         .scalar_subquery()
     )
+
+
+def credits_left(customers: Any) -> Any:
+    """Every credit (a positive entry) of `customers` (ids, or a select of them) with
+    what is left of it in paisa (`left`), as `_allocate` counts it: its amount, less
+    what redemptions drew from it, less its share of what was taken back of its order
+    item (taken from the item's credits first to expire first). Expired credits are
+    included (with `expires_at`): the caller keeps those that count at its `now`.
+    A subquery of id, customer_id, created_at, expires_at, left."""
+    drawn_from = credit.alias("drawn_from")
+    taken_back = credit.alias("taken_back")
+    drawn = (
+        select(func.coalesce(func.sum(_paisa(drawn_from.c.amount)), 0))
+        .where(drawn_from.c.source_id == credit.c.id)
+        .correlate(credit)
+        .scalar_subquery()
+    )
+    reversed_ = (
+        select(func.coalesce(func.sum(_paisa(taken_back.c.amount)), 0))
+        .where(
+            taken_back.c.order_item_id == credit.c.order_item_id,
+            taken_back.c.source_id.is_(None),
+            _paisa(taken_back.c.amount) < 0,
+        )
+        .correlate(credit)
+        .scalar_subquery()
+    )
+    kept = _paisa(credit.c.amount) + drawn
+    first_to_expire = (
+        case((credit.c.expires_at.is_(None), 1), else_=0),
+        func.coalesce(credit.c.expires_at, credit.c.created_at),
+        credit.c.created_at,
+        credit.c.id,
+    )
+    ahead = func.sum(kept).over(
+        partition_by=credit.c.order_item_id, order_by=first_to_expire, rows=(None, -1)
+    )
+    each = (
+        select(
+            credit.c.id,
+            credit.c.customer_id,
+            credit.c.created_at,
+            credit.c.expires_at,
+            kept.label("kept"),
+            (-reversed_).label("taken"),
+            func.coalesce(ahead, 0).label("ahead"),
+        )
+        .where(credit.c.customer_id.in_(customers), _paisa(credit.c.amount) > 0)
+        .subquery("credit_kept")
+    )
+    # What was taken back of the item falls on this credit once the credits ahead of
+    # it are used up, and never more than it kept.
+    share = each.c.taken - each.c.ahead
+    on_this = case((share <= 0, literal(0)), (share >= each.c.kept, each.c.kept), else_=share)
+    return select(
+        each.c.id,
+        each.c.customer_id,
+        each.c.created_at,
+        each.c.expires_at,
+        (each.c.kept - on_this).label("left"),
+    ).subquery("credit_left")
+
+
+def soonest_expiries(
+    session: Session, customer_ids: Iterable[int], now: datetime
+) -> dict[int, tuple[datetime, Decimal]]:
+    """For these customers, when their first credit with something left expires at
+    `now` and how much of it (and of others expiring at that moment) is left, in one
+    query; the caller chunks long lists. A customer none of whose credit expires is absent."""
+    left = credits_left(list(customer_ids))
+    rows = session.execute(
+        select(left.c.customer_id, left.c.expires_at, func.sum(left.c.left))
+        .where(left.c.expires_at > now, left.c.left > 0)
+        .group_by(left.c.customer_id, left.c.expires_at)
+    )
+    found: dict[int, tuple[datetime, Decimal]] = {}
+    for customer_id, expires_at, paisa in rows:
+        if customer_id not in found or expires_at < found[customer_id][0]:
+            found[customer_id] = (expires_at, from_paisa(paisa))
+    return found
 
 
 def balance(session: Session, customer_id: int, now: datetime) -> Decimal:

@@ -75,6 +75,7 @@ from ..project import (
     Broadcast,
     Campaign,
     CheckoutAbandoned,
+    CreditUnused,
     DateTrigger,
     FirstOrder,
     HolidayTrigger,
@@ -93,6 +94,7 @@ from .campaignpass import DEFAULT_LOOKBACK, FULL_RESCAN, UNCOUNTED, CampaignPass
 from .checkouts import plan_checkout_abandoned
 from .clocktriggers import plan_broadcast, plan_date, plan_schedule
 from .coupons import mint_coupons
+from .credittriggers import plan_credit_unused
 from .ordertriggers import late_orders, late_rows, order_rows
 from .products import plan_back_in_stock, plan_product_added
 from .purchases import plan_after_purchase, plan_inactive, plan_nth_order
@@ -225,4 +227,5 @@ _TRIGGERS: dict[type, Callable[[CampaignPass, Any], None]] = {
     ProductAdded: plan_product_added,
     BackInStock: plan_back_in_stock,
     CheckoutAbandoned: plan_checkout_abandoned,
+    CreditUnused: plan_credit_unused,
 }

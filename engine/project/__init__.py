@@ -14,7 +14,7 @@ modules import each other directly.
 Public names:
 
 - `campaigns`: `AfterPurchase`, `BackInStock`, `Broadcast`, `Campaign`,
-  `CheckoutAbandoned`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
+  `CheckoutAbandoned`, `CreditUnused`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
   `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `PriceDrop`,
   `ProductAdded`, `Schedule`, `Step`
 - `config`: `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         Broadcast,
         Campaign,
         CheckoutAbandoned,
+        CreditUnused,
         DateTrigger,
         Exit,
         FirstOrder,
@@ -81,6 +82,7 @@ __all__ = [
     "Campaign",
     "CheckoutAbandoned",
     "CouponSpec",
+    "CreditUnused",
     "DateTrigger",
     "Exit",
     "FirstOrder",
@@ -130,6 +132,7 @@ _PUBLIC = {
     "Campaign": ".campaigns",
     "CouponSpec": ".rewards",
     "CheckoutAbandoned": ".campaigns",
+    "CreditUnused": ".campaigns",
     "DateTrigger": ".campaigns",
     "EMAIL": ".values",
     "Exit": ".campaigns",

@@ -26,12 +26,14 @@ from pydantic_core import PydanticCustomError
 from ..store import MessageKind
 from .rewards import CouponSpec
 from .values import (
+    Amount,
     Frozen,
     LocalText,
     Percent,
     Slug,
     TimeOfDay,
     _shown,
+    amount_from,
     duration_from,
     parse_percent,
     parse_slug,
@@ -258,6 +260,28 @@ class CheckoutAbandoned(_Expiring):
     expires_after: Expiry | None = timedelta(days=1)
 
 
+class CreditUnused(_Expiring):
+    """A reminder of store credit not spent: held `after` this long, or expiring within
+    `expiring_within` (or both: whichever comes first). Once per credit that causes it."""
+
+    type: Literal["credit_unused"]
+    # The oldest credit with something left, and the wallet's last change, are this old.
+    after: Annotated[timedelta, duration_from("1d", "365d")] | None = None
+    # The credit with something left that expires first expires within this.
+    expiring_within: Annotated[timedelta, duration_from("1h", "365d")] | None = None
+    min_balance: Annotated[Amount, amount_from("0.01")] = Decimal("0.01")
+    expires_after: Expiry | None = timedelta(days=3)
+
+    @model_validator(mode="after")
+    def _when(self) -> CreditUnused:
+        if self.after is None and self.expiring_within is None:
+            raise ValueError(
+                "credit_unused needs after (how long the credit sat unspent, like 30d) or "
+                "expiring_within (how soon a credit expires, like 14d), or both"
+            )
+        return self
+
+
 Trigger = Annotated[
     FirstOrder
     | OrderPlaced
@@ -272,7 +296,8 @@ Trigger = Annotated[
     | BackInStock
     | Schedule
     | Broadcast
-    | CheckoutAbandoned,
+    | CheckoutAbandoned
+    | CreditUnused,
     Field(discriminator="type"),
 ]
 
