@@ -1,9 +1,11 @@
 """Reporting: what the campaigns did, for `lifecycle report` and the dashboard.
 
 `reports.build_report` is the one source of every figure (docs/metrics.md); `retention`
-computes the retention metrics from the orders; `dashboard` is the Starlette app the
-tracking server mounts at /dashboard (its login in `dashauth`, its email preview in
-`dashpreview`), with server-drawn SVG `charts` and its templates and CSS in `web/`.
+computes the retention metrics from the orders; `rewards` the coupons and store credit,
+`loyalty` the tiers and referrals; `dashboard` is the Starlette app the tracking server
+mounts at /dashboard (its login in `dashauth`, its email preview in `dashpreview`, its
+rewards tables in `dashrewards`), with server-drawn SVG `charts` and its templates and CSS
+in `web/`.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
 `engine.intake`, `engine.plan`, `engine.deliver`.

@@ -4,7 +4,8 @@
 the dashboard shows (docs/metrics.md, "Reports"). It computes the sections asked
 for over one period [start, end) as of `now`, in one read of the store: the
 campaign report and its totals (`campaigns`), the activity series (`activity`),
-the retention metrics (`retention`) and the queue (`queue`).
+the retention metrics (`retention`), the queue (`queue`) and the rewards
+(`rewards`: coupons, store credit, tiers, referrals).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .activity import activity
 from .campaigns import BENCHMARKS, campaign_report, totals
 from .queue import queue
 from .retention import ACTIVITY_DAYS, ReportError, buckets, retention
+from .rewards import rewards
 
 DEFAULT_DAYS = 30
 
@@ -50,7 +52,7 @@ def period(
     return start.astimezone(now.tzinfo), end.astimezone(now.tzinfo)
 
 
-SECTIONS = frozenset({"campaigns", "activity", "retention", "queue"})
+SECTIONS = frozenset({"campaigns", "activity", "retention", "queue", "rewards"})
 
 
 def build_report(
@@ -64,7 +66,8 @@ def build_report(
     activity_days: int = ACTIVITY_DAYS,
     sections: Collection[str] = SECTIONS,
 ) -> dict[str, Any]:
-    """Every figure of the campaign report, activity, queue and retention for [start, end).
+    """Every figure of the campaign report, activity, queue, retention and rewards for
+    [start, end).
 
     `sections` leaves out the parts a caller does not show ("campaigns" brings
     "totals" with it); the parts computed are the same whatever else is asked.
@@ -118,6 +121,8 @@ def _fill(
         )
     if "queue" in sections:
         report["queue"] = queue(session, now)
+    if "rewards" in sections:
+        report["rewards"] = rewards(session, project, start, end, now)
 
 
 def to_json(value: Any) -> Any:
