@@ -1,4 +1,8 @@
-"""`lifecycle report`: what the campaigns did and how loyal the customers are."""
+"""`lifecycle report`: what the campaigns did and how loyal the customers are.
+
+Prints `build_report` as JSON (`--json`), as CSV tables (`--csv`, here) or as
+terminal tables (`reporttables`).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,13 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
-from zoneinfo import ZoneInfo
 
 import click
-from rich import box
-from rich.table import Table
 
 from ..report import ACTIVITY_DAYS, build_report, period, to_json
 from .app import App
-from .base import Day, console, main, print_json, with_app
+from .base import Day, main, print_json, with_app
+from .reporttables import show
 
 CAMPAIGN_COLUMNS = [
     "trigger",
@@ -64,6 +66,18 @@ RETENTION_COLUMNS = [
     "customer_lifetime_value",
 ]
 NPS_COLUMNS = ["answers", "promoters", "passives", "detractors", "score"]
+COUPON_COLUMNS = ["issued", "redeemed", "redemption_rate", "expired", "revenue"]
+CREDIT_COLUMNS = [
+    "outstanding_at_start",
+    "issued",
+    "redeemed",
+    "taken_back",
+    "expired",
+    "outstanding",
+]
+TIER_COLUMNS = ["name", "in_file", "customers", "up", "down", "left"]
+REFERRAL_COLUMNS = ["referred", "pending", "counted", "reversed", "refused"]
+REWARD_COLUMNS = ["paid", "credit", "coupons"]
 ERROR_COLUMNS = [
     "message_id",
     "campaign",
@@ -144,7 +158,9 @@ def csv_cell(value: Any) -> str:
 
 
 def write_csv(data: dict[str, Any], out: IO[str]) -> None:
-    """Campaigns, retention and recent errors as three tables separated by a blank line."""
+    """The report as tables separated by a blank line: campaigns, retention, recent
+    errors, then coupons, store credit, tiers, referred orders, refused referrals by
+    reason and referral rewards (docs/metrics.md, "CSV")."""
     writer = csv.writer(out, lineterminator="\n")
 
     def rows(header: list[str], body: Iterable[list[Any]]) -> None:
@@ -173,99 +189,39 @@ def write_csv(data: dict[str, Any], out: IO[str]) -> None:
         ),
     )
     rows(ERROR_COLUMNS, ([e[k] for k in ERROR_COLUMNS] for e in data["queue"]["recent_errors"]))
+    for header, body in _rewards_csv(data["rewards"]):
+        rows(header, body)
 
 
-def _shown(value: Any) -> str:
-    return "–" if value is None else str(value)
-
-
-def show(data: dict[str, Any]) -> None:
-    """Rich tables for a terminal."""
-    info = data["period"]
-    zone = ZoneInfo(info["timezone"])
-    first, last = info["start"].astimezone(zone), info["end"].astimezone(zone)
-    console.print(
-        f"[bold]{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M}[/bold] ({info['timezone']}); "
-        f"an order counts for a campaign when placed within {info['attribution_days']} days "
-        "after a human open or click",
-        markup=True,
-    )
-    rows = [*data["campaigns"].items(), ("all campaigns", data["totals"])]
-    statuses = ["sent", "queued", "retrying", "failed", "expired", "in_doubt", "suppressed"]
-    sending = _table("Sending", ["sent", "queued", "retry", "failed", "expired", "doubt", "suppr."])
-    opens = _table(
-        "Opens (human) and clicks",
-        ["opens", "open %", "ref. %", "machine", "clicks", "click %", "unsub"],
-    )
-    money = _table("Credit and orders", ["store credit", "orders", "revenue"])
-    for name, row in rows:
-        sending.add_row(name, *(str(row[k]) for k in statuses))
-        opens.add_row(
-            name,
-            str(row["unique_human_opens"]),
-            _shown(row["human_open_rate"]),
-            _shown(row["reference_open_rate"]),
-            str(row["machine_opens"]),
-            f"{row['unique_clicks']}/{row['total_clicks']}",
-            _shown(row["click_rate"]),
-            str(row["unsubscribes"]),
-        )
-        money.add_row(
-            name,
-            _shown(row["store_credit"]),
-            str(row["attributed_orders"]),
-            _shown(row["attributed_revenue"]),
-        )
-    for table in (sending, opens, money, *_retention_tables(data["retention"])):
-        console.print(table)
-
-
-def _table(title: str, columns: list[str], first: str = "campaign") -> Table:
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column(first, no_wrap=True)
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
-    return table
-
-
-def _retention_tables(retention: dict[str, Any]) -> list[Table]:
-    title = f"Retention (active = ordered within {retention['activity_days']} days)"
-    counts = _table(title, ["at start", "at end", "new", "lost", "returning", "orders"], "period")
-    rates = _table(
-        "Retention rates",
-        ["CRR %", "churn %", "repeat %", "frequency", "AOV", "CLV", "NPS"],
-        "period",
-    )
-    slices = [*((b["label"], b) for b in retention["buckets"]), ("total", retention["total"])]
-    for label, b in slices:
-        counts.add_row(
-            label,
-            *(
-                str(b[k])
-                for k in (
-                    "customers_at_start",
-                    "customers_at_end",
-                    "new_customers",
-                    "lost_customers",
-                    "returning_customers",
-                    "orders",
-                )
-            ),
-        )
-        rates.add_row(
-            label,
-            _shown(b["retention_rate"]),
-            _shown(b["churn_rate"]),
-            _shown(b["repeat_customer_rate"]),
-            _shown(b["purchase_frequency"]),
-            _shown(b["average_order_value"]),
-            _shown(b["customer_lifetime_value"]),
-            _shown(b["nps"]["score"]),
-        )
-    return [counts, rates]
+def _rewards_csv(rewards: dict[str, Any]) -> list[tuple[list[str], list[list[Any]]]]:
+    """(header, rows) of each rewards table, in the order the CSV holds them."""
+    coupons = [
+        *rewards["coupons"]["campaigns"].items(),
+        ("all campaigns", rewards["coupons"]["total"]),
+    ]
+    tiers = rewards["tiers"]
+    referrals = rewards["referrals"]
+    paid = referrals["rewards"]
+    return [
+        (
+            ["campaign", *COUPON_COLUMNS],
+            [[name, *(row[k] for k in COUPON_COLUMNS)] for name, row in coupons],
+        ),
+        (CREDIT_COLUMNS, [[rewards["credit"][k] for k in CREDIT_COLUMNS]]),
+        (
+            ["tier", *TIER_COLUMNS],
+            [
+                *([key, *(row[k] for k in TIER_COLUMNS)] for key, row in tiers["tiers"].items()),
+                ["all customers", *(tiers["total"].get(k) for k in TIER_COLUMNS)],
+            ],
+        ),
+        (REFERRAL_COLUMNS, [[referrals[k] for k in REFERRAL_COLUMNS]]),
+        (["reason", "referrals"], [list(pair) for pair in referrals["refused_by_reason"].items()]),
+        (
+            ["threshold", *REWARD_COLUMNS],
+            [
+                [n, *(row[k] for k in REWARD_COLUMNS)]
+                for n, row in [*paid["thresholds"].items(), ("all", paid["total"])]
+            ],
+        ),
+    ]

@@ -19,6 +19,7 @@ from engine.report.reports import build_report, period, to_json
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import Customer, Message, MessageStatus
 from tests.report.test_reports import NOW, START, build_shop
+from tests.report.test_rewards import build_rewards
 
 FORMULA_NAME = '=HYPERLINK("http://evil.example","click")'
 
@@ -31,6 +32,7 @@ def shop(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     engine = make_engine(project.database_url(Secrets()))
     upgrade(engine)
     build_shop(engine)
+    build_rewards(engine)
     with session_scope(engine) as session:
         customer = Customer(
             external_id="f",
@@ -90,7 +92,7 @@ def test_default_period_is_the_last_30_days(shop: Path) -> None:
 def test_csv_escapes_formulas(shop: Path) -> None:
     text = run(shop, "--from", "2026-11-01", "--csv")
     sections = text.strip("\n").split("\n\n")
-    assert len(sections) == 3
+    assert len(sections) == 9
     campaigns = list(csv.DictReader(io.StringIO(sections[0])))
     welcome = next(r for r in campaigns if r["campaign"] == "welcome")
     assert welcome["human_open_rate"] == "50.00"
@@ -99,6 +101,27 @@ def test_csv_escapes_formulas(shop: Path) -> None:
     hostile = next(r for r in errors if r["customer_email"] == "f@example.com")
     assert hostile["customer_name"] == "'" + FORMULA_NAME
     assert hostile["last_error"] == "'@SUM(1+1) refused"
+
+
+def test_csv_has_the_rewards_tables_after_the_others(shop: Path) -> None:
+    text = run(shop, "--from", "2026-11-01", "--csv")
+    coupons, credit, tiers, referred, refused, paid = (
+        list(csv.DictReader(io.StringIO(section))) for section in text.strip("\n").split("\n\n")[3:]
+    )
+    assert coupons[-1] == {"campaign": "all campaigns", "issued": "13", "redeemed": "7",
+                           "redemption_rate": "53.85", "expired": "3", "revenue": "3450.74"}  # fmt: skip
+    # test_rewards' wallet, and the report history's two refund credits (0.16 + 3.00)
+    assert credit == [{"outstanding_at_start": "130.15", "issued": "278.66", "redeemed": "45.55",
+                       "taken_back": "25.50", "expired": "114.60", "outstanding": "223.16"}]  # fmt: skip
+    assert [row["tier"] for row in tiers] == [
+        "(no tier)", "silver", "gold", "diamond", "platinum", "all customers"
+    ]  # fmt: skip
+    assert tiers[-1]["customers"] == "12"  # c1–c5 of the report history, f, and r1–r6
+    assert referred == [
+        {"referred": "7", "pending": "1", "counted": "1", "reversed": "1", "refused": "4"}
+    ]
+    assert refused[0] == {"reason": "not a first order", "referrals": "2"}
+    assert paid[-1] == {"threshold": "all", "paid": "4", "credit": "140.00", "coupons": "1"}
 
 
 @pytest.mark.parametrize(
@@ -123,6 +146,11 @@ def test_terminal_tables(shop: Path) -> None:
     out = run(shop, "--from", "2026-11-01")
     assert "welcome" in out and " 50.00 " in out and " 42.00 " in out
     assert "Retention" in out
+    assert "Coupons issued in the period" in out and " 3450.74" in out
+    assert "Store credit" in out and " 223.16" in out
+    assert "platinum (not in tiers file)" in out and "not a first order" in out
+    nps = next(line for line in out.splitlines() if "NPS" in line)
+    assert "answers" in nps  # the score never without its answer count
 
 
 def test_bad_options_say_what_is_wrong(shop: Path) -> None:
