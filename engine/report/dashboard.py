@@ -1,4 +1,4 @@
-"""The reports dashboard: campaigns, retention, the queue and a live email preview.
+"""The reports dashboard: campaigns, retention, rewards, the queue and a live email preview.
 
 `dashboard_app` builds a Starlette app the tracking server mounts at
 `/dashboard`. Every figure on it comes from `engine.report.reports.build_report`, the
@@ -6,7 +6,8 @@ same function behind `lifecycle report --json`.
 
 Its parts: the pages here; who may see them in `dashauth` (the login form, its
 sessions, the throttle on wrong passwords, the same-origin and CSRF checks); the email
-preview, served in a sandboxed iframe with a policy of its own, in `dashpreview`.
+preview, served in a sandboxed iframe with a policy of its own, in `dashpreview`; the
+rewards page's tables in `dashrewards`.
 
 Pages are rendered by an autoescaping Jinja environment, so names, user agents and SMTP
 replies are shown as text. Every page is sent with a Content-Security-Policy that allows
@@ -36,6 +37,7 @@ from . import charts
 from .campaigns import BENCHMARKS
 from .dashauth import Sessions, base
 from .dashpreview import Previews
+from .dashrewards import rewards_tables
 from .reports import build_report, period, to_json
 from .retention import ReportError
 
@@ -111,6 +113,7 @@ RETENTION_TABLES: list[tuple[str, str, list[Column]]] = [
             ("purchases_per_year", "Orders per year", "count"),
             ("customer_lifetime_value", "Lifetime value", "money"),
             ("nps_score", "NPS", "count"),
+            ("nps_answers", "NPS answers", "count"),
         ],
     ),
 ]
@@ -142,6 +145,7 @@ def dashboard_app(
         Route("/dashboard.css", board.stylesheet, methods=["GET"]),
         Route("/", private(board.overview), methods=["GET"]),
         Route("/retention", private(board.retention), methods=["GET"]),
+        Route("/rewards", private(board.rewards), methods=["GET"]),
         Route("/queue", private(board.queue), methods=["GET"]),
         Route("/preview", private(previews.preview), methods=["GET"]),
         Route("/preview/email", private(previews.preview_email), methods=["GET"]),
@@ -314,6 +318,20 @@ class Dashboard:
             local=_local(self.get_project()),
             trend_chart=trend,
             trend_legend=charts.legend(list(series)),
+        )
+
+    async def rewards(self, request: Request) -> Response:
+        report, error, chosen = await self._report(request, "rewards")
+        return self.page(
+            request,
+            "rewards.html",
+            _status(error),
+            error=error,
+            chosen=chosen,
+            report=report,
+            shown=_shown(self.get_project()),
+            local=_local(self.get_project()),
+            **(rewards_tables(report["rewards"]) if report else {}),
         )
 
     async def queue(self, request: Request) -> Response:

@@ -113,7 +113,9 @@ def shown(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@pytest.mark.parametrize("path", ["/", "/retention", "/queue", "/preview", "/preview/email"])
+@pytest.mark.parametrize(
+    "path", ["/", "/retention", "/rewards", "/queue", "/preview", "/preview/email"]
+)
 def test_every_page_needs_a_login(client: TestClient, path: str) -> None:
     response = client.get(f"/dashboard{path}", follow_redirects=False)
     assert response.status_code == 303
@@ -197,6 +199,7 @@ def test_retention_table_shows_build_report(
     for bucket in [*report["buckets"], {**report["total"], "label": "total"}]:
         cells = table[bucket["label"]]
         assert cells.pop("nps_score") == shown(bucket["nps"]["score"])
+        assert cells.pop("nps_answers") == str(bucket["nps"]["answers"])  # beside its score
         for figure, text in cells.items():
             assert text == shown(bucket[figure]), (bucket["label"], figure)
     assert table["total"]["new_customers"] == "3"

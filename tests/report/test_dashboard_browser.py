@@ -19,6 +19,7 @@ from engine.project.loader import Secrets, load_project
 from engine.store.db import make_engine, upgrade
 from tests.conftest import skip_or_fail
 from tests.report.test_reports import EVIL_NAME, build_flow, build_shop, with_flow
+from tests.report.test_rewards import build_rewards
 
 pytestmark = pytest.mark.browser
 
@@ -50,6 +51,7 @@ def config(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     upgrade(engine)
     build_shop(engine)
     build_flow(engine)
+    build_rewards(engine)
     engine.dispose()
     return project_dir / "config.yaml"
 
@@ -182,6 +184,27 @@ def test_dashboard_in_chromium(browser: Any, server: str, config: Path, tmp_path
         for figure, value in cells.items():
             assert value == str(reported[step][figure]), (step, figure)
 
+    # the rewards page: every cell as the report has it
+    page.click("nav >> text=Rewards")
+    page.wait_for_url(f"{server}/rewards?from={PERIOD[0]}&to={PERIOD[1]}")
+    rewards = expected["rewards"]
+    coupons, coupon_texts = table_figures(
+        page, "#rewards-coupons tr[data-campaign]", "data-campaign"
+    )
+    for name, row in [
+        *rewards["coupons"]["campaigns"].items(),
+        ("all campaigns", rewards["coupons"]["total"]),
+    ]:
+        assert coupons[name] == {k: "" if v is None else str(v) for k, v in row.items()}, name
+    assert coupon_texts["all campaigns"]["revenue"] == "৳3,450.74"
+    credit, _ = table_figures(page, "#rewards-credit tr[data-credit]", "data-credit")
+    assert credit == {"period": rewards["credit"]}
+    tiers, _ = table_figures(page, "#rewards-tiers tr[data-tier]", "data-tier")
+    assert tiers["gold"] == {k: str(rewards["tiers"]["tiers"]["gold"][k]) for k in tiers["gold"]}
+    assert len(tiers["gold"]) == 4
+    paid, _ = table_figures(page, "#rewards-paid tr[data-threshold]", "data-threshold")
+    assert paid["all"]["credit"] == rewards["referrals"]["rewards"]["total"]["credit"]
+
     page.goto(f"{server}/preview")
     page.select_option("select[name=campaign]", "thank_you")
     page.fill("input[name=customer]", "c1")
@@ -226,6 +249,7 @@ PAGES = [
     "/?from=2026-01-01&to=2026-11-21",
     "/retention?from=2026-01-01&to=2026-11-21&by=month",
     "/retention?from=2024-01-01&to=2026-11-21&by=year",
+    f"/rewards?from={PERIOD[0]}&to={PERIOD[1]}",
     "/queue",
     "/preview?campaign=thank_you&customer=c1",
 ]
