@@ -6,12 +6,15 @@
 
 `bench/plan.py` times the four triggers the engine was founded on; this times
 the nine that came with flows (inactive, date, nth_order, after_purchase,
-product_added, back_in_stock, schedule, broadcast, checkout_abandoned). The
+product_added, back_in_stock, schedule, broadcast, checkout_abandoned) and the
+store-credit reminder (credit_unused). The
 shop is built so that every one of them has work at the moment planned
 (`DUE`, noon in Dhaka on a fortnightly day): birthdays over the whole year,
 last orders 90 days back, 2nd to 4th orders in the last days, tea and pantry
 deliveries a month back, a new sari, restocks of products customers asked
-for, checkouts left unfinished, customers in their first 90 days, a broadcast.
+for, checkouts left unfinished, customers in their first 90 days, a broadcast,
+store credit granted over the last 120 days to 3 % of the customers (some of it
+expiring, some of it spent).
 
 For each trigger, its campaign alone: the due pass (the campaign's first, a
 full pass over its whole lookback, which queues), the idle pass a minute later
@@ -63,6 +66,7 @@ from engine.store.db import make_engine, upgrade  # noqa: E402
 from engine.store.models import (  # noqa: E402
     BroadcastTime,
     Checkout,
+    Credit,
     Customer,
     Message,
     MessageKind,
@@ -122,13 +126,14 @@ TRIGGERS = [
     ("checkout_abandoned (1 h)", "abandoned_checkout"),
     ("schedule (14 d)", "fortnightly_update"),
     ("broadcast (everyone)", "bench_broadcast"),
+    ("credit_unused (30 d, 14 d)", "credit_reminder"),
 ]
 
 TARGET_IDLE = 0.5
 TARGET_DUE = 15.0
 TARGET_MB = 300
 
-tables = {m.__tablename__: m.__table__ for m in (Customer, Order, OrderItem, Product, PriceChange, Message, Suppression, Checkout, Restock, ProductWanted, BroadcastTime)}  # type: ignore[union-attr]  # fmt: skip
+tables = {m.__tablename__: m.__table__ for m in (Customer, Order, OrderItem, Product, PriceChange, Message, Suppression, Checkout, Restock, ProductWanted, BroadcastTime, Credit)}  # type: ignore[union-attr]  # fmt: skip
 
 
 # ---------------------------------------------------------------- the project
@@ -191,6 +196,7 @@ def build(url: str, customers: int, seed: int = 7) -> None:
         counts["message"] = _load_history(conn, rng, customers, store)
         counts["checkout"] += _load_abandoned(conn, rng, customers)
         counts["product_wanted"] = _load_wanted(conn, rng, customers)
+        counts["credit"] = _load_credits(conn, rng, customers, store)
         conn.execute(tables["suppression"].insert(), [
             {"email": f"c{i}@example.com", "reason": "bounce", "source": "bench", "created_at": DUE - 9 * D}
             for i in rng.sample(range(1, customers + 1), customers // 200)
@@ -208,7 +214,8 @@ def build(url: str, customers: int, seed: int = 7) -> None:
     print(
         f"built {counts['customer']:,} customers, {counts['orders']:,} orders, "
         f"{counts['message']:,} past messages, {counts['checkout']:,} checkouts, "
-        f"{counts['product_wanted']:,} wishes in {loaded - started:.0f} s "
+        f"{counts['product_wanted']:,} wishes, {counts['credit']:,} credit entries in "
+        f"{loaded - started:.0f} s "
         f"(+{time.perf_counter() - loaded:.0f} s indexes)",
         flush=True,
     )
@@ -360,6 +367,32 @@ def _load_wanted(conn: Any, rng: random.Random, customers: int) -> int:
     return len(rows)
 
 
+def _load_credits(conn: Any, rng: random.Random, customers: int, store: _Store) -> int:
+    """Store credit for 3 % of the customers, granted over the last 120 days (four in ten
+    expiring 90 days after), three in ten of them partly or wholly spent since."""
+    credits, spends = [], []
+    for n, cid in enumerate(rng.sample(range(1, customers + 1), customers * 3 // 100)):
+        created = DUE - timedelta(seconds=rng.randrange(86_400, 120 * 86_400))
+        expires = created + 90 * D if rng.random() < 0.4 else None
+        amount = rng.randrange(1_000, 80_000)  # paisa
+        credits.append({"dedupe_key": f"bench:credit:{n}", "customer_id": cid, "amount": amount,
+                        "reason": "price drop before delivery", "created_at": store.at(created),
+                        "expires_at": store.at(expires)})  # fmt: skip
+        spent_at = created + timedelta(seconds=rng.randrange(3_600, 40 * 86_400))
+        if rng.random() < 0.3 and spent_at < DUE and (expires is None or spent_at < expires):
+            spends.append((n, cid, rng.randrange(100, amount + 1), spent_at, expires))
+    for start in range(0, len(credits), CHUNK):
+        conn.execute(_raw("credit").insert(), credits[start : start + CHUNK])
+    ids = dict(conn.execute(text("SELECT dedupe_key, id FROM credit")).all())
+    rows = [{"dedupe_key": f"redemption:bench-{n}:1", "customer_id": cid, "amount": -taken,
+             "reason": f"redeemed for order B-{n}", "created_at": store.at(at),
+             "expires_at": store.at(expires), "source_id": ids[f"bench:credit:{n}"],
+             "order_ref": f"B-{n}"} for n, cid, taken, at, expires in spends]  # fmt: skip
+    for start in range(0, len(rows), CHUNK):
+        conn.execute(_raw("credit").insert(), rows[start : start + CHUNK])
+    return len(credits) + len(rows)
+
+
 def _load_history(conn: Any, rng: random.Random, customers: int, store: _Store) -> int:
     """Half a million sent messages over the last 60 days (for caps and dedupe look-ups)."""
     total = customers // 2
@@ -507,6 +540,30 @@ def orm_broadcast(s: Shopper, now: datetime) -> int:
     return 0
 
 
+def orm_credit_reminder(s: Shopper, now: datetime) -> int:
+    """The shipped credit_reminder: 30 days unspent, or expiring within 14; from 50 taka."""
+    entries = s.session.exec(select(Credit).where(col(Credit.customer_id) == s.customer.id)).scalars().all()  # type: ignore[call-overload]  # fmt: skip
+    drawn = {e.source_id: e.amount for e in entries if e.source_id is not None}
+    live = [e for e in entries if e.amount > 0 and (e.expires_at is None or e.expires_at > now)
+            and e.amount + drawn.get(e.id, Decimal(0)) > 0]  # fmt: skip
+    balance = sum((e.amount for e in entries if e.expires_at is None or e.expires_at > now), Decimal(0))  # fmt: skip
+    if not live or balance < 50:
+        return 0
+    expired = [e.expires_at for e in entries if e.amount > 0 and e.expires_at and e.expires_at <= now]  # fmt: skip
+    changes = [e.created_at for e in entries if e.amount < 0] + expired
+    expiring = [e for e in live if e.expires_at is not None]
+    if expiring:
+        soonest = min(expiring, key=lambda e: (e.expires_at, e.id))
+        entry = max([soonest.expires_at - 14 * D, *expired])
+        if now - 3 * D < entry <= now:
+            first = min(e.id for e in entries if e.amount > 0 and e.expires_at == soonest.expires_at)  # fmt: skip
+            return s.new(f"credit_reminder:{s.customer.id}:credit-{first}")
+    oldest = min(live, key=lambda e: (e.created_at, e.id))
+    if now - 3 * D < max([oldest.created_at, *changes]) + 30 * D <= now:
+        return s.new(f"credit_reminder:{s.customer.id}:credit-{oldest.id}")
+    return 0
+
+
 ORM_CHECKS: dict[str, Callable[[Shopper, datetime], int]] = {
     "birthday": orm_birthday,
     "win_back": orm_win_back,
@@ -517,6 +574,7 @@ ORM_CHECKS: dict[str, Callable[[Shopper, datetime], int]] = {
     "abandoned_checkout": orm_abandoned_checkout,
     "fortnightly_update": orm_fortnightly,
     "bench_broadcast": orm_broadcast,
+    "credit_reminder": orm_credit_reminder,
 }
 
 

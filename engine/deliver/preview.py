@@ -28,6 +28,7 @@ from ..project import (
     Broadcast,
     Campaign,
     CheckoutAbandoned,
+    CreditUnused,
     DateTrigger,
     FirstOrder,
     FlowStep,
@@ -108,6 +109,8 @@ def preview_message(
         message.holiday_date = day
         message.context = {"holiday_name": name}
         return message
+    if isinstance(trigger, CreditUnused):
+        return message  # about the customer's own wallet, read when it renders
     order = _order_for(session, customer_id, first=isinstance(trigger, FirstOrder))
     if order is None:
         raise DataError(
@@ -289,8 +292,8 @@ def preview_sample(
 def preview_customer(session: Session, project: Project, campaign_name: str) -> int | None:
     """The row id of a customer who would really get `campaign_name`, or None.
 
-    The campaign's latest recipient; for a price drop without one, the customer
-    credited last.
+    The campaign's latest recipient; for a price drop or a credit reminder without
+    one, the customer credited last.
     """
     campaign = project.campaigns.get(campaign_name)
     if campaign is None:
@@ -305,6 +308,13 @@ def preview_customer(session: Session, project: Project, campaign_name: str) -> 
         latest = session.execute(
             select(col(Credit.customer_id))
             .where(col(Credit.order_item_id).is_not(None))
+            .order_by(col(Credit.created_at).desc(), col(Credit.id).desc())
+            .limit(1)
+        ).scalar()
+    if latest is None and isinstance(campaign.trigger, CreditUnused):
+        latest = session.execute(
+            select(col(Credit.customer_id))
+            .where(col(Credit.amount) > 0)
             .order_by(col(Credit.created_at).desc(), col(Credit.id).desc())
             .limit(1)
         ).scalar()

@@ -53,7 +53,7 @@ from .contextparts import (
     step_context,
 )
 from .formatting import round_money
-from .wallet import load_balances
+from .wallet import load_balances, load_expiries
 
 # Links a message carries: {"unsubscribe_url": …, "pixel_url": …, "survey_url": …}, from its id.
 Links = Callable[[int], dict[str, str]]
@@ -91,6 +91,7 @@ def load_contexts(
     now = now or datetime.now(UTC)
     batch = load(session, project, messages)
     batch.credit_balances = load_balances(session, (m.customer_id for m in messages), now)
+    batch.credit_expiries = load_expiries(session, batch.credit_balances, now)
     shops: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any] | ContextError] = []
     for message in messages:
@@ -173,6 +174,7 @@ def _context(
             locale,
             days_since_order,
             credit_balance=batch.credit_balances[message.customer_id],
+            credit_expiry=batch.credit_expiries.get(message.customer_id),
         ),
         timezone=customer.timezone or project.config.shop.timezone,
         is_marketing=message.kind != MessageKind.TRANSACTIONAL,

@@ -55,6 +55,7 @@ class Batch:
     products: dict[str, Any] = field(default_factory=dict)  # sku → product row
     credits: dict[int, Any] = field(default_factory=dict)
     credit_balances: dict[int, Any] = field(default_factory=dict)  # customer id → render.wallet
+    credit_expiries: dict[int, Any] = field(default_factory=dict)  # customer id → (when, left)
     offers: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     last_orders: dict[int, Any] = field(default_factory=dict)  # customer id → order row
     favourites: dict[int, str] = field(default_factory=dict)  # customer id → category

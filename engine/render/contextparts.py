@@ -14,6 +14,7 @@ batches cost no more than they did.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -80,6 +81,7 @@ def customer_context(
     days_since_order: int | None = None,
     *,
     credit_balance: Decimal = Decimal("0.00"),
+    credit_expiry: tuple[datetime, Decimal] | None = None,
 ) -> dict[str, Any]:
     """Who the email is to; `credit_balance` is their store credit now (`render.wallet`)."""
     name = (name or "").strip()
@@ -91,6 +93,9 @@ def customer_context(
         "locale": locale,
         "days_since_order": days_since_order,
         "credit_balance": credit_balance,
+        # When their first credit with something left expires, and how much is left of it.
+        "credit_expires_at": credit_expiry[0] if credit_expiry else None,
+        "credit_expiring": credit_expiry[1] if credit_expiry else None,
     }
 
 

@@ -21,6 +21,7 @@ from ..project import (
     BackInStock,
     Campaign,
     CheckoutAbandoned,
+    CreditUnused,
     DateTrigger,
     FlowStep,
     HolidayTrigger,
@@ -74,6 +75,8 @@ def sample_context(
             "order_number": order["number"],
         }
         kwargs["credit"] = {"amount": Decimal("14.50"), "created_at": now}
+    elif isinstance(trigger, CreditUnused):
+        kwargs = {}  # about the wallet: no order
     elif isinstance(trigger, WITH_FAVOURITES):
         kwargs = _of_the_year(campaign, bengali, order, now)
         days_since_order = trigger.days if isinstance(trigger, Inactive) else 45
@@ -87,6 +90,7 @@ def sample_context(
             locale,
             days_since_order,
             credit_balance=Decimal("250.50"),
+            credit_expiry=(now + timedelta(days=12), Decimal("120.00")),
         ),
         timezone=project.config.shop.timezone,
         is_marketing=campaign.kind != MessageKind.TRANSACTIONAL,

@@ -171,6 +171,8 @@ def test_order_context_per_language(both_session: Session, project: Project) -> 
         "locale": "bn_BD",
         "days_since_order": None,  # only the triggers of a shop's year count it
         "credit_balance": Decimal("0.00"),  # no store credit
+        "credit_expires_at": None,
+        "credit_expiring": None,
     }
     assert (bn["locale"], bn["lang"], bn["timezone"], bn["currency"]) == (
         "bn_BD", "bn", "Asia/Dhaka", "BDT",
@@ -348,7 +350,8 @@ def test_a_batch_of_50_loads_in_a_bounded_number_of_queries(
     finally:
         event.remove(store, "before_cursor_execute", count)
     assert all(isinstance(c, dict) for c in contexts)
-    # customers, lines, orders, products, credits, credit balances
-    assert len(statements) <= 6, statements
+    # customers, lines, orders, products, credits, credit balances, and when the credit of
+    # those with a balance expires
+    assert len(statements) <= 7, statements
     assert contexts[3]["item"]["order_number"] == "NG-2"
     assert contexts[2]["offers"][0]["name"] == "পাটের ব্যাগ"
