@@ -41,7 +41,9 @@ _HELP = {
     "quantity (required), delivered_at, status (placed/delivered/cancelled), unit_price "
     "(default: the product's current price), cart_id (the checkout the order completed), "
     "coupon_code (a code from an email: marked used by the order, or its refusal recorded; "
-    "the same on every line of an order). Naive times are in the shop's timezone.",
+    "the same on every line of an order), referral_code (another customer's referral code: "
+    "the referral recorded, pending or refused with its reason; the same on every line). "
+    "Naive times are in the shop's timezone.",
     "wanted": "Products customers asked to hear about when back in stock. Columns: "
     "customer_id, sku (required), at (when they asked; default: now). A pair already "
     "recorded changes nothing.",

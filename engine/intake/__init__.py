@@ -4,7 +4,8 @@
 time; `importer` does the same in bulk from CSV files; `events` parses and applies the
 shop's events (`POST /api/events`, served by the tracking app). All three name the field
 and the value in every error and leave committing to the caller. `coupons` decides and
-records a coupon code presented with an order (by either, or the checkout's API). `wallet` is each
+records a coupon code presented with an order (by either, or the checkout's API); `referrals`
+a referral code an order carries (and answers the checkout about one). `wallet` is each
 customer's store credit: balance, entries, redemptions.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
@@ -19,6 +20,7 @@ Public names:
   `parse_events`
 - `importer`: `BadRow`, `CsvFormatError`, `ImportRejected`, `ImportResult`, `KINDS`,
   `Progress`, `import_csv`
+- `referrals`: `ReferralCheck`, `ReferralRefusal`, `check_referral_code`
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         Progress,
         import_csv,
     )
+    from .referrals import ReferralCheck, ReferralRefusal, check_referral_code
     from .shop import add_holiday, set_consent
     from .wallet import (
         CreditRefused,
@@ -81,6 +84,8 @@ __all__ = [
     "Presentation",
     "Progress",
     "Redemption",
+    "ReferralCheck",
+    "ReferralRefusal",
     "Statement",
     "active_coupons",
     "add_holiday",
@@ -88,6 +93,7 @@ __all__ = [
     "balance_sql",
     "balances",
     "check_coupon",
+    "check_referral_code",
     "credits_left",
     "find_coupon",
     "import_csv",
@@ -117,6 +123,8 @@ _PUBLIC = {
     "Presentation": ".coupons",
     "Progress": ".importer",
     "Redemption": ".coupons",
+    "ReferralCheck": ".referrals",
+    "ReferralRefusal": ".referrals",
     "Statement": ".wallet",
     "active_coupons": ".coupons",
     "add_holiday": ".shop",
@@ -124,6 +132,7 @@ _PUBLIC = {
     "balance_sql": ".wallet",
     "balances": ".wallet",
     "check_coupon": ".coupons",
+    "check_referral_code": ".referrals",
     "credits_left": ".wallet",
     "find_coupon": ".coupons",
     "import_csv": ".importer",

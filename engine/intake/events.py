@@ -9,13 +9,16 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   city?, birthday? (YYYY-MM-DD), tags? [..], marketing_consent? (true/false),
   created_at?}. Creates the customer or updates the fields given.
 - `order.placed`: `order` = {id, customer_id, placed_at?, items: [{sku,
-  quantity, unit_price?}], delivered_at?, cancelled?, cart_id?, coupon_code?}.
+  quantity, unit_price?}], delivered_at?, cancelled?, cart_id?, coupon_code?,
+  referral_code?}.
   `placed_at` defaults to the event's `at` (so: when it arrived). Without
   unit_price a line is charged the product's price when the order was placed.
   `cart_id` names the checkout the order completed (see `checkout.started`).
   `coupon_code` is the coupon the order used: the order is recorded whatever
   the code, and the code's use or refusal with its reason
-  (`engine.intake.coupons`).
+  (`engine.intake.coupons`). `referral_code` is another customer's referral
+  code: the order is recorded whatever the code, and the referral, pending or
+  refused with its reason, beside it (`engine.intake.referrals`).
 - `order.delivered`: `order_id`, `delivered_at`.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
@@ -83,7 +86,7 @@ from sqlmodel import Session, col
 from ..errors import DataError, EngineError, UnknownRecord
 from ..project import Holidays, LocalText, pick_text
 from ..store import Customer, ReceivedEvent, session_scope
-from . import coupons, customerbatch, shop, wallet
+from . import coupons, customerbatch, referrals, shop, wallet
 
 _RECEIVED: Any = ReceivedEvent.__table__  # type: ignore[attr-defined]
 MAX_BODY_BYTES = 1_000_000
@@ -173,6 +176,7 @@ class OrderData(_Shape):
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
     cart_id: Key | None = None
     coupon_code: Key | None = None
+    referral_code: Key | None = None
 
 
 class ProductData(_Shape):
@@ -561,6 +565,9 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         cart_id=data.cart_id,
     )
     coupons.redeem_order_coupon(session, data.coupon_code, data.id, source="events api")
+    referrals.record_order_referral(
+        session, data.referral_code, data.id, now=max(at, now), source="events api"
+    )
 
 
 def _delivered(session: Session, event: OrderDelivered, at: datetime, now: datetime) -> None:

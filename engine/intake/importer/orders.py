@@ -10,6 +10,8 @@ A new order's `cart_id` (the same on each of its lines) completes the stored
 checkout of that cart, if any; a stored order's cart is left as it is. An
 order's `coupon_code` (the same on each of its lines) is presented with it
 (`engine.intake.coupons`): the use or refusal is recorded, the order kept.
+So is its `referral_code` (`engine.intake.referrals`): the referral, pending or
+refused with its reason, is recorded beside the order.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlmodel import Session
 
 from ...store import Checkout, Customer, Order, OrderItem, OrderStatus, PriceChange, Product
 from ..coupons import normalise_code, redeem_order_coupon
+from ..referrals import record_order_referral
 from ..reversals import take_back
 from ..shop import refresh_order_totals
 from .cells import (
@@ -56,10 +59,19 @@ COLUMNS = (
     "unit_price",
     "cart_id",
     "coupon_code",
+    "referral_code",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
 # The columns every line of an order repeats, the same each time.
-_PER_ORDER = ("customer_id", "placed_at", "delivered_at", "status", "cart_id", "coupon_code")
+_PER_ORDER = (
+    "customer_id",
+    "placed_at",
+    "delivered_at",
+    "status",
+    "cart_id",
+    "coupon_code",
+    "referral_code",
+)
 
 
 def import_orders(job: Job, session: Session, records: list[Record]) -> None:
@@ -92,6 +104,9 @@ def import_orders(job: Job, session: Session, records: list[Record]) -> None:
     _complete_checkouts(conn, [o.first.cart_id for key, o in orders.items() if key not in stored])
     for order_id, order in orders.items():
         redeem_order_coupon(session, order.first.coupon_code, order_id, source="orders csv")
+        record_order_referral(
+            session, order.first.referral_code, order_id, now=job.now, source="orders csv"
+        )
     refresh_order_totals(session, touched)
 
 
@@ -150,11 +165,14 @@ class _LineRow:
     unit_price: Decimal | None
     cart_id: str | None
     coupon_code: str | None
+    referral_code: str | None
 
 
 _id_text = partial(parse_text, limit=64)
 _quantity = partial(parse_whole, minimum=1)
-_Head = tuple[str, str, datetime, datetime | None, OrderStatus | None, str | None, str | None]
+_Head = tuple[
+    str, str, datetime, datetime | None, OrderStatus | None, str | None, str | None, str | None
+]
 
 
 def _order_head(record: Record, zone: ZoneInfo) -> _Head:
@@ -176,6 +194,7 @@ def _order_head(record: Record, zone: ZoneInfo) -> _Head:
         status,
         cell(record, "cart_id", _id_text),
         cell(record, "coupon_code", lambda v: normalise_code(_id_text(v))),
+        cell(record, "referral_code", lambda v: normalise_code(_id_text(v))),
     )
 
 
@@ -193,11 +212,13 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             get("status"),
             get("cart_id"),
             get("coupon_code"),
+            get("referral_code"),
         )
         head = heads.get(key)
         if head is None:
             head = heads[key] = _order_head(record, zone)
-        order_id, customer_id, placed_at, delivered_at, status, cart_id, coupon_code = head
+        (order_id, customer_id, placed_at, delivered_at, status, cart_id, coupon_code,
+         referral_code) = head  # fmt: skip
         return _LineRow(
             order_id,
             customer_id,
@@ -209,6 +230,7 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             unit_price=cell(record, "unit_price", parse_amount),
             cart_id=cart_id,
             coupon_code=coupon_code,
+            referral_code=referral_code,
         )
 
     return parse
