@@ -338,7 +338,7 @@ def create_app(
         *surveys.routes(engine, get_project, signer, clock),
         Route("/api/events", tracker.events, methods=["POST"]),
         *credit_routes(engine, get_project, clock, tracker._check_key),
-        *coupon_routes(engine, clock, tracker._check_key),
+        *coupon_routes(engine, get_project, clock, tracker._check_key),
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),

@@ -10,6 +10,15 @@ case: see `engine.intake.coupons`).
   or null: who it was made for), 404 for an unknown code (`status`
   `unknown`), 409 for a used one (`used`, with `used_order`), 410 for an
   expired one (`expired`, with `expires_at`). Every refusal has an `error`.
+- A customer's referral code (`engine.intake.referrals`) answers the same way
+  with `kind` `referral`: 200 `valid` with the friend's first-order discount
+  (config.yaml's `referrals.friend_coupon`; all null without one),
+  `first_order_only` true, `expires_at` and `customer` null, and `referrer`
+  {id}. With `?email=` (the customer at the checkout) it is checked for them:
+  409 `self_referral` (the referrer's own address), `not_first_order` (they
+  have an order not cancelled) or `already_referred`; a bad address is a 422
+  naming `email`. Redeeming a referral code is a 409 `referral`: the order
+  carries it as `referral_code` instead.
 - `POST /api/coupons/{code}/redeem` with {"order_id": the shop's order id,
   "total"?: "123.45", "customer_id"?: the shop's customer id} marks the coupon
   used by that order: 200 with the coupon, `status` `redeemed`, `order_id` and
@@ -48,10 +57,13 @@ from ..intake import (
     Outcome,
     Presentation,
     Redemption,
+    ReferralCheck,
     check_coupon,
+    check_referral_code,
     normalise_code,
     redeem_coupon,
 )
+from ..project import Project, Referrals, parse_email
 from ..store import CENT, session_scope, to_money
 
 log = logging.getLogger(__name__)
@@ -59,6 +71,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4096  # bytes of a redeem request's body
 MAX_ID = 64  # characters of an order, customer or coupon id
 MAX_TOTAL = Decimal("10000000.00")  # as the events API: no order of this shop comes close
+MAX_EMAIL = 254
 KeyCheck = Callable[[Request], Response | None]  # None: the key is right; else the answer
 _STATUS = {
     Outcome.REDEEMED: 200,
@@ -78,7 +91,10 @@ _UNAVAILABLE = {"error": "the database is unavailable; retry later"}
 
 
 def coupon_routes(
-    engine: Engine, clock: Callable[[], datetime], check_key: KeyCheck
+    engine: Engine,
+    get_project: Callable[[], Project],
+    clock: Callable[[], datetime],
+    check_key: KeyCheck,
 ) -> list[BaseRoute]:
     """The checkout's coupon routes of the tracking app."""
 
@@ -90,10 +106,17 @@ def coupon_routes(
         if not 0 < len(code) <= MAX_ID:
             return _refused(code, *_no_such_code(code), None)
         try:
-            coupon, refusal = await run_in_threadpool(_check, engine, code, clock())
+            email = _email(request.query_params.get("email"))
+            coupon, refusal, referral = await run_in_threadpool(
+                _check, engine, code, email, clock()
+            )
+        except _BadBody as exc:
+            return JSONResponse(exc.answer, status_code=exc.status)
         except (SQLAlchemyError, StoreError) as exc:
             log.error("coupons: the database failed: %s", exc)
             return JSONResponse(_UNAVAILABLE, status_code=503)
+        if referral is not None:
+            return _referral_answer(referral, get_project().config.referrals)
         if refusal is not None:
             return _refused(code, *refusal, coupon)
         assert coupon is not None  # a coupon nothing refuses
@@ -112,12 +135,14 @@ def coupon_routes(
             presentation = _presentation(code, body, clock())
             if not 0 < len(code) <= MAX_ID:
                 return _refused(code, *_no_such_code(code), None)
-            redemption = await run_in_threadpool(_redeem, engine, presentation)
+            redemption, referral = await run_in_threadpool(_redeem, engine, presentation)
         except _BadBody as exc:
             return JSONResponse(exc.answer, status_code=exc.status)
         except (SQLAlchemyError, StoreError) as exc:
             log.error("coupons: the database failed: %s", exc)
             return JSONResponse(_UNAVAILABLE, status_code=503)
+        if referral:
+            return _not_redeemed(redemption.code)
         return _answer(redemption)
 
     return [
@@ -133,16 +158,72 @@ def _no_such_code(code: str) -> tuple[Outcome, str]:
 
 
 def _check(
-    engine: Engine, code: str, now: datetime
-) -> tuple[CouponView | None, tuple[Outcome, str] | None]:
+    engine: Engine, code: str, email: str | None, now: datetime
+) -> tuple[CouponView | None, tuple[Outcome, str] | None, ReferralCheck | None]:
+    """The coupon with the code and why it is refused; else the referral code, if it is one."""
     with Session(engine) as session:
-        return check_coupon(session, code, now)
+        coupon, refusal = check_coupon(session, code, now)
+        if coupon is not None:
+            return coupon, refusal, None
+        return coupon, refusal, check_referral_code(session, code, email)
 
 
-def _redeem(engine: Engine, presentation: Presentation) -> Redemption:
-    """Redeem in one transaction; a refusal writes nothing (the order may not exist yet)."""
+def _redeem(engine: Engine, presentation: Presentation) -> tuple[Redemption, bool]:
+    """Redeem in one transaction; a refusal writes nothing (the order may not exist yet).
+    True beside an unknown code that is a referral code."""
     with session_scope(engine) as session:
-        return redeem_coupon(session, presentation, record_refusals=False)
+        redemption = redeem_coupon(session, presentation, record_refusals=False)
+        unknown = redemption.outcome is Outcome.UNKNOWN
+        return redemption, unknown and check_referral_code(
+            session, redemption.code, None
+        ) is not None
+
+
+def _email(given: str | None) -> str | None:
+    """The `?email=` of a referral check, lower case; _BadBody naming `email` if bad."""
+    if given is None:
+        return None
+    shown = given[:60]
+    if len(given) > MAX_EMAIL:
+        raise _BadBody("email", f"must be at most {MAX_EMAIL} characters, got {len(given)}")
+    try:
+        return parse_email(given).lower()
+    except ValueError:
+        raise _BadBody("email", f"expected an email address, got {shown!r}") from None
+
+
+def _referral_answer(referral: ReferralCheck, program: Referrals) -> Response:
+    """A referral code: valid with the friend's discount, or why it would not count."""
+    body: dict[str, Any] = {"code": referral.code, "kind": "referral"}
+    if referral.refusal is not None:
+        body |= {"status": referral.refusal.value, "error": referral.reason}
+        body["referrer"] = {"id": referral.referrer.external_id}
+        return JSONResponse(body, status_code=409)
+    friend = program.friend_coupon
+
+    def cents(value: Decimal | None) -> str | None:  # as a stored coupon's: "10.00"
+        return None if value is None else _amount(value.quantize(CENT))
+
+    body |= {
+        "percent_off": cents(friend.percent if friend else None),
+        "amount_off": cents(friend.amount if friend else None),
+        "min_order": cents(friend.min_order if friend else None),
+        "expires_at": None,
+        "customer": None,
+        "first_order_only": True,
+        "referrer": {"id": referral.referrer.external_id},
+        "status": "valid",
+    }
+    return JSONResponse(body)
+
+
+def _not_redeemed(code: str) -> Response:
+    error = (
+        "a referral code is not redeemed: send it with the order as referral_code "
+        "(order.placed, or the orders CSV)"
+    )
+    body = {"code": code, "kind": "referral", "status": "referral", "error": error}
+    return JSONResponse(body, status_code=409)
 
 
 def _answer(redemption: Redemption) -> Response:
