@@ -4,7 +4,8 @@
 (for one step of a flow: the first unless told), from their own data: their
 latest order (the first for a welcome; the one that reached an order number; the
 latest with what an after-purchase email is about), their latest price-drop
-credit, their next birthday or anniversary, their latest checkout; the next date
+credit, their next birthday or anniversary, their latest checkout, their latest
+referral reward; the next date
 of one of the campaign's holidays in the calendar, the shop's newest product, its
 latest restock, the current period of a schedule. It writes nothing. Where the customer's data lacks what the email is
 about (a price drop for a customer never credited), it makes up sample values, and
@@ -38,7 +39,9 @@ from ..project import (
     PriceDrop,
     ProductAdded,
     Project,
+    ReferralRewardTrigger,
     Schedule,
+    TierChanged,
 )
 from ..render import holiday_name, round_money
 from ..store import (
@@ -50,7 +53,9 @@ from ..store import (
     OrderItem,
     OrderStatus,
     Product,
+    ReferralReward,
     Restock,
+    TierChange,
 )
 
 # Triggers whose preview is built from the customer's or the shop's data by `_about`.
@@ -64,6 +69,8 @@ _OF_THE_YEAR = (
     Schedule,
     Broadcast,
     CheckoutAbandoned,
+    TierChanged,
+    ReferralRewardTrigger,
 )
 
 
@@ -181,6 +188,22 @@ def _about(
         carts = carts.order_by(col(Checkout.started_at).desc(), col(Checkout.id).desc())
         checkout = session.execute(carts.limit(1)).scalars().first()
         message.context = {"cart_id": _needed(checkout, f"{who} has no checkout", campaign).cart_id}
+    elif isinstance(trigger, TierChanged):
+        changes = select(TierChange).where(col(TierChange.customer_id) == customer.id)
+        changes = changes.order_by(col(TierChange.at).desc(), col(TierChange.id).desc())
+        change = session.execute(changes.limit(1)).scalars().first()
+        found = _needed(change, f"{who} has never changed tier", campaign)
+        message.context = {
+            "from_tier": found.from_tier,
+            "to_tier": found.to_tier,
+            "direction": found.direction,
+        }
+    elif isinstance(trigger, ReferralRewardTrigger):
+        rewards = select(ReferralReward).where(col(ReferralReward.customer_id) == customer.id)
+        rewards = rewards.order_by(col(ReferralReward.at).desc(), col(ReferralReward.id).desc())
+        reward = session.execute(rewards.limit(1)).scalars().first()
+        found_reward = _needed(reward, f"{who} has earned no referral reward", campaign)
+        message.context = {"reward_id": found_reward.id, "threshold": found_reward.threshold}
 
 
 def _needed(row: Any, missing: str, campaign: Campaign) -> Any:

@@ -19,6 +19,7 @@ Public names:
 - `calendar`: `check_holidays`, `check_offers`, `holiday_dates`
 - `planner`: `PlanReport`, `plan`
 - `segments`: `check_segments`
+- `tiers`: `recompute_tiers`
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .calendar import check_holidays, check_offers, holiday_dates
     from .planner import PlanReport, plan
     from .segments import check_segments
+    from .tiers import recompute_tiers
 
 __all__ = [
     "BroadcastEntry",
@@ -52,6 +54,7 @@ __all__ = [
     "list_broadcasts",
     "parse_local_at",
     "plan",
+    "recompute_tiers",
     "set_broadcast",
 ]
 
@@ -68,6 +71,7 @@ _PUBLIC = {
     "list_broadcasts": ".broadcasts",
     "parse_local_at": ".broadcasts",
     "plan": ".planner",
+    "recompute_tiers": ".tiers",
     "set_broadcast": ".broadcasts",
 }
 _MODULES: set[str] = set()

@@ -32,11 +32,26 @@ log = logging.getLogger(__name__)
 
 
 def plan_announcements(run: CampaignPass, trigger: HolidayTrigger) -> None:
-    """Move queued messages whose holiday moved, then queue the occurrences open now."""
+    """Move queued messages whose holiday moved, then queue the occurrences open now.
+
+    With `early_access`, customers in those loyalty tiers are queued first, from
+    `early_access.days_before` the date; everyone else (and a customer who joins the
+    tier later) from `days_before`. Both share the occurrence, so each gets one email.
+    """
     holidays = _holiday_occurrences(run, trigger)
     _move_holidays(run, trigger, holidays)
+    early, first = trigger.early_access, None
+    if early is not None:
+        sooner = trigger.model_copy(update={"days_before": early.days_before})
+        first = _holiday_rows(run, sooner, holidays)
+        if first is not None:
+            first.where.append(customer.c.tier.in_(early.tiers))
+            run.queue(first)
     candidates = _holiday_rows(run, trigger, holidays)
     if candidates is not None:
+        if early is not None and first is not None:  # (those are counted once, above)
+            tier = customer.c.tier
+            candidates.where.append(or_(tier.is_(None), tier.not_in(early.tiers)))
         run.queue(candidates)
 
 

@@ -451,8 +451,9 @@ class CampaignPass:
         insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
             list(values_), chosen
         )
-        self.step_result.queued = self.write(insert)
-        self.result.queued += self.step_result.queued
+        queued = self.write(insert)
+        self.step_result.queued += queued
+        self.result.queued += queued
         self._count_skipped(base, rows)
 
     def _values(self, rows: Candidates, status: MessageStatus) -> dict[str, Any]:
@@ -548,10 +549,13 @@ class CampaignPass:
             )
         ).one()
         step = self.step_result
-        step.skipped_consent, step.skipped_suppressed, step.skipped_cap = (int(v) for v in row)
-        self.result.skipped_consent += step.skipped_consent
-        self.result.skipped_suppressed += step.skipped_suppressed
-        self.result.skipped_cap += step.skipped_cap
+        consent, suppressed_, capped_ = (int(v) for v in row)
+        step.skipped_consent += consent
+        step.skipped_suppressed += suppressed_
+        step.skipped_cap += capped_
+        self.result.skipped_consent += consent
+        self.result.skipped_suppressed += suppressed_
+        self.result.skipped_cap += capped_
         later = [s.id for s in self.flow[self.index + 1 :]]
         if self.campaign.steps and later:
             step.skipped_passed = self._count_passed(rows, later)

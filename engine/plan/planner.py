@@ -25,6 +25,16 @@ Triggers and their rules:
 - `holiday`: see `engine.plan.announcements`; occurrence `<holiday id>-<year>`.
 - `price_drop`: see `engine.plan.refunds`; occurrence `item-<order item id>-<lowest
   price in paisa>`.
+- `tier_changed`: see `engine.plan.tiers`; occurrence `tier-<tier change id>`.
+- `referral_reward`: see `engine.plan.referrals`; occurrence `reward-<at>` (the
+  reward's count of referrals).
+
+Before the campaigns, reward upkeep (`_refresh_rewards`): customers without a
+referral code get one, referred orders delivered are counted and cancelled ones
+reversed, and the referral rewards now owed are paid (`engine.plan.referrals`);
+then loyalty tiers are
+recomputed (`engine.plan.tiers`, at most every `FULL_RESCAN` unless tiers.yaml
+changed or a rescan is asked for). A dry run changes nothing and skips it.
 
 A full pass looks at everything due within each trigger's lookback; between
 full passes (every `FULL_RESCAN`, 15 minutes) a pass looks only at what fell
@@ -86,7 +96,9 @@ from ..project import (
     PriceDrop,
     ProductAdded,
     Project,
+    ReferralRewardTrigger,
     Schedule,
+    TierChanged,
 )
 from ..store import session_scope
 from .announcements import plan_announcements
@@ -98,7 +110,9 @@ from .credittriggers import plan_credit_unused
 from .ordertriggers import late_orders, late_rows, order_rows
 from .products import plan_back_in_stock, plan_product_added
 from .purchases import plan_after_purchase, plan_inactive, plan_nth_order
+from .referrals import mint_referral_codes, plan_referral_reward, settle_referrals
 from .refunds import REFUND_LOOKBACK, plan_refunds
+from .tiers import plan_tier_changed, recompute_tiers
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +157,7 @@ def plan(
     report = PlanReport(now)
     if not dry_run:
         _apply_due_prices(engine, now)
+        _refresh_rewards(engine, project, now, rescan)
     for campaign in sorted(project.enabled_campaigns, key=_run_order):
         try:
             with engine.connect() as conn, conn.begin() as transaction:
@@ -187,6 +202,37 @@ def _apply_due_prices(engine: Engine, now: datetime) -> None:
         log.info("%d product price(s) dated ahead took effect", changed)
 
 
+def _refresh_rewards(engine: Engine, project: Project, now: datetime, rescan: bool) -> None:
+    """Reward upkeep before the campaigns, each part in its own transaction: referral
+    codes, referrals and their rewards, then tiers (at once when a tier reward was paid).
+
+    A failure is logged and leaves that part as it was; the campaigns still run.
+    """
+    tier_granted = _refresh_referrals(engine, project, now, rescan)
+    try:
+        with engine.connect() as conn, conn.begin():
+            recompute_tiers(conn, project, now, force=rescan or tier_granted)
+    except Exception:
+        log.exception("recomputing loyalty tiers at %s failed", now.isoformat())
+
+
+def _refresh_referrals(engine: Engine, project: Project, now: datetime, rescan: bool) -> bool:
+    """Mint the missing referral codes, then settle referrals; True if a tier reward was paid."""
+    try:
+        with engine.connect() as conn, conn.begin():
+            minted = mint_referral_codes(conn)
+        if minted:
+            log.info("%d referral code(s) minted", minted)
+    except Exception:
+        log.exception("minting referral codes at %s failed", now.isoformat())
+    try:
+        with engine.connect() as conn, conn.begin():
+            return settle_referrals(conn, project, now, rescan=rescan).tiers > 0
+    except Exception:
+        log.exception("settling referrals at %s failed", now.isoformat())
+        return False
+
+
 def _run_order(campaign: Campaign) -> int:
     """First orders before order campaigns (quiet_after_welcome reads the welcomes)."""
     order = {FirstOrder: 0, OrderPlaced: 1, OrderDelivered: 1, HolidayTrigger: 2, PriceDrop: 3}
@@ -228,4 +274,6 @@ _TRIGGERS: dict[type, Callable[[CampaignPass, Any], None]] = {
     BackInStock: plan_back_in_stock,
     CheckoutAbandoned: plan_checkout_abandoned,
     CreditUnused: plan_credit_unused,
+    TierChanged: plan_tier_changed,
+    ReferralRewardTrigger: plan_referral_reward,
 }

@@ -127,10 +127,17 @@ class _Compiler:
 
 def compile_segment(segment: Segment, now: datetime) -> Rule:
     """The segment as a boolean SQL expression over `customer`; ConfigError if invalid."""
+    if segment.rules is None:
+        return true()
+    return compile_rule(segment.rules, now, f"segments/{segment.name}.yaml", ("rules",))
+
+
+def compile_rule(rule: dict[str, Any], now: datetime, file: str, at: KeyPath) -> Rule:
+    """A rule written at `at` in `file` (a segment's, a tier's) as a boolean SQL expression
+    over `customer`; ConfigError naming the file and key path if invalid."""
     compiler = _Compiler(now)
-    expression = true() if segment.rules is None else compiler.rule(segment.rules, ("rules",))
+    expression = compiler.rule(rule, at)
     if compiler.problems:
-        file = f"segments/{segment.name}.yaml"
         raise ConfigError([Problem(file, None, dotted(p), m) for p, m in compiler.problems])
     return expression
 

@@ -16,7 +16,7 @@ Public names:
 - `campaigns`: `AfterPurchase`, `BackInStock`, `Broadcast`, `Campaign`,
   `CheckoutAbandoned`, `CreditUnused`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
   `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `PriceDrop`,
-  `ProductAdded`, `Schedule`, `Step`
+  `ProductAdded`, `ReferralRewardTrigger`, `Schedule`, `Step`, `TierChanged`
 - `config`: `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
 - `loader`: `Project`, `Secrets`, `config_path`, `load_partial`, `load_project`
 - `rewards`: `CouponSpec`, `ReferralRewardSpec`, `Referrals`, `Tier`, `Tiers`
@@ -52,8 +52,10 @@ if TYPE_CHECKING:
         OrderPlaced,
         PriceDrop,
         ProductAdded,
+        ReferralRewardTrigger,
         Schedule,
         Step,
+        TierChanged,
     )
     from .config import Holidays, Segment, Sending, SendWindow, Smtp
     from .loader import Project, Secrets, config_path, load_partial, load_project
@@ -99,6 +101,7 @@ __all__ = [
     "ProductAdded",
     "Project",
     "ReferralRewardSpec",
+    "ReferralRewardTrigger",
     "Referrals",
     "Schedule",
     "Secrets",
@@ -109,6 +112,7 @@ __all__ = [
     "Step",
     "TemplateSources",
     "Tier",
+    "TierChanged",
     "Tiers",
     "config_path",
     "describe",
@@ -152,6 +156,7 @@ _PUBLIC = {
     "ProductAdded": ".campaigns",
     "Project": ".loader",
     "ReferralRewardSpec": ".rewards",
+    "ReferralRewardTrigger": ".campaigns",
     "Referrals": ".rewards",
     "Schedule": ".campaigns",
     "Secrets": ".loader",
@@ -160,6 +165,7 @@ _PUBLIC = {
     "Sending": ".config",
     "Smtp": ".config",
     "Step": ".campaigns",
+    "TierChanged": ".campaigns",
     "Tier": ".rewards",
     "Tiers": ".rewards",
     "TemplateSources": ".templatesources",

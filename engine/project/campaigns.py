@@ -103,11 +103,29 @@ class PriceDrop(_Trigger):
     type: Literal["price_drop"]
 
 
+class EarlyAccess(Frozen):
+    """Customers in these loyalty tiers hear of the holiday `days_before` it instead."""
+
+    tiers: list[Slug] = Field(min_length=1, max_length=10)
+    days_before: Annotated[int, whole(1, 365)]
+
+
 class HolidayTrigger(_Trigger):
     type: Literal["holiday"]
     holidays: list[Slug] = Field(min_length=1)
     days_before: Annotated[int, whole(0, 365)]
     at: TimeOfDay = time(10, 0)
+    early_access: EarlyAccess | None = None
+
+    @model_validator(mode="after")
+    def _early(self) -> HolidayTrigger:
+        early = self.early_access
+        if early is not None and early.days_before <= self.days_before:
+            raise ValueError(
+                f"early_access.days_before ({early.days_before}) must be more than "
+                f"days_before ({self.days_before}): early access comes earlier"
+            )
+        return self
 
 
 class Inactive(_Trigger):
@@ -182,6 +200,23 @@ class NthOrder(_Trigger):
                 "orders that trigger)"
             )
         return self
+
+
+class TierChanged(_Trigger):
+    """A customer moved to another loyalty tier of tiers.yaml (up, by default)."""
+
+    type: Literal["tier_changed"]
+    direction: Literal["up", "down", "any"] = "up"
+    # Only moves into these tiers (ids of tiers.yaml); empty: any.
+    to: list[Slug] = Field(default=[], max_length=10)
+    expires_after: Expiry | None = timedelta(days=7)
+
+
+class ReferralRewardTrigger(_Trigger):
+    """A referrer was paid a referral reward (config.yaml's `referrals.rewards`); once each."""
+
+    type: Literal["referral_reward"]
+    expires_after: Expiry | None = timedelta(days=7)
 
 
 class AfterPurchase(_Trigger):
@@ -297,7 +332,9 @@ Trigger = Annotated[
     | Schedule
     | Broadcast
     | CheckoutAbandoned
-    | CreditUnused,
+    | CreditUnused
+    | TierChanged
+    | ReferralRewardTrigger,
     Field(discriminator="type"),
 ]
 

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, Problem
-from .campaigns import Campaign
+from .campaigns import Campaign, TierChanged
 from .config import Config, Paths, Segment
 from .problems import validation_problems
 from .references import check_enabled, check_references
@@ -267,17 +267,38 @@ def cross_check(project: Project, broken: set[str] | frozenset[str] = frozenset(
                 f"key file {dkim.key_file} not found",
             )
         )
-    tier_ids = {t.id for t in project.tiers.tiers} if project.tiers else set()
-    for i, reward in enumerate(project.config.referrals.rewards):
-        if reward.tier is not None and reward.tier not in tier_ids:
-            path = ("referrals", "rewards", i, "tier")
-            known = ", ".join(sorted(tier_ids)) or f"none: {project.config.paths.tiers} is missing"
-            problems.append(
-                Problem(
-                    config_file,
-                    project.where(config_file, path),
-                    dotted(path),
-                    f"unknown tier {reward.tier!r} (tiers: {known})",
-                )
+    return problems + _check_tier_names(project, config_file)
+
+
+def _check_tier_names(project: Project, config_file: str) -> list[Problem]:
+    """Tier ids named in config.yaml and campaign files that tiers.yaml does not have."""
+    tier_ids = [t.id for t in project.tiers.tiers] if project.tiers else []
+    known = ", ".join(tier_ids) or f"none: {project.config.paths.tiers} is missing"
+    named: list[tuple[str, KeyPath, str]] = [
+        (config_file, ("referrals", "rewards", i, "tier"), reward.tier)
+        for i, reward in enumerate(project.config.referrals.rewards)
+        if reward.tier is not None
+    ]
+    for name, campaign in project.campaigns.items():
+        file = project.campaign_files.get(name, f"campaigns/{name}.yaml")
+        trigger = campaign.trigger
+        if isinstance(trigger, TierChanged):
+            if project.tiers is None:
+                named.append((file, ("trigger", "type"), "tier_changed"))
+            named += [(file, ("trigger", "to", i), t) for i, t in enumerate(trigger.to)]
+        early = getattr(trigger, "early_access", None)
+        if early is not None:
+            named += [
+                (file, ("trigger", "early_access", "tiers", i), t)
+                for i, t in enumerate(early.tiers)
+            ]
+    problems = []
+    for file, path, tier in named:
+        if tier not in tier_ids:
+            what = (
+                f"a tier_changed campaign needs {project.config.paths.tiers}"
+                if tier == "tier_changed" and path[-1] == "type"
+                else f"unknown tier {tier!r} (tiers: {known})"
             )
+            problems.append(Problem(file, project.where(file, path), dotted(path), what))
     return problems

@@ -34,7 +34,9 @@ from ..project import (
     NthOrder,
     ProductAdded,
     Project,
+    ReferralRewardTrigger,
     Schedule,
+    TierChanged,
 )
 from ..store import Message, MessageKind, to_money
 from .contextload import Batch, credit_id, load, wants_favourites
@@ -53,6 +55,15 @@ from .contextparts import (
     step_context,
 )
 from .formatting import round_money
+from .referrals import (
+    ReferralBatch,
+    RewardMissing,
+    load_referrals,
+    referral_context,
+    reward_context,
+    reward_of,
+)
+from .tierview import tier_view
 from .wallet import load_balances, load_expiries
 
 # Links a message carries: {"unsubscribe_url": …, "pixel_url": …, "survey_url": …}, from its id.
@@ -83,20 +94,22 @@ def load_contexts(
     """One template context per message (same order), or the ContextError for it.
 
     Keys: shop, customer, order, holiday, offers, item, credit, step, favourite,
-    last_order, product, cart, occasion, period, nth, coupon, preheader, subject,
+    last_order, product, cart, occasion, period, nth, coupon, tier_change, preheader, subject,
     unsubscribe_url, pixel_url, survey, is_marketing, campaign, locale, lang, timezone,
-    currency. Keys a campaign has no use for are None (or [], or an empty
+    currency, referral, reward. Keys a campaign has no use for are None (or [], or an empty
     favourite). `now` (the clock if not given) counts `customer.days_since_order`.
+    An email showing `referral` for a customer whose code is not minted yet waits.
     """
     now = now or datetime.now(UTC)
     batch = load(session, project, messages)
     batch.credit_balances = load_balances(session, (m.customer_id for m in messages), now)
     batch.credit_expiries = load_expiries(session, batch.credit_balances, now)
+    referrals = load_referrals(session, project, messages)
     shops: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any] | ContextError] = []
     for message in messages:
         try:
-            out.append(_context(project, batch, shops, message, links, now))
+            out.append(_context(project, batch, referrals, shops, message, links, now))
         except ContextError as exc:
             out.append(exc)
     return out
@@ -118,6 +131,7 @@ def message_step(campaign: Campaign, message: Message) -> FlowStep:
 def _context(
     project: Project,
     batch: Batch,
+    referrals: ReferralBatch,
     shops: dict[str, dict[str, Any]],
     message: Message,
     links: Links,
@@ -175,6 +189,7 @@ def _context(
             days_since_order,
             credit_balance=batch.credit_balances[message.customer_id],
             credit_expiry=batch.credit_expiries.get(message.customer_id),
+            tier=tier_view(project.tiers, customer.tier, locale),
         ),
         timezone=customer.timezone or project.config.shop.timezone,
         is_marketing=message.kind != MessageKind.TRANSACTIONAL,
@@ -187,7 +202,42 @@ def _context(
         step=step_context(campaign, step),
         **yearly,
         **_occurrence(batch, campaign, message, lang, extra),
+        **_tier_change(project, campaign, message, locale, extra),
+        **_referral(project, referrals, campaign, step, message, customer, locale),
     )
+
+
+def _referral(
+    project: Project,
+    referrals: ReferralBatch,
+    campaign: Campaign,
+    step: FlowStep,
+    message: Message,
+    customer: Any,
+    locale: str,
+) -> dict[str, Any]:
+    """`referral` when the email shows it (waits for the code), and a reward email's `reward`."""
+    if not referrals.shows(campaign, step):
+        return {}
+    mid = message.id
+    code = customer.referral_code
+    if code is None:
+        raise ContextWait(
+            f"message {mid}: the customer's referral code is not minted yet "
+            "(the next planning pass mints it)"
+        )
+    count = referrals.counts.get(message.customer_id, 0)
+    parts: dict[str, Any] = {"referral": referral_context(project, code, count, locale)}
+    if isinstance(campaign.trigger, ReferralRewardTrigger):
+        reward_id = reward_of(message)
+        row = referrals.rewards.get(reward_id) if reward_id is not None else None
+        if row is None:
+            raise ContextError(f"message {mid}: reward {reward_id!r} does not exist")
+        try:
+            parts["reward"] = reward_context(project, row, locale)
+        except RewardMissing as exc:
+            raise ContextError(f"message {mid}: {exc}") from exc
+    return parts
 
 
 def _coupon(batch: Batch, step: FlowStep, message: Message) -> dict[str, Any] | None:
@@ -250,6 +300,25 @@ def _occurrence(
     if isinstance(trigger, NthOrder):
         return {"nth": _whole(extra, "nth", mid)}
     return {}
+
+
+def _tier_change(
+    project: Project, campaign: Campaign, message: Message, locale: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """`tier_change` for a tier_changed email: {"from", "to", "direction"} (tiers or None)."""
+    if not isinstance(campaign.trigger, TierChanged):
+        return {}
+    mid = message.id
+    direction = _present(extra, "direction", mid)
+    if direction not in ("up", "down"):
+        raise ContextError(f"message {mid}: direction must be up or down, got {direction!r}")
+    moved = {}
+    for end in ("from", "to"):
+        tier_id = extra.get(f"{end}_tier")
+        if tier_id is not None and not isinstance(tier_id, str):
+            raise ContextError(f"message {mid}: {end}_tier must be a text, got {tier_id!r}")
+        moved[end] = tier_view(project.tiers, tier_id, locale)
+    return {"tier_change": {**moved, "direction": direction}}
 
 
 def _cart(batch: Batch, mid: int | None, extra: dict[str, Any], lang: str) -> dict[str, Any]:

@@ -129,6 +129,8 @@ def load(session: Session, project: Project, messages: Sequence[Message]) -> Bat
                 col(Customer.email),
                 col(Customer.locale),
                 col(Customer.timezone),
+                col(Customer.tier),
+                col(Customer.referral_code),
             ).where(col(Customer.id).in_(ids))
         )
         batch.customers.update({row.id: row for row in rows})

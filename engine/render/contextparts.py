@@ -35,6 +35,7 @@ from ..project import (
 )
 from .formatting import round_money
 from .surveylinks import SurveyLinks
+from .tierview import TierView
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,10 @@ def customer_context(
     *,
     credit_balance: Decimal = Decimal("0.00"),
     credit_expiry: tuple[datetime, Decimal] | None = None,
+    tier: TierView | None = None,
 ) -> dict[str, Any]:
-    """Who the email is to; `credit_balance` is their store credit now (`render.wallet`)."""
+    """Who the email is to; `credit_balance` is their store credit now (`render.wallet`),
+    `tier` their loyalty tier (`render.tierview`)."""
     name = (name or "").strip()
     first = name.split()[0] if name else _FRIEND.get(language(locale), _FRIEND["en"])
     return {
@@ -96,6 +99,7 @@ def customer_context(
         # When their first credit with something left expires, and how much is left of it.
         "credit_expires_at": credit_expiry[0] if credit_expiry else None,
         "credit_expiring": credit_expiry[1] if credit_expiry else None,
+        "tier": tier,
     }
 
 
@@ -221,6 +225,9 @@ def base_context(
     period: dict[str, Any] | None = None,
     nth: int | None = None,
     coupon: dict[str, Any] | None = None,
+    tier_change: dict[str, Any] | None = None,
+    referral: dict[str, Any] | None = None,
+    reward: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     locale = customer["locale"]
     return {
@@ -237,6 +244,9 @@ def base_context(
         "period": period,
         "nth": nth,
         "coupon": coupon,
+        "tier_change": tier_change,
+        "referral": referral,
+        "reward": reward,
         "holiday": holiday,
         "offers": offers or [],
         "item": item,

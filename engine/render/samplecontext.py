@@ -31,6 +31,7 @@ from ..project import (
     ProductAdded,
     Project,
     Schedule,
+    TierChanged,
 )
 from ..store import MessageKind
 from .contextparts import (
@@ -43,6 +44,8 @@ from .contextparts import (
     step_context,
 )
 from .formatting import round_money
+from .referrals import sample_referral
+from .tierview import TierView, tier_view
 
 
 def sample_context(
@@ -75,6 +78,13 @@ def sample_context(
             "order_number": order["number"],
         }
         kwargs["credit"] = {"amount": Decimal("14.50"), "created_at": now}
+    elif isinstance(trigger, TierChanged):
+        up = trigger.direction != "down"
+        kwargs["tier_change"] = {
+            "from": _tier(project, -2 if up else -1, locale),
+            "to": _tier(project, -1 if up else -2, locale),
+            "direction": "up" if up else "down",
+        }
     elif isinstance(trigger, CreditUnused):
         kwargs = {}  # about the wallet: no order
     elif isinstance(trigger, WITH_FAVOURITES):
@@ -91,6 +101,7 @@ def sample_context(
             days_since_order,
             credit_balance=Decimal("250.50"),
             credit_expiry=(now + timedelta(days=12), Decimal("120.00")),
+            tier=_tier(project, -1, locale),
         ),
         timezone=project.config.shop.timezone,
         is_marketing=campaign.kind != MessageKind.TRANSACTIONAL,
@@ -101,8 +112,17 @@ def sample_context(
         },
         step=step_context(campaign, step or campaign.flow[0]),
         coupon=_coupon(campaign, step or campaign.flow[0], now),
+        **sample_referral(project, campaign, locale, now),
         **kwargs,
     )
+
+
+def _tier(project: Project, index: int, locale: str) -> TierView | None:
+    """The tier at `index` of tiers.yaml (-1: the highest), None without tiers or that many."""
+    tiers = project.tiers
+    if tiers is None or not -len(tiers.tiers) <= index < len(tiers.tiers):
+        return None
+    return tier_view(tiers, tiers.tiers[index].id, locale)
 
 
 def _coupon(campaign: Campaign, step: FlowStep, now: datetime) -> dict[str, Any] | None:

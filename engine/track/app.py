@@ -72,6 +72,7 @@ from . import unsubscribe as unsub
 from .couponapi import coupon_routes
 from .creditapi import credit_routes
 from .opens import Hit, HitBuffer
+from .tierapi import tier_routes
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +340,7 @@ def create_app(
         Route("/api/events", tracker.events, methods=["POST"]),
         *credit_routes(engine, get_project, clock, tracker._check_key),
         *coupon_routes(engine, get_project, clock, tracker._check_key),
+        *tier_routes(engine, get_project, tracker._check_key),
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),

@@ -92,7 +92,8 @@ def shop(project_dir: Path) -> Path:
             "campaigns/welcome.yaml:5: trigger.type: expected one of 'first_order', "
             "'order_placed', 'order_delivered', 'price_drop', 'holiday', 'inactive', 'date', "
             "'nth_order', 'after_purchase', 'product_added', 'back_in_stock', 'schedule', "
-            "'broadcast', 'checkout_abandoned', 'credit_unused', got \"first_ordr\" "
+            "'broadcast', 'checkout_abandoned', 'credit_unused', 'tier_changed', 'referral_reward', "
+            "got \"first_ordr\" "
             "(did you mean 'first_order'?)",
             id="unknown-trigger",
         ),
