@@ -9,7 +9,9 @@ the loop; a tick waits `RELOAD_WAIT_SECONDS` for the verdict, then goes on
 with the last good project), takes the planner lock if it can
 (`engine.store.locks`), plans (in a worker thread, so the tracking server keeps
 answering) and sends, then forwards detractors' survey comments to the shop's
-support address (`engine.deliver.detractors`). uvicorn serves the tracking app on a loop and thread of
+support address (`engine.deliver.detractors`); with `--demo`, before that, the demo's
+visitors act on what the tick sent (`engine.demo`: a few customers answer their survey
+email through the tracking server's pages, over HTTP). uvicorn serves the tracking app on a loop and thread of
 its own (`engine.track.httpserver.serve_in_thread`): no tick holds up a pixel.
 While more than `POOL_FROM` emails are due, one composer process
 (`engine.deliver.composepool`) renders them beside the sending loop; it is stopped
@@ -31,7 +33,7 @@ import secrets as random_secrets
 import signal
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
@@ -66,6 +68,10 @@ OUTBOX = "outbox"
 SHUTDOWN_GRACE_SECONDS = 60
 RELOAD_WAIT_SECONDS = 10  # a tick waits this long for the check of an edit, then sends
 POOL_STOP_SECONDS = 5  # a composer process still busy this long after its stop is killed
+
+
+# What one of the demo's customers does after a tick: (engine, project, now) -> None.
+Visitor = Callable[[Engine, Project, datetime], Awaitable[None]]
 
 
 def _utcnow() -> datetime:
@@ -168,6 +174,8 @@ class Daemon:
     compose_pool: Executor | None = None
     waiting_said: list[str] | None = None  # what `waiting` said last; None: not yet
     forward_detractors: DetractorForwarder = field(default_factory=DetractorForwarder)
+    # --demo: the demo's customers, acting on each tick's sends (`demo_visitors`).
+    visitors: list[Visitor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from .deliver import default_worker_id
@@ -231,8 +239,14 @@ class Daemon:
             else:
                 log.info(line)
         await self._say_waiting(project, now)
+        await self._demo_visits(project, now)
         await self.forward_detractors(self.engine, project, self.mailer, now)
         return report
+
+    async def _demo_visits(self, project: Project, now: datetime) -> None:
+        """The demo's customers act on what this tick sent (none without --demo)."""
+        for visitor in self.visitors:
+            await visitor(self.engine, project, now)
 
     async def _say_waiting(self, project: Project, now: datetime) -> None:
         """Log what waits for its send window at the first tick, then when it changes."""
@@ -519,6 +533,13 @@ def _shop_time(at: datetime, shop_zone: ZoneInfo) -> str:
     return f"at {at.astimezone(shop_zone):%Y-%m-%d %H:%M} {shop_zone.key}"
 
 
+def demo_visitors(config_dir: Path) -> list[Visitor]:
+    """The demo's customers: a few answer the survey emails that land in the outbox."""
+    from .demo import SurveyVisitor
+
+    return [SurveyVisitor(config_dir / OUTBOX)]
+
+
 def run_daemon(
     config_file: Path, project: Project, engine: Engine, secrets: Secrets, *, demo: bool
 ) -> int:
@@ -533,6 +554,8 @@ def run_daemon(
         daemon = Daemon(
             config_file, engine, secrets, ProjectWatcher(project, config_file), lock, demo=demo
         )
+        if demo:
+            daemon.visitors = demo_visitors(config_file.parent)
         return await daemon.serve()
 
     try:

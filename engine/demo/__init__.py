@@ -2,7 +2,9 @@
 
 `tables` holds the shop's fixed facts (products, price drops, cities, names);
 `customers` plans its customers and their orders as plain data, the same for the same
-arguments; `seed` writes what is missing through `engine.intake`.
+arguments; `seed` writes what is missing through `engine.intake`. `visitor` is what the
+demo's customers do once `lifecycle run --demo` has sent them email: a few answer their
+survey through the tracking server's pages, over HTTP.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
 `engine.intake`, `engine.plan`, `engine.deliver`, `engine.report`, `engine.track`.
@@ -14,6 +16,7 @@ Public names:
 - `customers`: `DEFAULT_CUSTOMERS`, `MAX_CUSTOMERS`
 - `seed`: `seed_demo`
 - `tables`: `MIN_CUSTOMERS`
+- `visitor`: `SurveyVisitor`
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ if TYPE_CHECKING:
     from .customers import DEFAULT_CUSTOMERS, MAX_CUSTOMERS
     from .seed import seed_demo
     from .tables import MIN_CUSTOMERS
+    from .visitor import SurveyVisitor
 
-__all__ = ["DEFAULT_CUSTOMERS", "MAX_CUSTOMERS", "MIN_CUSTOMERS", "seed_demo"]
+__all__ = ["DEFAULT_CUSTOMERS", "MAX_CUSTOMERS", "MIN_CUSTOMERS", "SurveyVisitor", "seed_demo"]
 
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
     "DEFAULT_CUSTOMERS": ".customers",
     "MAX_CUSTOMERS": ".customers",
     "MIN_CUSTOMERS": ".tables",
+    "SurveyVisitor": ".visitor",
     "seed_demo": ".seed",
 }
 _MODULES: set[str] = set()
