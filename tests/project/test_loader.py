@@ -93,7 +93,7 @@ def shop(project_dir: Path) -> Path:
             "'order_placed', 'order_delivered', 'price_drop', 'holiday', 'inactive', 'date', "
             "'nth_order', 'after_purchase', 'product_added', 'back_in_stock', 'schedule', "
             "'broadcast', 'checkout_abandoned', 'credit_unused', 'tier_changed', 'referral_reward', "
-            "got \"first_ordr\" "
+            'got "first_ordr" '
             "(did you mean 'first_order'?)",
             id="unknown-trigger",
         ),
