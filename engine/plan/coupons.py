@@ -64,9 +64,14 @@ _UTC = UTCDateTime()
 _GROUPS = [slice(i, i + GROUP) for i in range(0, CODE_LENGTH, GROUP)]
 
 
+def random_characters(length: int) -> str:
+    """`length` characters of `ALPHABET` from `secrets`, each equally likely."""
+    return secrets.token_bytes(length).translate(_TO_ALPHABET).decode("ascii")
+
+
 def new_code(prefix: str = "") -> str:
     """A fresh unguessable code, like `WELCOME-7KQ2-M9XD-P4TR` (or without the prefix)."""
-    body = secrets.token_bytes(CODE_LENGTH).translate(_TO_ALPHABET).decode("ascii")
+    body = random_characters(CODE_LENGTH)
     grouped = "-".join([body[group] for group in _GROUPS])
     return f"{prefix}-{grouped}" if prefix else grouped
 

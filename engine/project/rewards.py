@@ -117,6 +117,18 @@ class Referrals(Frozen):
             )
         return link
 
+    def link_of(self, code: str, shop_url: str) -> str:
+        """The referral link of `code`: `link` with the shop's URL and the code in place."""
+        return self.link.replace("{shop_url}", shop_url.rstrip("/")).replace("{code}", code)
+
+    def reward_at(self, count: int) -> ReferralRewardSpec | None:
+        """The reward paid on reaching `count` counted referrals, if any."""
+        return next((reward for reward in self.rewards if reward.at == count), None)
+
+    def next_reward(self, count: int) -> ReferralRewardSpec | None:
+        """The first reward still ahead of `count` counted referrals, if any."""
+        return next((reward for reward in self.rewards if reward.at > count), None)
+
     @model_validator(mode="after")
     def _friend_coupon_sized(self) -> Referrals:
         if self.friend_coupon is not None and not self.friend_coupon.sized:

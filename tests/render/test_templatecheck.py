@@ -137,8 +137,9 @@ def test_check_reports_every_broken_template_with_file_and_line(project_dir: Pat
             "subject.bn",
             "subject: 'customr' is undefined (did you mean 'customer'?); this email has: "
             "campaign, step, shop, customer, order, last_order, favourite, product, cart, "
-            "occasion, period, nth, coupon, holiday, offers, item, credit, preheader, subject, "
-            "unsubscribe_url, pixel_url, survey, is_marketing, locale, lang, timezone, currency",
+            "occasion, period, nth, coupon, tier_change, referral, reward, holiday, offers, item, "
+            "credit, preheader, subject, unsubscribe_url, pixel_url, survey, is_marketing, locale, "
+            "lang, timezone, currency",
         ),
         Problem(
             f"{folder}/welcome.txt",
