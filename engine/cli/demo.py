@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..demo import DEFAULT_CUSTOMERS, MAX_CUSTOMERS, MIN_CUSTOMERS, seed_demo
+from ..demo import DEFAULT_CUSTOMERS, MAX_CUSTOMERS, MIN_CUSTOMERS, place_in_tiers, seed_demo
 from ..store import session_scope
 from .app import App
 from .base import console, main, with_app
@@ -59,5 +59,9 @@ def demo(app: App, at: datetime | None, customers: int) -> None:
     demo_secret(app.config_file.parent)
     with session_scope(app.engine) as session:
         summary = seed_demo(session, now=now, customers=customers)
-    for line in summary.lines():
+    lines = summary.lines()
+    placement = place_in_tiers(app.engine, app.project, now)
+    if placement is not None:
+        lines.append(placement.line())
+    for line in lines:
         console.print(line, markup=False, soft_wrap=True)

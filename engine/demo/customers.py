@@ -286,6 +286,21 @@ def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[
         delivered = now - timedelta(minutes=7 * 1440 + 60 + (index * 617) % (2 * 1440))
         placed = delivered - timedelta(hours=rng.randint(20, 72))
         recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
+    elif role is Role.CLUB:
+        # One order 20 to 300 days ago, a second placed a day and an hour to two days ago
+        # (not delivered yet): no tier when the club began (`CLUB_AGE`), silver now.
+        past += _past(rng, now, 1, 20, 300)
+        placed = now - timedelta(minutes=1440 + 60 + (index * 397) % (1440 - 60))
+        recent.append((placed, None, _basket(rng, avoid=DROPPED)))
+    elif role is Role.REFERRER:
+        past += _past(rng, now, rng.randint(1, 3), 20, 300)
+    elif role is Role.FRIEND:
+        # A first order carrying a referrer's code (`seed`), delivered a day and an hour to
+        # three days ago: it counts for the referrer at the first planning pass. Placed
+        # over a week before (a courier to a far district), past the welcome's lookback.
+        delivered = now - timedelta(minutes=1440 + 60 + (index * 313) % (2 * 1440 - 60))
+        placed = delivered - timedelta(days=6, hours=rng.randint(1, 20))
+        recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
     timeline = sorted(
         [(at, at + timedelta(hours=rng.randint(20, 120)), lines) for at, lines in past] + recent,
         key=lambda order: order[0],

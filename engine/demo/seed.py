@@ -34,7 +34,8 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from ..intake import shop
+from ..intake import record_order_referral, shop
+from ..plan import mint_referral_codes
 from ..store import (
     Checkout,
     Checkpoint,
@@ -45,6 +46,8 @@ from ..store import (
     PriceChange,
     Product,
     ProductWanted,
+    Referral,
+    ReferralStatus,
     Restock,
     ShopHoliday,
     SurveyAnswer,
@@ -61,6 +64,7 @@ from .tables import (
     RESTOCKED_SKU,
     SHOP_TIMEZONE,
     SOLD_OUT_DAYS,
+    Role,
 )
 
 CHECKPOINT = "demo_seeded_at"
@@ -101,6 +105,8 @@ class DemoSummary:
     flash_sale: date | None = None
     survey_answers: int = 0
     nps: int | None = None
+    referred_orders: int = 0
+    club_moves: int = 0
 
     def lines(self) -> list[str]:
         """The summary as short lines for the terminal."""
@@ -131,6 +137,10 @@ class DemoSummary:
             "(a coupon sized by the order number)",
             f"  survey_after_delivery: {self.survey_orders} orders delivered 7 to 10 days ago "
             "(asked how likely they are to recommend us)",
+            f"  tier_changed: {self.club_moves} customers placed their 2nd order in a year in the "
+            "last 3 days, since the Nakshi Club began (silver)",
+            f"  referral_reward: {self.referred_orders} friends' first orders carried a referral "
+            "code and were delivered (each referrer earns 100 taka of credit)",
             f"  also: {self.vip} VIP customers (20,000 taka in a year), {self.lapsed} lapsed "
             f"(no order in 120 days), {self.survey_answers} survey answers (NPS {self.nps})",
         ]
@@ -184,6 +194,7 @@ def seed_demo(
     _drop_prices(session, now)
     created["restocks"] = _restock(session, now)
     created["survey answers"] = _seed_surveys(session, plan)
+    created["referrals"] = _seed_referrals(session, plan)
     if session.get(ShopHoliday, FLASH_SALE_ID) is None:
         shop.add_holiday(
             session,
@@ -300,6 +311,25 @@ def _seed_order(session: Session, seed: CustomerSeed, order: OrderSeed) -> None:
         placed_at=order.placed_at,
         delivered_at=order.delivered_at,
     )
+
+
+def _seed_referrals(session: Session, plan: list[CustomerSeed]) -> int:
+    """Each friend's first order carries the referral code of the referrer of the same
+    place in their scenarios (codes minted for every customer, as the planner would)."""
+    referrers = [seed for seed in plan if seed.role is Role.REFERRER]
+    friends = [seed for seed in plan if seed.role is Role.FRIEND]
+    mint_referral_codes(session.connection())
+    recorded = 0
+    for referrer, friend in zip(referrers, friends, strict=True):
+        code = session.exec(
+            select(Customer.referral_code).where(Customer.external_id == referrer.external_id)
+        ).one()
+        first = friend.orders[0]
+        record = record_order_referral(
+            session, code, first.external_id, now=first.placed_at, source="demo"
+        )
+        recorded += record is not None and not record.repeat
+    return recorded
 
 
 def _seed_surveys(session: Session, plan: list[CustomerSeed]) -> int:
@@ -440,6 +470,19 @@ def summarize(
             col(Order.delivered_at) <= now - timedelta(days=7),
             col(Order.delivered_at) > now - timedelta(days=10),
         )
+    )
+    second = (
+        select(Order.customer_id)
+        .where(counted, col(Order.placed_at) >= now - timedelta(days=365))
+        .group_by(col(Order.customer_id))
+        .having(func.count() == 2, func.max(Order.placed_at) > now - timedelta(days=3))
+    )
+    summary.club_moves = count(select(func.count()).select_from(second.subquery()))
+    summary.referred_orders = count(
+        select(func.count())
+        .select_from(Referral)
+        .join(Order, col(Order.id) == Referral.order_id)
+        .where(col(Referral.status) != ReferralStatus.REFUSED, col(Order.delivered_at).is_not(None))
     )
     sale = session.get(ShopHoliday, FLASH_SALE_ID)
     summary.flash_sale = sale.date if sale else None

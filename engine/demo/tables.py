@@ -151,6 +151,9 @@ class Role(StrEnum):
     CART = "cart"  # left a checkout 1 to 20 hours ago (abandoned_checkout)
     LADDER = "ladder"  # a 2nd to 4th order delivered 2 to 4 days ago (loyalty_ladder)
     SURVEY = "survey"  # an order delivered 7 to 9 days ago (survey_after_delivery)
+    CLUB = "club"  # a 2nd order in a year placed 1 to 2 days ago: silver since (tier_changed)
+    REFERRER = "referrer"  # a friend's first order with their code was delivered (referral_reward)
+    FRIEND = "friend"  # a first order carrying a referrer's code, delivered 1 to 3 days ago
     OCCASIONAL = "occasional"  # one or two orders
     BROWSER = "browser"  # signed up, never ordered
 
@@ -173,6 +176,9 @@ SCENARIOS = (
     (Role.CART, 7),
     (Role.LADDER, 7),
     (Role.SURVEY, 7),
+    (Role.CLUB, 7),
+    (Role.REFERRER, 7),
+    (Role.FRIEND, 7),
 )
 MIN_CUSTOMERS = sum(n for _, n in SCENARIOS)
 # Everyone after them gets a role by chance.

@@ -20,7 +20,8 @@ Public names:
   `parse_events`
 - `importer`: `BadRow`, `CsvFormatError`, `ImportRejected`, `ImportResult`, `KINDS`,
   `Progress`, `import_csv`
-- `referrals`: `ReferralCheck`, `ReferralRefusal`, `check_referral_code`
+- `referrals`: `ReferralCheck`, `ReferralRefusal`, `check_referral_code`,
+  `record_order_referral`
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
@@ -56,7 +57,12 @@ if TYPE_CHECKING:
         Progress,
         import_csv,
     )
-    from .referrals import ReferralCheck, ReferralRefusal, check_referral_code
+    from .referrals import (
+        ReferralCheck,
+        ReferralRefusal,
+        check_referral_code,
+        record_order_referral,
+    )
     from .shop import add_holiday, set_consent
     from .wallet import (
         CreditRefused,
@@ -99,6 +105,7 @@ __all__ = [
     "import_csv",
     "normalise_code",
     "parse_events",
+    "record_order_referral",
     "redeem",
     "redeem_coupon",
     "set_consent",
@@ -133,6 +140,7 @@ _PUBLIC = {
     "balances": ".wallet",
     "check_coupon": ".coupons",
     "check_referral_code": ".referrals",
+    "record_order_referral": ".referrals",
     "credits_left": ".wallet",
     "find_coupon": ".coupons",
     "import_csv": ".importer",

@@ -19,6 +19,7 @@ Public names:
 - `calendar`: `check_holidays`, `check_offers`, `holiday_dates`
 - `planner`: `PlanReport`, `plan`
 - `segments`: `check_segments`
+- `referrals`: `mint_referral_codes`
 - `tiers`: `recompute_tiers`
 """
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     )
     from .calendar import check_holidays, check_offers, holiday_dates
     from .planner import PlanReport, plan
+    from .referrals import mint_referral_codes
     from .segments import check_segments
     from .tiers import recompute_tiers
 
@@ -52,6 +54,7 @@ __all__ = [
     "check_segments",
     "holiday_dates",
     "list_broadcasts",
+    "mint_referral_codes",
     "parse_local_at",
     "plan",
     "recompute_tiers",
@@ -70,6 +73,7 @@ _PUBLIC = {
     "holiday_dates": ".calendar",
     "list_broadcasts": ".broadcasts",
     "parse_local_at": ".broadcasts",
+    "mint_referral_codes": ".referrals",
     "plan": ".planner",
     "recompute_tiers": ".tiers",
     "set_broadcast": ".broadcasts",

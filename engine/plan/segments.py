@@ -248,8 +248,13 @@ def _in_range(ids: Callable[[str, Any], Select[Any]], low: Any, high: Any) -> Ru
     return and_(*parts)
 
 
-def _counted_orders(since: datetime) -> list[Rule]:
-    return [col(Order.placed_at) >= since, col(Order.status) != OrderStatus.CANCELLED]
+def _counted_orders(since: datetime, now: datetime) -> list[Rule]:
+    """Orders not cancelled placed from `since` up to `now` (one dated later is not yet)."""
+    return [
+        col(Order.placed_at) >= since,
+        col(Order.placed_at) <= now,
+        col(Order.status) != OrderStatus.CANCELLED,
+    ]
 
 
 def _orders(value: Any, now: datetime) -> Rule:
@@ -265,7 +270,7 @@ def _orders(value: Any, now: datetime) -> Rule:
     def ids(op: str, bound: int) -> Select[Any]:
         return (
             select(col(Order.customer_id))
-            .where(*_counted_orders(now - within))
+            .where(*_counted_orders(now - within, now))
             .group_by(col(Order.customer_id))
             .having(_cmp(func.count(), op, bound))  # type: ignore[arg-type]
         )
@@ -289,7 +294,7 @@ def _spent(value: Any, now: datetime) -> Rule:
         total = func.sum(col(Order.total))
         return (
             select(col(Order.customer_id))
-            .where(*_counted_orders(now - within))
+            .where(*_counted_orders(now - within, now))
             .group_by(col(Order.customer_id))
             .having(_cmp(total, op, literal(bound, Money)))  # type: ignore[arg-type]
         )

@@ -23,7 +23,7 @@ from sqlmodel import Session, col
 from engine.deliver.compose import Composer
 from engine.deliver.mailer import SmtpMailer
 from engine.deliver.sink import MailSink
-from engine.demo import MIN_CUSTOMERS, seed_demo
+from engine.demo import MIN_CUSTOMERS, place_in_tiers, seed_demo
 from engine.project.loader import Secrets
 from engine.store.db import session_scope
 from engine.store.models import Message
@@ -52,9 +52,11 @@ COMPOSERS: dict[int, Composer] = {}  # the templates compiled once, not once per
 
 
 def make_demo(engine: Engine, outbox: Path, now: datetime) -> None:
-    """`lifecycle demo` at `now`, then two minutes of `lifecycle run --demo`'s ticks."""
+    """`lifecycle demo` at `now` (the shop, then its club's tiers as of three days
+    before), then two minutes of `lifecycle run --demo`'s ticks."""
     with session_scope(engine) as session:
         seed_demo(session, now=now, customers=MIN_CUSTOMERS)
+    place_in_tiers(engine, project_for(REPO), now)
 
     async def run() -> None:
         async with MailSink(outbox, port=0, echo=None) as sink:

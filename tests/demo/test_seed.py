@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from engine.cli import main
+from engine.demo.club import place_in_tiers
 from engine.demo.seed import CustomerSeed, flash_sale_day, plan_demo, seed_demo
 from engine.demo.tables import (
     CITIES,
@@ -68,6 +69,9 @@ SCENARIO_ROLES = (
     Role.CART,
     Role.LADDER,
     Role.SURVEY,
+    Role.CLUB,
+    Role.REFERRER,
+    Role.FRIEND,
 )
 # The campaigns the shipped config.yaml runs.
 CAMPAIGNS = set(load_project(REPO / "config.yaml").config.campaigns)
@@ -102,8 +106,8 @@ def in_window(timezone: str, at: datetime) -> bool:
 
 @pytest.mark.parametrize("now", AT)
 def test_every_time_in_the_plan_is_consistent_with_now(now: datetime) -> None:
-    plan = plan_demo(now, 120)
-    assert len({c.email for c in plan}) == len(plan) == 120
+    plan = plan_demo(now, 150)
+    assert len({c.email for c in plan}) == len(plan) == 150
     for customer in plan:
         assert customer.created_at <= now
         for order in customer.orders:
@@ -178,6 +182,11 @@ def test_each_flow_scenario_is_due_now(now: datetime) -> None:
         delivered = customer.orders[-1].delivered_at
         assert delivered is not None
         assert now - timedelta(days=9, hours=1) <= delivered <= now - timedelta(days=7, hours=1)
+    for customer in by_role(plan, Role.CLUB):  # one order before the club began, one since
+        first, second = customer.orders
+        assert first.placed_at < now - timedelta(days=20)
+        assert now - timedelta(days=2) <= second.placed_at <= now - timedelta(days=1, hours=1)
+        assert second.delivered_at is None
     for customer in by_role(plan, Role.CART):  # wait 1 hour, kept 1 day
         assert customer.checkout is not None
         assert now - timedelta(hours=20) <= customer.checkout.started_at
@@ -290,6 +299,7 @@ def shop_db(
     upgrade(engine)
     with session_scope(engine) as session:
         seed_demo(session, now=NOW, customers=SMALL)
+    place_in_tiers(engine, load_project(REPO / "config.yaml"), NOW)  # as `lifecycle demo` does
     yield engine
     engine.dispose()
     if cleanup is not None:
@@ -589,6 +599,7 @@ def test_the_demo_first_plan_queues_for_every_shipped_campaign(
     project = load_project(project_dir / "config.yaml")
     with session_scope(sqlite_store) as session:
         seed_demo(session, now=NOW, customers=MIN_CUSTOMERS)
+    place_in_tiers(sqlite_store, project, NOW)
     report = plan(sqlite_store, project, NOW).as_dict()["campaigns"]
     assert set(report) == set(project.config.campaigns) == CAMPAIGNS
     queued = {name: result.get("queued", 0) for name, result in report.items()}
@@ -609,7 +620,9 @@ def test_every_campaign_sends_when_only_sydney_is_awake(
     now = datetime(2026, 3, 8, 2, 0, tzinfo=UTC)
     with session_scope(sqlite_store) as session:
         seed_demo(session, now=now, customers=MIN_CUSTOMERS)
-    plan(sqlite_store, load_project(project_dir / "config.yaml"), now)
+    project = load_project(project_dir / "config.yaml")
+    place_in_tiers(sqlite_store, project, now)
+    plan(sqlite_store, project, now)
     assert set(due_now(sqlite_store, now)) == CAMPAIGNS
 
 

@@ -391,3 +391,15 @@ def test_tier_counts_stay_consistent(shop: Shop) -> None:
             .join(TierChange, col(TierChange.id) == latest.c.last)
         ).all()
     assert rows and all(tier == to for tier, to in rows)
+
+
+def test_an_order_dated_after_the_recomputation_does_not_count_yet(shop: Shop) -> None:
+    """Rules with a window count orders up to `now`: placed as of three days ago, then now."""
+    shop.customer("two")
+    shop.order("t1", "two", NOW - 20 * D)
+    shop.order("t2", "two", NOW - D)
+    with shop.engine.begin() as conn:
+        assert recompute_tiers(conn, shop.project, NOW - 3 * D).start == 0
+    shop.plan(NOW)
+    assert tiers(shop) == {"two": "silver"}
+    assert changes(shop) == [("two", None, "silver", "up")]
