@@ -173,6 +173,7 @@ def test_order_context_per_language(both_session: Session, project: Project) -> 
         "credit_balance": Decimal("0.00"),  # no store credit
         "credit_expires_at": None,
         "credit_expiring": None,
+        "tier": None,  # in no loyalty tier
     }
     assert (bn["locale"], bn["lang"], bn["timezone"], bn["currency"]) == (
         "bn_BD", "bn", "Asia/Dhaka", "BDT",
