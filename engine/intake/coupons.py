@@ -322,7 +322,9 @@ def _record(
         source=given.source[:100],
         at=given.at,
     )
-    return getattr(session.execute(insert), "rowcount", 0) == 1
+    # (without preserve_rowcount, psycopg's count of an ON CONFLICT insert is -1)
+    written = session.execute(insert.execution_options(preserve_rowcount=True))
+    return getattr(written, "rowcount", 0) == 1
 
 
 def _iso_utc(moment: datetime) -> str:

@@ -238,6 +238,17 @@ def test_a_coupon_made_for_no_one_in_particular_serves_any_customer(shop: Engine
     assert coupon(shop).used_order == "O-1"
 
 
+def test_a_first_refusal_is_not_a_repeat(shop: Engine) -> None:
+    """The refusal's row is new: on PostgreSQL the driver's count of an ON CONFLICT
+    insert must be kept for the answer to say so."""
+    add_coupon(shop, min_order="700.00")
+    first = redeem(shop, "O-9", total=Decimal("100.00"))
+    assert (first.outcome, first.repeat) == (Outcome.BELOW_MINIMUM, False)
+    again = redeem(shop, "O-9", total=Decimal("100.00"))
+    assert (again.outcome, again.repeat) == (Outcome.BELOW_MINIMUM, True)
+    assert len(uses(shop)) == 1
+
+
 def test_a_refused_presentation_again_answers_the_same_and_writes_nothing(
     shop: Engine,
 ) -> None:
