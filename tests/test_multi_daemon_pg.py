@@ -42,7 +42,7 @@ def test_two_daemons_send_each_message_exactly_once(
         for name in ("a", "b"):
             shop = tmp_path / name
             shop.mkdir()
-            for part in ("config.yaml", "campaigns", "segments", "templates"):
+            for part in ("config.yaml", "tiers.yaml", "campaigns", "segments", "templates"):
                 source = project_dir / part
                 target = shop / part
                 if source.is_dir():
