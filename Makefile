@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/flows.py
 	$(BIN)/python bench/coupons.py
+	$(BIN)/python bench/tiers.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/track.py
 	$(BIN)/python bench/events.py
