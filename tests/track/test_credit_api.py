@@ -3,10 +3,8 @@ SQLite and PostgreSQL: the exact answer, an unknown customer, a wrong key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,33 +12,17 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from engine.intake import shop, wallet
-from engine.project.loader import Project, Secrets, load_project
 from engine.store.db import session_scope
 from engine.store.models import Credit, OrderItem
-from engine.track.app import create_app
-from tests import store_fixtures
-from tests.tracking_server import serving
+from tests.track import api_fixtures
+from tests.track.api_fixtures import AUTH, KEY, NOW
 
-fresh_store = store_fixtures.fresh_store
-migrated_store = store_fixtures.migrated_store
+fresh_store = api_fixtures.fresh_store
+migrated_store = api_fixtures.migrated_store
+project = api_fixtures.project
+base = api_fixtures.base
 
-KEY = "shop-api-key-0123456789abcdef"
-AUTH = {"authorization": f"Bearer {KEY}"}
-NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 D = timedelta(days=1)
-
-
-@pytest.fixture
-def project(project_dir: Path) -> Project:
-    return load_project(project_dir / "config.yaml")
-
-
-@pytest.fixture
-def base(fresh_store: Engine, project: Project) -> Iterator[str]:
-    secrets = Secrets(secret="s" * 32, api_key=KEY)
-    app = create_app(fresh_store, lambda: project, secrets, clock=lambda: NOW)
-    with serving(app) as url:
-        yield url
 
 
 def customer(engine: Engine, external_id: str) -> int:

@@ -3,10 +3,8 @@ planner worked out, its standing discount and history; an unknown customer; a wr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -14,32 +12,17 @@ from sqlalchemy.engine import Engine
 
 from engine.intake import shop
 from engine.plan import plan
-from engine.project.loader import Project, Secrets, load_project
+from engine.project.loader import Project
 from engine.store.db import session_scope
-from engine.track.app import create_app
-from tests import store_fixtures
-from tests.tracking_server import serving
+from tests.track import api_fixtures
+from tests.track.api_fixtures import AUTH, NOW
 
-fresh_store = store_fixtures.fresh_store
-migrated_store = store_fixtures.migrated_store
+fresh_store = api_fixtures.fresh_store
+migrated_store = api_fixtures.migrated_store
+project = api_fixtures.project
+base = api_fixtures.base
 
-KEY = "shop-api-key-0123456789abcdef"
-AUTH = {"authorization": f"Bearer {KEY}"}
-NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 D = timedelta(days=1)
-
-
-@pytest.fixture
-def project(project_dir: Path) -> Project:
-    return load_project(project_dir / "config.yaml")
-
-
-@pytest.fixture
-def base(fresh_store: Engine, project: Project) -> Iterator[str]:
-    secrets = Secrets(secret="s" * 32, api_key=KEY)
-    app = create_app(fresh_store, lambda: project, secrets, clock=lambda: NOW)
-    with serving(app) as url:
-        yield url
 
 
 @pytest.fixture
