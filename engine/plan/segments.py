@@ -42,6 +42,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, extract, func, literal, not_, or_, select, true
 from sqlalchemy.sql.selectable import Select
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import Grouping, UnaryExpression
 from sqlmodel import col
 
 from ..errors import ConfigError, Problem
@@ -252,9 +254,17 @@ def _counted_orders(since: datetime, now: datetime) -> list[Rule]:
     """Orders not cancelled placed from `since` up to `now` (one dated later is not yet)."""
     return [
         col(Order.placed_at) >= since,
-        col(Order.placed_at) <= now,
+        _not_after(col(Order.placed_at), now),
         col(Order.status) != OrderStatus.CANCELLED,
     ]
+
+
+def _not_after(column: Any, now: datetime) -> Rule:
+    """`NOT (column > now)`: the same rows as `column <= now`, but SQLite (which has no
+    histograms) then reads a window of orders by customer through
+    ix_orders_customer_placed, in GROUP BY order, instead of guessing that a two-sided
+    range of ix_orders_placed_at is small and sorting half the table (4-5x slower)."""
+    return UnaryExpression(Grouping(column > now), operator=operators.inv)
 
 
 def _orders(value: Any, now: datetime) -> Rule:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,7 @@ from sqlalchemy import and_, case, func, insert, literal, null, or_, select, upd
 from sqlalchemy.engine import Connection
 
 from ..project import Project, TierChanged
-from ..store import ReferralReward, TierChange, ignoring_insert
+from ..store import ReferralReward, TierChange, ignoring_insert, is_postgres
 from .campaignpass import FULL_RESCAN, CampaignPass
 from .plansql import as_text, checkpoint, customer
 from .segments import compile_rule
@@ -70,48 +71,27 @@ def recompute_tiers(
     last = _recall(conn)
     if not force and last is not None and _due(last, fingerprint, now) is False:
         return TierResult()
+    if is_postgres(conn):  # two recomputations take turns: each move is written once
+        conn.execute(select(func.pg_advisory_xact_lock(zlib.crc32(b"lifecycle.tiers"))))
     result = TierResult(ran=True)
-    new_tier = _tier_expression(project, now)
-    current = customer.c.tier
-    ranked = select(
-        customer.c.id.label("customer_id"), current.label("from_tier"), new_tier.label("to_tier")
-    ).subquery("ranked")
-    direction: Any = case(
-        (_rank(project, ranked.c.to_tier) > _rank(project, ranked.c.from_tier), "up"),
-        else_="down",
-    )
-    if last is None:  # the program's first recomputation places everyone: no news
-        direction = literal("start")
-    moves = select(
-        ranked.c.customer_id,
-        ranked.c.from_tier,
-        ranked.c.to_tier,
-        direction,
-        literal(now, tier_change.c.at.type),
-    ).where(ranked.c.to_tier.is_distinct_from(ranked.c.from_tier))
+    before = conn.execute(select(func.coalesce(func.max(tier_change.c.id), 0))).scalar_one()
     conn.execute(
         insert(tier_change).from_select(
-            ["customer_id", "from_tier", "to_tier", "direction", "at"], moves
+            ["customer_id", "from_tier", "to_tier", "direction", "at"],
+            _moves(project, now, first=last is None),
         )
     )
+    written = tier_change.c.id > before
     counts = conn.execute(
-        select(tier_change.c.direction, func.count())
-        .where(tier_change.c.at == now)
-        .group_by(tier_change.c.direction)
+        select(tier_change.c.direction, func.count()).where(written).group_by(tier_change.c.direction)
     ).all()
     for moved, count in counts:
         setattr(result, moved, int(count))
     if result.up or result.down or result.start:
-        latest = (
-            select(tier_change.c.to_tier)
-            .where(tier_change.c.customer_id == customer.c.id, tier_change.c.at == now)
-            .order_by(tier_change.c.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        moved_now = select(tier_change.c.customer_id).where(tier_change.c.at == now)
         conn.execute(
-            update(customer).where(customer.c.id.in_(moved_now)).values(tier=latest, tier_since=now)
+            update(customer)
+            .where(customer.c.id == tier_change.c.customer_id, written)
+            .values(tier=tier_change.c.to_tier, tier_since=now)
         )
         log.info(
             "tiers: %d customer(s) moved up, %d down, %d placed by the first recomputation",
@@ -121,6 +101,37 @@ def recompute_tiers(
         )
     _remember(conn, now, fingerprint)
     return result
+
+
+def _moves(project: Project, now: datetime, *, first: bool) -> Any:
+    """Every customer whose tier differs from the one they should be in, with the direction.
+
+    `ranked` is fenced (OFFSET 0): without it both databases inline it, copying
+    the tier CASE, with a grouped list of the window's orders per rule, into
+    each place the outer query names `to_tier` (five).
+    """
+    ranked = (
+        select(
+            customer.c.id.label("customer_id"),
+            customer.c.tier.label("from_tier"),
+            _tier_expression(project, now).label("to_tier"),
+        )
+        .offset(0)
+        .subquery("ranked")
+    )
+    direction: Any = case(
+        (_rank(project, ranked.c.to_tier) > _rank(project, ranked.c.from_tier), "up"),
+        else_="down",
+    )
+    if first:  # the program's first recomputation places everyone: no news
+        direction = literal("start")
+    return select(
+        ranked.c.customer_id,
+        ranked.c.from_tier,
+        ranked.c.to_tier,
+        direction,
+        literal(now, tier_change.c.at.type),
+    ).where(ranked.c.to_tier.is_distinct_from(ranked.c.from_tier))
 
 
 def _tier_expression(project: Project, now: datetime) -> Any:

@@ -403,3 +403,16 @@ def test_an_order_dated_after_the_recomputation_does_not_count_yet(shop: Shop) -
     shop.plan(NOW)
     assert tiers(shop) == {"two": "silver"}
     assert changes(shop) == [("two", None, "silver", "up")]
+
+
+def test_two_recomputations_at_one_moment_count_only_their_own_moves(shop: Shop) -> None:
+    """A forced second recomputation at the same `now` reports (and applies) only what it
+    moved, not the first one's moves again."""
+    regulars(shop)
+    with shop.engine.begin() as conn:
+        assert recompute_tiers(conn, shop.project, NOW).up == 2
+    shop.order("o2", "one", NOW - 5 * D)  # one: now 2 orders, silver
+    with shop.engine.begin() as conn:
+        again = recompute_tiers(conn, shop.project, NOW, force=True)
+    assert again.as_dict() == {"ran": True, "up": 1, "down": 0, "start": 0}
+    assert tiers(shop) == {"big": "gold", "one": "silver", "two": "silver"}
