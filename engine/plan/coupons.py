@@ -61,7 +61,6 @@ message = Message.__table__  # type: ignore[attr-defined]
 COLUMNS = ("code", "customer_id", "message_id", "percent_off", "amount_off", "expires_at")
 SHARED = ("campaign", "min_order", "created_at")
 _UTC = UTCDateTime()
-_GROUPS = [slice(i, i + GROUP) for i in range(0, CODE_LENGTH, GROUP)]
 
 
 def random_characters(length: int) -> str:
@@ -71,9 +70,17 @@ def random_characters(length: int) -> str:
 
 def new_code(prefix: str = "") -> str:
     """A fresh unguessable code, like `WELCOME-7KQ2-M9XD-P4TR` (or without the prefix)."""
-    body = random_characters(CODE_LENGTH)
-    grouped = "-".join([body[group] for group in _GROUPS])
-    return f"{prefix}-{grouped}" if prefix else grouped
+    return new_codes(1, prefix)[0]
+
+
+def new_codes(count: int, prefix: str = "") -> list[str]:
+    """`count` fresh codes like `new_code`'s, from one call to `secrets` for them all."""
+    body = random_characters(CODE_LENGTH * count)
+    lead = f"{prefix}-" if prefix else ""
+    return [
+        lead + "-".join(body[at : at + GROUP] for at in range(start, start + CODE_LENGTH, GROUP))
+        for start in range(0, CODE_LENGTH * count, CODE_LENGTH)
+    ]
 
 
 def value_of(spec: CouponSpec, ladder: dict[int, Decimal], occurrence: str) -> tuple[Any, Any]:
@@ -145,7 +152,10 @@ def _coupon_rows(
     values: dict[str, tuple[Any, Any]] = {}
     expiries: dict[Any, Any] = {}
     rows = []
-    for message_id, customer_id, occurrence, send_after in waiting:
+    codes = new_codes(len(waiting), spec.prefix)
+    for code, (message_id, customer_id, occurrence, send_after) in zip(
+        codes, waiting, strict=True
+    ):
         key = occurrence if ladder else ""
         value = values.get(key)
         if value is None:
@@ -156,7 +166,7 @@ def _coupon_rows(
             sends = _UTC.process_result_value(send_after, dialect) or run.now  # never NULL
             starts = max(sends, run.now)
             expires = expiries[send_after] = moment(starts + spec.expires_after)
-        rows.append((new_code(spec.prefix), customer_id, message_id, *value, expires))
+        rows.append((code, customer_id, message_id, *value, expires))
     return rows
 
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from engine.plan.coupons import ALPHABET, new_code
+from engine.plan.coupons import ALPHABET, new_code, new_codes
 from engine.project import Campaign
 from engine.store.models import Coupon
 from tests.plan.test_planner import NOW
@@ -65,6 +65,13 @@ def test_a_code_uses_no_look_alike_characters_and_is_fresh_each_time() -> None:
             counts[c] += 1
     expected = 2000 * 12 / 32
     assert all(0.8 * expected < n < 1.2 * expected for n in counts.values()), counts
+
+
+def test_codes_minted_together_are_distinct_and_shaped_alike() -> None:
+    batch = new_codes(5000, "WELCOME")
+    assert len(batch) == len(set(batch)) == 5000
+    assert all(CODE.match(code) for code in batch)
+    assert new_codes(0) == [] and len(new_codes(3)[0]) == 14
 
 
 # ---------------------------------------------------------------- minting
@@ -116,7 +123,7 @@ def test_a_failed_pass_leaves_neither_messages_nor_coupons(shop: Any, monkeypatc
     [taken] = coupons(shop)
     person(shop, "bob")
     buy(shop, "bob1", "bob", NOW - H / 2)
-    monkeypatch.setattr("engine.plan.coupons.new_code", lambda prefix="": taken.code)
+    monkeypatch.setattr("engine.plan.coupons.new_codes", lambda n, prefix="": [taken.code] * n)
     report = shop.plan(NOW)[NAME]
     assert report["error"].startswith("IntegrityError")
     assert [shop.owner(m) for m in sent(shop)] == ["ana"]
