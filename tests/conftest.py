@@ -6,9 +6,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
