@@ -153,9 +153,7 @@ def _coupon_rows(
     expiries: dict[Any, Any] = {}
     rows = []
     codes = new_codes(len(waiting), spec.prefix)
-    for code, (message_id, customer_id, occurrence, send_after) in zip(
-        codes, waiting, strict=True
-    ):
+    for code, (message_id, customer_id, occurrence, send_after) in zip(codes, waiting, strict=True):
         key = occurrence if ladder else ""
         value = values.get(key)
         if value is None:

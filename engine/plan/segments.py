@@ -41,9 +41,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, extract, func, literal, not_, or_, select, true
-from sqlalchemy.sql.selectable import Select
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import Grouping, UnaryExpression
+from sqlalchemy.sql.selectable import Select
 from sqlmodel import col
 
 from ..errors import ConfigError, Problem

@@ -83,7 +83,9 @@ def recompute_tiers(
     )
     written = tier_change.c.id > before
     counts = conn.execute(
-        select(tier_change.c.direction, func.count()).where(written).group_by(tier_change.c.direction)
+        select(tier_change.c.direction, func.count())
+        .where(written)
+        .group_by(tier_change.c.direction)
     ).all()
     for moved, count in counts:
         setattr(result, moved, int(count))
