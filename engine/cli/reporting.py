@@ -55,6 +55,7 @@ RETENTION_COLUMNS = [
     "lost_customers",
     "ordering_customers",
     "returning_customers",
+    "repeat_customers",
     "orders",
     "revenue",
     "retention_rate",

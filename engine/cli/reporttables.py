@@ -83,7 +83,9 @@ def _table(title: str, columns: list[str], first: str = "campaign") -> Table:
 
 def _retention_tables(retention: dict[str, Any]) -> list[Table]:
     title = f"Retention (active = ordered within {retention['activity_days']} days)"
-    counts = _table(title, ["at start", "at end", "new", "lost", "returning", "orders"], "period")
+    counts = _table(
+        title, ["at start", "at end", "new", "lost", "returning", "repeat", "orders"], "period"
+    )
     rates = _table(
         "Retention rates",
         ["CRR %", "churn %", "repeat %", "frequency", "AOV", "CLV", "NPS", "answers"],
@@ -101,6 +103,7 @@ def _retention_tables(retention: dict[str, Any]) -> list[Table]:
                     "new_customers",
                     "lost_customers",
                     "returning_customers",
+                    "repeat_customers",
                     "orders",
                 )
             ),

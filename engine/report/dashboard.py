@@ -97,6 +97,7 @@ RETENTION_TABLES: list[tuple[str, str, list[Column]]] = [
             ("lost_customers", "Lost", "count"),
             ("returning_customers", "Returning", "count"),
             ("ordering_customers", "Ordering", "count"),
+            ("repeat_customers", "Repeat (2+ orders)", "count"),
             ("retention_rate", "Retention rate %", "rate"),
             ("churn_rate", "Churn rate %", "rate"),
             ("repeat_customer_rate", "Repeat customers %", "rate"),

@@ -9,10 +9,12 @@ default) and the period [start, end):
 - S = active at `start`; E = active at `end`; retained = in S and in E;
 - N (new) = first counted order ever placed in [start, end);
 - lost = S − retained; ordering = customers with a counted order in the period;
-- returning = ordering customers who also had a counted order before `start`.
+- returning = ordering customers who also had a counted order before `start`;
+- repeat = ordering customers with at least two counted orders placed before `end`
+  (both may lie in the period: a new customer who bought twice is a repeat customer).
 
 CRR = (E − N) / S × 100, churn = lost / S × 100, repeat customer rate =
-returning / ordering × 100, purchase frequency = orders / ordering customers,
+repeat / ordering × 100, purchase frequency = orders / ordering customers,
 average order value = revenue / orders, purchases per year = counted orders
 in [end − 365 days, end) / customers who placed them, CLV = average order value ×
 purchases per year × CRR / 100 (taka per customer), NPS = % promoters (9–10) −
@@ -185,11 +187,12 @@ def figures(
         "lost_customers": lost,
         "ordering_customers": counts["ordering"],
         "returning_customers": counts["returners"],
+        "repeat_customers": counts["repeaters"],
         "orders": orders,
         "revenue": revenue,
         "retention_rate": percent(e - n, s),
         "churn_rate": percent(lost, s),
-        "repeat_customer_rate": percent(counts["returners"], counts["ordering"]),
+        "repeat_customer_rate": percent(counts["repeaters"], counts["ordering"]),
         "purchase_frequency": ratio(orders, counts["ordering"]),
         "average_order_value": aov.quantize(TWO_PLACES, ROUND_HALF_UP) if aov is not None else None,
         "purchases_per_year": per_year.quantize(TWO_PLACES, ROUND_HALF_UP)
@@ -244,6 +247,13 @@ def _between(session: Session, start: datetime, end: datetime, window: timedelta
         .having(and_(func.min(placed) >= start, func.min(placed) < end))
         .subquery()
     )
+    repeaters = (  # ordering customers with two or more counted orders up to `end`
+        select(customer)
+        .where(counted, placed < end)
+        .group_by(customer)
+        .having(and_(func.count() >= 2, func.max(placed) >= start))
+        .subquery()
+    )
     in_period = (placed >= start, placed < end)
     at_start = and_(placed >= start - window, placed < start)
     at_end = and_(placed >= end - window, placed < end)
@@ -252,6 +262,7 @@ def _between(session: Session, start: datetime, end: datetime, window: timedelta
         select(func.count()).select_from(firsts).scalar_subquery().label("new"),
         _customers(*in_period).scalar_subquery().label("ordering"),
         _customers(*in_period, ordered_before).scalar_subquery().label("returners"),
+        select(func.count()).select_from(repeaters).scalar_subquery().label("repeaters"),
         select(func.count(col(Order.id)))
         .where(counted, *in_period)
         .scalar_subquery()

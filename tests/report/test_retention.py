@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
+from engine.intake.importer import import_csv
 from engine.report.retention import ReportError, buckets, figures, percent, retention
 from engine.store.db import session_scope
 from engine.store.models import Customer, Order, OrderStatus, SurveyAnswer
+
+HOUR = timedelta(hours=1)
 
 
 def at(text: str) -> datetime:
@@ -88,10 +94,12 @@ def test_year_figures_follow_the_definitions(store: Engine) -> None:
     # CRR = (3 − 1) / 4 × 100; churn = 3 / 4 × 100
     assert got["retention_rate"] == Decimal("50.00")
     assert got["churn_rate"] == Decimal("75.00")
-    # ordering = {a, c, d}; returning = {a, d}: 2 / 3 × 100 = 66.67
+    # ordering = {a, c, d}; returning (ordered before) = {a, d}; repeat (2+ counted orders
+    # up to the end) = {a, d, and c, new but twice in the period}: 3 / 3 × 100
     assert got["ordering_customers"] == 3
     assert got["returning_customers"] == 2
-    assert got["repeat_customer_rate"] == Decimal("66.67")
+    assert got["repeat_customers"] == 3
+    assert got["repeat_customer_rate"] == Decimal("100.00")
     # 4 counted orders (a 200, c 300 + 100, d 120) = 720 taka; 4 / 3 = 1.33 per customer
     assert got["orders"] == 4
     assert got["revenue"] == Decimal("720.00")
@@ -218,3 +226,59 @@ def test_a_shorter_activity_window(store: Engine) -> None:
     assert got["churn_rate"] == Decimal("100.00")
     # purchases per year still look at the whole year before the end: 4 orders / 3 customers
     assert got["purchases_per_year"] == Decimal("1.33")
+
+
+def test_repeat_customers_in_a_shops_first_year_and_over_the_whole_history(store: Engine) -> None:
+    """Half of a new shop's customers bought twice: the rate says 50 %, not 0 % (nobody
+    ordered before the period, the old definition's only way to repeat)."""
+    build(
+        store,
+        {
+            "once": [("2025-03-01", "100")],
+            "twice": [("2025-03-01", "100"), ("2025-06-01", "100")],
+            "cancelled second": [("2025-03-01", "100"), ("2025-07-01", "-")],
+            "later second": [("2025-04-01", "100"), ("2026-02-01", "100")],
+        },
+    )
+    with session_scope(store) as session:
+        year = figures(session, at("2025-01-01"), at("2026-01-01"))
+        history = figures(session, at("2020-01-01"), at("2027-01-01"))
+        spring = figures(session, at("2025-03-01"), at("2025-05-01"))
+    # 2025: four ordering, only "twice" has two counted orders by its end
+    assert (year["ordering_customers"], year["repeat_customers"]) == (4, 1)
+    assert year["repeat_customer_rate"] == Decimal("25.00")
+    # the whole history: "twice" and "later second" among the four who ordered
+    assert (history["repeat_customers"], history["repeat_customer_rate"]) == (2, Decimal("50.00"))
+    # March-April: one order each, nobody's second yet
+    assert (spring["ordering_customers"], spring["repeat_customers"]) == (4, 0)
+    assert year["returning_customers"] == 0 and history["returning_customers"] == 0
+
+
+def test_a_dhaka_shop_sees_an_order_at_half_past_midnight_on_new_years_day_in_the_new_year(
+    store: Engine, tmp_path: Path
+) -> None:
+    """Imported without a zone, 2026-01-01 00:30 is read in Asia/Dhaka (18:30 UTC on 31
+    December), stored in UTC, and counted in January and in 2026 by Dhaka's calendar."""
+    files = {
+        "customers": "id,email\nrina,rina@example.com\n",
+        "products": "sku,name,price\nbag,Jute bag,350\n",
+        "orders": "order_id,customer_id,placed_at,sku,quantity\no1,rina,2026-01-01 00:30,bag,1\n",
+    }
+    for kind, text in files.items():
+        (tmp_path / f"{kind}.csv").write_text(text, encoding="utf-8")
+        import_csv(store, kind, tmp_path / f"{kind}.csv", now=at("2026-02-01"), shop_timezone="Asia/Dhaka")  # fmt: skip
+    with session_scope(store) as session:
+        placed = session.execute(select(col(Order.placed_at))).scalar_one()
+        by_year = retention(
+            session, at("2025-01-01") - 6 * HOUR, at("2027-01-01") - 6 * HOUR, by="year", timezone="Asia/Dhaka"
+        )  # fmt: skip
+        by_month = retention(
+            session, at("2025-12-01") - 6 * HOUR, at("2026-02-01") - 6 * HOUR, by="month", timezone="Asia/Dhaka"
+        )  # fmt: skip
+    assert placed == at("2025-12-31T18:30")
+    assert [(b["label"], b["orders"]) for b in by_year["buckets"]] == [("2025", 0), ("2026", 1)]
+    assert [(b["label"], b["orders"]) for b in by_month["buckets"]] == [
+        ("2025-12", 0),
+        ("2026-01", 1),
+    ]
+    assert by_month["buckets"][1]["start"] == at("2025-12-31T18:00")  # midnight in Dhaka
