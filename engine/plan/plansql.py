@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, cast, func, literal, type_coerce
+from sqlalchemy import ColumnElement, String, case, cast, func, literal, type_coerce, update
 from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.engine import Connection
 
@@ -33,6 +33,7 @@ from ..store import (
     Restock,
     Suppression,
     UTCDateTime,
+    ignoring_insert,
     is_postgres,
 )
 
@@ -119,3 +120,16 @@ def money_text(paisa: Any) -> ColumnElement[str]:
         + case((cents < 10, literal("0")), else_=literal(""))
         + as_text(cents)
     )
+
+
+def save_checkpoint(conn: Connection, name: str, value: str, now: datetime) -> None:
+    """Store `value` under the checkpoint `name` (updated, or inserted the first time)."""
+    stored = {"value": value, "updated_at": now}
+    changed = conn.execute(
+        update(checkpoint)
+        .where(checkpoint.c.name == name)
+        .values(**stored)
+        .execution_options(preserve_rowcount=True)
+    ).rowcount
+    if not changed:
+        conn.execute(ignoring_insert(conn, checkpoint, "name").values(name=name, **stored))

@@ -59,7 +59,7 @@ from ..store import (
 )
 from .campaignpass import FULL_RESCAN, CampaignPass
 from .coupons import new_code, random_characters
-from .plansql import as_text, checkpoint, credit, customer, orders
+from .plansql import as_text, checkpoint, credit, customer, orders, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,9 @@ def settle_referrals(
     rewards = project.config.referrals.rewards
     if rewards and (result.full or referrers):
         _pay(conn, project, now, None if result.full else referrers, result)
-    _remember(conn, CHECKPOINT, now)
+    save_checkpoint(conn, CHECKPOINT, now.isoformat(), now)
     if result.full:
-        _remember(conn, CHECKPOINT_FULL, now)
+        save_checkpoint(conn, CHECKPOINT_FULL, now.isoformat(), now)
     if result.counted or result.reversed or result.rewards:
         log.info(
             "referrals: %d counted, %d reversed, %d reward(s) paid",
@@ -374,18 +374,6 @@ def _recall(conn: Connection, name: str) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
-
-
-def _remember(conn: Connection, name: str, now: datetime) -> None:
-    stored = {"value": now.isoformat(), "updated_at": now}
-    changed = conn.execute(
-        update(checkpoint)
-        .where(checkpoint.c.name == name)
-        .values(**stored)
-        .execution_options(preserve_rowcount=True)
-    ).rowcount
-    if not changed:
-        conn.execute(ignoring_insert(conn, checkpoint, "name").values(name=name, **stored))
 
 
 def _chunks(ids: Iterable[int], size: int) -> list[list[int]]:

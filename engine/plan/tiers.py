@@ -36,9 +36,9 @@ from sqlalchemy import and_, case, func, insert, literal, null, or_, select, upd
 from sqlalchemy.engine import Connection
 
 from ..project import Project, TierChanged
-from ..store import ReferralReward, TierChange, ignoring_insert, is_postgres
+from ..store import ReferralReward, TierChange, is_postgres
 from .campaignpass import FULL_RESCAN, CampaignPass
-from .plansql import as_text, checkpoint, customer
+from .plansql import as_text, checkpoint, customer, save_checkpoint
 from .segments import compile_rule
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def recompute_tiers(
             result.down,
             result.start,
         )
-    _remember(conn, now, fingerprint)
+    save_checkpoint(conn, CHECKPOINT, f"{now.isoformat()} {fingerprint}", now)
     return result
 
 
@@ -189,18 +189,6 @@ def _recall(conn: Connection) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(at), fingerprint
     except ValueError:
         return None
-
-
-def _remember(conn: Connection, now: datetime, fingerprint: str) -> None:
-    stored = {"value": f"{now.isoformat()} {fingerprint}", "updated_at": now}
-    changed = conn.execute(
-        update(checkpoint)
-        .where(checkpoint.c.name == CHECKPOINT)
-        .values(**stored)
-        .execution_options(preserve_rowcount=True)
-    ).rowcount
-    if not changed:
-        conn.execute(ignoring_insert(conn, checkpoint, "name").values(name=CHECKPOINT, **stored))
 
 
 # ---------------------------------------------------------------- the trigger
