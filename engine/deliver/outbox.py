@@ -108,9 +108,12 @@ def sweep_expired_leases(engine: Engine, project: Project, now: datetime) -> tup
                 last_error="lease expired while sending: the server may or may not have it",
             )
         ).rowcount
+        # Not the handed rows: on PostgreSQL a worker can hand a row over after the
+        # statement above looked (each statement has its own snapshot); the next
+        # sweep finds it in doubt, where queueing it would send it twice.
         requeued = conn.execute(
             update(MESSAGE)
-            .where(expired)
+            .where(expired & ~was_handed)
             .values(
                 status=case((M.attempts == 0, MessageStatus.QUEUED), else_=MessageStatus.RETRY),
                 lease_owner=None,

@@ -653,14 +653,14 @@ def test_two_senders_with_a_slow_relay_and_short_leases_send_each_message_once(
 def test_leases_are_renewed_while_a_relay_slower_than_the_lease_holds_the_batch(
     store: Engine, store_url: str, project_dir: Path
 ) -> None:
-    """Six messages claimed at once take 1.5 s on a relay that thinks 250 ms about
-    each; the lease is 0.6 s. A second sender's sweep finds every lease still live."""
+    """Eight messages claimed at once take 2 s on a relay that thinks 250 ms about
+    each; the lease is 1 s. A second sender's sweep finds every lease still live."""
     box = Outbox(store, datetime.now(UTC))
     box.queue(8)
     script = Script(data_delay=0.25)
     with ServerThread(script).running() as port:
         project = project_for(
-            project_dir, port, connections=1, rate_per_second=20.0, lease=timedelta(seconds=0.6)
+            project_dir, port, connections=1, rate_per_second=20.0, lease=timedelta(seconds=1.0)
         )
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(_send_until_done, store_url, project, "first", 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -201,3 +202,45 @@ def test_precheck_refuses_a_line_break_in_the_address(now: datetime) -> None:
     )  # fmt: skip
     verdict = precheck(row, now)
     assert verdict is not None and "control character" in verdict[1]
+
+
+@pytest.mark.parametrize(
+    "db", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_row_handed_over_while_the_sweep_runs_is_never_queued_again(
+    db: Engine, project_dir, now: datetime
+) -> None:
+    """On PostgreSQL each statement of the sweep sees the rows as they are when it
+    starts: a worker whose lease the sweep finds expired (by its own clock) can
+    still mark a row handed over between the statement that makes handed rows
+    in doubt and the one that queues the rest again. That row is on its way to
+    the server, so it must not be queued for a second sender. (SQLite runs one
+    writer at a time: the sweep's transaction shuts the worker out.)"""
+    from sqlalchemy import event
+
+    from engine.project.loader import load_project
+
+    project = load_project(project_dir / "config.yaml")
+    box = Outbox(db, now)
+    [row] = box.queue(1)
+    assert claim(db, "w1", now, LEASE, 1) == [row]
+    ends = now + LEASE
+    statements: list[str] = []
+
+    def worker_hands_it_over_before_the_last_statement(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+        if len(statements) == 3:  # resend, in doubt, then: queue the rest again
+            with db.begin() as other:  # the worker, a second before its lease ends
+                assert mark_handed(other, "w1", {row: "<a@shop.test>"}, ends - timedelta(seconds=1))
+
+    event.listen(db, "before_cursor_execute", worker_hands_it_over_before_the_last_statement)
+    try:
+        sweep_expired_leases(db, project, ends + timedelta(seconds=1))
+    finally:
+        event.remove(db, "before_cursor_execute", worker_hands_it_over_before_the_last_statement)
+    assert len(statements) >= 3
+    swept = box.rows()[row]
+    assert (swept.status, swept.lease_owner) == (MessageStatus.SENDING, handed("w1"))
+    assert claim(db, "w2", ends + timedelta(seconds=1), LEASE, 1) == []
+    assert sweep_expired_leases(db, project, ends + timedelta(seconds=2)) == (1, 0, 0)
+    assert box.rows()[row].status == MessageStatus.IN_DOUBT
