@@ -2,10 +2,11 @@
 
 `reports.build_report` is the one source of every figure (docs/metrics.md); `retention`
 computes the retention metrics from the orders; `rewards` the coupons and store credit,
-`loyalty` the tiers and referrals; `dashboard` is the Starlette app the tracking server
-mounts at /dashboard (its login in `dashauth`, its email preview in `dashpreview`, its
-rewards tables in `dashrewards`), with server-drawn SVG `charts` and its templates and CSS
-in `web/`.
+`loyalty` the tiers and referrals; `customers` one row per customer for lifetime-value
+models (`lifecycle report --customers`); `dashboard` is the Starlette app the tracking
+server mounts at /dashboard (its login in `dashauth`, its email preview in `dashpreview`,
+its rewards tables in `dashrewards`), with server-drawn SVG `charts` and its templates and
+CSS in `web/`.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
 `engine.intake`, `engine.plan`, `engine.deliver`.
@@ -14,6 +15,7 @@ modules import each other directly.
 
 Public names:
 
+- `customers`: `CUSTOMER_COLUMNS`, `customer_summaries`
 - `dashboard`: `dashboard_app`
 - `reports`: `build_report`, `period`, `to_json`
 - `retention`: `ACTIVITY_DAYS`
@@ -26,16 +28,27 @@ from typing import TYPE_CHECKING
 from ..exports import public_names
 
 if TYPE_CHECKING:
+    from .customers import CUSTOMER_COLUMNS, customer_summaries
     from .dashboard import dashboard_app
     from .reports import build_report, period, to_json
     from .retention import ACTIVITY_DAYS
 
-__all__ = ["ACTIVITY_DAYS", "build_report", "dashboard_app", "period", "to_json"]
+__all__ = [
+    "ACTIVITY_DAYS",
+    "CUSTOMER_COLUMNS",
+    "build_report",
+    "customer_summaries",
+    "dashboard_app",
+    "period",
+    "to_json",
+]
 
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
     "ACTIVITY_DAYS": ".retention",
+    "CUSTOMER_COLUMNS": ".customers",
     "build_report": ".reports",
+    "customer_summaries": ".customers",
     "dashboard_app": ".dashboard",
     "period": ".reports",
     "to_json": ".reports",
