@@ -1,12 +1,14 @@
 """`lifecycle report`: what the campaigns did and how loyal the customers are.
 
 Prints `build_report` as JSON (`--json`), as CSV tables (`--csv`, here) or as
-terminal tables (`reporttables`).
+terminal tables (`reporttables`); with `--customers`, one row per customer
+(`customer_summaries`) as CSV or JSON, written as the rows are read.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sys
 from collections.abc import Iterable
@@ -14,8 +16,17 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import click
+from click.core import ParameterSource
 
-from ..report import ACTIVITY_DAYS, build_report, period, to_json
+from ..report import (
+    ACTIVITY_DAYS,
+    CUSTOMER_COLUMNS,
+    build_report,
+    customer_summaries,
+    observation_day,
+    period,
+    to_json,
+)
 from .app import App
 from .base import Day, main, print_json, with_app
 from .reporttables import show
@@ -114,6 +125,13 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 )
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every figure as CSV.")
+@click.option(
+    "--customers",
+    is_flag=True,
+    help="Instead, one row per customer for lifetime-value models (frequency, recency, T, "
+    "monetary value) up to the end of --to, of the customers whose first order is on or "
+    "after --from; with --csv or --json.",
+)
 @with_app
 def report(
     app: App,
@@ -123,13 +141,17 @@ def report(
     activity_days: int,
     as_json: bool,
     as_csv: bool,
+    customers: bool,
 ) -> None:
     """Campaign results and retention metrics; by default the last 30 days up to now.
 
-    Dates are days in the shop's timezone; --to is included.
+    Dates are days in the shop's timezone; --to is included. --customers prints the
+    customers instead (by default all of them, up to now).
     """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    if customers:
+        _check_customer_options(as_json, as_csv)
     now = datetime.now(UTC)
     project = app.project
     start, end = period(
@@ -138,6 +160,11 @@ def report(
         now,
         project.config.shop.timezone,
     )
+    if customers:
+        cohort = start if first else None
+        write = write_customers_json if as_json else write_customers_csv
+        write(app, end, cohort, now, sys.stdout)
+        return
     data = build_report(app.engine, project, start, end, by, now, activity_days=activity_days)
     if as_json:
         print_json(to_json(data))
@@ -145,6 +172,53 @@ def report(
         write_csv(data, sys.stdout)
     else:
         show(data)
+
+
+def _check_customer_options(as_json: bool, as_csv: bool) -> None:
+    """Refuse what --customers cannot do: terminal tables, buckets, an activity window."""
+    if not (as_json or as_csv):
+        raise click.UsageError(
+            "--customers prints one row per customer: add --csv or --json "
+            "(and redirect it to a file)"
+        )
+    context = click.get_current_context()
+    for name, option in (("by", "--by"), ("activity_days", "--activity-days")):
+        if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+            raise click.UsageError(f"{option} does not apply to --customers")
+
+
+def write_customers_csv(
+    app: App, end: datetime, cohort: datetime | None, now: datetime, out: IO[str]
+) -> None:
+    """The customers' rows as one CSV table, written as they are read (docs/metrics.md,
+    "Customers (RFM)")."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CUSTOMER_COLUMNS)
+    timezone = app.project.config.shop.timezone
+    for row in customer_summaries(app.engine, end, timezone, first_order_from=cohort):
+        writer.writerow([csv_cell(getattr(row, name)) for name in CUSTOMER_COLUMNS])
+
+
+def write_customers_json(
+    app: App, end: datetime, cohort: datetime | None, now: datetime, out: IO[str]
+) -> None:
+    """One JSON object, `period` and `customers` (a list, one customer a line), written
+    as the rows are read."""
+    timezone = app.project.config.shop.timezone
+    info = {
+        "end": end,
+        "last_day": observation_day(end, timezone),
+        "first_order_from": cohort,
+        "timezone": timezone,
+        "now": now,
+    }
+    out.write(f'{{"period": {json.dumps(to_json(info))}, "customers": [')
+    separator = "\n"
+    for row in customer_summaries(app.engine, end, timezone, first_order_from=cohort):
+        values = {name: getattr(row, name) for name in CUSTOMER_COLUMNS}
+        out.write(separator + json.dumps(to_json(values), ensure_ascii=False))
+        separator = ",\n"
+    out.write("\n]}\n")
 
 
 def csv_cell(value: Any) -> str:

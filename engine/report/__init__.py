@@ -15,7 +15,7 @@ modules import each other directly.
 
 Public names:
 
-- `customers`: `CUSTOMER_COLUMNS`, `customer_summaries`
+- `customers`: `CUSTOMER_COLUMNS`, `customer_summaries`, `observation_day`
 - `dashboard`: `dashboard_app`
 - `reports`: `build_report`, `period`, `to_json`
 - `retention`: `ACTIVITY_DAYS`
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ..exports import public_names
 
 if TYPE_CHECKING:
-    from .customers import CUSTOMER_COLUMNS, customer_summaries
+    from .customers import CUSTOMER_COLUMNS, customer_summaries, observation_day
     from .dashboard import dashboard_app
     from .reports import build_report, period, to_json
     from .retention import ACTIVITY_DAYS
@@ -39,6 +39,7 @@ __all__ = [
     "build_report",
     "customer_summaries",
     "dashboard_app",
+    "observation_day",
     "period",
     "to_json",
 ]
@@ -50,6 +51,7 @@ _PUBLIC = {
     "build_report": ".reports",
     "customer_summaries": ".customers",
     "dashboard_app": ".dashboard",
+    "observation_day": ".customers",
     "period": ".reports",
     "to_json": ".reports",
 }

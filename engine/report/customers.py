@@ -70,7 +70,7 @@ def customer_summaries(
     Raises StoreError when the database cannot be read.
     """
     zone = ZoneInfo(timezone)
-    last_day = (end - timedelta(microseconds=1)).astimezone(zone).date()
+    last_day = observation_day(end, timezone)
     try:
         with session_scope(engine) as session:
             first = session.execute(select(func.min(col(Order.placed_at)))).scalar()
@@ -86,6 +86,11 @@ def customer_summaries(
         raise StoreError(
             f"cannot read the customers' orders from the database: {exc.orig}"
         ) from exc
+
+
+def observation_day(end: datetime, timezone: str) -> date:
+    """The last day observed, in `timezone`: the day of the last moment before `end`."""
+    return (end - timedelta(microseconds=1)).astimezone(ZoneInfo(timezone)).date()
 
 
 def offsets(zone: ZoneInfo, first: datetime, end: datetime) -> list[tuple[datetime, int]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +19,10 @@ from engine.project.loader import Secrets, load_project
 from engine.report.reports import build_report, period, to_json
 from engine.store.db import make_engine, session_scope, upgrade
 from engine.store.models import Customer, Message, MessageStatus
+from tests.report.test_customers_rfm import END, expected
+from tests.report.test_customers_rfm import HISTORY as RFM_HISTORY
 from tests.report.test_reports import NOW, START, build_shop
+from tests.report.test_retention import build
 from tests.report.test_rewards import build_rewards
 
 FORMULA_NAME = '=HYPERLINK("http://evil.example","click")'
@@ -162,3 +166,92 @@ def test_bad_options_say_what_is_wrong(shop: Path) -> None:
     )
     assert backwards.exit_code == 1
     assert "--from 2026-12-01 must be on or before --to 2026-11-01" in backwards.output
+
+
+@pytest.fixture
+def rfm_shop(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shipped project (Asia/Dhaka) with the RFM history and a hostile external id."""
+    monkeypatch.delenv("LIFECYCLE_DATABASE_URL", raising=False)
+    project = load_project(project_dir / "config.yaml")
+    engine = make_engine(project.database_url(Secrets()))
+    upgrade(engine)
+    build(engine, {**RFM_HISTORY, "=SUM(1+1)": [("2026-03-02T10:00", "-12.50")]})
+    engine.dispose()
+    return project_dir / "config.yaml"
+
+
+def rfm_expected(end: datetime, first_order_from: datetime | None = None) -> list[dict[str, str]]:
+    """The expected rows as CSV text cells, in customer order."""
+    rows = expected(RFM_HISTORY, end, "Asia/Dhaka", first_order_from)
+    return [
+        {"external_id": key, **{k: str(v) for k, v in row.items() if k != "external_id"}}
+        for key, row in rows.items()
+    ]
+
+
+def test_customers_csv_has_a_row_per_customer(rfm_shop: Path) -> None:
+    text = run(rfm_shop, "--customers", "--to", "2026-03-31", "--csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["customer_id", "external_id", "email", "first_order",
+                             "last_order", "orders", "revenue", "frequency", "recency", "T",
+                             "monetary_value"]  # fmt: skip
+    ids = [int(row.pop("customer_id")) for row in rows]
+    assert ids == sorted(set(ids))
+    hostile = rows.pop()
+    assert hostile["external_id"] == "'=SUM(1+1)"
+    assert hostile["email"] == "'=SUM(1+1)@example.com"
+    assert hostile["revenue"] == "-12.50"  # a number stays a number
+    assert rows == rfm_expected(END)
+
+
+def test_customers_from_is_a_cohort_and_default_end_is_now(rfm_shop: Path) -> None:
+    text = run(rfm_shop, "--customers", "--from", "2026-02-01", "--csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    start = datetime(2026, 2, 1, tzinfo=ZoneInfo("Asia/Dhaka"))
+    # NOW (22 November 2026) is after every order: all of them count, T runs to 22 November
+    assert [row["external_id"] for row in rows] == ["same_day", "midnight", "late", "after_end",
+                                                    "'=SUM(1+1)"]  # fmt: skip
+    assert [{k: v for k, v in row.items() if k != "customer_id"} for row in rows[:-1]] == (
+        rfm_expected(NOW, start)
+    )
+
+
+def test_customers_json_is_one_object(rfm_shop: Path) -> None:
+    data = json.loads(run(rfm_shop, "--customers", "--to", "2026-03-31", "--json"))
+    assert data["period"] == {
+        "end": "2026-03-31T18:00:00+00:00",
+        "last_day": "2026-03-31",
+        "first_order_from": None,
+        "timezone": "Asia/Dhaka",
+        "now": NOW.isoformat(),
+    }
+    customers = data["customers"]
+    assert customers[-1]["external_id"] == "=SUM(1+1)"  # JSON needs no escaping
+    half = next(row for row in customers if row["external_id"] == "half")
+    assert half["monetary_value"] == "10.01" and half["T"] == 87 and half["frequency"] == 2
+    assert [row["external_id"] for row in customers[:-1]] == list(
+        expected(RFM_HISTORY, END, "Asia/Dhaka")
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            [], "--customers prints one row per customer: add --csv or --json", id="no-format"
+        ),
+        pytest.param(["--csv", "--by", "year"], "--by does not apply to --customers", id="by"),
+        pytest.param(
+            ["--json", "--activity-days", "90"],
+            "--activity-days does not apply to --customers",
+            id="activity-days",
+        ),
+        pytest.param(["--csv", "--json"], "choose one of --json and --csv", id="both"),
+    ],
+)
+def test_customers_bad_options_say_what_is_wrong(
+    rfm_shop: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, ["report", "--config", str(rfm_shop), "--customers", *args])
+    assert result.exit_code == 2
+    assert message in result.output
