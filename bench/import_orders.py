@@ -2,10 +2,13 @@
 
 Generates customers.csv (20k), products.csv (200) and orders.csv in a temp
 dir, imports them into a fresh database, then imports orders.csv again and
-checks that the second run changed nothing. Prints the figures.
+checks that the second run changed nothing. Prints the figures, and the
+orders import's rate (lines/s) and the process's peak memory beside their
+targets.
 
     .venv/bin/python bench/import_orders.py                  # SQLite file in the temp dir
     .venv/bin/python bench/import_orders.py --orders 20000   # smaller
+    .venv/bin/python bench/import_orders.py --orders 350000  # ~700,000 lines
     .venv/bin/python bench/import_orders.py --postgres postgresql://postgres@127.0.0.1:5432/test
 """
 
@@ -18,6 +21,7 @@ import resource
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +33,8 @@ from engine.store.db import make_engine, upgrade
 from engine.store.models import Customer, Order, OrderItem, PriceChange, Product
 
 SHOP_TZ = "Asia/Dhaka"
+TARGET_LINES_PER_S = 20_000  # orders import on SQLite
+TARGET_PEAK_MB = 300  # the whole process, at any file size
 
 
 def write_files(folder: Path, customers: int, products: int, orders: int) -> dict[str, Path]:
@@ -111,20 +117,55 @@ def counts(engine: Engine) -> dict[str, object]:
         }
 
 
-def timed(engine: Engine, kind: str, path: Path, now: datetime) -> tuple[str, str]:
-    """Wall-clock and this process's CPU seconds (the CPU figure resists a busy machine)."""
+@dataclass(frozen=True)
+class Timing:
+    """One import: wall-clock and this process's CPU seconds (CPU resists a busy machine)."""
+
+    wall: float
+    cpu: float
+    rows: int
+    summary: str
+
+    def __str__(self) -> str:
+        return f"{self.wall:6.2f} s wall {self.cpu:6.2f} s cpu  ({self.summary})"
+
+
+def timed(engine: Engine, kind: str, path: Path, now: datetime) -> Timing:
     began, cpu = time.perf_counter(), time.process_time()
     result = import_csv(engine, kind, path, now=now, shop_timezone=SHOP_TZ)
-    seconds = f"{time.perf_counter() - began:6.2f} s wall {time.process_time() - cpu:6.2f} s cpu"
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     summary = f"{result.rows} rows: {result.created} created, {result.updated} updated, {result.unchanged} unchanged"
-    return seconds, summary
+    return Timing(wall, cpu, result.rows, summary)
+
+
+def peak_mb() -> int:
+    """The process's peak resident memory so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def verdict(first: Timing, peak: int) -> str:
+    """The orders import's rate and the peak memory, each beside its target."""
+    wall_rate, cpu_rate = first.rows / first.wall, first.rows / first.cpu
+    rate_ok = "ok" if wall_rate >= TARGET_LINES_PER_S else "MISSED"
+    peak_ok = "ok" if peak <= TARGET_PEAK_MB else "MISSED"
+    return "\n".join(
+        [
+            f"{'':<28}{'target':>12}{'measured':>12}",
+            f"{'orders lines/s (wall)':<28}{f'>= {TARGET_LINES_PER_S:,}':>12}"
+            f"{wall_rate:>12,.0f}  {rate_ok}",
+            f"{'orders lines/s (cpu)':<28}{'':>12}{cpu_rate:>12,.0f}",
+            f"{'peak memory, MB':<28}{f'<= {TARGET_PEAK_MB}':>12}{peak:>12,}  {peak_ok}",
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--products", type=int, default=200)
-    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument(
+        "--orders", type=int, default=100_000, help="orders in the file (~2 lines each)"
+    )
     parser.add_argument("--postgres", help="a PostgreSQL URL; a throwaway schema is used")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,20 +182,18 @@ def main() -> None:
         try:
             upgrade(engine)
             now = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+            timings = {}
             for kind in ("customers", "products", "orders"):
-                seconds, summary = timed(engine, kind, paths[kind], now)
-                print(f"import {kind:<12} {seconds}  ({summary})")
+                timings[kind] = timed(engine, kind, paths[kind], now)
+                print(f"import {kind:<12} {timings[kind]}")
             before = counts(engine)
             later = now + timedelta(hours=1)
-            seconds, summary = timed(engine, "orders", paths["orders"], later)
-            print(f"re-import orders    {seconds}  ({summary})")
-            seconds, summary = timed(engine, "customers", paths["customers"], later)
-            print(f"re-import customers {seconds}  ({summary})")
+            print(f"re-import orders    {timed(engine, 'orders', paths['orders'], later)}")
+            print(f"re-import customers {timed(engine, 'customers', paths['customers'], later)}")
             after = counts(engine)
             assert before == after, f"re-import changed the store: {before} != {after}"
             print(f"re-import changed nothing: {after}")
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-            print(f"peak memory of this process: {peak} MB")
+            print(verdict(timings["orders"], peak_mb()))
         finally:
             engine.dispose()
             cleanup()

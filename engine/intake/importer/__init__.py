@@ -1,8 +1,9 @@
 """CSV import of customers, products, orders and wanted products, in bulk.
 
-The same meaning as the shop API (`engine.intake.shop`), at a hundred thousand rows
-a minute: every row is validated in Python first, then the good rows are
-written with Core `executemany` in one transaction. Upserts are keyed by the
+The same meaning as the shop API (`engine.intake.shop`), in bulk: every row is
+validated first, then the good rows are written in one transaction. Orders,
+the big files, are read as a stream: checked row by row into temporary tables,
+then written from there, so memory does not grow with the file. Upserts are keyed by the
 shop's own ids (customer `id`, product `sku`, order `order_id`; a wanted
 product by its customer and sku), so importing a file twice changes nothing
 the second time.
@@ -11,13 +12,14 @@ A bad row is reported as `file:line: column: reason`, `line` being the
 physical line of the file (the header is line 1). With bad rows the import
 raises `ImportRejected` and writes nothing, unless `skip_bad` is set: then the
 good rows are written and the bad ones come back in `ImportResult.skipped`.
+Either lists the first `LISTED_BAD` (1,000) bad rows and counts them all.
 A file whose header lacks a required column, or that is not UTF-8 CSV, raises
 `CsvFormatError` before any row is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,9 +33,9 @@ from ...project import parse_timezone
 from ...store import session_scope
 from . import customers, orders, products, wanted
 from .csvfile import CsvFormatError, Record, read_csv
-from .job import BadRow, ImportRejected, ImportResult, Job, Progress
+from .job import LISTED_BAD, BadRow, ImportRejected, ImportResult, Job, Progress
 
-_IMPORTS: dict[str, Callable[[Job, Session, list[Record]], None]] = {
+_IMPORTS: dict[str, Callable[[Job, Session, Iterable[Record]], None]] = {
     "customers": customers.import_customers,
     "products": products.import_products,
     "orders": orders.import_orders,
@@ -80,9 +82,10 @@ def import_csv(
     shown = shown or str(path)
     records = read_csv(Path(path), shown, COLUMNS[kind], REQUIRED[kind])
     job = Job(kind, shown, now, ZoneInfo(parse_timezone(shop_timezone)), skip_bad, progress)
+    job.expected = records.line_breaks
     try:
         with session_scope(engine) as session:
-            _IMPORTS[kind](job, session, job.well_formed(records))
+            _IMPORTS[kind](job, session, records)
     except SQLAlchemyError as exc:
         # The driver's own message, first line only: SQLAlchemy's repeats every parameter.
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -93,6 +96,7 @@ def import_csv(
 __all__ = [
     "COLUMNS",
     "KINDS",
+    "LISTED_BAD",
     "REQUIRED",
     "BadRow",
     "CsvFormatError",

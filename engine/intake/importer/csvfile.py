@@ -1,16 +1,20 @@
 """Reading a shop's CSV file: UTF-8 (a BOM is fine), a header on line 1, rows
-numbered by their physical line so a message points where the user looks."""
+numbered by their physical line so a message points where the user looks.
+Rows are read one at a time, so a file of any size can be checked."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
-import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 from ...errors import DataError
+
+_BLOCK = 1 << 20  # bytes read at a time when checking the encoding
 
 
 class CsvFormatError(DataError):
@@ -26,16 +30,30 @@ class Record:
     problem: str | None = None  # set when the row cannot even be split into its columns
 
 
-def read_csv(
-    path: Path, shown: str, columns: Sequence[str], required: Sequence[str]
-) -> list[Record]:
-    """The file's data rows; a row of the wrong width comes with its `problem` set.
+@dataclass(frozen=True)
+class CsvRows:
+    """The data rows of a file, read as they are iterated (once), and how many line
+    breaks the file has (an upper bound of the rows, for progress)."""
 
-    Raises CsvFormatError if the file is not UTF-8 (a BOM is fine), is empty,
-    has a missing, unknown or repeated column, or breaks CSV quoting.
+    rows: Iterator[Record]
+    line_breaks: int
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.rows
+
+
+def read_csv(path: Path, shown: str, columns: Sequence[str], required: Sequence[str]) -> CsvRows:
+    """The file's data rows, read as they are asked for; a row of the wrong width comes
+    with its `problem` set.
+
+    The encoding and the header are checked before this returns: it raises
+    CsvFormatError if the file is not UTF-8 (a BOM is fine), is empty, or has a
+    missing, unknown or repeated column. Broken CSV quoting raises CsvFormatError
+    while the rows are read.
     """
-    text = _decode(path, shown)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    line_breaks = check_utf8(path, shown)
+    stream = _open(path, shown)
+    reader = csv.reader(stream)
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
@@ -44,36 +62,65 @@ def read_csv(
                 f"{', '.join(columns)}"
             )
         names = _check_header(shown, [h.strip().lower() for h in header], columns, required)
-        rows: list[Record] = []
-        previous = reader.line_num
-        for cells in reader:
-            line, previous = previous + 1, reader.line_num
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue  # a blank line
-            problem = None
-            if len(cells) != len(names):
-                problem = f"expected {len(names)} fields like the header, got {len(cells)}"
-            rows.append(
-                Record(line, {n: c.strip() for n, c in zip(names, cells, strict=False)}, problem)
-            )
     except csv.Error as exc:
+        stream.close()
         raise CsvFormatError(f"{shown}:{reader.line_num}: not valid CSV: {exc}") from exc
-    return rows
+    except BaseException:
+        stream.close()
+        raise
+    return CsvRows(_rows(stream, reader, shown, names), line_breaks)
 
 
-def _decode(path: Path, shown: str) -> str:
+def _rows(stream: TextIO, reader: Any, shown: str, names: list[str]) -> Iterator[Record]:
+    width = len(names)
+    previous = reader.line_num
+    with stream:
+        try:
+            for cells in reader:
+                line, previous = previous + 1, reader.line_num
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # a blank line
+                problem = None
+                if len(cells) != width:
+                    problem = f"expected {width} fields like the header, got {len(cells)}"
+                values = {n: c.strip() for n, c in zip(names, cells, strict=False)}
+                yield Record(line, values, problem)
+        except csv.Error as exc:
+            raise CsvFormatError(f"{shown}:{reader.line_num}: not valid CSV: {exc}") from exc
+
+
+def _open(path: Path, shown: str) -> TextIO:
     try:
-        data = path.read_bytes()
+        return path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise CsvFormatError(f"{shown}: cannot read the file: {exc.strerror}") from exc
+
+
+def check_utf8(path: Path, shown: str) -> int:
+    """The number of line breaks in the file, once it is known to be UTF-8 throughout.
+
+    Reads the file in blocks, so a file of any size costs one block of memory.
+    Raises CsvFormatError naming the line of the first byte that is not UTF-8.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    breaks = 0
     try:
-        return data.decode("utf-8-sig")
+        with path.open("rb") as data:
+            while block := data.read(_BLOCK):
+                decoder.decode(block)
+                breaks += block.count(b"\n")
+            decoder.decode(b"", final=True)
+    except OSError as exc:
+        raise CsvFormatError(f"{shown}: cannot read the file: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        # exc.object is the undecoded tail of the block before (never a line break)
+        # followed by the block being decoded, whose breaks are not counted yet.
+        line = breaks + exc.object.count(b"\n", 0, exc.start) + 1
         raise CsvFormatError(
-            f"{shown}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file "
-            "as CSV UTF-8"
+            f"{shown}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}): save the "
+            "file as CSV UTF-8"
         ) from exc
+    return breaks
 
 
 def _check_header(

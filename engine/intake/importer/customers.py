@@ -6,6 +6,7 @@ only; a consent change is appended to the consent log.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -39,9 +40,10 @@ REQUIRED = ("id", "email")
 DEFAULT_CONSENT_SOURCE = "import"
 
 
-def import_customers(job: Job, session: Session, records: list[Record]) -> None:
+def import_customers(job: Job, session: Session, from_file: Iterable[Record]) -> None:
     """Upsert customers by their id; a consent change goes to the consent log."""
     conn = session.connection()
+    records = job.well_formed(from_file)
     rows = job.parse(records, lambda r: _customer_row(r, job.zone))
     parsed = unique(job, rows, "id", "email")
     table = table_of(Customer)

@@ -17,6 +17,7 @@ from .csvfile import Record
 
 CHUNK = 500  # ids per IN (...) lookup: far below every SQLite variable limit
 WRITE_CHUNK = 5_000  # rows per executemany
+LISTED_BAD = 1_000  # bad rows kept and reported one by one; the others are only counted
 
 # A callback told how far a step has got: (step, rows done, rows in all).
 Progress = Callable[[str, int, int], None]
@@ -41,20 +42,26 @@ class BadRow:
 
 
 class ImportRejected(DataError):
-    """The file has bad rows and skipping them was not asked for: nothing was written."""
+    """The file has bad rows and skipping them was not asked for: nothing was written.
 
-    def __init__(self, file: str, bad: list[BadRow], rows: int):
+    `bad` lists the first `LISTED_BAD` bad rows in line order; `count` is all of them.
+    """
+
+    def __init__(self, file: str, bad: list[BadRow], rows: int, count: int | None = None):
         self.file = file
         self.bad = bad
         self.rows = rows
-        noun = "row" if len(bad) == 1 else "rows"
-        super().__init__(f"{file}: {len(bad)} bad {noun} of {rows}, nothing imported")
+        self.count = len(bad) if count is None else count
+        noun = "row" if self.count == 1 else "rows"
+        listed = f" (the first {len(bad)} are listed)" if self.count > len(bad) else ""
+        super().__init__(f"{file}: {self.count} bad {noun} of {rows}, nothing imported{listed}")
 
 
 @dataclass
 class ImportResult:
     """What an import did. For orders, `updated` counts orders newly marked delivered
-    and `cancelled` stored orders newly cancelled."""
+    and `cancelled` stored orders newly cancelled. `skipped` lists the first
+    `LISTED_BAD` bad rows skipped, `skipped_count` counts them all."""
 
     kind: str
     file: str
@@ -64,6 +71,7 @@ class ImportResult:
     unchanged: int = 0
     cancelled: int = 0
     skipped: list[BadRow] = field(default_factory=list)
+    skipped_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,17 +90,18 @@ class Job:
     skip_bad: bool
     progress: Progress | None
     result: ImportResult = field(init=False)
+    expected: int = 0  # rows the file may have at most, for progress while it is read
     bad: list[BadRow] = field(default_factory=list)
     cells_by_line: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.result = ImportResult(self.kind, self.shown)
 
-    def well_formed(self, rows: list[Record]) -> list[Record]:
-        """The rows that split into the header's columns; the others are bad rows."""
-        self.result.rows = len(rows)
+    def well_formed(self, rows: Iterable[Record]) -> list[Record]:
+        """The rows that split into the header's columns, all read; the others are bad rows."""
         records: list[Record] = []
         for row in rows:
+            self.result.rows += 1
             if row.problem:
                 self.reject(row, "", row.problem)
             else:
@@ -123,9 +132,14 @@ class Job:
     def settle(self) -> None:
         """Stop here, before any write, if there are bad rows and skipping was not asked for."""
         self.bad.sort(key=lambda b: b.line)
-        if self.bad and not self.skip_bad:
-            raise ImportRejected(self.shown, self.bad, self.result.rows)
-        self.result.skipped = self.bad
+        self.conclude(self.bad[:LISTED_BAD], len(self.bad))
+
+    def conclude(self, listed: list[BadRow], count: int) -> None:
+        """Raise ImportRejected for `count` bad rows (`listed`: the first, in line order)
+        unless there are none or skipping them was asked for."""
+        if count and not self.skip_bad:
+            raise ImportRejected(self.shown, listed, self.result.rows, count)
+        self.result.skipped, self.result.skipped_count = listed, count
 
     def write(self, conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
         for chunk in chunks(rows, WRITE_CHUNK):

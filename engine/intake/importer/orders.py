@@ -12,24 +12,30 @@ order's `coupon_code` (the same on each of its lines) is presented with it
 (`engine.intake.coupons`): the use or refusal is recorded, the order kept.
 So is its `referral_code` (`engine.intake.referrals`): the referral, pending or
 refused with its reason, is recorded beside the order.
+
+The file is read once, a chunk of lines at a time: each line is checked on its
+own and against the store, and staged (`orderstage`). What needs the whole file
+(an order's lines agree; an order with a bad line is kept out) is then asked of
+the staged lines, and the good orders are written from them. Memory holds a
+chunk, the products and the first bad rows, whatever the size of the file.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ...store import Checkout, Customer, Order, OrderItem, OrderStatus, PriceChange, Product
+from ...store import Customer, Order, OrderStatus, PriceChange, Product
 from ..coupons import normalise_code, redeem_order_coupon
 from ..referrals import record_order_referral
 from ..reversals import take_back
@@ -47,6 +53,7 @@ from .cells import (
 )
 from .csvfile import Record
 from .job import CHUNK, WRITE_CHUNK, Job, chunks, lookup, table_of
+from .orderstage import GOOD, REFUSED, UNREAD, OrderStage
 
 COLUMNS = (
     "order_id",
@@ -62,52 +69,130 @@ COLUMNS = (
     "referral_code",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
-# The columns every line of an order repeats, the same each time.
-_PER_ORDER = (
-    "customer_id",
-    "placed_at",
-    "delivered_at",
-    "status",
-    "cart_id",
-    "coupon_code",
-    "referral_code",
-)
+_HEADS_KEPT = 10_000  # parsed order heads remembered; a file of any size keeps this many
 
 
-def import_orders(job: Job, session: Session, records: list[Record]) -> None:
+def import_orders(job: Job, session: Session, from_file: Iterable[Record]) -> None:
     """Record new orders (one row per line), mark stored ones delivered, refresh the figures."""
     conn = session.connection()
-    lines = job.parse(records, _line_parser(job.zone))
-    customers = lookup(
-        conn, table_of(Customer), "external_id", (ln.customer_id for _, ln in lines), "id"
-    )
-    products = lookup(conn, table_of(Product), "sku", (ln.sku for _, ln in lines), "id", "price")
-    stored = lookup(
-        conn,
-        table_of(Order),
-        "external_id",
-        (ln.order_id for _, ln in lines),
-        "id",
-        "customer_id",
-        "status",
-        "placed_at",
-        "delivered_at",
-    )
-    history = _price_history(conn, [products[ln.sku].id for _, ln in lines
-                                    if ln.unit_price is None and ln.sku in products])  # fmt: skip
-    orders = _assemble_orders(job, lines, customers, products, stored, history)
-    for order_id in _skip_whole_orders(job, lines):
-        orders.pop(order_id, None)
-    job.settle()
-    touched, changed = _write_orders(job, conn, orders, stored)
-    take_back(conn, changed, job.now)
-    _complete_checkouts(conn, [o.first.cart_id for key, o in orders.items() if key not in stored])
-    for order_id, order in orders.items():
-        redeem_order_coupon(session, order.first.coupon_code, order_id, source="orders csv")
-        record_order_referral(
-            session, order.first.referral_code, order_id, now=job.now, source="orders csv"
+    with OrderStage.opened(conn) as stage:
+        checker = _LineChecker(job, conn, stage)
+        for chunk in _chunks_of(job, from_file):
+            checker.check(chunk)
+        job.conclude(*stage.find_bad(job.shown))
+        _write(job, session, stage)
+
+
+def _chunks_of(job: Job, from_file: Iterable[Record]) -> Iterable[list[Record]]:
+    """The file's rows, WRITE_CHUNK at a time, counted and reported as they are read."""
+    chunk: list[Record] = []
+    for record in from_file:
+        job.result.rows += 1
+        chunk.append(record)
+        if len(chunk) == WRITE_CHUNK:
+            yield chunk
+            chunk = []
+            job.report("checking", job.result.rows, max(job.expected - 1, job.result.rows))
+    yield chunk
+    job.report("checking", job.result.rows, job.result.rows)
+
+
+class _LineChecker:
+    """The first pass: parse each line, check it against the store, stage it."""
+
+    def __init__(self, job: Job, conn: Connection, stage: OrderStage):
+        self.job, self.conn, self.stage = job, conn, stage
+        self.parse = _line_parser(job.zone)
+        self.products: dict[str, Any] = {}  # by sku; None: not in the store
+        self.history: _History = {}
+        self.time_value, self.money_value = stage.time_value, stage.money_value
+
+    def check(self, records: list[Record]) -> None:
+        staged: list[tuple[Any, ...]] = []
+        bad: list[tuple[Any, ...]] = []
+        parsed: list[tuple[Record, _LineRow]] = []
+        for record in records:
+            try:
+                if record.problem:
+                    raise CellError("", record.problem)
+                parsed.append((record, self.parse(record)))
+            except CellError as exc:
+                staged.append(_unread(record.line, record.cells.get("order_id", ""), UNREAD))
+                bad.append((record.line, 0, exc.column, str(exc)))
+        customers = lookup(
+            self.conn, table_of(Customer), "external_id", {ln.customer_id for _, ln in parsed}, "id"
         )
-    refresh_order_totals(session, touched)
+        self._learn_products({ln.sku for _, ln in parsed})
+        stored = lookup(
+            self.conn,
+            table_of(Order),
+            "external_id",
+            {ln.order_id for _, ln in parsed},
+            "status",
+            "placed_at",
+            "delivered_at",
+        )
+        for record, line in parsed:
+            refusal = self._refusal(line, customers)
+            if refusal:
+                staged.append(_unread(record.line, line.order_id, REFUSED))
+                bad.append((record.line, 0, *refusal))
+            else:
+                customer = customers[line.customer_id].id
+                staged.append(self._staged(record.line, line, customer, stored.get(line.order_id)))
+        self.stage.add(staged, bad)
+
+    def _learn_products(self, skus: set[str]) -> None:
+        unknown = skus - self.products.keys()
+        found = lookup(self.conn, table_of(Product), "sku", unknown, "id", "price")
+        self.products |= {sku: found.get(sku) for sku in unknown}
+        self.history |= _price_history(self.conn, [p.id for p in found.values()])
+
+    def _refusal(self, line: _LineRow, customers: dict[str, Any]) -> tuple[str, str] | None:
+        if line.customer_id not in customers:
+            return "customer_id", f"unknown customer {shown(line.customer_id)}"
+        if self.products[line.sku] is None:
+            return "sku", f"unknown product sku {shown(line.sku)}"
+        return None
+
+    def _staged(self, number: int, line: _LineRow, customer: int, old: Any) -> tuple[Any, ...]:
+        product = self.products[line.sku]
+        price = line.unit_price
+        if price is None:
+            price = _price_when(self.history, product, line.placed_at)
+        refused = _stored_problem(line, old) or (None, None)
+        return (
+            number,
+            line.order_id,
+            GOOD,
+            *refused,
+            line.customer_id,
+            customer,
+            self.time_value(line.placed_at),
+            None if line.delivered_at is None else self.time_value(line.delivered_at),
+            None if line.status is None else line.status.value,
+            line.cart_id,
+            line.coupon_code,
+            line.referral_code,
+            product.id,
+            line.quantity,
+            self.money_value(price),
+        )
+
+
+def _unread(number: int, order_id: str, state: int) -> tuple[Any, ...]:
+    return (number, order_id, state, *(None,) * (len(OrderStage.LINE_COLUMNS) - 3))
+
+
+def _stored_problem(line: _LineRow, old: Any) -> tuple[str, str] | None:
+    """Why the order as stored refuses this line, if it does."""
+    if old is None or line.delivered_at is None or line.status == OrderStatus.CANCELLED:
+        return None
+    if old.delivered_at is None and old.status == OrderStatus.CANCELLED:
+        return "delivered_at", f"order {line.order_id} is cancelled and cannot be delivered"
+    if old.delivered_at is None and line.delivered_at < old.placed_at:
+        return "delivered_at", f"is before the order's placed_at {old.placed_at.isoformat()}"
+    return None
 
 
 _History = dict[int, tuple[list[datetime], list[Decimal]]]
@@ -137,20 +222,6 @@ def _price_when(history: _History, product: Any, placed_at: datetime) -> Decimal
     if not prices:
         return Decimal(product.price)
     return prices[max(bisect_right(times, placed_at) - 1, 0)]
-
-
-def _skip_whole_orders(job: Job, lines: list[tuple[Record, _LineRow]]) -> set[str]:
-    """The ids of orders with a bad line; their other lines are reported too."""
-    first_bad: dict[str, int] = {}
-    for bad in sorted(job.bad, key=lambda b: b.line):
-        order_id = job.cells_by_line[bad.line].get("order_id", "")
-        first_bad.setdefault(order_id, bad.line)
-    for record, line in lines:
-        bad_line = first_bad.get(line.order_id)
-        if bad_line is not None and bad_line != record.line:
-            message = f"order {line.order_id} is not imported: its line {bad_line} is bad"
-            job.reject(record, "order_id", message)
-    return set(first_bad)
 
 
 @dataclass(frozen=True)
@@ -200,7 +271,7 @@ def _order_head(record: Record, zone: ZoneInfo) -> _Head:
 
 def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
     """Parse order lines, each order's repeated columns once (they are most of the work)."""
-    heads: dict[tuple[str | None, ...], _Head] = {}
+    heads: dict[tuple[str | None, ...], _Head] = {}  # an order's lines mostly come together
 
     def parse(record: Record) -> _LineRow:
         get = record.cells.get
@@ -216,6 +287,8 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
         )
         head = heads.get(key)
         if head is None:
+            if len(heads) >= _HEADS_KEPT:
+                heads.clear()
             head = heads[key] = _order_head(record, zone)
         (order_id, customer_id, placed_at, delivered_at, status, cart_id, coupon_code,
          referral_code) = head  # fmt: skip
@@ -236,113 +309,48 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
     return parse
 
 
-@dataclass
-class _NewOrder:
-    first: _LineRow
-    customer: int
-    lines: list[tuple[int, int, Decimal]] = field(default_factory=list)  # product, qty, price
+def _write(job: Job, session: Session, stage: OrderStage) -> None:
+    """The second pass: write the good orders from the stage, then what follows from them."""
+    conn = session.connection()
+    new = job.result.created = stage.new_orders()
+    job.report("writing", 0, new)
+    stage.insert_new_orders(job.now)
+    job.report("writing", new, new)
+    changed, cancelled_customers = _update_stored(job, conn, stage)
+    take_back(conn, changed, job.now)
+    stage.complete_checkouts()
+    for page in stage.coded_orders():
+        for _, order_id, coupon_code, referral_code in page:
+            redeem_order_coupon(session, coupon_code, order_id, source="orders csv")
+            record_order_referral(
+                session, referral_code, order_id, now=job.now, source="orders csv"
+            )
+    refresh_order_totals(session, stage.new_order_customers() | cancelled_customers)
 
 
-def _assemble_orders(
-    job: Job,
-    lines: list[tuple[Record, _LineRow]],
-    customers: dict[str, Any],
-    products: dict[str, Any],
-    stored: dict[str, Any],
-    history: _History,
-) -> dict[str, _NewOrder]:
-    """Group lines into orders, checking each against the store and its order's first line."""
-    orders: dict[str, _NewOrder] = {}
-    for record, line in lines:
-        order = orders.get(line.order_id)
-        problem = _line_problem(line, order, customers, products, stored)
-        if problem:
-            job.reject(record, *problem)
-            continue
-        if order is None:
-            order = orders[line.order_id] = _NewOrder(line, customers[line.customer_id].id)
-        product = products[line.sku]
-        if line.unit_price is None:
-            price = _price_when(history, product, line.placed_at)
-        else:
-            price = line.unit_price
-        order.lines.append((product.id, line.quantity, price))
-    return orders
+def _update_stored(job: Job, conn: Connection, stage: OrderStage) -> tuple[list[int], set[int]]:
+    """Mark stored orders delivered or cancelled as the file says; count the others.
 
-
-def _line_problem(
-    line: _LineRow,
-    order: _NewOrder | None,
-    customers: dict[str, Any],
-    products: dict[str, Any],
-    stored: dict[str, Any],
-) -> tuple[str, str] | None:
-    if line.customer_id not in customers:
-        return "customer_id", f"unknown customer {shown(line.customer_id)}"
-    if line.sku not in products:
-        return "sku", f"unknown product sku {shown(line.sku)}"
-    if order is not None:
-        first = order.first
-        for name in _PER_ORDER:
-            if getattr(line, name) != getattr(first, name):
-                return name, (
-                    f"order {line.order_id} has {name} {_plain(getattr(first, name))} on an "
-                    f"earlier line, got {_plain(getattr(line, name))}"
-                )
-    old = stored.get(line.order_id)
-    if old is not None and line.delivered_at is not None and line.status != OrderStatus.CANCELLED:
-        if old.delivered_at is None and old.status == OrderStatus.CANCELLED:
-            return "delivered_at", f"order {line.order_id} is cancelled and cannot be delivered"
-        if old.delivered_at is None and line.delivered_at < old.placed_at:
-            return "delivered_at", f"is before the order's placed_at {old.placed_at.isoformat()}"
-    return None
-
-
-def _plain(value: Any) -> str:
-    if value is None:
-        return "(empty)"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return shown(str(value))
-
-
-def _write_orders(
-    job: Job, conn: Connection, orders: dict[str, _NewOrder], stored: dict[str, Any]
-) -> tuple[set[int], list[int]]:
-    """Insert the new orders and their items, mark delivered and cancelled ones.
-
-    Returns the customers whose figures change and the stored orders that changed.
+    Returns the orders changed and the customers of those cancelled.
     """
-    table, items = table_of(Order), table_of(OrderItem)
-    new, delivered, cancelled = [], [], []
-    for external_id, order in orders.items():
-        old, first = stored.get(external_id), order.first
-        if old is None:
-            new.append(_order_values(external_id, order, job.now))
-        elif first.status == OrderStatus.CANCELLED and old.status != OrderStatus.CANCELLED:
-            cancelled.append({"b_id": old.id})
-        elif (
-            first.delivered_at is not None
-            and old.delivered_at is None
-            and first.status != OrderStatus.CANCELLED
-        ):
-            delivered.append({"b_id": old.id, "v_delivered_at": first.delivered_at})
-        else:
-            job.result.unchanged += 1
-    job.result.created, job.result.updated = len(new), len(delivered)
-    job.result.cancelled = len(cancelled)
-    job.report("writing", 0, len(new))
-    ids: dict[str, int] = {}
-    returning = insert(table).returning(table.c.external_id, table.c.id)
-    for number, chunk in enumerate(chunks(new, WRITE_CHUNK), 1):
-        ids |= {key: id_ for key, id_ in conn.execute(returning, list(chunk))}
-        job.report("writing", min(number * WRITE_CHUNK, len(new)), len(new))
-    rows = [
-        {"order_id": ids[r["external_id"]], "product_id": p, "quantity": q, "unit_price": price}
-        for r in new
-        for p, q, price in orders[r["external_id"]].lines
-    ]
-    job.write(conn, insert(items), rows)
+    delivered: list[dict[str, Any]] = []
+    cancelled: list[dict[str, Any]] = []
+    customers: set[int] = set()
+    for page in stage.stored_orders():
+        for _, order_id, customer_id, status, delivered_at, given, given_delivered_at in page:
+            if given == OrderStatus.CANCELLED and status != OrderStatus.CANCELLED:
+                cancelled.append({"b_id": order_id})
+                customers.add(customer_id)
+            elif (
+                given_delivered_at is not None
+                and delivered_at is None
+                and given != OrderStatus.CANCELLED
+            ):
+                delivered.append({"b_id": order_id, "v_delivered_at": given_delivered_at})
+            else:
+                job.result.unchanged += 1
+    job.result.updated, job.result.cancelled = len(delivered), len(cancelled)
+    table = table_of(Order)
     mark = (
         update(table)
         .where(table.c.id == bindparam("b_id"), table.c.delivered_at.is_(None))
@@ -355,41 +363,4 @@ def _write_orders(
         .values(status=OrderStatus.CANCELLED.value)
     )
     job.write(conn, cancel, cancelled)
-    by_id = {old.id: old.customer_id for old in stored.values()}
-    touched = {r["customer_id"] for r in new} | {by_id[r["b_id"]] for r in cancelled}
-    return touched, [r["b_id"] for r in delivered + cancelled]
-
-
-def _order_values(external_id: str, order: _NewOrder, now: datetime) -> dict[str, Any]:
-    first = order.first
-    if first.status == OrderStatus.CANCELLED:
-        status = OrderStatus.CANCELLED
-    else:
-        status = OrderStatus.DELIVERED if first.delivered_at else OrderStatus.PLACED
-    total = sum((price * quantity for _, quantity, price in order.lines), Decimal("0"))
-    return {
-        "external_id": external_id,
-        "customer_id": order.customer,
-        "placed_at": first.placed_at,
-        "delivered_at": first.delivered_at,
-        "status": status.value,
-        "total": total,
-        "recorded_at": now,
-        "cart_id": first.cart_id,
-    }
-
-
-def _complete_checkouts(conn: Connection, cart_ids: list[str | None]) -> None:
-    """Give each stored checkout of these carts not yet completed its (first) order."""
-    checkout, orders = table_of(Checkout), table_of(Order)
-    first_order = (
-        select(func.min(orders.c.id))
-        .where(orders.c.cart_id == checkout.c.cart_id)
-        .scalar_subquery()
-    )
-    for chunk in chunks(sorted({c for c in cart_ids if c is not None}), CHUNK):
-        conn.execute(
-            update(checkout)
-            .where(checkout.c.cart_id.in_(chunk), checkout.c.order_id.is_(None))
-            .values(order_id=first_order)
-        )
+    return [r["b_id"] for r in delivered + cancelled], customers

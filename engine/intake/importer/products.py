@@ -6,6 +6,7 @@ whose stock goes from zero to more gets a `restock` row, all written in bulk.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,9 +24,10 @@ COLUMNS = ("sku", "name", "name_bn", "category", "price", "stock")
 REQUIRED = ("sku", "name", "price")
 
 
-def import_products(job: Job, session: Session, records: list[Record]) -> None:
+def import_products(job: Job, session: Session, from_file: Iterable[Record]) -> None:
     """Upsert products by SKU; a new or changed price goes to the price history."""
     conn = session.connection()
+    records = job.well_formed(from_file)
     parsed = unique(job, job.parse(records, _product_row), "sku")
     stored = lookup(conn, table_of(Product), "sku", (r.sku for _, r in parsed), *_P_COLS)
     job.settle()

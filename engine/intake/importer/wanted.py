@@ -8,7 +8,7 @@ the customer asked; without it, the time of the import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -37,9 +37,10 @@ class _WantedRow:
     at: datetime | None
 
 
-def import_wanted(job: Job, session: Session, records: list[Record]) -> None:
+def import_wanted(job: Job, session: Session, from_file: Iterable[Record]) -> None:
     """Record each customer's wanted product once; unknown customers and SKUs are bad rows."""
     conn = session.connection()
+    records = job.well_formed(from_file)
     rows = job.parse(records, _row_parser(job.zone))
     customers = lookup(
         conn, table_of(Customer), "external_id", (r.customer_id for _, r in rows), "id"
