@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import IO, Any
 
 import click
@@ -101,6 +102,8 @@ ERROR_COLUMNS = [
     "customer_name",
     "customer_email",
 ]
+# The customers' columns holding the shop's own text, which may look like a formula.
+_CUSTOMER_TEXT = [CUSTOMER_COLUMNS.index(name) for name in ("external_id", "email")]
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
@@ -195,15 +198,19 @@ def write_customers_csv(
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CUSTOMER_COLUMNS)
     timezone = app.project.config.shop.timezone
+    values = attrgetter(*CUSTOMER_COLUMNS)
     for row in customer_summaries(app.engine, end, timezone, first_order_from=cohort):
-        writer.writerow([csv_cell(getattr(row, name)) for name in CUSTOMER_COLUMNS])
+        cells = list(values(row))
+        for i in _CUSTOMER_TEXT:  # numbers and dates are left as they are by csv_cell too
+            cells[i] = csv_cell(cells[i])
+        writer.writerow(cells)
 
 
 def write_customers_json(
     app: App, end: datetime, cohort: datetime | None, now: datetime, out: IO[str]
 ) -> None:
     """One JSON object, `period` and `customers` (a list, one customer a line), written
-    as the rows are read."""
+    as the rows are read. Decimals are strings and dates ISO 8601, as in the report."""
     timezone = app.project.config.shop.timezone
     info = {
         "end": end,
@@ -214,9 +221,10 @@ def write_customers_json(
     }
     out.write(f'{{"period": {json.dumps(to_json(info))}, "customers": [')
     separator = "\n"
+    values = attrgetter(*CUSTOMER_COLUMNS)
     for row in customer_summaries(app.engine, end, timezone, first_order_from=cohort):
-        values = {name: getattr(row, name) for name in CUSTOMER_COLUMNS}
-        out.write(separator + json.dumps(to_json(values), ensure_ascii=False))
+        fields = dict(zip(CUSTOMER_COLUMNS, values(row), strict=True))
+        out.write(separator + json.dumps(fields, ensure_ascii=False, default=str))
         separator = ",\n"
     out.write("\n]}\n")
 

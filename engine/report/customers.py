@@ -13,29 +13,33 @@ calendar days of the shop's timezone (docs/metrics.md, "Customers (RFM)"):
 - `monetary_value` = the mean of the purchase days after the first, rounded half-up
   to the paisa; 0 when there are none.
 
-The days are cut in SQL, grouped by customer and day, and the rows are read from
-the database as they are written out, so a shop of any size fits in memory.
+SQL cuts each counted order's day and hands the orders over a customer at a time
+(in the order of the index on customer_id, placed_at, so SQLite sorts nothing);
+each customer's days are summed up here and their row given before the next
+customer's orders are read, so a shop of any size fits in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, Integer, case, cast, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import BigInteger, Integer, case, cast, func, select, type_coerce
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col
 
 from ..errors import StoreError
-from ..store import Customer, Order, OrderStatus, is_postgres, session_scope
+from ..store import Customer, Money, Order, OrderStatus, is_postgres, session_scope
 from .retention import TWO_PLACES
 
 EPOCH = date(1970, 1, 1)
+EPOCH_ORDINAL = EPOCH.toordinal()
+ZERO = Decimal("0.00")
 DAY_SECONDS = 86_400
 BATCH = 2_000  # rows fetched from the database at a time
 
@@ -71,17 +75,27 @@ def customer_summaries(
     """
     zone = ZoneInfo(timezone)
     last_day = observation_day(end, timezone)
+    cohort = None if first_order_from is None else _day_number(first_order_from, zone)
     try:
         with session_scope(engine) as session:
-            first = session.execute(select(func.min(col(Order.placed_at)))).scalar()
+            placed = col(Order.placed_at)
+            first, latest = session.execute(select(func.min(placed), func.max(placed))).one()
             if first is None:
                 return
             day = _local_day(session, offsets(zone, first, end))
-            cohort = None if first_order_from is None else _day_number(first_order_from, zone)
-            query = _summary_query(day, end, cohort)
-            rows = session.execute(query, execution_options={"yield_per": BATCH})
-            for row in rows:
-                yield _summary(row, last_day)
+            # A condition on the day rather than on placed_at: a range on placed_at would
+            # make SQLite read the orders in time order through its index, one customer's
+            # orders far apart, instead of each customer's together.
+            observed = [day <= (last_day - EPOCH).days]
+            if latest >= end and _local_midnight(end, zone) != end:
+                observed.append(placed < end)  # orders dated later on the last day
+            query = _orders_query(day, observed).execution_options(yield_per=BATCH)
+            dialect = session.get_bind().dialect
+            stored = Money()
+            batches = session.connection().execute(query).partitions()
+            for history in _histories(row for batch in batches for row in batch):
+                if cohort is None or min(history.days) >= cohort:
+                    yield history.summary(last_day, stored, dialect)
     except OperationalError as exc:
         raise StoreError(
             f"cannot read the customers' orders from the database: {exc.orig}"
@@ -142,63 +156,74 @@ def _local_day(session: Session, changes: list[tuple[datetime, int]]) -> Any:
     return (seconds + offset) // DAY_SECONDS
 
 
-def _summary_query(day: Any, end: datetime, first_day: int | None) -> Any:
-    """One row per customer: their purchase days, orders, revenue and first day's total."""
-    counted = (
-        select(col(Order.customer_id).label("customer_id"), day.label("day"), col(Order.total))
-        .where(col(Order.status) != OrderStatus.CANCELLED, col(Order.placed_at) < end)
-        .subquery("counted")
-    )
-    per_day = (
-        select(
-            counted.c.customer_id,
-            counted.c.day,
-            func.count().label("orders"),
-            func.sum(counted.c.total).label("total"),
-        )
-        .group_by(counted.c.customer_id, counted.c.day)
-        .subquery("per_day")
-    )
-    marked = select(
-        per_day,
-        func.min(per_day.c.day).over(partition_by=per_day.c.customer_id).label("first_day"),
-    ).subquery("marked")
-    first_total = case((marked.c.day == marked.c.first_day, marked.c.total), else_=0)
-    grouped = select(
-        marked.c.customer_id,
-        func.min(marked.c.day).label("first_day"),
-        func.max(marked.c.day).label("last_day"),
-        func.count().label("days"),
-        func.sum(marked.c.orders).label("orders"),
-        func.sum(marked.c.total).label("revenue"),
-        func.sum(first_total).label("first_day_total"),
-    ).group_by(marked.c.customer_id)
-    if first_day is not None:
-        grouped = grouped.having(func.min(marked.c.day) >= first_day)
-    summary = grouped.subquery("summary")
+def _local_midnight(moment: datetime, zone: ZoneInfo) -> datetime:
+    return datetime.combine(moment.astimezone(zone).date(), time(), zone)
+
+
+def _orders_query(day: Any, observed: list[Any]) -> Any:
+    """The counted orders: customer, day and stored total, each customer's together in time
+    order (the order of the index on customer_id, placed_at)."""
     return (
-        select(summary, col(Customer.external_id), col(Customer.email))
-        .join(Customer, col(Customer.id) == summary.c.customer_id)
-        .order_by(summary.c.customer_id)
+        select(
+            col(Order.customer_id),
+            day,
+            type_coerce(col(Order.total), BigInteger),  # summed as stored, converted once
+            col(Customer.external_id),
+            col(Customer.email),
+        )
+        .join(Customer, col(Customer.id) == col(Order.customer_id))
+        .where(col(Order.status) != OrderStatus.CANCELLED, *observed)
+        .order_by(col(Order.customer_id), col(Order.placed_at))
     )
 
 
-def _summary(row: Any, last_day: date) -> CustomerSummary:
-    first, last = EPOCH + timedelta(days=row.first_day), EPOCH + timedelta(days=row.last_day)
-    frequency = row.days - 1
-    repeat = Decimal(row.revenue) - Decimal(row.first_day_total)
-    return CustomerSummary(
-        customer_id=row.customer_id,
-        external_id=row.external_id,
-        email=row.email,
-        first_order=first,
-        last_order=last,
-        orders=row.orders,
-        revenue=Decimal(row.revenue).quantize(TWO_PLACES),
-        frequency=frequency,
-        recency=(last - first).days,
-        T=(last_day - first).days,
-        monetary_value=(repeat / frequency if frequency else Decimal(0)).quantize(
-            TWO_PLACES, ROUND_HALF_UP
-        ),
-    )
+class _History:
+    """One customer's counted orders: their number and each day's total, as stored."""
+
+    __slots__ = ("customer", "days", "orders")
+
+    def __init__(self, customer_id: int, external_id: str, email: str) -> None:
+        self.customer = (customer_id, external_id, email)
+        self.days: dict[int, int] = {}
+        self.orders = 0
+
+    def add(self, day: int, total: int) -> None:
+        self.days[day] = self.days.get(day, 0) + total
+        self.orders += 1
+
+    def summary(self, observed_to: date, stored: Money, dialect: Dialect) -> CustomerSummary:
+        """The summary with T counted to `observed_to`; `stored` reads the summed totals."""
+        customer_id, external_id, email = self.customer
+        first_day, last_day = min(self.days), max(self.days)
+        first = date.fromordinal(EPOCH_ORDINAL + first_day)
+        frequency = len(self.days) - 1
+        total = sum(self.days.values())
+        revenue = stored.process_result_value(total, dialect) or ZERO
+        repeat = stored.process_result_value(total - self.days[first_day], dialect) or ZERO
+        mean = repeat / frequency if frequency else ZERO
+        return CustomerSummary(
+            customer_id=customer_id,
+            external_id=external_id,
+            email=email,
+            first_order=first,
+            last_order=date.fromordinal(EPOCH_ORDINAL + last_day),
+            orders=self.orders,
+            revenue=revenue,
+            frequency=frequency,
+            recency=last_day - first_day,
+            T=(observed_to - first).days,
+            monetary_value=mean.quantize(TWO_PLACES, ROUND_HALF_UP),
+        )
+
+
+def _histories(rows: Iterable[Any]) -> Iterator[_History]:
+    """Each customer's history from their orders' rows, a customer's rows together."""
+    current: _History | None = None
+    for customer_id, day, total, external_id, email in rows:
+        if current is None or current.customer[0] != customer_id:
+            if current is not None:
+                yield current
+            current = _History(customer_id, external_id, email)
+        current.add(day, total)
+    if current is not None:
+        yield current
