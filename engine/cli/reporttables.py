@@ -7,17 +7,22 @@ credit, tiers and referrals. A figure that is None ("no data") shows as "–".
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich import box
 from rich.table import Table
 
+from ..report import rounded
 from .base import console
 
 
 def _shown(value: Any) -> str:
-    return "–" if value is None else str(value)
+    """A figure for a person: "–" for no data, Decimals half-up to two places."""
+    if value is None:
+        return "–"
+    return str(rounded(value)) if isinstance(value, Decimal) else str(value)
 
 
 def show(data: dict[str, Any]) -> None:
@@ -82,7 +87,7 @@ def _table(title: str, columns: list[str], first: str = "campaign") -> Table:
 
 
 def _retention_tables(retention: dict[str, Any]) -> list[Table]:
-    title = f"Retention (active = ordered within {retention['activity_days']} days)"
+    title = f"Retention (active = ordered within {retention['activity_window']})"
     counts = _table(
         title, ["at start", "at end", "new", "lost", "returning", "repeat", "orders"], "period"
     )
@@ -91,7 +96,12 @@ def _retention_tables(retention: dict[str, Any]) -> list[Table]:
         ["CRR %", "churn %", "repeat %", "frequency", "AOV", "CLV", "NPS", "answers"],
         "period",
     )
-    slices = [*((b["label"], b) for b in retention["buckets"]), ("total", retention["total"])]
+    buckets = retention["buckets"]
+    slices = [*((_mark(b), b) for b in buckets), ("total", retention["total"])]
+    notes = _notes(buckets)
+    if notes:
+        rates.caption = notes
+        rates.caption_justify = "left"
     for label, b in slices:
         counts.add_row(
             label,
@@ -120,6 +130,22 @@ def _retention_tables(retention: dict[str, Any]) -> list[Table]:
             str(b["nps"]["answers"]),
         )
     return [counts, rates]
+
+
+def _mark(bucket: dict[str, Any]) -> str:
+    """A bucket's label, starred when the period cuts it (the tables stay narrow)."""
+    return bucket["label"] + ("*" if bucket["partial"] else "")
+
+
+def _notes(buckets: list[dict[str, Any]]) -> str:
+    """What the stars mean, and the buckets nobody ordered in (their rates read so)."""
+    notes = []
+    if any(b["partial"] for b in buckets):
+        notes.append("* partial: the period starts or ends inside it")
+    empty = [b["label"] for b in buckets if not b["orders"]]
+    if empty:
+        notes.append(f"no orders in {', '.join(empty)}")
+    return "; ".join(notes)
 
 
 def _rewards_tables(rewards: dict[str, Any]) -> list[Table]:

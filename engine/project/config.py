@@ -143,6 +143,8 @@ class Refunds(Frozen):
 
 class Reports(Frozen):
     attribution_days: Annotated[int, whole(1, 365)] = 7
+    # The retention's activity window in days; None: a calendar year back.
+    activity_days: Annotated[int, whole(1, 3660)] | None = None
 
 
 class Paths(Frozen):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,7 +40,7 @@ from .dashauth import Sessions, base
 from .dashpreview import Previews
 from .dashrewards import rewards_tables
 from .reports import build_report, period, to_json
-from .retention import ReportError
+from .retention import ReportError, bucket_label, rounded
 
 PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -155,10 +156,10 @@ def dashboard_app(
 
 
 def _figure(value: Any) -> str:
-    """A figure as the page shows it: None is 'no data', Decimals keep their two places."""
+    """A figure as the page shows it: None is 'no data', Decimals half-up to two places."""
     if value is None:
         return NO_DATA
-    return str(value)
+    return str(rounded(value)) if isinstance(value, Decimal) else str(value)
 
 
 def _raw(value: Any) -> str:
@@ -175,8 +176,10 @@ def _shown(project: Project) -> Callable[[Any, str], str]:
         if value is None:
             return NO_CREDIT if kind == "credit" else NO_DATA
         if kind in ("money", "credit"):
-            return money(value, currency=shop.currency, locale="en", symbol_locale=shop.locale)
-        return str(value)
+            return money(
+                rounded(value), currency=shop.currency, locale="en", symbol_locale=shop.locale
+            )
+        return _figure(value)
 
     return shown
 
@@ -300,7 +303,7 @@ class Dashboard:
                 request, "retention.html", _status(error), error=error, chosen=chosen, report=None
             )
         slices = report["retention"]["buckets"]
-        labels = [b["label"] for b in slices]
+        labels = [b["label"] + (" (partial)" if b["partial"] else "") for b in slices]
         series = {
             "retention rate": [b["retention_rate"] for b in slices],
             "churn rate": [b["churn_rate"] for b in slices],
@@ -314,7 +317,7 @@ class Dashboard:
             chosen=chosen,
             report=report,
             tables=RETENTION_TABLES,
-            rows=[(b["label"], b["label"], b) for b in slices],
+            rows=[(b["label"], bucket_label(b), b) for b in slices],
             shown=_shown(self.get_project()),
             local=_local(self.get_project()),
             trend_chart=trend,

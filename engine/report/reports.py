@@ -63,7 +63,7 @@ def build_report(
     by: str,
     now: datetime,
     *,
-    activity_days: int = ACTIVITY_DAYS,
+    activity_days: int | None = ACTIVITY_DAYS,
     sections: Collection[str] = SECTIONS,
 ) -> dict[str, Any]:
     """Every figure of the campaign report, activity, queue, retention and rewards for
@@ -71,6 +71,8 @@ def build_report(
 
     `sections` leaves out the parts a caller does not show ("campaigns" brings
     "totals" with it); the parts computed are the same whatever else is asked.
+    `activity_days` (None: config.yaml's `reports.activity_days`, whose default is
+    a calendar year) sets the retention's activity window.
     Values are ints, Decimals, datetimes, strings and None; `to_json` makes them
     JSON-ready. Raises ReportError for an impossible period or bucket size.
     """
@@ -80,6 +82,8 @@ def build_report(
     timezone = project.config.shop.timezone
     buckets(start, end, by, timezone)  # validates the period and `by` before any query
     days = project.config.reports.attribution_days
+    if activity_days is None:
+        activity_days = project.config.reports.activity_days
     report: dict[str, Any] = {
         "period": {
             "start": start,
@@ -104,7 +108,7 @@ def _fill(
     session: Session,
     project: Project,
     sections: Collection[str],
-    activity_days: int,
+    activity_days: int | None,
 ) -> None:
     """Compute the asked-for sections of `report` for its period."""
     info = report["period"]

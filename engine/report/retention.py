@@ -1,8 +1,8 @@
 """Retention metrics from the orders table, for a period and its calendar buckets.
 
 Every figure follows the definitions in docs/metrics.md ("Retention"), so anyone
-can recompute it from `orders`. In short, with W = `activity_days` (365 by
-default) and the period [start, end):
+can recompute it from `orders`. In short, with the activity window W (a calendar
+year back by default, or `activity_days` days) and the period [start, end):
 
 - counted orders: every order whose status is not `cancelled`;
 - a customer is *active at t* when they have a counted order placed in [t − W, t);
@@ -16,33 +16,37 @@ default) and the period [start, end):
 CRR = (E − N) / S × 100, churn = lost / S × 100, repeat customer rate =
 repeat / ordering × 100, purchase frequency = orders / ordering customers,
 average order value = revenue / orders, purchases per year = counted orders
-in [end − 365 days, end) / customers who placed them, CLV = average order value ×
-purchases per year × CRR / 100 (taka per customer), NPS = % promoters (9–10) −
-% detractors (0–6) over the survey answers given in the period.
+in the calendar year before `end` / customers who placed them, CLV = average
+order value × purchases per year × CRR / 100 (taka per customer), NPS = %
+promoters (9–10) − % detractors (0–6) over the survey answers given in the period.
 
 A figure whose denominator is zero is None ("no data"), never a division by
-zero. Percentages and ratios are Decimals rounded half-up to two places; money
-is rounded to the paisa; CLV is computed from the unrounded parts.
+zero. Rates, ratios and the money figures derived by division are exact Decimals
+(28 significant digits; at least two places): the report's JSON and CSV carry
+them unrounded, and only the pages and the terminal round them for display.
+All buckets come from one scan of the orders table (`orderscan`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, distinct, exists, func, or_, select
+from sqlalchemy import case, func, literal_column, select
 from sqlmodel import Session, col
 
 from ..errors import EngineError
-from ..store import Order, OrderStatus, SurveyAnswer
+from ..store import SurveyAnswer
+from .orderscan import Scan, bits, scan
 
-ACTIVITY_DAYS = 365
-YEAR = timedelta(days=365)
 TWO_PLACES = Decimal("0.01")
 GRAINS = ("day", "month", "year")
+YEAR_WINDOW = "a calendar year"
+ACTIVITY_DAYS: int | None = None  # the default activity window: a calendar year
 
 
 class ReportError(EngineError, ValueError):
@@ -51,25 +55,38 @@ class ReportError(EngineError, ValueError):
 
 @dataclass(frozen=True)
 class Bucket:
-    """One calendar slice [start, end) of a period, labelled in the shop's timezone."""
+    """One calendar slice [start, end) of a period, labelled in the shop's timezone;
+    `partial` when the period cuts it (it starts or ends inside the calendar slice)."""
 
     start: datetime
     end: datetime
     label: str
+    partial: bool = False
+
+
+def exact(value: Decimal) -> Decimal:
+    """`value` unrounded, written with at least two places (50 as 50.00)."""
+    exponent = value.as_tuple().exponent
+    return value.quantize(TWO_PLACES) if isinstance(exponent, int) and exponent > -2 else value
 
 
 def percent(part: int | Decimal, whole: int | Decimal) -> Decimal | None:
-    """part / whole × 100 with two places, or None when whole is 0."""
+    """part / whole × 100, unrounded, or None when whole is 0."""
     if not whole:
         return None
-    return (Decimal(part) * 100 / Decimal(whole)).quantize(TWO_PLACES, ROUND_HALF_UP)
+    return exact(Decimal(part) * 100 / Decimal(whole))
 
 
 def ratio(part: int | Decimal, whole: int | Decimal) -> Decimal | None:
-    """part / whole with two places, or None when whole is 0."""
+    """part / whole, unrounded, or None when whole is 0."""
     if not whole:
         return None
-    return (Decimal(part) / Decimal(whole)).quantize(TWO_PLACES, ROUND_HALF_UP)
+    return exact(Decimal(part) / Decimal(whole))
+
+
+def rounded(value: Decimal | int) -> Decimal:
+    """A figure as shown to a person: half-up to two places."""
+    return Decimal(value).quantize(TWO_PLACES, ROUND_HALF_UP)
 
 
 def buckets(start: datetime, end: datetime, by: str, timezone: str) -> list[Bucket]:
@@ -85,13 +102,18 @@ def buckets(start: datetime, end: datetime, by: str, timezone: str) -> list[Buck
         cursor = cursor.replace(day=1)
     if by == "year":
         cursor = cursor.replace(month=1)
+    label = {"day": "%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}[by]
     out: list[Bucket] = []
     while cursor < end:
         following = _next(cursor, by)
         lo, hi = max(cursor, start), min(following, end)
-        label = {"day": "%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}[by]
         out.append(
-            Bucket(lo.astimezone(start.tzinfo), hi.astimezone(start.tzinfo), cursor.strftime(label))
+            Bucket(
+                lo.astimezone(start.tzinfo),
+                hi.astimezone(start.tzinfo),
+                cursor.strftime(label),
+                partial=lo != cursor or hi != following,
+            )
         )
         cursor = following
     return out
@@ -109,6 +131,37 @@ def _next(local: datetime, by: str) -> datetime:
     return naive.replace(tzinfo=zone)
 
 
+def bucket_label(figures: dict[str, Any]) -> str:
+    """A bucket's name as a person reads it: its label, whether the period cuts it,
+    and whether nobody ordered in it (so its rates are read with that in mind)."""
+    notes = [
+        note
+        for note, on in (("partial", figures["partial"]), ("no orders", not figures["orders"]))
+        if on
+    ]
+    return f"{figures['label']} ({', '.join(notes)})" if notes else figures["label"]
+
+
+def year_before(moment: datetime, timezone: str) -> datetime:
+    """The same wall-clock time a calendar year earlier in `timezone` (29 February
+    goes back to 28 February), in UTC."""
+    zone = ZoneInfo(timezone)
+    local = moment.astimezone(zone).replace(tzinfo=None)
+    day = 28 if (local.month, local.day) == (2, 29) else local.day
+    return local.replace(year=local.year - 1, day=day).replace(tzinfo=zone).astimezone(UTC)
+
+
+def window_start(timezone: str, activity_days: int | None) -> Callable[[datetime], datetime]:
+    """Where the activity window of a moment begins: a calendar year back, or
+    `activity_days` days back."""
+    if activity_days is None:
+        return lambda moment: year_before(moment, timezone)
+    if activity_days < 1:
+        raise ReportError(f"the activity window must be at least one day, got: {activity_days}")
+    days = timedelta(days=activity_days)
+    return lambda moment: moment - days
+
+
 def retention(
     session: Session,
     start: datetime,
@@ -116,22 +169,28 @@ def retention(
     *,
     by: str,
     timezone: str,
-    activity_days: int = ACTIVITY_DAYS,
+    activity_days: int | None = None,
 ) -> dict[str, Any]:
-    """The retention figures for [start, end) and for each of its `by` buckets."""
-    if activity_days < 1:
-        raise ReportError(f"the activity window must be at least one day, got: {activity_days}")
-    known: dict[datetime, dict[str, int]] = {}  # a bucket's end is the next one's start
+    """The retention figures for [start, end) and for each of its `by` buckets
+    (`activity_days`: None for a calendar year)."""
+    window = window_start(timezone, activity_days)
+    year = lambda moment: year_before(moment, timezone)  # noqa: E731
+    slices = buckets(start, end, by, timezone)
+    moments = {start, end, *(b.start for b in slices)}
+    orders = scan(session, moments | {window(m) for m in moments} | {year(m) for m in moments})
+    answers = net_promoter_scores(session, slices)
     return {
         "activity_days": activity_days,
+        "activity_window": YEAR_WINDOW if activity_days is None else f"{activity_days} days",
         "by": by,
-        "total": figures(session, start, end, activity_days=activity_days, known=known),
+        "total": _figures(orders, start, end, window, year, _sum_answers(answers)),
         "buckets": [
             {
                 "label": b.label,
-                **figures(session, b.start, b.end, activity_days=activity_days, known=known),
+                "partial": b.partial,
+                **_figures(orders, b.start, b.end, window, year, nps),
             }
-            for b in buckets(start, end, by, timezone)
+            for b, nps in zip(slices, answers, strict=True)
         ],
     }
 
@@ -141,42 +200,40 @@ def figures(
     start: datetime,
     end: datetime,
     *,
-    activity_days: int = ACTIVITY_DAYS,
-    known: dict[datetime, dict[str, int]] | None = None,
+    timezone: str = "UTC",
+    activity_days: int | None = None,
 ) -> dict[str, Any]:
-    """Every retention figure of [start, end).
-
-    `known` keeps the counts at each moment already asked for, so buckets that
-    share a boundary count its active customers once.
-    """
+    """Every retention figure of the one period [start, end)."""
     if start >= end:
         raise ReportError(f"the period must end after it starts, got {start} to {end}")
-    window = timedelta(days=activity_days)
-    known = {} if known is None else known
-    for moment in (start, end):
-        if moment not in known:
-            known[moment] = _at(session, moment, window)
-    counts = {**_between(session, start, end, window)}
-    counts["at_start"] = known[start]["active"]
-    counts["at_end"] = known[end]["active"]
-    counts["year_orders"] = known[end]["year_orders"]
-    counts["year_customers"] = known[end]["year_customers"]
-    # In S and in E = |S| + |E| − |in S or in E|
-    counts["retained"] = counts["at_start"] + counts["at_end"] - counts["either"]
-    nps = net_promoter_score(session, start, end)
+    window = window_start(timezone, activity_days)
+    year = lambda moment: year_before(moment, timezone)  # noqa: E731
+    moments = {start, end}
+    orders = scan(session, moments | {window(m) for m in moments} | {year(m) for m in moments})
+    [answers] = net_promoter_scores(session, [Bucket(start, end, "")])
+    return _figures(orders, start, end, window, year, answers)
+
+
+def _figures(
+    orders: Scan,
+    start: datetime,
+    end: datetime,
+    window: Callable[[datetime], datetime],
+    year: Callable[[datetime], datetime],
+    answers: dict[str, int],
+) -> dict[str, Any]:
+    """Every retention figure of [start, end), counted from `orders` (which is cut
+    at `start`, `end` and where their windows and years begin)."""
+    counts = _counts(orders, start, end, window, year)
     s, e, n = counts["at_start"], counts["at_end"], counts["new"]
     lost = s - counts["retained"]
-    orders, revenue = counts["orders"], counts["revenue"]
-    aov = revenue / orders if orders else None
-    per_year = (
-        Decimal(counts["year_orders"]) / counts["year_customers"]
-        if counts["year_customers"]
-        else None
-    )
-    crr = Decimal(e - n) / s if s else None
+    count, revenue = counts["orders"], counts["revenue"]
+    aov = ratio(revenue, count)
+    per_year = ratio(counts["year_orders"], counts["year_customers"])
+    crr = ratio(e - n, s)
     clv = None
     if aov is not None and per_year is not None and crr is not None:
-        clv = (aov * per_year * crr).quantize(TWO_PLACES, ROUND_HALF_UP)
+        clv = exact(aov * per_year * crr)
     return {
         "start": start,
         "end": end,
@@ -188,113 +245,89 @@ def figures(
         "ordering_customers": counts["ordering"],
         "returning_customers": counts["returners"],
         "repeat_customers": counts["repeaters"],
-        "orders": orders,
-        "revenue": revenue,
+        "orders": count,
+        "revenue": revenue.quantize(TWO_PLACES),
         "retention_rate": percent(e - n, s),
         "churn_rate": percent(lost, s),
         "repeat_customer_rate": percent(counts["repeaters"], counts["ordering"]),
-        "purchase_frequency": ratio(orders, counts["ordering"]),
-        "average_order_value": aov.quantize(TWO_PLACES, ROUND_HALF_UP) if aov is not None else None,
-        "purchases_per_year": per_year.quantize(TWO_PLACES, ROUND_HALF_UP)
-        if per_year is not None
-        else None,
+        "purchase_frequency": ratio(count, counts["ordering"]),
+        "average_order_value": aov,
+        "purchases_per_year": per_year,
         "customer_lifetime_value": clv,
-        "nps": nps,
+        "nps": _nps(answers),
     }
 
 
-def _customers(*where: Any) -> Any:
-    counted = col(Order.status) != OrderStatus.CANCELLED
-    return select(func.count(distinct(col(Order.customer_id)))).where(counted, *where)
+def _counts(
+    orders: Scan,
+    start: datetime,
+    end: datetime,
+    window: Callable[[datetime], datetime],
+    year: Callable[[datetime], datetime],
+) -> dict[str, Any]:
+    """The customer and order counts of [start, end), by the rules in the module doc."""
+    first, last = orders.between(start, end)
+    at_start = bits(*orders.between(window(start), start))
+    at_end = bits(*orders.between(window(end), end))
+    in_period = bits(first, last)
+    in_year = bits(*orders.between(year(end), end))
+    names = ("at_start", "at_end", "either", "new", "ordering", "returners", "repeaters")
+    counts: dict[str, Any] = dict.fromkeys((*names, "year_customers"), 0)
+    for profile in orders.profiles:
+        mask, customers = profile.mask, profile.customers
+        counts["at_start"] += customers if mask & at_start else 0
+        counts["at_end"] += customers if mask & at_end else 0
+        counts["either"] += customers if mask & (at_start | at_end) else 0
+        counts["year_customers"] += customers if mask & in_year else 0
+        counts["new"] += customers if first <= profile.first < last else 0
+        if mask & in_period:
+            counts["ordering"] += customers
+            counts["returners"] += customers if profile.first < first else 0
+            second = profile.second
+            counts["repeaters"] += customers if second is not None and second < last else 0
+    counts["retained"] = counts["at_start"] + counts["at_end"] - counts["either"]
+    counts["orders"] = sum(orders.orders[first:last])
+    counts["revenue"] = sum(orders.revenue[first:last], Decimal(0))
+    year_first, year_last = orders.between(year(end), end)
+    counts["year_orders"] = sum(orders.orders[year_first:year_last])
+    return counts
 
 
-def _at(session: Session, moment: datetime, window: timedelta) -> dict[str, int]:
-    """Customers active at `moment`, and the orders and customers of the year before it."""
-    placed = col(Order.placed_at)
-    counted = col(Order.status) != OrderStatus.CANCELLED
-    columns = [
-        select(func.count(col(Order.id)))
-        .where(counted, placed >= moment - YEAR, placed < moment)
-        .scalar_subquery()
-        .label("year_orders"),
-        _customers(placed >= moment - YEAR, placed < moment)
-        .scalar_subquery()
-        .label("year_customers"),
-    ]
-    if window != YEAR:
-        active = _customers(placed >= moment - window, placed < moment).scalar_subquery()
-        columns.append(active.label("active"))
-    values = dict(session.execute(select(*columns)).one()._mapping)
-    values.setdefault("active", values["year_customers"])  # the same window: count it once
-    return values
-
-
-def _between(session: Session, start: datetime, end: datetime, window: timedelta) -> dict[str, Any]:
-    """The counts that belong to [start, end) itself, as scalar subqueries of one SELECT."""
-    counted = col(Order.status) != OrderStatus.CANCELLED
-    placed = col(Order.placed_at)
-    customer = col(Order.customer_id)
-    earlier = Order.__table__.alias("earlier")  # type: ignore[attr-defined]
-    ordered_before = exists().where(
-        earlier.c.customer_id == customer,
-        earlier.c.status != OrderStatus.CANCELLED,
-        earlier.c.placed_at < start,
+def net_promoter_scores(session: Session, slices: list[Bucket]) -> list[dict[str, int]]:
+    """Per bucket, the survey answers given in it with a score from 0 to 10: how many,
+    promoters (9–10) and detractors (0–6); one grouped query for all buckets."""
+    score, at = col(SurveyAnswer.score), col(SurveyAnswer.at)
+    which = case(*((at < b.end, k) for k, b in enumerate(slices)))
+    query = (
+        select(
+            which.label("bucket"),
+            func.count(),
+            func.sum(case((score >= 9, 1), else_=0)),
+            func.sum(case((score <= 6, 1), else_=0)),
+        )
+        .where(at >= slices[0].start, at < slices[-1].end, score >= 0, score <= 10)
+        .group_by(literal_column("bucket"))  # PostgreSQL: not the CASE's own binds
     )
-    firsts = (
-        select(customer)
-        .where(counted)
-        .group_by(customer)
-        .having(and_(func.min(placed) >= start, func.min(placed) < end))
-        .subquery()
-    )
-    repeaters = (  # ordering customers with two or more counted orders up to `end`
-        select(customer)
-        .where(counted, placed < end)
-        .group_by(customer)
-        .having(and_(func.count() >= 2, func.max(placed) >= start))
-        .subquery()
-    )
-    in_period = (placed >= start, placed < end)
-    at_start = and_(placed >= start - window, placed < start)
-    at_end = and_(placed >= end - window, placed < end)
-    query = select(
-        _customers(or_(at_start, at_end)).scalar_subquery().label("either"),
-        select(func.count()).select_from(firsts).scalar_subquery().label("new"),
-        _customers(*in_period).scalar_subquery().label("ordering"),
-        _customers(*in_period, ordered_before).scalar_subquery().label("returners"),
-        select(func.count()).select_from(repeaters).scalar_subquery().label("repeaters"),
-        select(func.count(col(Order.id)))
-        .where(counted, *in_period)
-        .scalar_subquery()
-        .label("orders"),
-        select(func.coalesce(func.sum(Order.total), 0))
-        .where(counted, *in_period)
-        .scalar_subquery()
-        .label("revenue"),
-    )
-    values = dict(session.execute(query).one()._mapping)
-    values["revenue"] = Decimal(values["revenue"] or 0).quantize(TWO_PLACES)
-    return values
+    found = {
+        int(k): {"answers": int(n), "promoters": int(p), "detractors": int(d)}
+        for k, n, p, d in session.execute(query)
+    }
+    empty = {"answers": 0, "promoters": 0, "detractors": 0}
+    return [found.get(k, empty) for k in range(len(slices))]
 
 
-def net_promoter_score(session: Session, start: datetime, end: datetime) -> dict[str, Any]:
-    """Answers given in [start, end), by group, and the score (None without answers)."""
-    score = col(SurveyAnswer.score)
-    query = select(
-        func.count(col(SurveyAnswer.id)),
-        func.coalesce(func.sum(case((score >= 9, 1), else_=0)), 0),
-        func.coalesce(func.sum(case((score <= 6, 1), else_=0)), 0),
-    ).where(
-        col(SurveyAnswer.at) >= start,
-        col(SurveyAnswer.at) < end,
-        score >= 0,
-        score <= 10,
-    )
-    answers, promoters, detractors = (int(v) for v in session.execute(query).one())
+def _sum_answers(per_bucket: list[dict[str, int]]) -> dict[str, int]:
+    keys = ("answers", "promoters", "detractors")
+    return {k: sum(b[k] for b in per_bucket) for k in keys}
+
+
+def _nps(answers: dict[str, int]) -> dict[str, Any]:
+    """The answers by group and the score (None without answers)."""
+    total, promoters, detractors = answers["answers"], answers["promoters"], answers["detractors"]
     return {
-        "answers": answers,
+        "answers": total,
         "promoters": promoters,
-        "passives": answers - promoters - detractors,
+        "passives": total - promoters - detractors,
         "detractors": detractors,
-        "score": percent(promoters - detractors, answers),
+        "score": percent(promoters - detractors, total),
     }

@@ -75,7 +75,7 @@ def test_rewards_read_as_a_marketer_expects(page: tuple[str, dict[str, Any]]) ->
     # Dhaka is 31 Oct 18:00 UTC; nothing of the history falls between)
     coupons = texts(html, "campaign")
     assert coupons["all campaigns"]["revenue"] == "৳3,450.74"
-    assert coupons["all campaigns"]["redemption_rate"] == "53.85"
+    assert coupons["all campaigns"]["redemption_rate"] == "53.85"  # shown rounded
     assert coupons["welcome_series"]["issued"] == "7"
     # C7 expires at 22 Nov 06:00, after this period's end (21 Nov 18:00 UTC): still held
     assert texts(html, "credit")["period"]["outstanding"] == "৳280.00"

@@ -12,7 +12,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from engine.intake.importer import import_csv
-from engine.report.retention import ReportError, buckets, figures, percent, retention
+from engine.report.retention import (
+    ReportError,
+    buckets,
+    figures,
+    percent,
+    retention,
+    rounded,
+)
 from engine.store.db import session_scope
 from engine.store.models import Customer, Order, OrderStatus, SurveyAnswer
 
@@ -100,12 +107,12 @@ def test_year_figures_follow_the_definitions(store: Engine) -> None:
     assert got["returning_customers"] == 2
     assert got["repeat_customers"] == 3
     assert got["repeat_customer_rate"] == Decimal("100.00")
-    # 4 counted orders (a 200, c 300 + 100, d 120) = 720 taka; 4 / 3 = 1.33 per customer
+    # 4 counted orders (a 200, c 300 + 100, d 120) = 720 taka; 4 / 3 per customer, unrounded
     assert got["orders"] == 4
     assert got["revenue"] == Decimal("720.00")
-    assert got["purchase_frequency"] == Decimal("1.33")
+    assert got["purchase_frequency"] == Decimal(4) / Decimal(3)
     assert got["average_order_value"] == Decimal("180.00")
-    assert got["purchases_per_year"] == Decimal("1.33")
+    assert got["purchases_per_year"] == Decimal(4) / Decimal(3)
     # CLV = 180 × (4 / 3) × 0.5 = 120 taka (from the unrounded 4/3, not 1.33)
     assert got["customer_lifetime_value"] == Decimal("120.00")
     assert got["nps"] == {
@@ -207,10 +214,13 @@ def test_impossible_periods_are_refused(start: datetime, end: datetime, by: str)
         buckets(start, end, by, "UTC")
 
 
-def test_percent_rounds_half_up_and_knows_no_data() -> None:
-    assert percent(1, 8) == Decimal("12.50")
-    assert percent(2, 3) == Decimal("66.67")
+def test_percent_is_unrounded_with_two_places_at_least_and_knows_no_data() -> None:
+    assert str(percent(1, 8)) == "12.50"
+    assert str(percent(1, 2)) == "50.00"
+    assert str(percent(2, 3)) == "66.66666666666666666666666667"  # 28 significant digits
     assert percent(5, 0) is None
+    assert rounded(percent(2, 3)) == Decimal("66.67")  # as the pages show it
+    assert rounded(Decimal("0.125")) == Decimal("0.13")  # half up
 
 
 def test_a_shorter_activity_window(store: Engine) -> None:
@@ -225,7 +235,7 @@ def test_a_shorter_activity_window(store: Engine) -> None:
     assert got["retention_rate"] == Decimal("100.00")
     assert got["churn_rate"] == Decimal("100.00")
     # purchases per year still look at the whole year before the end: 4 orders / 3 customers
-    assert got["purchases_per_year"] == Decimal("1.33")
+    assert got["purchases_per_year"] == Decimal(4) / Decimal(3)
 
 
 def test_repeat_customers_in_a_shops_first_year_and_over_the_whole_history(store: Engine) -> None:
