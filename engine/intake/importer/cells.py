@@ -72,24 +72,33 @@ _LONG_YEAR = re.compile(r"[+-]?\d{5,}-")
 
 
 def parse_when(value: str, zone: ZoneInfo) -> datetime:
-    out_of_range = (
-        f"is out of range: expected a time between years 1 and 9999 in UTC, got {shown(value)}"
-    )
-    if _LONG_YEAR.match(value):
-        raise ValueError(out_of_range)
     try:
-        moment = datetime.fromisoformat(value.replace("z", "Z"))
+        moment = datetime.fromisoformat(value)  # the common case, and the cheapest
     except ValueError:
-        raise ValueError(
-            f'expected an ISO-8601 time like "2026-11-20T14:30:00+06:00", got {shown(value)}'
-        ) from None
+        moment = _unusual_time(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     try:
         # Year 1 ahead of UTC, or 9999-12-31 behind it, has no UTC time.
         return moment.astimezone(UTC)
     except OverflowError:
-        raise ValueError(out_of_range) from None
+        raise ValueError(_out_of_range(value)) from None
+
+
+def _unusual_time(value: str) -> datetime:
+    """A time `fromisoformat` refuses as written: a lower-case z, or a reason why not."""
+    if _LONG_YEAR.match(value):
+        raise ValueError(_out_of_range(value))
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(
+            f'expected an ISO-8601 time like "2026-11-20T14:30:00+06:00", got {shown(value)}'
+        ) from None
+
+
+def _out_of_range(value: str) -> str:
+    return f"is out of range: expected a time between years 1 and 9999 in UTC, got {shown(value)}"
 
 
 def parse_day(value: str) -> date:

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select, update
@@ -69,7 +68,7 @@ COLUMNS = (
     "referral_code",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
-_HEADS_KEPT = 10_000  # parsed order heads remembered; a file of any size keeps this many
+_KEPT = 100_000  # customers, order heads and prices remembered, whatever the file's size
 
 
 def import_orders(job: Job, session: Session, from_file: Iterable[Record]) -> None:
@@ -101,46 +100,52 @@ class _LineChecker:
     """The first pass: parse each line, check it against the store, stage it."""
 
     def __init__(self, job: Job, conn: Connection, stage: OrderStage):
-        self.job, self.conn, self.stage = job, conn, stage
-        self.parse = _line_parser(job.zone)
+        self.conn, self.stage = conn, stage
+        self.parse = _LineParser(job.zone, stage.time_value).parse
+        self.customers: dict[str, int] = {}  # ids by the shop's customer id, as they are met
         self.products: dict[str, Any] = {}  # by sku; None: not in the store
         self.history: _History = {}
-        self.time_value, self.money_value = stage.time_value, stage.money_value
+        self.money_value = stage.money_value
+        self.money: dict[Decimal, Any] = {}  # prices repeat: convert each once
 
     def check(self, records: list[Record]) -> None:
         staged: list[tuple[Any, ...]] = []
         bad: list[tuple[Any, ...]] = []
-        parsed: list[tuple[Record, _LineRow]] = []
+        parsed: list[tuple[int, _Line]] = []
         for record in records:
             try:
                 if record.problem:
                     raise CellError("", record.problem)
-                parsed.append((record, self.parse(record)))
+                parsed.append((record.line, self.parse(record)))
             except CellError as exc:
                 staged.append(_unread(record.line, record.cells.get("order_id", ""), UNREAD))
                 bad.append((record.line, 0, exc.column, str(exc)))
-        customers = lookup(
-            self.conn, table_of(Customer), "external_id", {ln.customer_id for _, ln in parsed}, "id"
-        )
-        self._learn_products({ln.sku for _, ln in parsed})
+        self._learn_customers({line.head.customer_id for _, line in parsed})
+        self._learn_products({line.sku for _, line in parsed})
         stored = lookup(
             self.conn,
             table_of(Order),
             "external_id",
-            {ln.order_id for _, ln in parsed},
+            {line.head.order_id for _, line in parsed},
             "status",
             "placed_at",
             "delivered_at",
         )
-        for record, line in parsed:
-            refusal = self._refusal(line, customers)
+        for number, line in parsed:
+            refusal = self._refusal(line)
             if refusal:
-                staged.append(_unread(record.line, line.order_id, REFUSED))
-                bad.append((record.line, 0, *refusal))
+                staged.append(_unread(number, line.head.order_id, REFUSED))
+                bad.append((number, 0, *refusal))
             else:
-                customer = customers[line.customer_id].id
-                staged.append(self._staged(record.line, line, customer, stored.get(line.order_id)))
+                staged.append(self._staged(number, line, stored.get(line.head.order_id)))
         self.stage.add(staged, bad)
+
+    def _learn_customers(self, external_ids: set[str]) -> None:
+        unknown = external_ids - self.customers.keys()
+        if len(self.customers) + len(unknown) > _KEPT:
+            self.customers.clear()
+        found = lookup(self.conn, table_of(Customer), "external_id", unknown, "id")
+        self.customers |= {key: row.id for key, row in found.items()}
 
     def _learn_products(self, skus: set[str]) -> None:
         unknown = skus - self.products.keys()
@@ -148,35 +153,38 @@ class _LineChecker:
         self.products |= {sku: found.get(sku) for sku in unknown}
         self.history |= _price_history(self.conn, [p.id for p in found.values()])
 
-    def _refusal(self, line: _LineRow, customers: dict[str, Any]) -> tuple[str, str] | None:
-        if line.customer_id not in customers:
-            return "customer_id", f"unknown customer {shown(line.customer_id)}"
+    def _refusal(self, line: _Line) -> tuple[str, str] | None:
+        if line.head.customer_id not in self.customers:
+            return "customer_id", f"unknown customer {shown(line.head.customer_id)}"
         if self.products[line.sku] is None:
             return "sku", f"unknown product sku {shown(line.sku)}"
         return None
 
-    def _staged(self, number: int, line: _LineRow, customer: int, old: Any) -> tuple[Any, ...]:
-        product = self.products[line.sku]
+    def _staged(self, number: int, line: _Line, old: Any) -> tuple[Any, ...]:
+        head, product = line.head, self.products[line.sku]
         price = line.unit_price
         if price is None:
-            price = _price_when(self.history, product, line.placed_at)
-        refused = _stored_problem(line, old) or (None, None)
+            price = _price_when(self.history, product, head.placed_at)
+        money = self.money.get(price)
+        if money is None:
+            if len(self.money) >= _KEPT:
+                self.money.clear()
+            money = self.money[price] = self.money_value(price)
+        refused = (None, None) if old is None else _stored_problem(head, old)
         return (
             number,
-            line.order_id,
+            head.order_id,
             GOOD,
             *refused,
-            line.customer_id,
-            customer,
-            self.time_value(line.placed_at),
-            None if line.delivered_at is None else self.time_value(line.delivered_at),
-            None if line.status is None else line.status.value,
-            line.cart_id,
-            line.coupon_code,
-            line.referral_code,
+            head.customer_id,
+            self.customers[head.customer_id],
+            *head.staged,
+            head.cart_id,
+            head.coupon_code,
+            head.referral_code,
             product.id,
             line.quantity,
-            self.money_value(price),
+            money,
         )
 
 
@@ -184,15 +192,15 @@ def _unread(number: int, order_id: str, state: int) -> tuple[Any, ...]:
     return (number, order_id, state, *(None,) * (len(OrderStage.LINE_COLUMNS) - 3))
 
 
-def _stored_problem(line: _LineRow, old: Any) -> tuple[str, str] | None:
-    """Why the order as stored refuses this line, if it does."""
-    if old is None or line.delivered_at is None or line.status == OrderStatus.CANCELLED:
-        return None
+def _stored_problem(head: _Head, old: Any) -> tuple[str | None, str | None]:
+    """Why the order as stored refuses this line, if it does: (column, message)."""
+    if head.delivered_at is None or head.status == OrderStatus.CANCELLED:
+        return None, None
     if old.delivered_at is None and old.status == OrderStatus.CANCELLED:
-        return "delivered_at", f"order {line.order_id} is cancelled and cannot be delivered"
-    if old.delivered_at is None and line.delivered_at < old.placed_at:
+        return "delivered_at", f"order {head.order_id} is cancelled and cannot be delivered"
+    if old.delivered_at is None and head.delivered_at < old.placed_at:
         return "delivered_at", f"is before the order's placed_at {old.placed_at.isoformat()}"
-    return None
+    return None, None
 
 
 _History = dict[int, tuple[list[datetime], list[Decimal]]]
@@ -224,57 +232,53 @@ def _price_when(history: _History, product: Any, placed_at: datetime) -> Decimal
     return prices[max(bisect_right(times, placed_at) - 1, 0)]
 
 
-@dataclass(frozen=True)
-class _LineRow:
+class _Head(NamedTuple):
+    """The columns every line of an order repeats, parsed and checked together."""
+
     order_id: str
     customer_id: str
     placed_at: datetime
     delivered_at: datetime | None
     status: OrderStatus | None
-    sku: str
-    quantity: int
-    unit_price: Decimal | None
     cart_id: str | None
     coupon_code: str | None
     referral_code: str | None
+    staged: tuple[Any, Any, str | None]  # placed_at, delivered_at and status for the driver
+
+
+class _Line(NamedTuple):
+    head: _Head
+    sku: str
+    quantity: int
+    unit_price: Decimal | None
 
 
 _id_text = partial(parse_text, limit=64)
-_quantity = partial(parse_whole, minimum=1)
-_Head = tuple[
-    str, str, datetime, datetime | None, OrderStatus | None, str | None, str | None, str | None
-]
+_whole = partial(parse_whole, minimum=1)
 
 
-def _order_head(record: Record, zone: ZoneInfo) -> _Head:
-    """The columns every line of an order repeats, parsed and checked together."""
-    placed_at = required(record, "placed_at", lambda v: parse_when(v, zone))
-    delivered_at = cell(record, "delivered_at", lambda v: parse_when(v, zone))
-    status = cell(record, "status", parse_status)
-    if delivered_at is not None and delivered_at < placed_at:
-        raise CellError("delivered_at", f"is before placed_at ({record.cells['placed_at']})")
-    if status == OrderStatus.DELIVERED and delivered_at is None:
-        raise CellError("delivered_at", "is required when status is delivered")
-    if status == OrderStatus.PLACED and delivered_at is not None:
-        raise CellError("status", "is placed, but delivered_at is given")
-    return (
-        required(record, "order_id", _id_text),
-        required(record, "customer_id", _id_text),
-        placed_at,
-        delivered_at,
-        status,
-        cell(record, "cart_id", _id_text),
-        cell(record, "coupon_code", lambda v: normalise_code(_id_text(v))),
-        cell(record, "referral_code", lambda v: normalise_code(_id_text(v))),
-    )
+def _quantity(record: Record) -> int:
+    text = record.cells["quantity"]
+    if text.isascii() and text.isdigit() and len(text) < 10 and text.strip("0"):
+        return int(text)  # the common case, without the regular expression
+    return required(record, "quantity", _whole)  # a "+2", or the message
 
 
-def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
+def _code(value: str) -> str:
+    return normalise_code(_id_text(value))
+
+
+class _LineParser:
     """Parse order lines, each order's repeated columns once (they are most of the work)."""
-    heads: dict[tuple[str | None, ...], _Head] = {}  # an order's lines mostly come together
 
-    def parse(record: Record) -> _LineRow:
-        get = record.cells.get
+    def __init__(self, zone: ZoneInfo, time_value: Callable[[datetime], Any]):
+        self.zone, self.time_value = zone, time_value
+        self.heads: dict[tuple[str | None, ...], _Head] = {}  # an order's lines come together
+        self.skus: set[str] = set()
+
+    def parse(self, record: Record) -> _Line:
+        cells = record.cells
+        get = cells.get
         key = (
             get("order_id"),
             get("customer_id"),
@@ -285,28 +289,53 @@ def _line_parser(zone: ZoneInfo) -> Callable[[Record], _LineRow]:
             get("coupon_code"),
             get("referral_code"),
         )
-        head = heads.get(key)
+        head = self.heads.get(key)
         if head is None:
-            if len(heads) >= _HEADS_KEPT:
-                heads.clear()
-            head = heads[key] = _order_head(record, zone)
-        (order_id, customer_id, placed_at, delivered_at, status, cart_id, coupon_code,
-         referral_code) = head  # fmt: skip
-        return _LineRow(
-            order_id,
-            customer_id,
+            if len(self.heads) >= _KEPT:
+                self.heads.clear()
+            head = self.heads[key] = self._head(record)
+        sku = cells["sku"]
+        if sku not in self.skus:  # a SKU is checked the first time it is met
+            if len(self.skus) >= _KEPT:
+                self.skus.clear()
+            self.skus.add(required(record, "sku", _id_text))
+        price = get("unit_price")
+        return _Line(
+            head,
+            sku,
+            _quantity(record),
+            cell(record, "unit_price", parse_amount) if price else None,
+        )
+
+    def _head(self, record: Record) -> _Head:
+        placed_at = required(record, "placed_at", self._when)
+        delivered_at = cell(record, "delivered_at", self._when)
+        status = cell(record, "status", parse_status)
+        if delivered_at is not None and delivered_at < placed_at:
+            raise CellError("delivered_at", f"is before placed_at ({record.cells['placed_at']})")
+        if status == OrderStatus.DELIVERED and delivered_at is None:
+            raise CellError("delivered_at", "is required when status is delivered")
+        if status == OrderStatus.PLACED and delivered_at is not None:
+            raise CellError("status", "is placed, but delivered_at is given")
+        staged = (
+            self.time_value(placed_at),
+            None if delivered_at is None else self.time_value(delivered_at),
+            None if status is None else status.value,
+        )
+        return _Head(
+            required(record, "order_id", _id_text),
+            required(record, "customer_id", _id_text),
             placed_at,
             delivered_at,
             status,
-            sku=required(record, "sku", _id_text),
-            quantity=required(record, "quantity", _quantity),
-            unit_price=cell(record, "unit_price", parse_amount),
-            cart_id=cart_id,
-            coupon_code=coupon_code,
-            referral_code=referral_code,
+            cell(record, "cart_id", _id_text),
+            cell(record, "coupon_code", _code),
+            cell(record, "referral_code", _code),
+            staged,
         )
 
-    return parse
+    def _when(self, value: str) -> datetime:
+        return parse_when(value, self.zone)
 
 
 def _write(job: Job, session: Session, stage: OrderStage) -> None:
