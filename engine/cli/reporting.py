@@ -121,10 +121,10 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 )
 @click.option(
     "--activity-days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=3660),
     default=ACTIVITY_DAYS,
-    show_default=True,
-    help="A customer is active while their last order is at most this many days old.",
+    help="A customer is active while their last order is at most this many days old "
+    "[default: reports.activity_days in config.yaml, or a calendar year].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every figure as CSV.")
@@ -141,7 +141,7 @@ def report(
     first: datetime | None,
     last: datetime | None,
     by: str,
-    activity_days: int,
+    activity_days: int | None,
     as_json: bool,
     as_csv: bool,
     customers: bool,
@@ -259,12 +259,20 @@ def write_csv(data: dict[str, Any], out: IO[str]) -> None:
     retention = data["retention"]
     slices = [*retention["buckets"], {"label": "total", **retention["total"]}]
     rows(
-        ["bucket", "start", "end", *RETENTION_COLUMNS, *(f"nps_{k}" for k in NPS_COLUMNS)],
+        [
+            "bucket",
+            "start",
+            "end",
+            "partial",
+            *RETENTION_COLUMNS,
+            *(f"nps_{k}" for k in NPS_COLUMNS),
+        ],
         (
             [
                 b["label"],
                 b["start"],
                 b["end"],
+                ("true" if b["partial"] else "false") if "partial" in b else "",
                 *(b[k] for k in RETENTION_COLUMNS),
                 *(b["nps"][k] for k in NPS_COLUMNS),
             ]

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -126,6 +127,24 @@ def test_csv_has_the_rewards_tables_after_the_others(shop: Path) -> None:
     ]
     assert refused[0] == {"reason": "not a first order", "referrals": "2"}
     assert paid[-1] == {"threshold": "all", "paid": "4", "credit": "140.00", "coupons": "1"}
+
+
+def test_retention_csv_is_exact_and_marks_the_buckets_the_period_cuts(shop: Path) -> None:
+    text = run(shop, "--from", "2026-10-15", "--to", "2026-11-21", "--csv")
+    retention = list(csv.DictReader(io.StringIO(text.split("\n\n")[1])))
+    assert [(r["bucket"], r["partial"]) for r in retention] == [
+        ("2026-10", "true"),
+        ("2026-11", "true"),
+        ("total", ""),
+    ]
+    november = retention[1]
+    # 10 orders by 7 customers, unrounded; 4496.24 taka / 10 orders to the last digit
+    assert Decimal(november["purchase_frequency"]) == Decimal(10) / Decimal(7)
+    assert november["average_order_value"] == "449.624"
+    table = run(shop, "--from", "2026-10-15", "--to", "2026-11-21")
+    assert " 2026-10* " in table and " 2026-11* " in table
+    assert "* partial: the period starts or ends inside it; no orders in 2026-10" in table
+    assert " 1.43 " in table and " 449.62 " in table  # shown half up to two places
 
 
 @pytest.mark.parametrize(

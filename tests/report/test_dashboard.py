@@ -203,6 +203,20 @@ def test_retention_table_shows_build_report(
         for figure, text in cells.items():
             assert text == shown(bucket[figure]), (bucket["label"], figure)
     assert table["total"]["new_customers"] == "3"
+    # the period ends on 21 November: that month is cut; nobody ordered in October
+    assert re.search(
+        r'data-bucket="2026-11">\s*<th scope="row">2026-11 \(partial\)</th>', page.text
+    )
+    assert '<th scope="row">2026-10 (no orders)</th>' in page.text
+
+
+def test_the_default_thirty_days_mark_both_cut_months(client: TestClient) -> None:
+    """30 days up to 22 November start on 23 October: a cut October (with no orders),
+    not a month whose 100 % reads like a whole one."""
+    log_in(client)
+    page = client.get("/dashboard/retention").text
+    assert '<th scope="row">2026-10 (partial, no orders)</th>' in page
+    assert '<th scope="row">2026-11 (partial)</th>' in page
 
 
 def test_a_bad_period_is_explained(client: TestClient) -> None:
