@@ -68,7 +68,8 @@ COLUMNS = (
     "referral_code",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
-_KEPT = 100_000  # customers, order heads and prices remembered, whatever the file's size
+_KEPT = 100_000  # customers and prices remembered, whatever the file's size
+_HEADS_KEPT = WRITE_CHUNK  # parsed orders remembered: an order's lines come together
 
 
 def import_orders(job: Job, session: Session, from_file: Iterable[Record]) -> None:
@@ -273,7 +274,7 @@ class _LineParser:
 
     def __init__(self, zone: ZoneInfo, time_value: Callable[[datetime], Any]):
         self.zone, self.time_value = zone, time_value
-        self.heads: dict[tuple[str | None, ...], _Head] = {}  # an order's lines come together
+        self.heads: dict[tuple[str | None, ...], _Head] = {}
         self.skus: set[str] = set()
 
     def parse(self, record: Record) -> _Line:
@@ -291,7 +292,7 @@ class _LineParser:
         )
         head = self.heads.get(key)
         if head is None:
-            if len(self.heads) >= _KEPT:
+            if len(self.heads) >= _HEADS_KEPT:
                 self.heads.clear()
             head = self.heads[key] = self._head(record)
         sku = cells["sku"]
