@@ -107,7 +107,7 @@ def _statement(cuts: tuple[datetime, ...]) -> Any:
     alone is 1 when the first order was the only one in its segment."""
     counted = col(Order.status) != OrderStatus.CANCELLED
     segment = _segment_of(col(Order.placed_at), cuts, 0, len(cuts)).label("segment")
-    by_segment = literal_column("segment")  # PostgreSQL: the label, not the CASE's binds
+    by_segment: Any = literal_column("segment")  # PostgreSQL: the label, not the CASE's binds
     columns = (len(cuts) + 1 + MASK_BITS - 1) // MASK_BITS
     zero = literal(0, BigInteger)
     per_segment = (
