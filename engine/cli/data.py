@@ -111,7 +111,7 @@ def run_import(app: App, kind: str, file: str, *, skip_bad: bool, as_json: bool)
         return
     console.print(_summary(result), markup=False, soft_wrap=True)
     if result.skipped:
-        _list_bad(result.skipped, "warning: skipped")
+        _list_bad(result.skipped, result.skipped_count, "warning: skipped")
 
 
 def _rejected(exc: ImportRejected, kind: str, as_json: bool) -> None:
@@ -123,11 +123,12 @@ def _rejected(exc: ImportRejected, kind: str, as_json: bool) -> None:
                 "kind": kind,
                 "file": exc.file,
                 "rows": exc.rows,
+                "bad_rows": exc.count,
                 "errors": [bad.as_dict() for bad in exc.bad],
             }
         )
         return
-    _list_bad(exc.bad, "error:")
+    _list_bad(exc.bad, exc.count, "error:")
     errors.print(
         f"{exc}; fix these rows, or use --skip-bad to import the others",
         markup=False,
@@ -135,11 +136,13 @@ def _rejected(exc: ImportRejected, kind: str, as_json: bool) -> None:
     )
 
 
-def _list_bad(bad: list[BadRow], prefix: str) -> None:
+def _list_bad(bad: list[BadRow], count: int, prefix: str) -> None:
+    """The first bad rows, then how many more there are (`count` is all of them;
+    --json lists the first thousand)."""
     for row in bad[:SHOWN_BAD_ROWS]:
         errors.print(f"{prefix} {row}", markup=False, soft_wrap=True)
-    if len(bad) > SHOWN_BAD_ROWS:
-        errors.print(f"… and {len(bad) - SHOWN_BAD_ROWS} more bad rows (see --json)")
+    if count > SHOWN_BAD_ROWS:
+        errors.print(f"… and {count - SHOWN_BAD_ROWS} more bad rows (see --json)")
 
 
 def _summary(result: ImportResult) -> str:
@@ -152,7 +155,7 @@ def _summary(result: ImportResult) -> str:
         counts = f"{result.created} recorded, {result.unchanged} already recorded"
     else:
         counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
-    skipped = f", {_count(len(result.skipped), 'bad row')} skipped" if result.skipped else ""
+    skipped = f", {_count(result.skipped_count, 'bad row')} skipped" if result.skipped_count else ""
     return f"{result.file}: {_count(result.rows, 'row')}: {counts}{skipped}"
 
 

@@ -128,6 +128,27 @@ def test_json_output_lists_the_bad_rows(project: Path) -> None:
     assert (report["ok"], report["created"], len(report["skipped"])) == (True, 1, 2)
 
 
+def test_thousands_of_bad_rows_are_counted_in_full_and_listed_in_part(project: Path) -> None:
+    """1,500 bad lines: the message counts them all, the terminal lists 100 and says how
+    many more, --json lists the first thousand and counts them all."""
+    import_all(project)
+    lines = [ORDERS.splitlines()[0], "3001,C1,2026-11-03T10:00:00,,,TEA-500G,1,"]
+    lines += [f"{4000 + n},C1,2026-11-03T10:00:00,,,TEA-500G,none," for n in range(1500)]
+    path = project / "many_bad.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    refused = lifecycle(project, "import", "orders", str(path))
+    assert refused.exit_code == 2
+    assert refused.stderr.count("error: ") == 100  # the first hundred rows
+    assert "… and 1400 more bad rows (see --json)" in refused.stderr
+    assert "1500 bad rows of 1501, nothing imported (the first 1000 are listed)" in refused.stderr
+    report = json.loads(lifecycle(project, "import", "orders", str(path), "--json").stdout)
+    assert (report["bad_rows"], len(report["errors"])) == (1500, 1000)
+    skipped = lifecycle(project, "import", "orders", str(path), "--skip-bad")
+    assert "1 order created" in skipped.stdout and "1500 bad rows skipped" in skipped.stdout
+    assert "… and 1400 more bad rows (see --json)" in skipped.stderr
+    assert counts(project) == (2, 3, 3)
+
+
 def test_wanted_products_are_imported_once_and_bad_rows_named(project: Path) -> None:
     import_all(project)
     wanted = project / "wanted.csv"
