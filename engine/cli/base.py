@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -21,7 +22,42 @@ console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each command and the module that defines it. A module is imported when one of its
+# commands runs (or the help lists them all): `lifecycle report` does not load the
+# sending, rendering and planning code, which takes most of a second to import.
+COMMANDS = {
+    "broadcast": "planning",
+    "check": "core",
+    "coupons": "coupons",
+    "db": "core",
+    "demo": "demo",
+    "holiday": "planning",
+    "import": "data",
+    "plan": "planning",
+    "preview": "preview",
+    "report": "reporting",
+    "run": "daemon",
+    "send": "delivery",
+    "send-test": "delivery",
+    "sink": "delivery",
+    "tick": "delivery",
+}
+
+
+class Commands(click.Group):
+    """The `lifecycle` group, importing a command's module when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"{__package__}.{module}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lifecycle")
 def main() -> None:
     """Email lifecycle campaigns for small online shops."""

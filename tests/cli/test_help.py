@@ -12,10 +12,49 @@ from engine.cli import main
 
 
 def commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         yield (*path, name)
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
+
+
+def test_every_command_module_is_named_in_the_lazy_table() -> None:
+    """A command added to a module but not to `COMMANDS` would be missing from
+    `lifecycle --help` until some other command imported its module."""
+    import importlib
+    import pkgutil
+
+    import engine.cli
+    from engine.cli.base import COMMANDS
+
+    for module in pkgutil.iter_modules(engine.cli.__path__):
+        importlib.import_module(f"engine.cli.{module.name}")
+    defined = {
+        name: command.callback.__module__.rsplit(".", 1)[1]
+        for name, command in main.commands.items()
+        if command.callback is not None
+    }
+    assert defined == COMMANDS
+
+
+def test_report_does_not_load_the_sending_code() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from engine.cli import main\n"
+        "try: main(['report', '--help'])\n"
+        "except SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('engine.deliver', 'engine.cli.'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert "engine.cli.reporting" in loaded and "engine.deliver" not in loaded
 
 
 @pytest.mark.parametrize("path", list(commands(main)), ids=" ".join)
