@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -93,13 +93,31 @@ def _alembic_config(connection: Connection) -> Any:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration; a no-op when it already is."""
-    from alembic import command
-
     try:
+        if _stored_revision(engine) == newest_revision():
+            return  # every command starts here: skip loading alembic and its scripts
+        from alembic import command
+
         with engine.begin() as connection:
             command.upgrade(_alembic_config(connection), "head")
     except OperationalError as exc:
         raise StoreError(f"cannot upgrade the database: {exc.orig}") from exc
+
+
+def newest_revision() -> str:
+    """The newest migration's revision. Migrations are files `NNNN_what.py` whose
+    revision is `NNNN`, each after the one before (tests/store/test_db.py checks it)."""
+    return max(
+        path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+    )
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision the database says it is at; None before the first migration."""
+    if not has_schema(engine):
+        return None
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT max(version_num) FROM alembic_version")).scalar()
 
 
 def current_revision(engine: Engine) -> str | None:

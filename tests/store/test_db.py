@@ -173,3 +173,22 @@ def test_a_database_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> No
     engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'folder' / 'x.db'}")
     with pytest.raises(StoreError, match="cannot upgrade the database: unable to open"):
         upgrade(engine)
+
+
+def test_the_newest_revision_is_read_from_the_file_names_as_alembic_reads_it() -> None:
+    """`upgrade` skips alembic when the database is at `newest_revision()`, which reads
+    the revision from the migration's file name: each file's revision must be its
+    number, after the one before, or a new migration would never run."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from engine.store.db import MIGRATIONS, newest_revision
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    scripts = ScriptDirectory.from_config(config)
+    chain = [(s.revision, s.down_revision) for s in reversed(list(scripts.walk_revisions()))]
+    names = sorted(p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+    assert [revision for revision, _ in chain] == names
+    assert [down for _, down in chain] == [None, *names[:-1]]
+    assert newest_revision() == scripts.get_current_head() == names[-1]
