@@ -85,7 +85,6 @@ FIRST, LAST = date(2025, 5, 16), date(2026, 11, 15)  # the history, days of the 
 BEGIN = datetime(2025, 5, 16, tzinfo=ZONE).astimezone(UTC)
 NOW = datetime(2026, 11, 16, tzinfo=ZONE).astimezone(UTC)  # the end of the history
 SPAN_DAYS = (NOW - BEGIN).days
-YEAR = timedelta(days=365)
 ONE_TIME_SHARE = 0.55
 MAX_PURCHASES = 300  # the most purchases of one customer
 PER_CUSTOMER = 700_000 / 236_000  # purchases per customer of the log the shape follows
@@ -383,8 +382,8 @@ def expected(history: History, timezone: str) -> dict[str, Any]:
             break
         months.append(cursor.astimezone(UTC))
     edges = [int((m - BEGIN).total_seconds()) for m in months]
-    end = SPAN_DAYS * 86_400
-    year_start = end - int(YEAR.total_seconds())
+    a_year_back = NOW.astimezone(ZONE).replace(year=NOW.astimezone(ZONE).year - 1)
+    year_start = int((a_year_back.astimezone(UTC) - BEGIN).total_seconds())  # the window
     per_month = [{"orders": 0, "revenue": 0, "ordering": set(), "new": 0} for _ in edges]  # type: list[dict[str, Any]]
     counted: dict[int, int] = {}
     active_at_end = set()
