@@ -6,7 +6,8 @@ shop's events (`POST /api/events`, served by the tracking app). All three name t
 and the value in every error and leave committing to the caller. `coupons` decides and
 records a coupon code presented with an order (by either, or the checkout's API); `referrals`
 a referral code an order carries (and answers the checkout about one). `wallet` is each
-customer's store credit: balance, entries, redemptions.
+customer's store credit: balance, entries, redemptions. `woocommerce` turns a WooCommerce
+webhook delivery into the shop's events.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
 Other stages import only the public names below, from this package; its own
@@ -24,6 +25,7 @@ Public names:
   `record_order_referral`
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
+- `woocommerce`: `WOOCOMMERCE_TOPICS`, `take_woocommerce_delivery`, `woocommerce_signed`
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
   `soonest_expiries`, `statement`
 """
@@ -74,10 +76,16 @@ if TYPE_CHECKING:
         soonest_expiries,
         statement,
     )
+    from .woocommerce import (
+        WOOCOMMERCE_TOPICS,
+        take_woocommerce_delivery,
+        woocommerce_signed,
+    )
 
 __all__ = [
     "KINDS",
     "MAX_BODY_BYTES",
+    "WOOCOMMERCE_TOPICS",
     "Applied",
     "BadRow",
     "CouponView",
@@ -112,6 +120,8 @@ __all__ = [
     "shop",
     "soonest_expiries",
     "statement",
+    "take_woocommerce_delivery",
+    "woocommerce_signed",
 ]
 
 # Each public name and its module (see `engine.exports`).
@@ -152,6 +162,9 @@ _PUBLIC = {
     "shop": ".shop",
     "soonest_expiries": ".wallet",
     "statement": ".wallet",
+    "take_woocommerce_delivery": ".woocommerce",
+    "WOOCOMMERCE_TOPICS": ".woocommerce",
+    "woocommerce_signed": ".woocommerce",
 }
 _MODULES = {"shop"}
 

@@ -20,6 +20,8 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   code: the order is recorded whatever the code, and the referral, pending or
   refused with its reason, beside it (`engine.intake.referrals`).
 - `order.delivered`: `order_id`, `delivered_at`.
+- `order.cancelled`: `order_id`: the order is cancelled at the event's `at` (its
+  refund credits are taken back, its unsent notices dropped); again, nothing changes.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
 - `product.price_changed`: `sku`, `price` (the new price from `at` on).
 - `checkout.started`: `customer` (the shop's customer id), `cart_id` (1 to 64
@@ -209,6 +211,11 @@ class OrderDelivered(_Event):
     delivered_at: When
 
 
+class OrderCancelled(_Event):
+    type: Literal["order.cancelled"]
+    order_id: Key
+
+
 class ProductUpserted(_Event):
     type: Literal["product.upserted"]
     product: ProductData
@@ -264,6 +271,7 @@ ShopEvent = Annotated[
     CustomerUpserted
     | OrderPlaced
     | OrderDelivered
+    | OrderCancelled
     | ProductUpserted
     | PriceChanged
     | CheckoutStarted
@@ -277,6 +285,7 @@ EVENT_TYPES = (
     "customer.upserted",
     "order.placed",
     "order.delivered",
+    "order.cancelled",
     "product.upserted",
     "product.price_changed",
     "checkout.started",
@@ -577,6 +586,13 @@ def _delivered(session: Session, event: OrderDelivered, at: datetime, now: datet
         raise _FieldError("order_id", str(exc)) from exc
 
 
+def _cancelled(session: Session, event: OrderCancelled, at: datetime, now: datetime) -> None:
+    try:
+        shop.cancel_order(session, event.order_id, now=max(at, now))
+    except UnknownRecord as exc:
+        raise _FieldError("order_id", str(exc)) from exc
+
+
 def _product(session: Session, event: ProductUpserted, at: datetime, now: datetime) -> None:
     data = event.product
     shop.upsert_product(
@@ -669,6 +685,7 @@ _APPLY: dict[type, Any] = {
     CustomerUpserted: _customer,
     OrderPlaced: _order,
     OrderDelivered: _delivered,
+    OrderCancelled: _cancelled,
     ProductUpserted: _product,
     PriceChanged: _price,
     CheckoutStarted: _checkout,

@@ -41,6 +41,7 @@ class Secrets:
     api_key: str | None = None
     database_url: str | None = None
     dashboard_password: str | None = None
+    woocommerce_secret: str | None = None  # the secret of the shop's WooCommerce webhooks
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -51,6 +52,7 @@ class Secrets:
             api_key=env.get("LIFECYCLE_API_KEY") or None,
             database_url=env.get("LIFECYCLE_DATABASE_URL") or None,
             dashboard_password=env.get("LIFECYCLE_DASHBOARD_PASSWORD") or None,
+            woocommerce_secret=env.get("LIFECYCLE_WOOCOMMERCE_SECRET") or None,
         )
 
 

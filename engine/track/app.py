@@ -21,6 +21,8 @@ function and answers:
   entries, with the same key (`creditapi`).
 - `GET /api/coupons/{code}` and `POST /api/coupons/{code}/redeem`: the shop's
   checkout asks about a coupon and redeems it, with the same key (`couponapi`).
+- `POST /webhooks/woocommerce`: WooCommerce's webhooks, signed with
+  LIFECYCLE_WOOCOMMERCE_SECRET (`webhooks`, `engine.intake.woocommerce`).
 - `GET /healthz` answers `ok` when the database answers, else 503.
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.
@@ -69,10 +71,12 @@ from ..project import Project, Secrets
 from ..store import EventKind
 from . import surveys
 from . import unsubscribe as unsub
+from .bodies import read_capped
 from .couponapi import coupon_routes
 from .creditapi import credit_routes
 from .opens import Hit, HitBuffer
 from .tierapi import tier_routes
+from .webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +183,7 @@ class Tracker:
         denied = self._check_key(request)
         if denied is not None:
             return denied
-        body = await _read_capped(request, MAX_BODY_BYTES)
+        body = await read_capped(request, MAX_BODY_BYTES)
         if body is None:
             return JSONResponse(
                 {"error": f"the body is larger than {MAX_BODY_BYTES} bytes; send smaller batches"},
@@ -259,20 +263,6 @@ def _unavailable() -> Response:
     return PlainTextResponse("temporarily unavailable, please try again\n", status_code=503)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is (or claims to be) larger than `limit`."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 _PIXEL_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"content-length", str(len(PIXEL)).encode()),
@@ -341,6 +331,7 @@ def create_app(
         *credit_routes(engine, get_project, clock, tracker._check_key),
         *coupon_routes(engine, get_project, clock, tracker._check_key),
         *tier_routes(engine, get_project, tracker._check_key),
+        *webhook_routes(engine, get_project, secrets, clock),
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),

@@ -65,6 +65,7 @@ from ..intake import (
 )
 from ..project import Project, Referrals, parse_email
 from ..store import CENT, session_scope, to_money
+from .bodies import read_capped
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def coupon_routes(
         denied = check_key(request)
         if denied is not None:
             return denied
-        body = await _read_capped(request, MAX_BODY)
+        body = await read_capped(request, MAX_BODY)
         if body is None:
             error = f"the body is larger than {MAX_BODY} bytes"
             return JSONResponse({"error": error}, status_code=413)
@@ -330,16 +331,3 @@ def _id(data: dict[str, Any], field: str) -> str | None:
     if not value.isprintable():
         raise _BadBody(field, f"must be one line of printable text, got {value!r}")
     return value.strip()
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is (or claims to be) larger than `limit`."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return body

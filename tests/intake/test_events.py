@@ -128,6 +128,22 @@ def test_a_batch_of_every_event_type_is_applied(client, db):
     assert count(db, ReceivedEvent) == 5
 
 
+@BOTH_DIALECTS
+def test_an_order_is_cancelled_once_and_an_unknown_one_is_named(client, db):
+    cancel = {"id": "e-9", "type": "order.cancelled", "order_id": "o-1"}
+    assert post(client, [CUSTOMER, PRODUCT, ORDER, cancel]).status_code == 200
+    again = post(client, {**cancel, "id": "e-10"})
+    assert again.status_code == 200  # cancelling a cancelled order changes nothing
+    with Session(db) as session:
+        order = session.execute(select(Order)).scalar_one()
+        customer = session.execute(select(Customer)).scalar_one()
+    assert order.status == OrderStatus.CANCELLED
+    assert (customer.orders_count, customer.total_spent) == (0, Decimal("0.00"))
+    unknown = post(client, {"id": "e-11", "type": "order.cancelled", "order_id": "o-404"})
+    assert unknown.status_code == 422
+    assert unknown.json()["problems"][0]["field"] == "order_id"
+
+
 def test_one_event_object_is_accepted(client, db):
     response = post(client, CUSTOMER)
     assert response.json() == {

@@ -1,0 +1,363 @@
+"""WooCommerce webhooks: one delivery as the engine's own events.
+
+A WooCommerce webhook (WooCommerce → Settings → Advanced → Webhooks, API version
+WP REST API v3) posts its resource, an order, a product or a customer, as the JSON
+of the REST API, with the headers `X-WC-Webhook-Topic` (`order.updated` …),
+`X-WC-Webhook-Delivery-ID` and `X-WC-Webhook-Signature`: the base64 HMAC-SHA256 of
+the raw body with the webhook's secret (`woocommerce_signed`). `take_woocommerce_delivery` turns a delivery
+into events of `engine.intake.events` and applies them in one transaction, with ids
+made from the delivery id, so a repeated delivery changes nothing.
+
+- `customer.created` / `customer.updated`: `customer.upserted` (email, name, city).
+- `product.created` / `product.updated`: `product.upserted` (SKU, name, the active
+  price, stock, first category): a lower price is a price drop, stock coming back
+  a restock.
+- `order.created` / `order.updated`: the order's customer (from its billing
+  address) is upserted, then by the order's status:
+  - `processing`, `on-hold`: the order is recorded as placed;
+  - `completed`: recorded, and delivered at `date_completed_gmt`;
+  - `cancelled`, `refunded`, `failed`: a recorded order is cancelled (one never
+    recorded is left out);
+  - `pending` (awaiting payment): not an order yet, nothing is recorded.
+  Its first coupon line is the coupon the order used, and a `referral_code` meta
+  field the referral code it carried.
+- `order.deleted` (the body is `{"id": …}`): a recorded order is cancelled.
+
+The shop's ids become the engine's: an order keeps its number; a customer is
+found by email first (the same person whatever created them), else is
+`wc-<id>`, or their email for a guest; a product is its SKU, or `wc-<id>` when it
+has none. A product an order names that the engine does not know is created from
+the order line (its name and paid price), so the order is never lost for it. What
+a delivery cannot give (an order without an email, a status WooCommerce plugins
+invent) comes back as a problem, and the rest is applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+
+from ..project import Holidays
+from ..store import Customer, Order, OrderStatus, Product, ReceivedEvent, session_scope
+from .events import EventsRejected, apply_events, parse_events
+
+log = logging.getLogger(__name__)
+
+SOURCE = "woocommerce"
+WOOCOMMERCE_TOPICS = frozenset(
+    {
+        "order.created",
+        "order.updated",
+        "order.deleted",
+        "product.created",
+        "product.updated",
+        "customer.created",
+        "customer.updated",
+    }
+)
+PLACED = frozenset({"processing", "on-hold", "completed"})
+ENDED = frozenset({"cancelled", "refunded", "failed", "trash"})
+NOT_YET = frozenset({"pending", "checkout-draft"})
+REFERRAL_META = "referral_code"
+PAISA = Decimal("0.01")
+
+
+@dataclass
+class Delivery:
+    """What became of one delivery: events applied or already seen, and problems."""
+
+    topic: str
+    applied: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "problems": self.problems,
+        }
+
+
+def woocommerce_signed(body: bytes, secret: str, signature: str) -> bool:
+    """Whether `signature` is WooCommerce's for `body` under `secret`."""
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, signature.strip().encode())
+
+
+def take_woocommerce_delivery(
+    engine: Engine,
+    topic: str,
+    delivery_id: str,
+    body: bytes,
+    *,
+    now: datetime,
+    holidays: Holidays | None = None,
+) -> Delivery:
+    """Apply one delivery of `topic` (one of WOOCOMMERCE_TOPICS); its problems are returned, never
+    raised, except the store's own errors."""
+    delivery = Delivery(topic)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        delivery.problems.append(f"the body is not JSON: {exc}")
+        return delivery
+    if not isinstance(payload, dict):
+        delivery.problems.append("the body is not a JSON object")
+        return delivery
+    with session_scope(engine) as session:
+        delivery.duplicates = _seen(session, delivery_id)
+        if delivery.duplicates:
+            return delivery  # a repeated delivery: applied the first time
+        events = _translate(session, topic, payload, delivery.problems)
+    if not events:
+        return delivery
+    for k, event in enumerate(events):
+        event["id"] = f"{SOURCE}:{delivery_id}:{k}"
+    try:
+        parsed = parse_events(json.dumps(events).encode())
+        results = apply_events(engine, parsed, now=now, holidays=holidays)
+    except EventsRejected as exc:
+        delivery.problems += [
+            f"{_what(events, p.index)}: {p.field}: {p.reason}" for p in exc.problems
+        ]
+        return delivery
+    delivery.applied = sum(r.status == "applied" for r in results)
+    delivery.duplicates = len(results) - delivery.applied
+    return delivery
+
+
+def _seen(session: Session, delivery_id: str) -> int:
+    """How many events of this delivery were applied before."""
+    prefix = f"{SOURCE}:{delivery_id}:"
+    query = select(func.count()).where(col(ReceivedEvent.id).startswith(prefix, autoescape=True))
+    return int(session.execute(query).scalar_one())
+
+
+def _what(events: list[dict[str, Any]], index: int | None) -> str:
+    return "the delivery" if index is None else str(events[index]["type"])
+
+
+def _translate(
+    session: Session, topic: str, payload: dict[str, Any], problems: list[str]
+) -> list[dict[str, Any]]:
+    """The events a delivery means, given what the store knows."""
+    kind = topic.split(".", 1)[0]
+    if kind == "customer":
+        customer = _customer(session, payload, problems)
+        return [customer] if customer else []
+    if kind == "product":
+        product = _product(session, payload, problems)
+        return [product] if product else []
+    if topic == "order.deleted":
+        return _ended(session, payload)
+    return _order(session, payload, problems)
+
+
+def _customer(
+    session: Session, data: dict[str, Any], problems: list[str], *, guest_ok: bool = False
+) -> dict[str, Any] | None:
+    """`customer.upserted` from a customer resource or an order's billing address."""
+    email = str(data.get("email") or "").strip()
+    shop_id = _int(data.get("customer_id", data.get("id")))
+    if not email:
+        problems.append(f"customer {shop_id or '(guest)'} has no email address: not recorded")
+        return None
+    known = session.execute(
+        select(col(Customer.external_id)).where(func.lower(col(Customer.email)) == email.lower())
+    ).scalar()
+    external_id = known or (f"wc-{shop_id}" if shop_id else email.lower())
+    name = " ".join(str(data.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
+    customer: dict[str, Any] = {"id": external_id, "email": email}
+    if name:
+        customer["name"] = name
+    city = str((data.get("billing") or {}).get("city") or data.get("city") or "").strip()
+    if city:
+        customer["city"] = city
+    at = _gmt(data.get("date_created_gmt"))
+    if at and not known:
+        customer["created_at"] = at
+    return {"type": "customer.upserted", "customer": customer}
+
+
+def _product(session: Session, data: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
+    sku = str(data.get("sku") or "").strip() or f"wc-{_int(data.get('id'))}"
+    price = _money(data.get("price"))
+    if price is None:
+        problems.append(
+            f"product {sku} has no price (a variable product's variations are not read)"
+        )
+        return None
+    product: dict[str, Any] = {
+        "sku": sku,
+        "name": str(data.get("name") or sku),
+        "price": str(price),
+    }
+    stock = _stock(session, sku, data)
+    if stock is not None:
+        product["stock"] = stock
+    categories = data.get("categories") or []
+    if categories and isinstance(categories[0], dict) and categories[0].get("name"):
+        product["category"] = str(categories[0]["name"])
+    event: dict[str, Any] = {"type": "product.upserted", "product": product}
+    at = _gmt(data.get("date_modified_gmt"))
+    if at:
+        event["at"] = at
+    return event
+
+
+def _stock(session: Session, sku: str, data: dict[str, Any]) -> int | None:
+    """The count WooCommerce manages, else 0 when out of stock and, when it comes
+    back in stock, 1 (a product without a count is only in or out); None keeps it."""
+    if data.get("manage_stock") and data.get("stock_quantity") is not None:
+        return max(0, _int(data["stock_quantity"]))
+    status = data.get("stock_status")
+    if status == "outofstock":
+        return 0
+    if status == "instock":
+        stored = session.execute(select(col(Product.stock)).where(col(Product.sku) == sku)).scalar()
+        return 1 if stored is not None and stored <= 0 else None
+    return None
+
+
+def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
+    number = str(_int(data.get("id")))
+    status = str(data.get("status") or "")
+    stored = session.execute(
+        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
+    ).first()
+    if status in ENDED:
+        return _ended(session, data)
+    if status in NOT_YET:
+        return []
+    if status not in PLACED:
+        problems.append(
+            f"order {number}: status {status!r} is not one the engine knows: not applied"
+        )
+        return []
+    delivered = _gmt(data.get("date_completed_gmt")) if status == "completed" else None
+    if stored is not None:
+        if status == "completed" and stored.delivered_at is None:
+            at = delivered or _gmt(data.get("date_modified_gmt"))
+            if at is None:
+                problems.append(f"order {number} is completed without date_completed_gmt")
+                return []
+            return [{"type": "order.delivered", "order_id": number, "delivered_at": at}]
+        return []
+    billing = dict(data.get("billing") or {})
+    billing["customer_id"] = data.get("customer_id")
+    customer = _customer(session, billing, problems)
+    if customer is None:
+        problems[-1] = f"order {number} has no billing email: not recorded"
+        return []
+    lines, products = _lines(session, data.get("line_items") or [], problems)
+    if not lines:
+        problems.append(f"order {number} has no line with a quantity: not recorded")
+        return []
+    order: dict[str, Any] = {
+        "id": number,
+        "customer_id": customer["customer"]["id"],
+        "items": lines,
+    }
+    placed = _gmt(data.get("date_created_gmt"))
+    if placed:
+        order["placed_at"] = placed
+    if delivered:
+        order["delivered_at"] = delivered
+    coupons = [c.get("code") for c in data.get("coupon_lines") or [] if isinstance(c, dict)]
+    if coupons and coupons[0]:
+        order["coupon_code"] = str(coupons[0])
+    referral = _meta(data, REFERRAL_META)
+    if referral:
+        order["referral_code"] = referral
+    return [customer, *products, {"type": "order.placed", "order": order}]
+
+
+def _lines(
+    session: Session, items: list[Any], problems: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The order's lines, and `product.upserted` for the products the engine lacks."""
+    lines, products, known = [], [], set()
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        quantity = _int(item.get("quantity"))
+        if quantity < 1:
+            continue
+        own_id = _int(item.get("variation_id")) or _int(item.get("product_id"))
+        sku = str(item.get("sku") or "").strip() or f"wc-{own_id}"
+        paid = _money(item.get("subtotal"))
+        unit = (paid / quantity).quantize(PAISA, ROUND_HALF_UP) if paid is not None else None
+        line: dict[str, Any] = {"sku": sku, "quantity": quantity}
+        if unit is not None:
+            line["unit_price"] = str(unit)
+        lines.append(line)
+        stored = session.execute(select(col(Product.id)).where(col(Product.sku) == sku)).first()
+        if stored is None and sku not in known:
+            known.add(sku)
+            name = str(item.get("name") or sku)
+            products.append(
+                {
+                    "type": "product.upserted",
+                    "product": {"sku": sku, "name": name, "price": str(unit or 0)},
+                }
+            )
+    return lines, products
+
+
+def _ended(session: Session, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cancel a recorded order; one never recorded stays out."""
+    number = str(_int(data.get("id")))
+    status = session.execute(
+        select(col(Order.status)).where(col(Order.external_id) == number)
+    ).scalar()
+    if status is None or status == OrderStatus.CANCELLED:
+        return []
+    return [{"type": "order.cancelled", "order_id": number}]
+
+
+def _meta(data: dict[str, Any], key: str) -> str | None:
+    for entry in data.get("meta_data") or []:
+        if isinstance(entry, dict) and entry.get("key") == key and entry.get("value"):
+            return str(entry["value"]).strip() or None
+    return None
+
+
+def _gmt(value: Any) -> str | None:
+    """A `*_gmt` time of WooCommerce (ISO 8601 without a zone, in UTC) with its zone."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=moment.tzinfo or UTC).isoformat()
+
+
+def _money(value: Any) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
