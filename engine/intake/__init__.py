@@ -6,8 +6,8 @@ shop's events (`POST /api/events`, served by the tracking app). All three name t
 and the value in every error and leave committing to the caller. `coupons` decides and
 records a coupon code presented with an order (by either, or the checkout's API); `referrals`
 a referral code an order carries (and answers the checkout about one). `wallet` is each
-customer's store credit: balance, entries, redemptions. `woocommerce` turns a WooCommerce
-webhook delivery into the shop's events.
+customer's store credit: balance, entries, redemptions. `woocommerce` and `shopify` turn a
+platform's webhook delivery into the shop's events (`connector`: what they share).
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
 Other stages import only the public names below, from this package; its own
@@ -25,7 +25,9 @@ Public names:
   `record_order_referral`
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
-- `woocommerce`: `WOOCOMMERCE_TOPICS`, `take_woocommerce_delivery`, `woocommerce_signed`
+- `connector`: `Delivery`, `signature_matches`
+- `shopify`: `SHOPIFY_TOPICS`, `take_shopify_delivery`
+- `woocommerce`: `WOOCOMMERCE_TOPICS`, `take_woocommerce_delivery`
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
   `soonest_expiries`, `statement`
 """
@@ -38,6 +40,7 @@ from ..exports import public_names
 
 if TYPE_CHECKING:
     from . import shop
+    from .connector import Delivery, signature_matches
     from .coupons import (
         CouponView,
         Outcome,
@@ -66,6 +69,7 @@ if TYPE_CHECKING:
         record_order_referral,
     )
     from .shop import add_holiday, set_consent
+    from .shopify import SHOPIFY_TOPICS, take_shopify_delivery
     from .wallet import (
         CreditRefused,
         Statement,
@@ -76,21 +80,19 @@ if TYPE_CHECKING:
         soonest_expiries,
         statement,
     )
-    from .woocommerce import (
-        WOOCOMMERCE_TOPICS,
-        take_woocommerce_delivery,
-        woocommerce_signed,
-    )
+    from .woocommerce import WOOCOMMERCE_TOPICS, take_woocommerce_delivery
 
 __all__ = [
     "KINDS",
     "MAX_BODY_BYTES",
+    "SHOPIFY_TOPICS",
     "WOOCOMMERCE_TOPICS",
     "Applied",
     "BadRow",
     "CouponView",
     "CreditRefused",
     "CsvFormatError",
+    "Delivery",
     "EventsRejected",
     "ImportRejected",
     "ImportResult",
@@ -118,10 +120,11 @@ __all__ = [
     "redeem_coupon",
     "set_consent",
     "shop",
+    "signature_matches",
     "soonest_expiries",
     "statement",
+    "take_shopify_delivery",
     "take_woocommerce_delivery",
-    "woocommerce_signed",
 ]
 
 # Each public name and its module (see `engine.exports`).
@@ -162,9 +165,12 @@ _PUBLIC = {
     "shop": ".shop",
     "soonest_expiries": ".wallet",
     "statement": ".wallet",
-    "take_woocommerce_delivery": ".woocommerce",
+    "Delivery": ".connector",
+    "SHOPIFY_TOPICS": ".shopify",
     "WOOCOMMERCE_TOPICS": ".woocommerce",
-    "woocommerce_signed": ".woocommerce",
+    "signature_matches": ".connector",
+    "take_shopify_delivery": ".shopify",
+    "take_woocommerce_delivery": ".woocommerce",
 }
 _MODULES = {"shop"}
 

@@ -4,7 +4,7 @@ A WooCommerce webhook (WooCommerce → Settings → Advanced → Webhooks, API v
 WP REST API v3) posts its resource, an order, a product or a customer, as the JSON
 of the REST API, with the headers `X-WC-Webhook-Topic` (`order.updated` …),
 `X-WC-Webhook-Delivery-ID` and `X-WC-Webhook-Signature`: the base64 HMAC-SHA256 of
-the raw body with the webhook's secret (`woocommerce_signed`). `take_woocommerce_delivery` turns a delivery
+the raw body with the webhook's secret (`connector.signature_matches`). `take_woocommerce_delivery` turns a delivery
 into events of `engine.intake.events` and applies them in one transaction, with ids
 made from the delivery id, so a repeated delivery changes nothing.
 
@@ -34,23 +34,18 @@ invent) comes back as a problem, and the rest is applied.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from ..project import Holidays
-from ..store import Customer, Order, OrderStatus, Product, ReceivedEvent, session_scope
-from .events import EventsRejected, apply_events, parse_events
+from ..store import Order, OrderStatus, Product
+from .connector import Delivery, amount, customer_id_for, take_delivery, utc_text, whole
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +68,6 @@ REFERRAL_META = "referral_code"
 PAISA = Decimal("0.01")
 
 
-@dataclass
-class Delivery:
-    """What became of one delivery: events applied or already seen, and problems."""
-
-    topic: str
-    applied: int = 0
-    duplicates: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "applied": self.applied,
-            "duplicates": self.duplicates,
-            "problems": self.problems,
-        }
-
-
-def woocommerce_signed(body: bytes, secret: str, signature: str) -> bool:
-    """Whether `signature` is WooCommerce's for `body` under `secret`."""
-    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
-    return hmac.compare_digest(expected, signature.strip().encode())
-
-
 def take_woocommerce_delivery(
     engine: Engine,
     topic: str,
@@ -106,48 +77,11 @@ def take_woocommerce_delivery(
     now: datetime,
     holidays: Holidays | None = None,
 ) -> Delivery:
-    """Apply one delivery of `topic` (one of WOOCOMMERCE_TOPICS); its problems are returned, never
-    raised, except the store's own errors."""
-    delivery = Delivery(topic)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        delivery.problems.append(f"the body is not JSON: {exc}")
-        return delivery
-    if not isinstance(payload, dict):
-        delivery.problems.append("the body is not a JSON object")
-        return delivery
-    with session_scope(engine) as session:
-        delivery.duplicates = _seen(session, delivery_id)
-        if delivery.duplicates:
-            return delivery  # a repeated delivery: applied the first time
-        events = _translate(session, topic, payload, delivery.problems)
-    if not events:
-        return delivery
-    for k, event in enumerate(events):
-        event["id"] = f"{SOURCE}:{delivery_id}:{k}"
-    try:
-        parsed = parse_events(json.dumps(events).encode())
-        results = apply_events(engine, parsed, now=now, holidays=holidays)
-    except EventsRejected as exc:
-        delivery.problems += [
-            f"{_what(events, p.index)}: {p.field}: {p.reason}" for p in exc.problems
-        ]
-        return delivery
-    delivery.applied = sum(r.status == "applied" for r in results)
-    delivery.duplicates = len(results) - delivery.applied
-    return delivery
-
-
-def _seen(session: Session, delivery_id: str) -> int:
-    """How many events of this delivery were applied before."""
-    prefix = f"{SOURCE}:{delivery_id}:"
-    query = select(func.count()).where(col(ReceivedEvent.id).startswith(prefix, autoescape=True))
-    return int(session.execute(query).scalar_one())
-
-
-def _what(events: list[dict[str, Any]], index: int | None) -> str:
-    return "the delivery" if index is None else str(events[index]["type"])
+    """Apply one delivery of `topic` (one of WOOCOMMERCE_TOPICS); its problems are
+    returned, never raised, except the store's own errors."""
+    return take_delivery(
+        engine, SOURCE, _translate, topic, delivery_id, body, now=now, holidays=holidays
+    )
 
 
 def _translate(
@@ -171,14 +105,11 @@ def _customer(
 ) -> dict[str, Any] | None:
     """`customer.upserted` from a customer resource or an order's billing address."""
     email = str(data.get("email") or "").strip()
-    shop_id = _int(data.get("customer_id", data.get("id")))
+    shop_id = whole(data.get("customer_id", data.get("id")))
     if not email:
         problems.append(f"customer {shop_id or '(guest)'} has no email address: not recorded")
         return None
-    known = session.execute(
-        select(col(Customer.external_id)).where(func.lower(col(Customer.email)) == email.lower())
-    ).scalar()
-    external_id = known or (f"wc-{shop_id}" if shop_id else email.lower())
+    external_id, known = customer_id_for(session, email, f"wc-{shop_id}" if shop_id else None)
     name = " ".join(str(data.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
     customer: dict[str, Any] = {"id": external_id, "email": email}
     if name:
@@ -186,15 +117,15 @@ def _customer(
     city = str((data.get("billing") or {}).get("city") or data.get("city") or "").strip()
     if city:
         customer["city"] = city
-    at = _gmt(data.get("date_created_gmt"))
+    at = utc_text(data.get("date_created_gmt"))
     if at and not known:
         customer["created_at"] = at
     return {"type": "customer.upserted", "customer": customer}
 
 
 def _product(session: Session, data: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
-    sku = str(data.get("sku") or "").strip() or f"wc-{_int(data.get('id'))}"
-    price = _money(data.get("price"))
+    sku = str(data.get("sku") or "").strip() or f"wc-{whole(data.get('id'))}"
+    price = amount(data.get("price"))
     if price is None:
         problems.append(
             f"product {sku} has no price (a variable product's variations are not read)"
@@ -212,7 +143,7 @@ def _product(session: Session, data: dict[str, Any], problems: list[str]) -> dic
     if categories and isinstance(categories[0], dict) and categories[0].get("name"):
         product["category"] = str(categories[0]["name"])
     event: dict[str, Any] = {"type": "product.upserted", "product": product}
-    at = _gmt(data.get("date_modified_gmt"))
+    at = utc_text(data.get("date_modified_gmt"))
     if at:
         event["at"] = at
     return event
@@ -222,7 +153,7 @@ def _stock(session: Session, sku: str, data: dict[str, Any]) -> int | None:
     """The count WooCommerce manages, else 0 when out of stock and, when it comes
     back in stock, 1 (a product without a count is only in or out); None keeps it."""
     if data.get("manage_stock") and data.get("stock_quantity") is not None:
-        return max(0, _int(data["stock_quantity"]))
+        return max(0, whole(data["stock_quantity"]))
     status = data.get("stock_status")
     if status == "outofstock":
         return 0
@@ -233,7 +164,7 @@ def _stock(session: Session, sku: str, data: dict[str, Any]) -> int | None:
 
 
 def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
-    number = str(_int(data.get("id")))
+    number = str(whole(data.get("id")))
     status = str(data.get("status") or "")
     stored = session.execute(
         select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
@@ -247,10 +178,10 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
             f"order {number}: status {status!r} is not one the engine knows: not applied"
         )
         return []
-    delivered = _gmt(data.get("date_completed_gmt")) if status == "completed" else None
+    delivered = utc_text(data.get("date_completed_gmt")) if status == "completed" else None
     if stored is not None:
         if status == "completed" and stored.delivered_at is None:
-            at = delivered or _gmt(data.get("date_modified_gmt"))
+            at = delivered or utc_text(data.get("date_modified_gmt"))
             if at is None:
                 problems.append(f"order {number} is completed without date_completed_gmt")
                 return []
@@ -271,7 +202,7 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
         "customer_id": customer["customer"]["id"],
         "items": lines,
     }
-    placed = _gmt(data.get("date_created_gmt"))
+    placed = utc_text(data.get("date_created_gmt"))
     if placed:
         order["placed_at"] = placed
     if delivered:
@@ -293,12 +224,12 @@ def _lines(
     for item in items:
         if not isinstance(item, dict):
             continue
-        quantity = _int(item.get("quantity"))
+        quantity = whole(item.get("quantity"))
         if quantity < 1:
             continue
-        own_id = _int(item.get("variation_id")) or _int(item.get("product_id"))
+        own_id = whole(item.get("variation_id")) or whole(item.get("product_id"))
         sku = str(item.get("sku") or "").strip() or f"wc-{own_id}"
-        paid = _money(item.get("subtotal"))
+        paid = amount(item.get("subtotal"))
         unit = (paid / quantity).quantize(PAISA, ROUND_HALF_UP) if paid is not None else None
         line: dict[str, Any] = {"sku": sku, "quantity": quantity}
         if unit is not None:
@@ -319,7 +250,7 @@ def _lines(
 
 def _ended(session: Session, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Cancel a recorded order; one never recorded stays out."""
-    number = str(_int(data.get("id")))
+    number = str(whole(data.get("id")))
     status = session.execute(
         select(col(Order.status)).where(col(Order.external_id) == number)
     ).scalar()
@@ -333,31 +264,3 @@ def _meta(data: dict[str, Any], key: str) -> str | None:
         if isinstance(entry, dict) and entry.get("key") == key and entry.get("value"):
             return str(entry["value"]).strip() or None
     return None
-
-
-def _gmt(value: Any) -> str | None:
-    """A `*_gmt` time of WooCommerce (ISO 8601 without a zone, in UTC) with its zone."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=moment.tzinfo or UTC).isoformat()
-
-
-def _money(value: Any) -> Decimal | None:
-    if value in (None, ""):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() and amount >= 0 else None
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

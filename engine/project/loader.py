@@ -42,6 +42,7 @@ class Secrets:
     database_url: str | None = None
     dashboard_password: str | None = None
     woocommerce_secret: str | None = None  # the secret of the shop's WooCommerce webhooks
+    shopify_secret: str | None = None  # the secret Shopify signs the shop's webhooks with
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -53,6 +54,7 @@ class Secrets:
             database_url=env.get("LIFECYCLE_DATABASE_URL") or None,
             dashboard_password=env.get("LIFECYCLE_DASHBOARD_PASSWORD") or None,
             woocommerce_secret=env.get("LIFECYCLE_WOOCOMMERCE_SECRET") or None,
+            shopify_secret=env.get("LIFECYCLE_SHOPIFY_SECRET") or None,
         )
 
 

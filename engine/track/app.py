@@ -21,8 +21,9 @@ function and answers:
   entries, with the same key (`creditapi`).
 - `GET /api/coupons/{code}` and `POST /api/coupons/{code}/redeem`: the shop's
   checkout asks about a coupon and redeems it, with the same key (`couponapi`).
-- `POST /webhooks/woocommerce`: WooCommerce's webhooks, signed with
-  LIFECYCLE_WOOCOMMERCE_SECRET (`webhooks`, `engine.intake.woocommerce`).
+- `POST /webhooks/woocommerce` and `POST /webhooks/shopify`: the platforms'
+  webhooks, signed with LIFECYCLE_WOOCOMMERCE_SECRET or LIFECYCLE_SHOPIFY_SECRET
+  (`webhooks`; the mapping in `engine.intake.woocommerce` and `.shopify`).
 - `GET /healthz` answers `ok` when the database answers, else 503.
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.

@@ -1,4 +1,4 @@
-"""Webhooks of shop platforms: `POST /webhooks/woocommerce`.
+"""Webhooks of shop platforms: `POST /webhooks/woocommerce` and `POST /webhooks/shopify`.
 
 Each answers what the platform needs to stop retrying or to warn its owner:
 
@@ -9,7 +9,7 @@ Each answers what the platform needs to stop retrying or to warn its owner:
   flood the log);
 - 413 for a body over `MAX_BODY_BYTES`;
 - 200 for WooCommerce's creation ping (`webhook_id=N`) and for a topic the
-  engine does not take (the platform would retry any other status for days);
+  engine does not take (the platforms retry any other status for days);
 - 200 with `applied`, `duplicates` and `problems` for a delivery: a payload the
   engine can only partly use is applied as far as it can be, and what it could
   not use is logged and answered (WooCommerce keeps the answer in its log);
@@ -22,7 +22,9 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,9 +36,11 @@ from starlette.routing import BaseRoute, Route
 from ..errors import StoreError
 from ..intake import (
     MAX_BODY_BYTES,
+    SHOPIFY_TOPICS,
     WOOCOMMERCE_TOPICS,
+    signature_matches,
+    take_shopify_delivery,
     take_woocommerce_delivery,
-    woocommerce_signed,
 )
 from ..project import Project, Secrets
 from .bodies import read_capped
@@ -45,6 +49,47 @@ log = logging.getLogger(__name__)
 
 WARN_EVERY = 60.0  # seconds between two warnings about forged deliveries of one source
 PING = re.compile(rb"webhook_id=\d+")
+
+
+@dataclass(frozen=True)
+class Platform:
+    """How one platform names its secret, headers and topics, and who applies them."""
+
+    name: str
+    secret_variable: str
+    secret: Callable[[Secrets], str | None]
+    signature: str
+    topic: str
+    delivery: str
+    source: str
+    topics: frozenset[str]
+    take: Callable[..., Any]
+
+
+PLATFORMS = (
+    Platform(
+        "woocommerce",
+        "LIFECYCLE_WOOCOMMERCE_SECRET",
+        lambda s: s.woocommerce_secret,
+        "x-wc-webhook-signature",
+        "x-wc-webhook-topic",
+        "x-wc-webhook-delivery-id",
+        "x-wc-webhook-source",
+        WOOCOMMERCE_TOPICS,
+        take_woocommerce_delivery,
+    ),
+    Platform(
+        "shopify",
+        "LIFECYCLE_SHOPIFY_SECRET",
+        lambda s: s.shopify_secret,
+        "x-shopify-hmac-sha256",
+        "x-shopify-topic",
+        "x-shopify-webhook-id",
+        "x-shopify-shop-domain",
+        SHOPIFY_TOPICS,
+        take_shopify_delivery,
+    ),
+)
 
 
 class _Warnings:
@@ -68,44 +113,57 @@ def webhook_routes(
 ) -> list[BaseRoute]:
     warn = _Warnings()
 
-    async def woocommerce_webhook(request: Request) -> Response:
-        secret = secrets.woocommerce_secret
-        if not secret:
-            return _error("the WooCommerce connector is off: set LIFECYCLE_WOOCOMMERCE_SECRET", 503)
-        body = await read_capped(request, MAX_BODY_BYTES)
-        if body is None:
-            return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-        topic = request.headers.get("x-wc-webhook-topic", "")
-        if not topic and PING.fullmatch(body.strip()):
-            return JSONResponse({"ok": True, "ping": True})
-        signature = request.headers.get("x-wc-webhook-signature", "")
-        if not signature or not woocommerce_signed(body, secret, signature):
-            source = request.headers.get("x-wc-webhook-source", "") or "(no source)"
-            warn(source, "woocommerce: a delivery from %s with a wrong or no signature", source)
-            return _error("missing or wrong X-WC-Webhook-Signature", 401)
-        if topic not in WOOCOMMERCE_TOPICS:
-            return JSONResponse({"ok": True, "ignored": topic})
-        delivery_id = request.headers.get("x-wc-webhook-delivery-id", "").strip()
-        if not delivery_id:
-            return _error("X-WC-Webhook-Delivery-ID is missing", 400)
-        try:
-            delivery = await run_in_threadpool(
-                take_woocommerce_delivery,
-                engine,
-                topic,
-                delivery_id[:64],
-                body,
-                now=clock(),
-                holidays=get_project().config.holidays,
-            )
-        except (SQLAlchemyError, StoreError) as exc:
-            log.error("woocommerce: the database failed: %s", exc)
-            return _error("the database is unavailable; retry later", 503)
-        for problem in delivery.problems:
-            log.warning("woocommerce %s %s: %s", topic, delivery_id, problem)
-        return JSONResponse({"ok": True, **delivery.as_dict()})
+    def handler(platform: Platform) -> Callable[[Request], Any]:
+        async def webhook(request: Request) -> Response:
+            secret = platform.secret(secrets)
+            if not secret:
+                return _error(
+                    f"the {platform.name} connector is off: set {platform.secret_variable}", 503
+                )
+            body = await read_capped(request, MAX_BODY_BYTES)
+            if body is None:
+                return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
+            topic = request.headers.get(platform.topic, "")
+            if not topic and PING.fullmatch(body.strip()):
+                return JSONResponse({"ok": True, "ping": True})  # WooCommerce's, unsigned
+            signature = request.headers.get(platform.signature, "")
+            if not signature or not signature_matches(body, secret, signature):
+                source = request.headers.get(platform.source, "") or "(no source)"
+                warn(
+                    f"{platform.name} {source}",
+                    "%s: a delivery from %s with a wrong or no signature",
+                    platform.name,
+                    source,
+                )
+                return _error(f"missing or wrong {platform.signature}", 401)
+            if topic not in platform.topics:
+                return JSONResponse({"ok": True, "ignored": topic})
+            delivery_id = request.headers.get(platform.delivery, "").strip()
+            if not delivery_id:
+                return _error(f"{platform.delivery} is missing", 400)
+            try:
+                delivery = await run_in_threadpool(
+                    platform.take,
+                    engine,
+                    topic,
+                    delivery_id[:64],
+                    body,
+                    now=clock(),
+                    holidays=get_project().config.holidays,
+                )
+            except (SQLAlchemyError, StoreError) as exc:
+                log.error("%s: the database failed: %s", platform.name, exc)
+                return _error("the database is unavailable; retry later", 503)
+            for problem in delivery.problems:
+                log.warning("%s %s %s: %s", platform.name, topic, delivery_id, problem)
+            return JSONResponse({"ok": True, **delivery.as_dict()})
 
-    return [Route("/webhooks/woocommerce", woocommerce_webhook, methods=["POST"])]
+        return webhook
+
+    return [
+        Route(f"/webhooks/{p.name}", handler(p), methods=["POST"], name=f"{p.name}_webhook")
+        for p in PLATFORMS
+    ]
 
 
 def _error(message: str, status: int) -> Response:

@@ -1,0 +1,222 @@
+"""Shopify webhooks: one delivery as the engine's own events.
+
+A Shopify webhook (Settings → Notifications → Webhooks, JSON) posts its resource as
+the REST Admin API's JSON, with `X-Shopify-Topic`, `X-Shopify-Webhook-Id` (the
+delivery, the same on every retry) and `X-Shopify-Hmac-Sha256`: the base64
+HMAC-SHA256 of the raw body with the app's or store's webhook secret
+(`connector.signature_matches`). `take_shopify_delivery` applies it once
+(`connector.take_delivery`):
+
+- `customers/create`, `customers/update`: `customer.upserted` (email, name, city of
+  the default address, and marketing consent from `email_marketing_consent`:
+  `subscribed` is consent, `unsubscribed` and `not_subscribed` are not).
+- `products/update`: one `product.upserted` per variant (its SKU, or
+  `shopify-<variant id>` without one; the product's title with the variant's;
+  its price; `inventory_quantity` as stock; `product_type` as category).
+- `orders/create`, `orders/updated`, `orders/fulfilled`: the order's customer, the
+  products the engine lacks (from the order lines), then the order, recorded once,
+  by its `order_number`; a cancelled one (`cancelled_at`) is cancelled or left out.
+  It is delivered when a fulfillment says the carrier delivered it
+  (`shipment_status` `delivered`), or, paid at the door, when a fulfilled cash on
+  delivery order becomes `paid`. Its first discount code is its coupon, and a
+  `referral_code` note attribute its referral code.
+- `orders/cancelled`: a recorded order is cancelled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+
+from ..project import Holidays
+from ..store import Order, OrderStatus, Product
+from .connector import Delivery, amount, customer_id_for, take_delivery, utc_text, whole
+
+SOURCE = "shopify"
+SHOPIFY_TOPICS = frozenset(
+    {
+        "orders/create",
+        "orders/updated",
+        "orders/fulfilled",
+        "orders/cancelled",
+        "products/update",
+        "customers/create",
+        "customers/update",
+    }
+)
+CONSENTING = {"subscribed": True, "unsubscribed": False, "not_subscribed": False}
+REFERRAL_NOTE = "referral_code"
+
+
+def take_shopify_delivery(
+    engine: Engine,
+    topic: str,
+    delivery_id: str,
+    body: bytes,
+    *,
+    now: datetime,
+    holidays: Holidays | None = None,
+) -> Delivery:
+    """Apply one delivery of `topic` (one of SHOPIFY_TOPICS); its problems are
+    returned, never raised, except the store's own errors."""
+    return take_delivery(
+        engine, SOURCE, _translate, topic, delivery_id, body, now=now, holidays=holidays
+    )
+
+
+def _translate(
+    session: Session, topic: str, payload: dict[str, Any], problems: list[str]
+) -> list[dict[str, Any]]:
+    if topic.startswith("customers/"):
+        customer = _customer(session, payload, problems)
+        return [customer] if customer else []
+    if topic == "products/update":
+        return _products(payload, problems)
+    if topic == "orders/cancelled":
+        return _cancelled(session, _number(payload))
+    return _order(session, payload, problems)
+
+
+def _customer(
+    session: Session, data: dict[str, Any], problems: list[str], email: str = ""
+) -> dict[str, Any] | None:
+    email = (email or str(data.get("email") or "")).strip()
+    shop_id = whole(data.get("id"))
+    if not email:
+        problems.append(f"customer {shop_id or '(guest)'} has no email address: not recorded")
+        return None
+    external_id, known = customer_id_for(session, email, f"shopify-{shop_id}" if shop_id else None)
+    customer: dict[str, Any] = {"id": external_id, "email": email}
+    name = " ".join(str(data.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
+    if name:
+        customer["name"] = name
+    city = str((data.get("default_address") or {}).get("city") or "").strip()
+    if city:
+        customer["city"] = city
+    consent = CONSENTING.get(str((data.get("email_marketing_consent") or {}).get("state")))
+    if consent is not None:
+        customer["marketing_consent"] = consent
+    created = utc_text(data.get("created_at"))
+    if created and not known:
+        customer["created_at"] = created
+    return {"type": "customer.upserted", "customer": customer}
+
+
+def _products(data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
+    title = str(data.get("title") or "").strip()
+    events = []
+    for variant in data.get("variants") or []:
+        if not isinstance(variant, dict):
+            continue
+        sku = str(variant.get("sku") or "").strip() or f"shopify-{whole(variant.get('id'))}"
+        price = amount(variant.get("price"))
+        if price is None:
+            problems.append(f"product {sku} has no price: not recorded")
+            continue
+        own = str(variant.get("title") or "")
+        name = title if own in ("", "Default Title") else f"{title} – {own}"
+        product: dict[str, Any] = {"sku": sku, "name": name or sku, "price": str(price)}
+        if variant.get("inventory_quantity") is not None:
+            product["stock"] = max(0, whole(variant["inventory_quantity"]))
+        if data.get("product_type"):
+            product["category"] = str(data["product_type"])
+        event: dict[str, Any] = {"type": "product.upserted", "product": product}
+        at = utc_text(data.get("updated_at"))
+        if at:
+            event["at"] = at
+        events.append(event)
+    return events
+
+
+def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
+    number = _number(data)
+    if data.get("cancelled_at"):
+        return _cancelled(session, number)
+    stored = session.execute(
+        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
+    ).first()
+    delivered = _delivered_at(data)
+    if stored is not None:
+        if delivered and stored.delivered_at is None and stored.status != OrderStatus.CANCELLED:
+            return [{"type": "order.delivered", "order_id": number, "delivered_at": delivered}]
+        return []
+    email = str(data.get("email") or data.get("contact_email") or "")
+    customer = _customer(session, dict(data.get("customer") or {}), problems, email)
+    if customer is None:
+        problems[-1] = f"order {number} has no email address: not recorded"
+        return []
+    lines, products = _lines(session, data.get("line_items") or [])
+    if not lines:
+        problems.append(f"order {number} has no line with a quantity: not recorded")
+        return []
+    order: dict[str, Any] = {
+        "id": number,
+        "customer_id": customer["customer"]["id"],
+        "items": lines,
+    }
+    placed = utc_text(data.get("created_at"))
+    if placed:
+        order["placed_at"] = placed
+    if delivered:
+        order["delivered_at"] = delivered
+    codes = [d.get("code") for d in data.get("discount_codes") or [] if isinstance(d, dict)]
+    if codes and codes[0]:
+        order["coupon_code"] = str(codes[0])
+    for note in data.get("note_attributes") or []:
+        if isinstance(note, dict) and note.get("name") == REFERRAL_NOTE and note.get("value"):
+            order["referral_code"] = str(note["value"]).strip()
+    return [customer, *products, {"type": "order.placed", "order": order}]
+
+
+def _lines(session: Session, items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The order's lines (each at its unit `price`), and `product.upserted` for the
+    products the engine lacks."""
+    lines: list[dict[str, Any]] = []
+    products: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, dict) or whole(item.get("quantity")) < 1:
+            continue
+        sku = str(item.get("sku") or "").strip() or f"shopify-{whole(item.get('variant_id'))}"
+        line: dict[str, Any] = {"sku": sku, "quantity": whole(item["quantity"])}
+        price = amount(item.get("price"))
+        if price is not None:
+            line["unit_price"] = str(price)
+        lines.append(line)
+        stored = session.execute(select(col(Product.id)).where(col(Product.sku) == sku)).first()
+        if stored is None and all(p["product"]["sku"] != sku for p in products):
+            name = str(item.get("name") or item.get("title") or sku)
+            product = {"sku": sku, "name": name, "price": str(price or 0)}
+            products.append({"type": "product.upserted", "product": product})
+    return lines, products
+
+
+def _delivered_at(data: dict[str, Any]) -> str | None:
+    """When the order reached the customer: a fulfillment the carrier marked delivered,
+    or a fulfilled cash on delivery order paid (at the door), when it was paid."""
+    for fulfillment in data.get("fulfillments") or []:
+        if isinstance(fulfillment, dict) and fulfillment.get("shipment_status") == "delivered":
+            return utc_text(fulfillment.get("updated_at"))
+    gateways = " ".join(str(g).lower() for g in data.get("payment_gateway_names") or [])
+    cash = "cash on delivery" in gateways or "(cod)" in gateways
+    fulfilled = data.get("fulfillment_status") == "fulfilled"
+    if cash and fulfilled and data.get("financial_status") == "paid":
+        return utc_text(data.get("updated_at"))
+    return None
+
+
+def _cancelled(session: Session, number: str) -> list[dict[str, Any]]:
+    status = session.execute(
+        select(col(Order.status)).where(col(Order.external_id) == number)
+    ).scalar()
+    if status is None or status == OrderStatus.CANCELLED:
+        return []
+    return [{"type": "order.cancelled", "order_id": number}]
+
+
+def _number(data: dict[str, Any]) -> str:
+    """The order's number as the shop knows it (`order_number`), else its id."""
+    return str(whole(data.get("order_number")) or whole(data.get("id")))
