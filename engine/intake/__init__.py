@@ -7,7 +7,8 @@ and the value in every error and leave committing to the caller. `coupons` decid
 records a coupon code presented with an order (by either, or the checkout's API); `referrals`
 a referral code an order carries (and answers the checkout about one). `wallet` is each
 customer's store credit: balance, entries, redemptions. `woocommerce` and `shopify` turn a
-platform's webhook delivery into the shop's events (`connector`: what they share).
+platform's webhook delivery into the shop's events (`connector`: what they share), which
+`inbox` keeps as it comes and applies in order.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
 Other stages import only the public names below, from this package; its own
@@ -26,6 +27,7 @@ Public names:
 - `shop`: `add_holiday`, `set_consent`
 - `shop` itself, the module (`shop.<function>(...)`)
 - `connector`: `Delivery`, `signature_matches`
+- `inbox`: `Received`, `apply_pending`, `keep_deliveries`
 - `shopify`: `SHOPIFY_TOPICS`, `take_shopify_delivery`
 - `woocommerce`: `WOOCOMMERCE_TOPICS`, `take_woocommerce_delivery`
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
         Progress,
         import_csv,
     )
+    from .inbox import Received, apply_pending, keep_deliveries
     from .referrals import (
         ReferralCheck,
         ReferralRefusal,
@@ -99,6 +102,7 @@ __all__ = [
     "Outcome",
     "Presentation",
     "Progress",
+    "Received",
     "Redemption",
     "ReferralCheck",
     "ReferralRefusal",
@@ -106,6 +110,7 @@ __all__ = [
     "active_coupons",
     "add_holiday",
     "apply_events",
+    "apply_pending",
     "balance_sql",
     "balances",
     "check_coupon",
@@ -113,6 +118,7 @@ __all__ = [
     "credits_left",
     "find_coupon",
     "import_csv",
+    "keep_deliveries",
     "normalise_code",
     "parse_events",
     "record_order_referral",
@@ -166,6 +172,9 @@ _PUBLIC = {
     "soonest_expiries": ".wallet",
     "statement": ".wallet",
     "Delivery": ".connector",
+    "Received": ".inbox",
+    "apply_pending": ".inbox",
+    "keep_deliveries": ".inbox",
     "SHOPIFY_TOPICS": ".shopify",
     "WOOCOMMERCE_TOPICS": ".woocommerce",
     "signature_matches": ".connector",

@@ -20,7 +20,8 @@ Public names:
   `CouponUse`, `Credit`, `Customer`, `CustomerTag`, `EventKind`, `FlowExit`, `FlowStepSeen`, `Message`,
   `MessageEvent`, `MessageKind`, `MessageStatus`, `Order`, `OrderItem`, `OrderStatus`,
   `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Referral`, `ReferralReward`,
-  `ReferralStatus`, `Restock`, `ShopHoliday`, `Suppression`, `SurveyAnswer`, `TierChange`
+  `ReferralStatus`, `Restock`, `ShopHoliday`, `Suppression`, `SurveyAnswer`, `TierChange`,
+  `WebhookDelivery`
 - `types`: `CENT`, `Money`, `UTCDateTime`, `to_money`
 """
 
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
         Suppression,
         SurveyAnswer,
         TierChange,
+        WebhookDelivery,
     )
     from .types import CENT, Money, UTCDateTime, to_money
 
@@ -114,6 +116,7 @@ __all__ = [
     "SurveyAnswer",
     "TierChange",
     "UTCDateTime",
+    "WebhookDelivery",
     "current_revision",
     "has_schema",
     "ignoring_insert",
@@ -154,6 +157,7 @@ _PUBLIC = {
     "Product": ".models",
     "ProductWanted": ".models",
     "ReceivedEvent": ".models",
+    "WebhookDelivery": ".models",
     "Referral": ".models",
     "ReferralReward": ".models",
     "ReferralStatus": ".models",

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from .types import Money, UTCDateTime
@@ -331,6 +331,28 @@ class ReceivedEvent(SQLModel, table=True):
     id: str = Field(sa_type=String(128), primary_key=True)
     type: str = Field(sa_type=String(64))
     received_at: datetime = _utc()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """A shop platform's webhook delivery, kept as it came (signature checked) until it is
+    applied, then with what became of it: `pending`, `applied` or `problem` (with the
+    reasons, one per line, for the dashboard). One row per platform and delivery id."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("source", "delivery_id", name="uq_webhook_delivery_source_delivery"),
+        Index("ix_webhook_delivery_status", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(sa_type=String(16))
+    delivery_id: str = Field(sa_type=String(64))
+    topic: str = Field(sa_type=String(64))
+    body: str = Field(sa_type=Text)
+    received_at: datetime = _utc(index=True)
+    status: str = Field(default="pending", sa_type=String(16))
+    applied_at: datetime | None = _utc(default=None)
+    problems: str | None = Field(default=None, sa_type=Text)
 
 
 class Checkpoint(SQLModel, table=True):

@@ -77,7 +77,7 @@ from .couponapi import coupon_routes
 from .creditapi import credit_routes
 from .opens import Hit, HitBuffer
 from .tierapi import tier_routes
-from .webhooks import webhook_routes
+from .webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,7 @@ def create_app(
     unsubscribes = unsub.PendingUnsubscribes(engine, journal)
     signer = Signer(secrets.secret)
     tracker = Tracker(engine, get_project, secrets, signer, buffer, clock, unsubscribes)
+    webhooks = Webhooks(engine, get_project, secrets, clock)
     routes: list[BaseRoute] = [
         Route("/c/{token}", tracker.click, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe_page, methods=["GET"]),
@@ -332,7 +333,7 @@ def create_app(
         *credit_routes(engine, get_project, clock, tracker._check_key),
         *coupon_routes(engine, get_project, clock, tracker._check_key),
         *tier_routes(engine, get_project, tracker._check_key),
-        *webhook_routes(engine, get_project, secrets, clock),
+        *webhooks.routes,
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),
@@ -343,17 +344,21 @@ def create_app(
         stop = asyncio.Event()
         flusher = asyncio.create_task(buffer.run(stop))
         applier = asyncio.create_task(unsubscribes.run(stop))
+        deliveries = asyncio.create_task(webhooks.run(stop))
         try:
             yield
         finally:
             stop.set()
+            webhooks.wake.set()
             await flusher
             await applier
+            await deliveries
             if not await buffer.flush():
                 log.error("tracking: %d hits could not be written at shutdown", buffer.pending)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.tracker = tracker
+    app.state.webhooks = webhooks
     app.add_middleware(FrontDoor, tracker=tracker)
     return app
 

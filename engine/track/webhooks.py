@@ -10,14 +10,23 @@ Each answers what the platform needs to stop retrying or to warn its owner:
 - 413 for a body over `MAX_BODY_BYTES`;
 - 200 for WooCommerce's creation ping (`webhook_id=N`) and for a topic the
   engine does not take (the platforms retry any other status for days);
-- 200 with `applied`, `duplicates` and `problems` for a delivery: a payload the
-  engine can only partly use is applied as far as it can be, and what it could
-  not use is logged and answered (WooCommerce keeps the answer in its log);
+- 200 once a delivery is kept in the inbox (`engine.intake.inbox`), or was kept
+  before (`duplicate`): the platform's retry of a delivery already kept changes
+  nothing. Many requests' deliveries are written in one transaction (`Inbox`),
+  each request answered when its own is committed, so nothing answered 200 is
+  lost to a crash;
 - 503 when the database fails: the platform retries.
+
+`Webhooks.run` applies the kept deliveries in the order they came, as soon as
+they are kept (and every `APPLY_EVERY` seconds, for any left by a restart or a
+database that was down); what a delivery could not give is logged and kept on
+its row, which the dashboard's queue page lists.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -38,9 +47,10 @@ from ..intake import (
     MAX_BODY_BYTES,
     SHOPIFY_TOPICS,
     WOOCOMMERCE_TOPICS,
+    Received,
+    apply_pending,
+    keep_deliveries,
     signature_matches,
-    take_shopify_delivery,
-    take_woocommerce_delivery,
 )
 from ..project import Project, Secrets
 from .bodies import read_capped
@@ -48,6 +58,8 @@ from .bodies import read_capped
 log = logging.getLogger(__name__)
 
 WARN_EVERY = 60.0  # seconds between two warnings about forged deliveries of one source
+APPLY_EVERY = 5.0  # seconds between two looks at the inbox when nothing wakes the applier
+QUIET = 0.05  # seconds without a new delivery before the applier starts
 PING = re.compile(rb"webhook_id=\d+")
 
 
@@ -63,7 +75,6 @@ class Platform:
     delivery: str
     source: str
     topics: frozenset[str]
-    take: Callable[..., Any]
 
 
 PLATFORMS = (
@@ -76,7 +87,6 @@ PLATFORMS = (
         "x-wc-webhook-delivery-id",
         "x-wc-webhook-source",
         WOOCOMMERCE_TOPICS,
-        take_woocommerce_delivery,
     ),
     Platform(
         "shopify",
@@ -87,7 +97,6 @@ PLATFORMS = (
         "x-shopify-webhook-id",
         "x-shopify-shop-domain",
         SHOPIFY_TOPICS,
-        take_shopify_delivery,
     ),
 )
 
@@ -105,65 +114,135 @@ class _Warnings:
             log.warning(message, *args)
 
 
-def webhook_routes(
-    engine: Engine,
-    get_project: Callable[[], Project],
-    secrets: Secrets,
-    clock: Callable[[], datetime],
-) -> list[BaseRoute]:
-    warn = _Warnings()
+class Inbox:
+    """Writes deliveries in groups: while one group commits, the next gathers, and each
+    request waits for the commit of its own delivery."""
 
-    def handler(platform: Platform) -> Callable[[Request], Any]:
-        async def webhook(request: Request) -> Response:
-            secret = platform.secret(secrets)
-            if not secret:
-                return _error(
-                    f"the {platform.name} connector is off: set {platform.secret_variable}", 503
-                )
-            body = await read_capped(request, MAX_BODY_BYTES)
-            if body is None:
-                return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-            topic = request.headers.get(platform.topic, "")
-            if not topic and PING.fullmatch(body.strip()):
-                return JSONResponse({"ok": True, "ping": True})  # WooCommerce's, unsigned
-            signature = request.headers.get(platform.signature, "")
-            if not signature or not signature_matches(body, secret, signature):
-                source = request.headers.get(platform.source, "") or "(no source)"
-                warn(
-                    f"{platform.name} {source}",
-                    "%s: a delivery from %s with a wrong or no signature",
-                    platform.name,
-                    source,
-                )
-                return _error(f"missing or wrong {platform.signature}", 401)
-            if topic not in platform.topics:
-                return JSONResponse({"ok": True, "ignored": topic})
-            delivery_id = request.headers.get(platform.delivery, "").strip()
-            if not delivery_id:
-                return _error(f"{platform.delivery} is missing", 400)
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.waiting: list[tuple[Received, asyncio.Future[bool]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def keep(self, received: Received) -> bool:
+        """True when the delivery is new, False when it was kept before."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.waiting.append((received, future))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self.waiting:
+            group, self.waiting = self.waiting, []
             try:
-                delivery = await run_in_threadpool(
-                    platform.take,
-                    engine,
-                    topic,
-                    delivery_id[:64],
-                    body,
-                    now=clock(),
-                    holidays=get_project().config.holidays,
-                )
-            except (SQLAlchemyError, StoreError) as exc:
-                log.error("%s: the database failed: %s", platform.name, exc)
-                return _error("the database is unavailable; retry later", 503)
-            for problem in delivery.problems:
-                log.warning("%s %s %s: %s", platform.name, topic, delivery_id, problem)
-            return JSONResponse({"ok": True, **delivery.as_dict()})
+                kept = await run_in_threadpool(keep_deliveries, self.engine, [r for r, _ in group])
+            except Exception as exc:  # every request of the group answers 503
+                for _, future in group:
+                    future.set_exception(exc)
+                continue
+            for (_, future), new in zip(group, kept, strict=True):
+                future.set_result(new)
+
+
+class Webhooks:
+    """The platforms' webhook routes, their inbox and the task that applies it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        get_project: Callable[[], Project],
+        secrets: Secrets,
+        clock: Callable[[], datetime],
+    ):
+        self.engine, self.get_project, self.secrets, self.clock = (
+            engine,
+            get_project,
+            secrets,
+            clock,
+        )
+        self.inbox = Inbox(engine)
+        self.wake = asyncio.Event()
+        self.warn = _Warnings()
+        self.routes: list[BaseRoute] = [
+            Route(
+                f"/webhooks/{p.name}", self._handler(p), methods=["POST"], name=f"{p.name}_webhook"
+            )
+            for p in PLATFORMS
+        ]
+
+    def _handler(self, platform: Platform) -> Callable[[Request], Any]:
+        async def webhook(request: Request) -> Response:
+            return await self.take(platform, request)
 
         return webhook
 
-    return [
-        Route(f"/webhooks/{p.name}", handler(p), methods=["POST"], name=f"{p.name}_webhook")
-        for p in PLATFORMS
-    ]
+    async def take(self, platform: Platform, request: Request) -> Response:
+        secret = platform.secret(self.secrets)
+        if not secret:
+            return _error(
+                f"the {platform.name} connector is off: set {platform.secret_variable}", 503
+            )
+        body = await read_capped(request, MAX_BODY_BYTES)
+        if body is None:
+            return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
+        topic = request.headers.get(platform.topic, "")
+        if not topic and PING.fullmatch(body.strip()):
+            return JSONResponse({"ok": True, "ping": True})  # WooCommerce's, unsigned
+        signature = request.headers.get(platform.signature, "")
+        if not signature or not signature_matches(body, secret, signature):
+            source = request.headers.get(platform.source, "") or "(no source)"
+            self.warn(
+                f"{platform.name} {source}",
+                "%s: a delivery from %s with a wrong or no signature",
+                platform.name,
+                source,
+            )
+            return _error(f"missing or wrong {platform.signature}", 401)
+        if topic not in platform.topics:
+            return JSONResponse({"ok": True, "ignored": topic})
+        delivery_id = request.headers.get(platform.delivery, "").strip()[:64]
+        if not delivery_id:
+            return _error(f"{platform.delivery} is missing", 400)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error("the body is not UTF-8", 400)
+        received = Received(platform.name, delivery_id, topic[:64], text, self.clock())
+        try:
+            new = await self.inbox.keep(received)
+        except (SQLAlchemyError, StoreError) as exc:
+            log.error("%s: the database failed: %s", platform.name, exc)
+            return _error("the database is unavailable; retry later", 503)
+        if new:
+            self.wake.set()
+        return JSONResponse({"ok": True, "kept": new, "duplicate": not new})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply kept deliveries until `stop`: once deliveries stop arriving for a moment
+        (taking them in comes first: they are answered only when kept), at the latest
+        `APPLY_EVERY` seconds after the first one waiting, and now and then anyway."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), APPLY_EVERY)
+            first = time.monotonic()
+            while self.wake.is_set() and not stop.is_set():
+                self.wake.clear()
+                await asyncio.sleep(QUIET)
+                if time.monotonic() - first > APPLY_EVERY:
+                    break
+            self.wake.clear()
+            await self.apply_all()
+
+    async def apply_all(self) -> None:
+        """Apply what the inbox holds; a failing database leaves it for the next round."""
+        holidays = self.get_project().config.holidays
+        try:
+            while await run_in_threadpool(
+                apply_pending, self.engine, now=self.clock(), holidays=holidays
+            ):
+                pass
+        except StoreError as exc:
+            log.error("webhooks: the inbox could not be applied: %s", exc)
 
 
 def _error(message: str, status: int) -> Response:
