@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from ..store import Customer, Message, MessageEvent, MessageStatus
+from ..store import Customer, Message, MessageEvent, MessageStatus, WebhookDelivery
 
 RECENT = 20
 WAITING = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.RETRY)
@@ -47,6 +47,7 @@ def queue(session: Session, now: datetime) -> dict[str, Any]:
         "waiting": waiting,
         "recent_errors": recent_errors(session),
         "recent_events": recent_events(session, now),
+        "webhooks": webhooks(session),
     }
 
 
@@ -105,3 +106,26 @@ def recent_events(session: Session, now: datetime, limit: int = RECENT) -> list[
     )
     keys = ["at", "kind", "machine", "campaign", "customer_name", "user_agent", "url"]
     return [dict(zip(keys, row, strict=True)) for row in session.execute(query)]
+
+
+def webhooks(session: Session, limit: int = RECENT) -> dict[str, Any]:
+    """The platforms' deliveries waiting to be applied, and the newest that the engine
+    could not wholly use, with why (one reason per line)."""
+    pending = session.execute(
+        select(func.count()).where(col(WebhookDelivery.status) == "pending")
+    ).scalar_one()
+    query = (
+        select(
+            col(WebhookDelivery.source),
+            col(WebhookDelivery.topic),
+            col(WebhookDelivery.delivery_id),
+            col(WebhookDelivery.received_at),
+            col(WebhookDelivery.problems),
+        )
+        .where(col(WebhookDelivery.status) == "problem")
+        .order_by(col(WebhookDelivery.id).desc())
+        .limit(limit)
+    )
+    keys = ["source", "topic", "delivery_id", "received_at", "problems"]
+    problems = [dict(zip(keys, row, strict=True)) for row in session.execute(query)]
+    return {"pending": int(pending), "recent_problems": problems}

@@ -60,3 +60,36 @@ def test_a_delivery_that_cannot_be_applied_is_a_problem_and_the_next_goes_on(
         ("x-2", "problem", "the body is not a JSON object"),
         ("x-3", "applied", None),
     ]
+
+
+def test_the_queue_and_its_page_show_what_waits_and_what_could_not_be_used(
+    store: Engine,
+) -> None:
+    from engine.project.loader import load_project
+    from engine.report.queue import queue
+    from tests.report.test_dashboard import REPO, Clock, log_in, make_client
+
+    anonymous = json.loads((FIXTURES / "order_cod_processing.json").read_text(encoding="utf-8"))
+    anonymous["billing"]["email"] = ""
+    keep_deliveries(
+        store, [Received("woocommerce", "p-1", "order.created", json.dumps(anonymous), NOW)]
+    )
+    apply_pending(store, now=NOW)
+    keep_deliveries(store, [woocommerce("p-2", "product.created", "product_created.json")])
+    with Session(store) as session:
+        webhooks = queue(session, NOW)["webhooks"]
+    assert webhooks["pending"] == 1
+    assert webhooks["recent_problems"] == [
+        {
+            "source": "woocommerce",
+            "topic": "order.created",
+            "delivery_id": "p-1",
+            "received_at": NOW,
+            "problems": "order 1287 has no billing email: not recorded",
+        }
+    ]
+    with make_client(store, load_project(REPO / "config.yaml"), Clock(NOW)) as client:
+        log_in(client)
+        page = client.get("/dashboard/queue").text
+    assert "1 delivery waiting to be applied" in page
+    assert "order 1287 has no billing email: not recorded" in page
