@@ -54,13 +54,21 @@ BORN = {
 }
 
 
-@pytest.mark.slow  # 365 passes: about 8 s on SQLite, 18 s on PostgreSQL
+# The days around each birthday of BORN, for PostgreSQL (its SQL is the same as on
+# SQLite, where the whole year runs): a pass on each of them is what the year tests.
+AROUND = {(1, 1), (1, 2), (1, 14), (1, 15), (1, 16), (2, 27), (2, 28), (3, 1), (3, 2), (12, 30), (12, 31)}  # fmt: skip
+
+
+@pytest.mark.slow  # 365 passes: about 8 s on SQLite (PostgreSQL: 11 of them)
 def test_a_year_of_daily_passes_wishes_each_birthday_once(shop: Shop) -> None:
     write_campaign(shop, BIRTHDAY)
     for name, born in BORN.items():
         person(shop, name, birthday=born)
     # 06:00 UTC is 12:00 in Dhaka: each day's 10:00 has passed.
-    queued = passes(shop, days(utc(2027, 1, 1, 6, 0), 365))
+    year = days(utc(2027, 1, 1, 6, 0), 365)
+    if shop.engine.dialect.name == "postgresql":
+        year = [day for day in year if (day.month, day.day) in AROUND]
+    queued = passes(shop, year)
     # The first pass also wishes dec31 the 2026 birthday it fell on the day before (a day
     # late is within the default two days' expiry).
     assert queued[0] == 1 and sum(queued) == len(BORN) + 1
