@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import Integer, event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel
 
 from engine.store.db import make_engine, upgrade
 
@@ -83,11 +84,40 @@ def postgres_url() -> Iterator[str]:
     yield from postgres_schema()
 
 
+@pytest.fixture(scope="module")
+def migrated_postgres() -> Iterator[str]:
+    """A migrated schema for the tests of a module that take `store`: emptied for each
+    (migrating a schema per test cost ~0.2 s a test)."""
+    yield from postgres_schema(migrated=True)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest) -> str:
-    """The URL of an empty database, once per dialect."""
-    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    return request.getfixturevalue(name)
+    """The URL of an empty database, once per dialect; for a test that takes `store`
+    too, on PostgreSQL, the module's migrated schema with every row deleted."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    if "store" not in request.fixturenames:
+        return str(request.getfixturevalue("postgres_url"))
+    url = str(request.getfixturevalue("migrated_postgres"))
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        empty_tables(conn)
+    engine.dispose()
+    return url
+
+
+def empty_tables(conn: Connection) -> None:
+    """Delete every row and restart the ids, in one round trip (far cheaper than TRUNCATE
+    on small tables, and than a statement at a time)."""
+    statements = []
+    for table in reversed(SQLModel.metadata.sorted_tables):
+        statements.append(f'DELETE FROM "{table.name}"')
+        if "id" in table.c and isinstance(table.c.id.type, Integer):
+            statements.append(
+                f"SELECT setval(pg_get_serial_sequence('\"{table.name}\"', 'id'), 1, false)"
+            )
+    conn.exec_driver_sql(";\n".join(statements))
 
 
 # Every statement `upgrade` sent PostgreSQL on an empty schema, recorded once per run:
@@ -137,9 +167,7 @@ def store(store_url: str, migrated_sqlite: Path) -> Iterator[Engine]:
     """An upgraded database, on SQLite and on PostgreSQL."""
     if store_url.startswith("sqlite:///"):
         shutil.copy(migrated_sqlite, store_url.removeprefix("sqlite:///"))
-    engine = make_engine(store_url)
-    if not store_url.startswith("sqlite:///"):
-        migrate(engine)
+    engine = make_engine(store_url)  # PostgreSQL: migrated already (`store_url`)
     yield engine
     engine.dispose()
 

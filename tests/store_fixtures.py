@@ -18,12 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Integer, text
-from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
+from sqlalchemy.engine import Engine
 
 from engine.store.db import make_engine, upgrade
-from tests.conftest import postgres_schema
+from tests.conftest import empty_tables, postgres_schema
 
 
 @pytest.fixture(
@@ -47,17 +45,6 @@ def _postgres_schema() -> Iterator[str]:
     yield from postgres_schema(migrated=True)
 
 
-def _empty(conn: Connection) -> None:
-    """Delete every row and restart the ids: far cheaper than TRUNCATE on small tables."""
-    for table in reversed(SQLModel.metadata.sorted_tables):
-        conn.execute(table.delete())
-        if "id" in table.c and isinstance(table.c.id.type, Integer):
-            conn.execute(
-                text("SELECT setval(pg_get_serial_sequence(:t, 'id'), 1, false)"),
-                {"t": table.name},
-            )
-
-
 @pytest.fixture
 def fresh_store(migrated_store: str, tmp_path: Path) -> Iterator[Engine]:
     """An empty, migrated database of its own for this test, on SQLite and PostgreSQL."""
@@ -68,6 +55,6 @@ def fresh_store(migrated_store: str, tmp_path: Path) -> Iterator[Engine]:
     else:
         engine = make_engine(migrated_store)
         with engine.begin() as conn:
-            _empty(conn)
+            empty_tables(conn)
     yield engine
     engine.dispose()
