@@ -28,8 +28,8 @@ Public names:
 - `shop` itself, the module (`shop.<function>(...)`)
 - `connector`: `Delivery`, `signature_matches`
 - `inbox`: `Received`, `apply_pending`, `keep_deliveries`
-- `shopify`: `SHOPIFY_TOPICS`, `take_shopify_delivery`
-- `woocommerce`: `WOOCOMMERCE_TOPICS`, `take_woocommerce_delivery`
+- `shopify`: `SHOPIFY_TOPICS`
+- `woocommerce`: `WOOCOMMERCE_TOPICS`
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
   `soonest_expiries`, `statement`
 """
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
         record_order_referral,
     )
     from .shop import add_holiday, set_consent
-    from .shopify import SHOPIFY_TOPICS, take_shopify_delivery
+    from .shopify import SHOPIFY_TOPICS
     from .wallet import (
         CreditRefused,
         Statement,
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
         soonest_expiries,
         statement,
     )
-    from .woocommerce import WOOCOMMERCE_TOPICS, take_woocommerce_delivery
+    from .woocommerce import WOOCOMMERCE_TOPICS
 
 __all__ = [
     "KINDS",
@@ -129,8 +129,6 @@ __all__ = [
     "signature_matches",
     "soonest_expiries",
     "statement",
-    "take_shopify_delivery",
-    "take_woocommerce_delivery",
 ]
 
 # Each public name and its module (see `engine.exports`).
@@ -178,8 +176,6 @@ _PUBLIC = {
     "SHOPIFY_TOPICS": ".shopify",
     "WOOCOMMERCE_TOPICS": ".woocommerce",
     "signature_matches": ".connector",
-    "take_shopify_delivery": ".shopify",
-    "take_woocommerce_delivery": ".woocommerce",
 }
 _MODULES = {"shop"}
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from ..project import Holidays
-from ..store import Customer, ReceivedEvent, session_scope
+from ..store import Customer, Order, OrderStatus, Product, ReceivedEvent, session_scope
 from .events import EventsRejected, apply_events, parse_events
 
 Translate = Callable[[Session, str, dict[str, Any], list[str]], list[dict[str, Any]]]
@@ -120,6 +120,30 @@ def customer_id_for(session: Session, email: str, platform_id: str | None) -> tu
     if known:
         return known, True
     return platform_id or email.lower(), False
+
+
+def cancellation(session: Session, number: str) -> list[dict[str, Any]]:
+    """`order.cancelled` for a recorded order not cancelled yet; none for an order never
+    recorded (it stays out) or cancelled already."""
+    status = session.execute(
+        select(col(Order.status)).where(col(Order.external_id) == number)
+    ).scalar()
+    if status is None or status == OrderStatus.CANCELLED:
+        return []
+    return [{"type": "order.cancelled", "order_id": number}]
+
+
+def missing_product(
+    session: Session, sku: str, name: str, price: Decimal | None, events: list[dict[str, Any]]
+) -> None:
+    """Add `product.upserted` to `events` for an order line's product the engine does not
+    know (nor `events` already creates), at the price the line was paid: a known
+    product's price is never changed by an order."""
+    if any(e["product"]["sku"] == sku for e in events):
+        return
+    if session.execute(select(col(Product.id)).where(col(Product.sku) == sku)).first() is None:
+        product = {"sku": sku, "name": name or sku, "price": str(price or 0)}
+        events.append({"type": "product.upserted", "product": product})
 
 
 def utc_text(value: Any, *, naive_is_utc: bool = True) -> str | None:

@@ -13,7 +13,6 @@ the deliveries after it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,18 +25,14 @@ from sqlmodel import col
 from ..errors import StoreError
 from ..project import Holidays
 from ..store import WebhookDelivery, ignoring_insert
-from .connector import Delivery
-from .shopify import take_shopify_delivery
-from .woocommerce import take_woocommerce_delivery
+from . import shopify, woocommerce
+from .connector import Translate, take_delivery
 
 log = logging.getLogger(__name__)
 
 PENDING, APPLIED, PROBLEM = "pending", "applied", "problem"
 BATCH = 200  # deliveries read per round of `apply_pending`
-TAKERS: dict[str, Callable[..., Delivery]] = {
-    "shopify": take_shopify_delivery,
-    "woocommerce": take_woocommerce_delivery,
-}
+READERS: dict[str, Translate] = {"shopify": shopify.translate, "woocommerce": woocommerce.translate}
 _TABLE: Any = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
@@ -111,12 +106,20 @@ def apply_pending(engine: Engine, *, now: datetime, holidays: Holidays | None = 
 
 def _apply(engine: Engine, row: Any, now: datetime, holidays: Holidays | None) -> list[str]:
     """The problems of one delivery, applied as its platform reads it."""
-    take = TAKERS.get(row.source)
-    if take is None:
+    translate = READERS.get(row.source)
+    if translate is None:
         return [f"no connector reads deliveries from {row.source!r}"]
+    body = row.body.encode()
     try:
-        delivery = take(
-            engine, row.topic, row.delivery_id, row.body.encode(), now=now, holidays=holidays
+        delivery = take_delivery(
+            engine,
+            row.source,
+            translate,
+            row.topic,
+            row.delivery_id,
+            body,
+            now=now,
+            holidays=holidays,
         )
     except (SQLAlchemyError, StoreError):
         raise

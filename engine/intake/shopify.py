@@ -4,8 +4,8 @@ A Shopify webhook (Settings → Notifications → Webhooks, JSON) posts its reso
 the REST Admin API's JSON, with `X-Shopify-Topic`, `X-Shopify-Webhook-Id` (the
 delivery, the same on every retry) and `X-Shopify-Hmac-Sha256`: the base64
 HMAC-SHA256 of the raw body with the app's or store's webhook secret
-(`connector.signature_matches`). `take_shopify_delivery` applies it once
-(`connector.take_delivery`):
+(`connector.signature_matches`). `translate` reads it and
+`connector.take_delivery` applies it once:
 
 - `customers/create`, `customers/update`: `customer.upserted` (email, name, city of
   the default address, and marketing consent from `email_marketing_consent`:
@@ -25,18 +25,14 @@ HMAC-SHA256 of the raw body with the app's or store's webhook secret
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from ..project import Holidays
-from ..store import Order, OrderStatus, Product
-from .connector import Delivery, amount, customer_id_for, take_delivery, utc_text, whole
+from ..store import Order, OrderStatus
+from .connector import amount, cancellation, customer_id_for, missing_product, utc_text, whole
 
-SOURCE = "shopify"
 SHOPIFY_TOPICS = frozenset(
     {
         "orders/create",
@@ -52,32 +48,19 @@ CONSENTING = {"subscribed": True, "unsubscribed": False, "not_subscribed": False
 REFERRAL_NOTE = "referral_code"
 
 
-def take_shopify_delivery(
-    engine: Engine,
-    topic: str,
-    delivery_id: str,
-    body: bytes,
-    *,
-    now: datetime,
-    holidays: Holidays | None = None,
-) -> Delivery:
-    """Apply one delivery of `topic` (one of SHOPIFY_TOPICS); its problems are
-    returned, never raised, except the store's own errors."""
-    return take_delivery(
-        engine, SOURCE, _translate, topic, delivery_id, body, now=now, holidays=holidays
-    )
-
-
-def _translate(
+def translate(
     session: Session, topic: str, payload: dict[str, Any], problems: list[str]
 ) -> list[dict[str, Any]]:
+    """The events a delivery of `topic` (one of SHOPIFY_TOPICS) means, given what the
+    store knows (`connector.take_delivery` applies them); what it cannot give goes to
+    `problems`."""
     if topic.startswith("customers/"):
         customer = _customer(session, payload, problems)
         return [customer] if customer else []
     if topic == "products/update":
         return _products(payload, problems)
     if topic == "orders/cancelled":
-        return _cancelled(session, _number(payload))
+        return cancellation(session, _number(payload))
     return _order(session, payload, problems)
 
 
@@ -135,7 +118,7 @@ def _products(data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]
 def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
     number = _number(data)
     if data.get("cancelled_at"):
-        return _cancelled(session, number)
+        return cancellation(session, number)
     stored = session.execute(
         select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
     ).first()
@@ -186,11 +169,9 @@ def _lines(session: Session, items: list[Any]) -> tuple[list[dict[str, Any]], li
         if price is not None:
             line["unit_price"] = str(price)
         lines.append(line)
-        stored = session.execute(select(col(Product.id)).where(col(Product.sku) == sku)).first()
-        if stored is None and all(p["product"]["sku"] != sku for p in products):
-            name = str(item.get("name") or item.get("title") or sku)
-            product = {"sku": sku, "name": name, "price": str(price or 0)}
-            products.append({"type": "product.upserted", "product": product})
+        missing_product(
+            session, sku, str(item.get("name") or item.get("title") or ""), price, products
+        )
     return lines, products
 
 
@@ -206,15 +187,6 @@ def _delivered_at(data: dict[str, Any]) -> str | None:
     if cash and fulfilled and data.get("financial_status") == "paid":
         return utc_text(data.get("updated_at"))
     return None
-
-
-def _cancelled(session: Session, number: str) -> list[dict[str, Any]]:
-    status = session.execute(
-        select(col(Order.status)).where(col(Order.external_id) == number)
-    ).scalar()
-    if status is None or status == OrderStatus.CANCELLED:
-        return []
-    return [{"type": "order.cancelled", "order_id": number}]
 
 
 def _number(data: dict[str, Any]) -> str:

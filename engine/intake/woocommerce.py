@@ -4,7 +4,7 @@ A WooCommerce webhook (WooCommerce → Settings → Advanced → Webhooks, API v
 WP REST API v3) posts its resource, an order, a product or a customer, as the JSON
 of the REST API, with the headers `X-WC-Webhook-Topic` (`order.updated` …),
 `X-WC-Webhook-Delivery-ID` and `X-WC-Webhook-Signature`: the base64 HMAC-SHA256 of
-the raw body with the webhook's secret (`connector.signature_matches`). `take_woocommerce_delivery` turns a delivery
+the raw body with the webhook's secret (`connector.signature_matches`). `translate` turns a delivery
 into events of `engine.intake.events` and applies them in one transaction, with ids
 made from the delivery id, so a repeated delivery changes nothing.
 
@@ -35,21 +35,17 @@ invent) comes back as a problem, and the rest is applied.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from ..project import Holidays
-from ..store import Order, OrderStatus, Product
-from .connector import Delivery, amount, customer_id_for, take_delivery, utc_text, whole
+from ..store import Order, Product
+from .connector import amount, cancellation, customer_id_for, missing_product, utc_text, whole
 
 log = logging.getLogger(__name__)
 
-SOURCE = "woocommerce"
 WOOCOMMERCE_TOPICS = frozenset(
     {
         "order.created",
@@ -68,26 +64,12 @@ REFERRAL_META = "referral_code"
 PAISA = Decimal("0.01")
 
 
-def take_woocommerce_delivery(
-    engine: Engine,
-    topic: str,
-    delivery_id: str,
-    body: bytes,
-    *,
-    now: datetime,
-    holidays: Holidays | None = None,
-) -> Delivery:
-    """Apply one delivery of `topic` (one of WOOCOMMERCE_TOPICS); its problems are
-    returned, never raised, except the store's own errors."""
-    return take_delivery(
-        engine, SOURCE, _translate, topic, delivery_id, body, now=now, holidays=holidays
-    )
-
-
-def _translate(
+def translate(
     session: Session, topic: str, payload: dict[str, Any], problems: list[str]
 ) -> list[dict[str, Any]]:
-    """The events a delivery means, given what the store knows."""
+    """The events a delivery of `topic` (one of WOOCOMMERCE_TOPICS) means, given what the
+    store knows (`connector.take_delivery` applies them); what it cannot give goes to
+    `problems`."""
     kind = topic.split(".", 1)[0]
     if kind == "customer":
         customer = _customer(session, payload, problems)
@@ -96,7 +78,7 @@ def _translate(
         product = _product(session, payload, problems)
         return [product] if product else []
     if topic == "order.deleted":
-        return _ended(session, payload)
+        return cancellation(session, str(whole(payload.get("id"))))
     return _order(session, payload, problems)
 
 
@@ -166,11 +148,8 @@ def _stock(session: Session, sku: str, data: dict[str, Any]) -> int | None:
 def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
     number = str(whole(data.get("id")))
     status = str(data.get("status") or "")
-    stored = session.execute(
-        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
-    ).first()
     if status in ENDED:
-        return _ended(session, data)
+        return cancellation(session, number)
     if status in NOT_YET:
         return []
     if status not in PLACED:
@@ -178,6 +157,9 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
             f"order {number}: status {status!r} is not one the engine knows: not applied"
         )
         return []
+    stored = session.execute(
+        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
+    ).first()
     delivered = utc_text(data.get("date_completed_gmt")) if status == "completed" else None
     if stored is not None:
         if status == "completed" and stored.delivered_at is None:
@@ -220,7 +202,8 @@ def _lines(
     session: Session, items: list[Any], problems: list[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The order's lines, and `product.upserted` for the products the engine lacks."""
-    lines, products, known = [], [], set()
+    lines: list[dict[str, Any]] = []
+    products: list[dict[str, Any]] = []
     for item in items:
         if not isinstance(item, dict):
             continue
@@ -235,28 +218,8 @@ def _lines(
         if unit is not None:
             line["unit_price"] = str(unit)
         lines.append(line)
-        stored = session.execute(select(col(Product.id)).where(col(Product.sku) == sku)).first()
-        if stored is None and sku not in known:
-            known.add(sku)
-            name = str(item.get("name") or sku)
-            products.append(
-                {
-                    "type": "product.upserted",
-                    "product": {"sku": sku, "name": name, "price": str(unit or 0)},
-                }
-            )
+        missing_product(session, sku, str(item.get("name") or sku), unit, products)
     return lines, products
-
-
-def _ended(session: Session, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cancel a recorded order; one never recorded stays out."""
-    number = str(whole(data.get("id")))
-    status = session.execute(
-        select(col(Order.status)).where(col(Order.external_id) == number)
-    ).scalar()
-    if status is None or status == OrderStatus.CANCELLED:
-        return []
-    return [{"type": "order.cancelled", "order_id": number}]
 
 
 def _meta(data: dict[str, Any], key: str) -> str | None:

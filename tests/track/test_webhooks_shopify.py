@@ -19,14 +19,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from engine.project.loader import Project, Secrets
-from engine.store.models import Customer, OrderItem, OrderStatus, Product
+from engine.store.models import Customer, OrderStatus, Product
 from engine.track.app import create_app
 from tests import store_fixtures
 from tests.track.api_fixtures import NOW, project  # noqa: F401
-from tests.track.test_webhooks_woocommerce import counts, order, settled, sign
+from tests.track.test_webhooks_woocommerce import buyer_and_lines, counts, order, settled, sign
 from tests.tracking_server import serving
 
 fresh_store = store_fixtures.fresh_store
@@ -76,13 +76,7 @@ def test_a_cash_on_delivery_order_is_delivered_when_paid_at_the_door(
     placed = order(fresh_store, "1042")
     assert placed is not None and placed.status == OrderStatus.PLACED
     assert placed.placed_at == datetime(2024, 10, 6, 13, 45, 12, tzinfo=UTC)
-    with Session(fresh_store) as session:
-        customer = session.get_one(Customer, placed.customer_id)
-        lines = session.execute(
-            select(OrderItem.quantity, OrderItem.unit_price).where(
-                col(OrderItem.order_id) == placed.id
-            )
-        ).all()
+    customer, lines = buyer_and_lines(fresh_store, placed)
     assert (customer.external_id, customer.email) == (
         "shopify-7208812345678",
         "tahmina.akter@example.com",

@@ -108,6 +108,18 @@ def order(engine: Engine, number: str) -> Order | None:
         return session.execute(select(Order).where(col(Order.external_id) == number)).scalar()
 
 
+def buyer_and_lines(engine: Engine, placed: Order) -> tuple[Customer, list[Any]]:
+    """An order's customer, and its lines as (quantity, unit price), sorted."""
+    with Session(engine) as session:
+        customer = session.get_one(Customer, placed.customer_id)
+        lines = session.execute(
+            select(OrderItem.quantity, OrderItem.unit_price).where(
+                col(OrderItem.order_id) == placed.id
+            )
+        ).all()
+    return customer, sorted(lines)
+
+
 def counts(engine: Engine) -> tuple[int, int, int]:
     with Session(engine) as session:
         return tuple(  # type: ignore[return-value]
@@ -131,13 +143,7 @@ def test_a_cash_on_delivery_order_is_recorded_once_then_delivered(
     placed = order(fresh_store, "1287")
     assert placed is not None and placed.status == OrderStatus.PLACED
     assert placed.placed_at == datetime(2024, 10, 5, 8, 22, 10, tzinfo=UTC)  # date_created_gmt
-    with Session(fresh_store) as session:
-        customer = session.get_one(Customer, placed.customer_id)
-        lines = session.execute(
-            select(OrderItem.quantity, OrderItem.unit_price).where(
-                col(OrderItem.order_id) == placed.id
-            )
-        ).all()
+    customer, lines = buyer_and_lines(fresh_store, placed)
     assert (customer.external_id, customer.email, customer.name, customer.city) == (
         "wc-17",
         "nusrat.jahan@example.com",
