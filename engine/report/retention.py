@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -174,10 +175,9 @@ def retention(
     """The retention figures for [start, end) and for each of its `by` buckets
     (`activity_days`: None for a calendar year)."""
     window = window_start(timezone, activity_days)
-    year = lambda moment: year_before(moment, timezone)  # noqa: E731
+    year = partial(year_before, timezone=timezone)
     slices = buckets(start, end, by, timezone)
-    moments = {start, end, *(b.start for b in slices)}
-    orders = scan(session, moments | {window(m) for m in moments} | {year(m) for m in moments})
+    orders = _scan_at(session, {start, end, *(b.start for b in slices)}, window, year)
     answers = net_promoter_scores(session, slices)
     return {
         "activity_days": activity_days,
@@ -207,11 +207,20 @@ def figures(
     if start >= end:
         raise ReportError(f"the period must end after it starts, got {start} to {end}")
     window = window_start(timezone, activity_days)
-    year = lambda moment: year_before(moment, timezone)  # noqa: E731
-    moments = {start, end}
-    orders = scan(session, moments | {window(m) for m in moments} | {year(m) for m in moments})
+    year = partial(year_before, timezone=timezone)
+    orders = _scan_at(session, {start, end}, window, year)
     [answers] = net_promoter_scores(session, [Bucket(start, end, "")])
     return _figures(orders, start, end, window, year, answers)
+
+
+def _scan_at(
+    session: Session,
+    moments: set[datetime],
+    window: Callable[[datetime], datetime],
+    year: Callable[[datetime], datetime],
+) -> Scan:
+    """The orders scanned once, cut at `moments` and where their windows and years begin."""
+    return scan(session, moments | {window(m) for m in moments} | {year(m) for m in moments})
 
 
 def _figures(
