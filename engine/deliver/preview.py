@@ -51,11 +51,11 @@ from ..store import (
     Message,
     Order,
     OrderItem,
-    OrderStatus,
     Product,
     ReferralReward,
     Restock,
     TierChange,
+    is_purchase,
 )
 
 # Triggers whose preview is built from the customer's or the shop's data by `_about`.
@@ -242,7 +242,7 @@ def _orders(session: Session, customer_id: int | None, *, latest_first: bool) ->
     placed, order_id = col(Order.placed_at), col(Order.id)
     query = (
         select(Order)
-        .where(col(Order.customer_id) == customer_id, col(Order.status) != OrderStatus.CANCELLED)
+        .where(col(Order.customer_id) == customer_id, is_purchase(col(Order.status)))
         .order_by(*((placed.desc(), order_id.desc()) if latest_first else (placed, order_id)))
     )
     return session.execute(query).scalars()
@@ -255,7 +255,7 @@ def _order_with(session: Session, customer_id: int | None, trigger: AfterPurchas
         select(Order)
         .join(OrderItem, col(OrderItem.order_id) == col(Order.id))
         .join(Product, col(Product.id) == col(OrderItem.product_id))
-        .where(col(Order.customer_id) == customer_id, col(Order.status) != OrderStatus.CANCELLED)
+        .where(col(Order.customer_id) == customer_id, is_purchase(col(Order.status)))
         .where(or_(*bought))
         .order_by(col(Order.placed_at).desc(), col(Order.id).desc())
         .limit(1)

@@ -51,6 +51,7 @@ from ..store import (
     Restock,
     ShopHoliday,
     SurveyAnswer,
+    is_purchase,
 )
 from .customers import DEFAULT_CUSTOMERS, CustomerSeed, OrderSeed, plan_demo
 from .tables import (
@@ -367,7 +368,7 @@ def summarize(
     def count(query: SelectOfScalar[int]) -> int:
         return session.exec(query).one()
 
-    counted = col(Order.status) != OrderStatus.CANCELLED
+    counted = is_purchase(col(Order.status))
     summary = DemoSummary(now=now, seeded_at=seeded_at, created=created)
     summary.customers = count(select(func.count()).select_from(Customer))
     summary.products = count(select(func.count()).select_from(Product))
@@ -503,9 +504,7 @@ def _ladder_orders(session: Session, now: datetime) -> int:
         .label("n")
     )
     numbered = (
-        select(col(Order.delivered_at), rank)
-        .where(col(Order.status) != OrderStatus.CANCELLED)
-        .subquery()
+        select(col(Order.delivered_at), rank).where(is_purchase(col(Order.status))).subquery()
     )
     query = select(func.count()).where(
         numbered.c.n.between(2, 4),

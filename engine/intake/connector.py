@@ -26,7 +26,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from ..project import Holidays
-from ..store import Customer, Order, OrderStatus, Product, ReceivedEvent, session_scope
+from ..store import (
+    ENDED_ORDER,
+    ORDER_PROGRESS,
+    Customer,
+    Order,
+    OrderStatus,
+    Product,
+    ReceivedEvent,
+    session_scope,
+)
 from .events import EventsRejected, apply_events, parse_events
 
 Translate = Callable[[Session, str, dict[str, Any], list[str]], list[dict[str, Any]]]
@@ -122,15 +131,61 @@ def customer_id_for(session: Session, email: str, platform_id: str | None) -> tu
     return platform_id or email.lower(), False
 
 
-def cancellation(session: Session, number: str) -> list[dict[str, Any]]:
-    """`order.cancelled` for a recorded order not cancelled yet; none for an order never
-    recorded (it stays out) or cancelled already."""
-    status = session.execute(
-        select(col(Order.status)).where(col(Order.external_id) == number)
-    ).scalar()
-    if status is None or status == OrderStatus.CANCELLED:
+def stored_order(session: Session, number: str) -> Any:
+    """The recorded order's status and delivery time, or None when it is not recorded."""
+    return session.execute(
+        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
+    ).first()
+
+
+def ending(session: Session, number: str, *, at: str | None = None) -> list[dict[str, Any]]:
+    """The events of a platform ending a recorded order (cancelled, refunded, deleted),
+    by where it stood: not yet shipped, it is cancelled; on its way, the parcel was
+    refused at the door; delivered, it came back (returned). None for an order never
+    recorded (it stays out) or ended already."""
+    stored = stored_order(session, number)
+    if stored is None or stored.status in ENDED_ORDER:
         return []
-    return [{"type": "order.cancelled", "order_id": number}]
+    if stored.status in (OrderStatus.PLACED, OrderStatus.CONFIRMED):
+        return [_stamped({"type": "order.cancelled", "order_id": number}, at)]
+    refused = stored.status != OrderStatus.DELIVERED
+    return [_stamped({"type": "order.returned", "order_id": number, "refused": refused}, at)]
+
+
+def moved(
+    session: Session,
+    number: str,
+    status: OrderStatus,
+    *,
+    at: str | None,
+    tracking: str | None = None,
+) -> list[dict[str, Any]]:
+    """The events that bring a recorded order to `status` at `at`, if it moves: a live
+    order only forward, an ended one not at all (refused may still become returned)."""
+    stored = stored_order(session, number)
+    if stored is None:
+        return []
+    current = OrderStatus(stored.status)
+    if status == current or current == OrderStatus.CANCELLED:
+        return []
+    if current.value in ENDED_ORDER:
+        if (current, status) != (OrderStatus.REFUSED, OrderStatus.RETURNED):
+            return []
+    elif status.value not in ENDED_ORDER:
+        if ORDER_PROGRESS.index(status) <= ORDER_PROGRESS.index(current):
+            return []
+    elif status == OrderStatus.REFUSED and current == OrderStatus.DELIVERED:
+        status = OrderStatus.RETURNED  # a delivered parcel can only come back
+    event: dict[str, Any] = {"type": "order.status_changed", "order_id": number, "status": status}
+    if tracking:
+        event["tracking_url"] = tracking
+    return [_stamped(event, at)]
+
+
+def _stamped(event: dict[str, Any], at: str | None) -> dict[str, Any]:
+    if at:
+        event["at"] = at
+    return event
 
 
 def missing_product(

@@ -10,7 +10,7 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   created_at?}. Creates the customer or updates the fields given.
 - `order.placed`: `order` = {id, customer_id, placed_at?, items: [{sku,
   quantity, unit_price?}], delivered_at?, cancelled?, cart_id?, coupon_code?,
-  referral_code?}.
+  referral_code?, payment_method?, status?, tracking_url?}.
   `placed_at` defaults to the event's `at` (so: when it arrived). Without
   unit_price a line is charged the product's price when the order was placed.
   `cart_id` names the checkout the order completed (see `checkout.started`).
@@ -19,7 +19,21 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   (`engine.intake.coupons`). `referral_code` is another customer's referral
   code: the order is recorded whatever the code, and the referral, pending or
   refused with its reason, beside it (`engine.intake.referrals`).
+  `payment_method` is how it is paid: `cod` (cash on delivery; "cash on
+  delivery" is read so too), `bkash`, `nagad`, `card`… `status` moves it along
+  its life at once (see `order.status_changed`), `tracking_url` is the
+  courier's tracking page (http or https).
 - `order.delivered`: `order_id`, `delivered_at`.
+- `order.shipped`: `order_id`, `tracking_url?`: handed to the courier at the
+  event's `at` (what `order_shipped` campaigns wait for).
+- `order.returned`: `order_id`, `refused?` (true: refused at the door): the
+  order came back at the event's `at`; it is no longer a purchase (its refund
+  credits are taken back, like a cancelled order's).
+- `order.status_changed`: `order_id`, `status` (placed, confirmed, shipped,
+  out_for_delivery, delivered, refused, returned, cancelled), `tracking_url?`:
+  the order's life at the event's `at` (`engine.intake.orderlife`: a live
+  order only moves forward, an ended one stays ended; a refused or returned
+  order cannot be delivered, a delivered one cannot be refused).
 - `order.cancelled`: `order_id`: the order is cancelled at the event's `at` (its
   refund credits are taken back, its unsent notices dropped); again, nothing changes.
 - `product.upserted`: `product` = {sku, name, price, stock?, category?, name_bn?}.
@@ -87,8 +101,8 @@ from sqlmodel import Session, col
 
 from ..errors import DataError, EngineError, UnknownRecord
 from ..project import Holidays, LocalText, pick_text
-from ..store import Customer, ReceivedEvent, session_scope
-from . import coupons, customerbatch, referrals, shop, wallet
+from ..store import Customer, OrderStatus, ReceivedEvent, session_scope
+from . import coupons, customerbatch, orderlife, referrals, shop, wallet
 
 _RECEIVED: Any = ReceivedEvent.__table__  # type: ignore[attr-defined]
 MAX_BODY_BYTES = 1_000_000
@@ -144,6 +158,7 @@ Day = Annotated[date, AfterValidator(_day_in_range)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Key = Annotated[str, Field(min_length=1, max_length=64)]
 Short = Annotated[str, Field(max_length=100)]
+Address = Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class _Shape(BaseModel):
@@ -179,6 +194,9 @@ class OrderData(_Shape):
     cart_id: Key | None = None
     coupon_code: Key | None = None
     referral_code: Key | None = None
+    payment_method: Short | None = None
+    status: Short | None = None
+    tracking_url: Address | None = None
 
 
 class ProductData(_Shape):
@@ -214,6 +232,25 @@ class OrderDelivered(_Event):
 class OrderCancelled(_Event):
     type: Literal["order.cancelled"]
     order_id: Key
+
+
+class OrderShipped(_Event):
+    type: Literal["order.shipped"]
+    order_id: Key
+    tracking_url: Address | None = None
+
+
+class OrderReturned(_Event):
+    type: Literal["order.returned"]
+    order_id: Key
+    refused: StrictBool = False
+
+
+class OrderStatusChanged(_Event):
+    type: Literal["order.status_changed"]
+    order_id: Key
+    status: Short
+    tracking_url: Address | None = None
 
 
 class ProductUpserted(_Event):
@@ -272,6 +309,9 @@ ShopEvent = Annotated[
     | OrderPlaced
     | OrderDelivered
     | OrderCancelled
+    | OrderShipped
+    | OrderReturned
+    | OrderStatusChanged
     | ProductUpserted
     | PriceChanged
     | CheckoutStarted
@@ -286,6 +326,9 @@ EVENT_TYPES = (
     "order.placed",
     "order.delivered",
     "order.cancelled",
+    "order.shipped",
+    "order.returned",
+    "order.status_changed",
     "product.upserted",
     "product.price_changed",
     "checkout.started",
@@ -572,6 +615,9 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         cancelled=data.cancelled,
         now=max(at, now),
         cart_id=data.cart_id,
+        payment=data.payment_method,
+        status=None if data.status is None else _status(data.status, "order.status"),
+        tracking=data.tracking_url,
     )
     coupons.redeem_order_coupon(session, data.coupon_code, data.id, source="events api")
     referrals.record_order_referral(
@@ -591,6 +637,48 @@ def _cancelled(session: Session, event: OrderCancelled, at: datetime, now: datet
         shop.cancel_order(session, event.order_id, now=max(at, now))
     except UnknownRecord as exc:
         raise _FieldError("order_id", str(exc)) from exc
+
+
+def _shipped(session: Session, event: OrderShipped, at: datetime, now: datetime) -> None:
+    _moved(session, event.order_id, OrderStatus.SHIPPED, at, now, event.tracking_url)
+
+
+def _returned(session: Session, event: OrderReturned, at: datetime, now: datetime) -> None:
+    status = OrderStatus.REFUSED if event.refused else OrderStatus.RETURNED
+    _moved(session, event.order_id, status, at, now, None)
+
+
+def _status_changed(
+    session: Session, event: OrderStatusChanged, at: datetime, now: datetime
+) -> None:
+    status = _status(event.status, "status")
+    _moved(session, event.order_id, status, at, now, event.tracking_url)
+
+
+def _status(value: str, field: str) -> OrderStatus:
+    try:
+        return orderlife.order_status(value)
+    except DataError as exc:
+        raise _FieldError(field, str(exc).removeprefix("status: ")) from exc
+
+
+def _moved(
+    session: Session,
+    order_id: str,
+    status: OrderStatus,
+    at: datetime,
+    now: datetime,
+    tracking: str | None,
+) -> None:
+    try:
+        orderlife.set_order_status(
+            session, order_id, status, at=at, now=max(at, now), tracking=tracking
+        )
+    except UnknownRecord as exc:
+        raise _FieldError("order_id", str(exc)) from exc
+    except DataError as exc:
+        field = "tracking_url" if str(exc).startswith("tracking_url") else "order_id"
+        raise _FieldError(field, str(exc).removeprefix("tracking_url: ")) from exc
 
 
 def _product(session: Session, event: ProductUpserted, at: datetime, now: datetime) -> None:
@@ -686,6 +774,9 @@ _APPLY: dict[type, Any] = {
     OrderPlaced: _order,
     OrderDelivered: _delivered,
     OrderCancelled: _cancelled,
+    OrderShipped: _shipped,
+    OrderReturned: _returned,
+    OrderStatusChanged: _status_changed,
     ProductUpserted: _product,
     PriceChanged: _price,
     CheckoutStarted: _checkout,
@@ -696,6 +787,10 @@ _MAIN_FIELD = {
     "customer.upserted": "customer",
     "order.placed": "order",
     "order.delivered": "delivered_at",
+    "order.cancelled": "order_id",
+    "order.shipped": "order_id",
+    "order.returned": "order_id",
+    "order.status_changed": "status",
     "product.upserted": "product",
     "product.price_changed": "price",
     "checkout.started": "cart_id",

@@ -41,11 +41,11 @@ from ..errors import DataError, UnknownRecord
 from ..store import (
     Customer,
     Order,
-    OrderStatus,
     Referral,
     ReferralStatus,
     ignoring_insert,
     is_postgres,
+    is_purchase,
 )
 from .coupons import MAX_CODE, normalise_code
 
@@ -268,7 +268,7 @@ def _earlier_order(session: Session, order: Row[Any]) -> str | None:
         select(col(Order.external_id))
         .where(
             col(Order.customer_id) == order.customer_id,
-            col(Order.status) != OrderStatus.CANCELLED,
+            is_purchase(col(Order.status)),
             tuple_(col(Order.placed_at), col(Order.id)) < tuple_(order.placed_at, order.id),
         )
         .limit(1)

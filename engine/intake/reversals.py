@@ -4,7 +4,8 @@ The price-drop refund credits (paid unit price − lowest price after placing)
 × quantity while an order is undelivered, as far as the store knows. Two
 later facts can make part of that credit not owed:
 
-- the order is cancelled: nothing is owed;
+- the order ends without being a purchase (cancelled, refused at the door or
+  returned): nothing is owed;
 - a delivery is reported late, with a delivery time before some of the drops
   already credited: only drops before the delivery are owed.
 
@@ -39,12 +40,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from ..store import (
+    ENDED_ORDER,
     Credit,
     Message,
     MessageStatus,
     Order,
     OrderItem,
-    OrderStatus,
     PriceChange,
     UTCDateTime,
     ignoring_insert,
@@ -53,7 +54,7 @@ from ..store import (
 # Not a campaign's key: campaign names have no "-" (they are lowercase, digits and _).
 KEY_PREFIX = "refund-reversal:"
 CHUNK = 500  # orders per statement
-CANCELLED_REASON = "order cancelled: credit taken back"
+ENDED_REASON = "order {}: credit taken back"  # cancelled, refused or returned
 DELIVERED_REASON = "delivered before a later price drop: credit taken back"
 UNSENT = (MessageStatus.QUEUED.value, MessageStatus.RETRY.value)
 
@@ -104,7 +105,8 @@ def _reversals(conn: Connection, order_ids: list[int], now: datetime) -> Any:
         .correlate_except(credit)
         .scalar_subquery()
     )
-    cancelled = orders.c.status == OrderStatus.CANCELLED.value
+    cancelled = orders.c.status.in_(ENDED_ORDER)
+    ended_reason = ENDED_REASON.split("{}")
     paid, lowest = type_coerce(order_item.c.unit_price, BigInteger), _lowest_before_delivery()
     owed = case(
         (cancelled, 0),
@@ -117,7 +119,10 @@ def _reversals(conn: Connection, order_ids: list[int], now: datetime) -> Any:
             orders.c.customer_id.label("customer_id"),
             credited.label("credited"),
             owed.label("owed"),
-            case((cancelled, CANCELLED_REASON), else_=DELIVERED_REASON).label("reason"),
+            case(
+                (cancelled, literal(ended_reason[0]) + orders.c.status + literal(ended_reason[1])),
+                else_=DELIVERED_REASON,
+            ).label("reason"),
         )
         .select_from(order_item.join(orders, orders.c.id == order_item.c.order_id))
         .where(
@@ -171,7 +176,7 @@ def _correct_notices(conn: Connection, item_ids: list[int]) -> None:
         context = row.context
         if not isinstance(context, dict) or "credit_id" not in context:
             continue  # not a refund notice
-        owed_price = None if row.status == OrderStatus.CANCELLED else row.lowest
+        owed_price = None if row.status in ENDED_ORDER else row.lowest
         corrected = _corrected(context, owed_price, row.quantity)
         if corrected is None:
             conn.execute(

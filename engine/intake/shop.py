@@ -41,7 +41,11 @@ from ..store import (
     ShopHoliday,
     to_money,
 )
-from .reversals import take_back
+from .orderlife import cancel_order as cancel_order  # the order's life, kept here by name too
+from .orderlife import mark_delivered as mark_delivered
+from .orderlife import order_by_external_id as order_by_external_id
+from .orderlife import payment_method, set_order_status, tracking_url
+from .orderlife import refresh_order_totals as refresh_order_totals
 
 
 def _id(row: SQLModel) -> int:
@@ -386,11 +390,16 @@ def record_order(
     cancelled: bool = False,
     now: datetime | None = None,
     cart_id: str | None = None,
+    payment: str | None = None,
+    status: OrderStatus | None = None,
+    tracking: str | None = None,
 ) -> Order:
     """Record an order once; recording the same id again returns the stored order.
 
     Recording a stored order again as `cancelled` cancels it (`cancel_order`,
-    at `now`, default `placed_at`). A line without a unit price is charged the
+    at `now`, default `placed_at`). `status` (placed, confirmed, shipped…) moves a
+    new or stored order along its life (`orderlife.set_order_status`, at `now`);
+    `payment` is how it is paid (`cod`, `bkash`…), `tracking` the courier's page. A line without a unit price is charged the
     product's price in effect at `placed_at`. The order's `recorded_at` is `now`
     (None when not given: unknown). `cart_id` is the checkout the order
     completed: the stored checkout of that cart, if any, gets the order. Keeps
@@ -411,29 +420,28 @@ def record_order(
     )
     if now is not None:
         _require_aware("now", now)
+    payment = payment_method(payment)
+    tracking = tracking_url(tracking)
     if existing is not None:
         if cancelled:
             return cancel_order(session, external_id, now=now or placed_at)
-        return existing
+        return _moved(session, existing, status, tracking, now or placed_at)
     customer = customer_by_external_id(session, customer_id)
     if not items:
         raise DataError(f"order {external_id} has no items")
     lines = [_order_line(session, external_id, line, placed_at) for line in items]
-    status = (
-        OrderStatus.CANCELLED
-        if cancelled
-        else (OrderStatus.DELIVERED if delivered_at else OrderStatus.PLACED)
-    )
     total = sum((price * quantity for _, quantity, price in lines), Decimal("0"))
     order = Order(
         external_id=external_id,
         customer_id=_id(customer),
         placed_at=placed_at,
         delivered_at=delivered_at,
-        status=status,
+        status=OrderStatus.DELIVERED if delivered_at else OrderStatus.PLACED,
         total=total,
         recorded_at=now,
         cart_id=cart_id,
+        payment_method=payment,
+        tracking_url=tracking,
     )
     session.add(order)
     session.flush()
@@ -451,7 +459,23 @@ def record_order(
             .values(order_id=_id(order))
         )
     refresh_order_totals(session, [_id(customer)])
-    return order
+    if cancelled:
+        return cancel_order(session, external_id, now=now or placed_at)
+    return _moved(session, order, status, None, now or placed_at)
+
+
+def _moved(
+    session: Session, order: Order, status: OrderStatus | None, tracking: str | None, at: datetime
+) -> Order:
+    """The order moved to `status` (None: where it is), with its tracking address."""
+    if status is None or status == order.status:
+        if tracking is not None and tracking != order.tracking_url:
+            order.tracking_url = tracking
+            session.flush()
+        return order
+    return set_order_status(
+        session, order.external_id, status, at=max(at, order.placed_at), tracking=tracking
+    )
 
 
 def _order_line(
@@ -560,84 +584,6 @@ def want_product(session: Session, *, customer_id: str, sku: str, at: datetime) 
     session.add(ProductWanted(customer_id=_id(customer), product_id=_id(product), at=at))
     session.flush()
     return True
-
-
-def order_by_external_id(session: Session, external_id: str) -> Order:
-    order = (
-        session.execute(select(Order).where(col(Order.external_id) == external_id))
-        .scalars()
-        .first()
-    )
-    if order is None:
-        raise UnknownRecord(f"unknown order {external_id!r}")
-    return order
-
-
-def cancel_order(session: Session, external_id: str, *, now: datetime) -> Order:
-    """Cancel an order at `now`: its refund credits are taken back, its unsent notices dropped.
-
-    Cancelling a cancelled order changes nothing. See `engine.intake.reversals`.
-    """
-    _require_aware("now", now)
-    order = order_by_external_id(session, external_id)
-    if order.status != OrderStatus.CANCELLED:
-        order.status = OrderStatus.CANCELLED
-        session.flush()
-        take_back(session.connection(), [_id(order)], now)
-        refresh_order_totals(session, [order.customer_id])
-    return order
-
-
-def mark_delivered(
-    session: Session, external_id: str, delivered_at: datetime, *, now: datetime | None = None
-) -> Order:
-    """Mark an order delivered; marking it again keeps the first delivery time.
-
-    A delivery reported late (`now`, default `delivered_at`, is when it is
-    recorded) takes back refund credit for price drops after `delivered_at`.
-    """
-    _require_aware("delivered_at", delivered_at)
-    if now is not None:
-        _require_aware("now", now)
-    order = order_by_external_id(session, external_id)
-    if order.status == OrderStatus.CANCELLED:
-        raise DataError(f"order {external_id} is cancelled and cannot be delivered")
-    if order.delivered_at is None:
-        if delivered_at < order.placed_at:
-            raise DataError(f"order {external_id}: delivered_at is before placed_at")
-        order.delivered_at = delivered_at
-        order.status = OrderStatus.DELIVERED
-        session.flush()
-        take_back(session.connection(), [_id(order)], now or delivered_at)
-    return order
-
-
-def refresh_order_totals(session: Session, customer_ids: Iterable[int]) -> None:
-    """Recompute the denormalised order figures of these customers, set-based."""
-    ids = sorted(set(customer_ids))
-    counted = (col(Order.customer_id) == col(Customer.id)) & (
-        col(Order.status) != OrderStatus.CANCELLED
-    )
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        session.execute(
-            update(Customer)
-            .where(col(Customer.id).in_(chunk))
-            .values(
-                first_order_at=select(func.min(col(Order.placed_at)))
-                .where(counted)
-                .scalar_subquery(),
-                last_order_at=select(func.max(col(Order.placed_at)))
-                .where(counted)
-                .scalar_subquery(),
-                orders_count=select(func.count(col(Order.id))).where(counted).scalar_subquery(),
-                total_spent=select(func.coalesce(func.sum(col(Order.total)), 0))
-                .where(counted)
-                .scalar_subquery(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-    session.expire_all()
 
 
 def add_holiday(

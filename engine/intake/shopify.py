@@ -25,13 +25,22 @@ HMAC-SHA256 of the raw body with the app's or store's webhook secret
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from sqlalchemy import select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
-from ..store import Order, OrderStatus
-from .connector import amount, cancellation, customer_id_for, missing_product, utc_text, whole
+from ..store import OrderStatus
+from .connector import (
+    amount,
+    customer_id_for,
+    ending,
+    missing_product,
+    moved,
+    stored_order,
+    utc_text,
+    whole,
+)
 
 SHOPIFY_TOPICS = frozenset(
     {
@@ -60,7 +69,7 @@ def translate(
     if topic == "products/update":
         return _products(payload, problems)
     if topic == "orders/cancelled":
-        return cancellation(session, _number(payload))
+        return ending(session, _number(payload), at=utc_text(payload.get("cancelled_at")))
     return _order(session, payload, problems)
 
 
@@ -117,16 +126,16 @@ def _products(data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]
 
 def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
     number = _number(data)
+    at = utc_text(data.get("updated_at"))
     if data.get("cancelled_at"):
-        return cancellation(session, number)
-    stored = session.execute(
-        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
-    ).first()
+        return ending(session, number, at=utc_text(data.get("cancelled_at")) or at)
     delivered = _delivered_at(data)
-    if stored is not None:
-        if delivered and stored.delivered_at is None and stored.status != OrderStatus.CANCELLED:
-            return [{"type": "order.delivered", "order_id": number, "delivered_at": delivered}]
-        return []
+    shipped, tracking = _shipped(data)
+    life = OrderStatus.DELIVERED if delivered else shipped
+    if stored_order(session, number) is not None:
+        if life is None:
+            return []
+        return moved(session, number, life, at=delivered or at, tracking=tracking)
     email = str(data.get("email") or data.get("contact_email") or "")
     customer = _customer(session, dict(data.get("customer") or {}), problems, email)
     if customer is None:
@@ -146,13 +155,57 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
         order["placed_at"] = placed
     if delivered:
         order["delivered_at"] = delivered
+    elif shipped:
+        order["status"] = shipped.value
+    payment = _payment(data)
+    if payment:
+        order["payment_method"] = payment
+    if tracking:
+        order["tracking_url"] = tracking
     codes = [d.get("code") for d in data.get("discount_codes") or [] if isinstance(d, dict)]
     if codes and codes[0]:
         order["coupon_code"] = str(codes[0])
     for note in data.get("note_attributes") or []:
         if isinstance(note, dict) and note.get("name") == REFERRAL_NOTE and note.get("value"):
             order["referral_code"] = str(note["value"]).strip()
-    return [customer, *products, {"type": "order.placed", "order": order}]
+    event: dict[str, Any] = {"type": "order.placed", "order": order}
+    if shipped and at:
+        event["at"] = at  # when it was shipped, as far as the order tells
+    return [customer, *products, event]
+
+
+def _payment(data: dict[str, Any]) -> str | None:
+    """`cod` for a cash on delivery order, else its first gateway's name as a word."""
+    names = [str(g) for g in data.get("payment_gateway_names") or [] if g]
+    if _cash(data):
+        return "cod"
+    if not names:
+        return None
+    word = re.sub(r"[^a-z0-9]+", "_", names[0].lower()).strip("_")[:32]
+    return word or None
+
+
+def _cash(data: dict[str, Any]) -> bool:
+    gateways = " ".join(str(g).lower() for g in data.get("payment_gateway_names") or [])
+    return "cash on delivery" in gateways or "(cod)" in gateways
+
+
+def _shipped(data: dict[str, Any]) -> tuple[OrderStatus | None, str | None]:
+    """Shipped (or out for delivery, as the carrier says) when a fulfillment exists, with
+    its tracking page."""
+    status: OrderStatus | None = None
+    tracking: str | None = None
+    for fulfillment in data.get("fulfillments") or []:
+        if not isinstance(fulfillment, dict) or fulfillment.get("status") in ("cancelled", "error"):
+            continue
+        out = fulfillment.get("shipment_status") == "out_for_delivery"
+        if status != OrderStatus.OUT_FOR_DELIVERY:
+            status = OrderStatus.OUT_FOR_DELIVERY if out else OrderStatus.SHIPPED
+        urls = fulfillment.get("tracking_urls") or [fulfillment.get("tracking_url")]
+        url = str(urls[0] or "") if isinstance(urls, list) and urls else ""
+        if tracking is None and url.startswith(("https://", "http://")) and len(url) <= 500:
+            tracking = url
+    return status, tracking
 
 
 def _lines(session: Session, items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -181,10 +234,8 @@ def _delivered_at(data: dict[str, Any]) -> str | None:
     for fulfillment in data.get("fulfillments") or []:
         if isinstance(fulfillment, dict) and fulfillment.get("shipment_status") == "delivered":
             return utc_text(fulfillment.get("updated_at"))
-    gateways = " ".join(str(g).lower() for g in data.get("payment_gateway_names") or [])
-    cash = "cash on delivery" in gateways or "(cod)" in gateways
     fulfilled = data.get("fulfillment_status") == "fulfilled"
-    if cash and fulfilled and data.get("financial_status") == "paid":
+    if _cash(data) and fulfilled and data.get("financial_status") == "paid":
         return utc_text(data.get("updated_at"))
     return None
 

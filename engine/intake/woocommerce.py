@@ -35,14 +35,24 @@ invent) comes back as a problem, and the rest is applied.
 from __future__ import annotations
 
 import logging
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from ..store import Order, Product
-from .connector import amount, cancellation, customer_id_for, missing_product, utc_text, whole
+from ..store import OrderStatus, Product
+from .connector import (
+    amount,
+    customer_id_for,
+    ending,
+    missing_product,
+    moved,
+    stored_order,
+    utc_text,
+    whole,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +67,29 @@ WOOCOMMERCE_TOPICS = frozenset(
         "customer.updated",
     }
 )
-PLACED = frozenset({"processing", "on-hold", "completed"})
+# WooCommerce's own statuses, and those courier and order-status plugins add (without
+# their `wc-` prefix), as the engine's order life.
+LIFE = {
+    "processing": OrderStatus.PLACED,
+    "on-hold": OrderStatus.PLACED,
+    "confirmed": OrderStatus.CONFIRMED,
+    "shipped": OrderStatus.SHIPPED,
+    "dispatched": OrderStatus.SHIPPED,
+    "in-transit": OrderStatus.SHIPPED,
+    "out-for-delivery": OrderStatus.OUT_FOR_DELIVERY,
+    "completed": OrderStatus.DELIVERED,
+    "delivered": OrderStatus.DELIVERED,
+    "refused": OrderStatus.REFUSED,
+    "rejected": OrderStatus.REFUSED,
+    "returned": OrderStatus.RETURNED,
+}
+# Ended by where the order stood (`connector.ending`): refunded after delivery is returned.
 ENDED = frozenset({"cancelled", "refunded", "failed", "trash"})
 NOT_YET = frozenset({"pending", "checkout-draft"})
 REFERRAL_META = "referral_code"
+TRACKING_META = "tracking_url"
+SHIPMENT_TRACKING = "_wc_shipment_tracking_items"
+_PAYMENT_ID = re.compile(r"[A-Za-z0-9_\- ]{1,32}")
 PAISA = Decimal("0.01")
 
 
@@ -78,7 +107,7 @@ def translate(
         product = _product(session, payload, problems)
         return [product] if product else []
     if topic == "order.deleted":
-        return cancellation(session, str(whole(payload.get("id"))))
+        return ending(session, str(whole(payload.get("id"))))
     return _order(session, payload, problems)
 
 
@@ -147,28 +176,27 @@ def _stock(session: Session, sku: str, data: dict[str, Any]) -> int | None:
 
 def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[dict[str, Any]]:
     number = str(whole(data.get("id")))
-    status = str(data.get("status") or "")
+    status = str(data.get("status") or "").strip().lower().removeprefix("wc-")
+    at = utc_text(data.get("date_modified_gmt"))
     if status in ENDED:
-        return cancellation(session, number)
+        return ending(session, number, at=at)
     if status in NOT_YET:
         return []
-    if status not in PLACED:
+    life = LIFE.get(status)
+    if life is None:
         problems.append(
             f"order {number}: status {status!r} is not one the engine knows: not applied"
         )
         return []
-    stored = session.execute(
-        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
-    ).first()
-    delivered = utc_text(data.get("date_completed_gmt")) if status == "completed" else None
-    if stored is not None:
-        if status == "completed" and stored.delivered_at is None:
-            at = delivered or utc_text(data.get("date_modified_gmt"))
-            if at is None:
-                problems.append(f"order {number} is completed without date_completed_gmt")
-                return []
-            return [{"type": "order.delivered", "order_id": number, "delivered_at": at}]
-        return []
+    delivered = None
+    if life == OrderStatus.DELIVERED:
+        delivered = utc_text(data.get("date_completed_gmt")) or at
+        if delivered is None:
+            problems.append(f"order {number} is {status} without date_completed_gmt")
+            return []
+    tracking = _tracking(data)
+    if stored_order(session, number) is not None:
+        return moved(session, number, life, at=delivered or at, tracking=tracking)
     billing = dict(data.get("billing") or {})
     billing["customer_id"] = data.get("customer_id")
     customer = _customer(session, billing, problems)
@@ -189,13 +217,38 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
         order["placed_at"] = placed
     if delivered:
         order["delivered_at"] = delivered
+    elif life != OrderStatus.PLACED:
+        order["status"] = life.value
+    method = str(data.get("payment_method") or "").strip()
+    if method:
+        order["payment_method"] = method if _PAYMENT_ID.fullmatch(method) else "other"
+    if tracking:
+        order["tracking_url"] = tracking
     coupons = [c.get("code") for c in data.get("coupon_lines") or [] if isinstance(c, dict)]
     if coupons and coupons[0]:
         order["coupon_code"] = str(coupons[0])
     referral = _meta(data, REFERRAL_META)
     if referral:
         order["referral_code"] = referral
-    return [customer, *products, {"type": "order.placed", "order": order}]
+    event: dict[str, Any] = {"type": "order.placed", "order": order}
+    if at and life != OrderStatus.PLACED:
+        event["at"] = at  # when it reached its status
+    return [customer, *products, event]
+
+
+def _tracking(data: dict[str, Any]) -> str | None:
+    """The courier's tracking page: a `tracking_url` meta field, or the first link of
+    the Shipment Tracking extension's items."""
+    found = _meta(data, TRACKING_META)
+    if found is None:
+        for entry in data.get("meta_data") or []:
+            if isinstance(entry, dict) and entry.get("key") == SHIPMENT_TRACKING:
+                items = entry.get("value")
+                first = items[0] if isinstance(items, list) and items else {}
+                if isinstance(first, dict):
+                    found = first.get("custom_tracking_link") or first.get("tracking_link")
+    text = str(found or "").strip()
+    return text if text.startswith(("https://", "http://")) and len(text) <= 500 else None
 
 
 def _lines(

@@ -25,9 +25,9 @@ from ..store import (
     EventKind,
     MessageKind,
     MessageStatus,
-    OrderStatus,
     UTCDateTime,
     ignoring_insert,
+    is_purchase,
 )
 from .plansql import (
     Candidates,
@@ -365,7 +365,7 @@ class CampaignPass:
             return exists().where(
                 later.c.customer_id == customer.c.id,
                 later.c.placed_at > entry,
-                later.c.status != OrderStatus.CANCELLED.value,
+                is_purchase(later.c.status),
             )
         if condition.kind == "unsubscribed":
             left = message_event.alias("unsubscribed")

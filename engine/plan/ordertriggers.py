@@ -1,8 +1,13 @@
-"""Order triggers: the welcome on a first order, the thank-you on an order placed or delivered.
+"""Order triggers: the welcome on a first order, the thank-you on an order placed or
+delivered, the courier's on its way, and the follow-up on one refused or returned.
 
 `first_order` is due at `customer.first_order_at + delay`, occurrence `first`;
-`order_placed` / `order_delivered` at `placed_at` / `delivered_at` + delay,
-occurrence `order-<id>`. Only events due within the lookback are looked at:
+`order_placed` / `order_delivered` / `order_shipped` / `order_returned` at
+`placed_at` / `delivered_at` / `shipped_at` / `returned_at` + delay, occurrence
+`order-<id>`. A shipped order is due only while it is still on its way (shipped
+or out for delivery; `payment` narrows it to cash on delivery or prepaid), a
+returned one while it is refused or returned, and never for a customer who has
+refused two orders (`REFUSALS_ENOUGH`). Only events due within the lookback are looked at:
 `expires_after` when set, else `DEFAULT_LOOKBACK`. With `quiet_after_welcome`,
 a first order gets no thank-you close to an enabled welcome's due time.
 
@@ -24,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, and_, case, exists, func, literal, not_, or_, select
 
-from ..project import FirstOrder, OrderDelivered, OrderPlaced
-from ..store import OrderStatus
+from ..project import FirstOrder, OrderDelivered, OrderPlaced, OrderReturned, OrderShipped
+from ..store import CASH_ON_DELIVERY, OrderStatus, is_purchase
 from .campaignpass import DEFAULT_LOOKBACK
 from .plansql import Candidates, as_text, customer, message, orders
 
@@ -33,6 +38,11 @@ if TYPE_CHECKING:
     from .campaignpass import CampaignPass
 
 Trigger = FirstOrder | OrderPlaced | OrderDelivered
+LifeTrigger = OrderShipped | OrderReturned
+ON_ITS_WAY = (OrderStatus.SHIPPED.value, OrderStatus.OUT_FOR_DELIVERY.value)
+CAME_BACK = (OrderStatus.REFUSED.value, OrderStatus.RETURNED.value)
+# A customer who has refused this many parcels hears no more follow-ups.
+REFUSALS_ENOUGH = 2
 
 # Orders recorded late looked at per statement (a bulk import may bring many).
 LATE_CHUNK = 1000
@@ -42,7 +52,7 @@ LATE_CHUNK = 1000
 LATE_REPORTED = timedelta(days=30)
 
 
-def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
+def order_rows(run: CampaignPass, trigger: Trigger | LifeTrigger) -> Candidates | None:
     """Customers whose event fell due within the lookback (or since the last pass); None if none."""
     delay, expires_after = run.delay, run.expires_after
     lookback = expires_after or DEFAULT_LOOKBACK
@@ -54,10 +64,15 @@ def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
         occurrence: Any = literal("first")
         extra = {"order_id": _first_order()}
     else:
-        event = orders.c.placed_at if isinstance(trigger, OrderPlaced) else orders.c.delivered_at
         select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
-        where = [event.is_not(None), orders.c.status != OrderStatus.CANCELLED.value]
-        where += _quiet_after_welcome(run, trigger, event)
+        if isinstance(trigger, OrderShipped | OrderReturned):
+            event, where = _life_event(trigger)
+        else:
+            event = (
+                orders.c.placed_at if isinstance(trigger, OrderPlaced) else orders.c.delivered_at
+            )
+            where = [event.is_not(None), is_purchase(orders.c.status)]
+            where += _quiet_after_welcome(run, trigger, event)
         occurrence = literal("order-") + as_text(orders.c.id)
         extra = {"order_id": orders.c.id}
     if run.since is not None:
@@ -79,6 +94,35 @@ def order_rows(run: CampaignPass, trigger: Trigger) -> Candidates | None:
         extra,
         entry=event,
     )
+
+
+def _life_event(trigger: LifeTrigger) -> tuple[Any, list[Any]]:
+    """The moment an order's shipping or return is due from, and which orders may be."""
+    if isinstance(trigger, OrderShipped):
+        where = [orders.c.shipped_at.is_not(None), orders.c.status.in_(ON_ITS_WAY)]
+        if trigger.payment == "cod":
+            where.append(orders.c.payment_method == CASH_ON_DELIVERY)
+        elif trigger.payment == "prepaid":
+            where += [
+                orders.c.payment_method.is_not(None),
+                orders.c.payment_method != CASH_ON_DELIVERY,
+            ]
+        return orders.c.shipped_at, where
+    refused = orders.alias("refused")
+    refusals = (
+        select(func.count())
+        .where(
+            refused.c.customer_id == orders.c.customer_id,
+            refused.c.status == OrderStatus.REFUSED.value,
+        )
+        .scalar_subquery()
+    )
+    where = [
+        orders.c.returned_at.is_not(None),
+        orders.c.status.in_(CAME_BACK),
+        refusals < REFUSALS_ENOUGH,
+    ]
+    return orders.c.returned_at, where
 
 
 def _quiet_after_welcome(
@@ -142,7 +186,7 @@ def late_rows(run: CampaignPass, trigger: Trigger, order_ids: list[int]) -> Cand
         occurrence: Any = literal("first")
     else:
         event = orders.c.placed_at if isinstance(trigger, OrderPlaced) else orders.c.delivered_at
-        where = [recorded, event.is_not(None), orders.c.status != OrderStatus.CANCELLED.value]
+        where = [recorded, event.is_not(None), is_purchase(orders.c.status)]
         where += _quiet_after_welcome(run, trigger, event)
         occurrence = literal("order-") + as_text(orders.c.id)
     where += [event <= expired_by, event > expired_by - LATE_REPORTED]
@@ -173,7 +217,7 @@ def _first_order() -> Any:
         .where(
             first.c.customer_id == customer.c.id,
             first.c.placed_at == customer.c.first_order_at,
-            first.c.status != OrderStatus.CANCELLED.value,
+            is_purchase(first.c.status),
         )
         .scalar_subquery()
     )

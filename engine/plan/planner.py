@@ -22,6 +22,10 @@ Triggers and their rules:
   that long of the due time of an enabled welcome (first_order) campaign whose
   message for the customer exists or is not due yet. First-order campaigns run
   before order campaigns in a pass.
+- `order_shipped` / `order_returned`: due at `shipped_at` / `returned_at` +
+  delay (default expiry 2 and 3 days); occurrence `order-<id>`. Shipped only
+  while the order is on its way; returned only while refused or returned, and
+  never for a customer who refused two orders (`engine.plan.ordertriggers`).
 - `holiday`: see `engine.plan.announcements`; occurrence `<holiday id>-<year>`.
 - `price_drop`: see `engine.plan.refunds`; occurrence `item-<order item id>-<lowest
   price in paisa>`.
@@ -93,6 +97,8 @@ from ..project import (
     NthOrder,
     OrderDelivered,
     OrderPlaced,
+    OrderReturned,
+    OrderShipped,
     PriceDrop,
     ProductAdded,
     Project,
@@ -249,6 +255,10 @@ def _plan_trigger(run: CampaignPass) -> None:
         plan_refunds(run, trigger)
     elif isinstance(trigger, HolidayTrigger):
         plan_announcements(run, trigger)
+    elif isinstance(trigger, OrderShipped | OrderReturned):
+        candidates = order_rows(run, trigger)
+        if candidates is not None:
+            run.queue(candidates)
     elif isinstance(trigger, FirstOrder | OrderPlaced | OrderDelivered):
         candidates = order_rows(run, trigger)
         if candidates is not None:

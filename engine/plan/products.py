@@ -18,11 +18,9 @@ from typing import Any
 from sqlalchemy import literal, select, true, union
 
 from ..project import BackInStock, ProductAdded
-from ..store import OrderStatus
+from ..store import is_purchase
 from .campaignpass import DEFAULT_LOOKBACK, CampaignPass
 from .plansql import as_text, customer, order_item, orders, product, product_wanted, restock
-
-NOT_CANCELLED = OrderStatus.CANCELLED.value
 
 
 def _window(run: CampaignPass, event: Any) -> list[Any]:
@@ -50,7 +48,7 @@ def plan_product_added(run: CampaignPass, trigger: ProductAdded) -> None:
                     sold, sold.c.id == item.c.order_id
                 )
             )
-            .where(bought.c.category.in_(fresh), sold.c.status != NOT_CANCELLED)
+            .where(bought.c.category.in_(fresh), is_purchase(sold.c.status))
             .subquery("buyers")
         )
         select_from: Any = product.join(buyers, buyers.c.category == product.c.category).join(
@@ -79,7 +77,7 @@ def plan_back_in_stock(run: CampaignPass, trigger: BackInStock) -> None:
         audiences.append(
             select(order_item.c.product_id, sold.c.customer_id)
             .select_from(order_item.join(sold, sold.c.id == order_item.c.order_id))
-            .where(order_item.c.product_id.in_(restocked), sold.c.status != NOT_CANCELLED)
+            .where(order_item.c.product_id.in_(restocked), is_purchase(sold.c.status))
         )
     audience = (union(*audiences) if len(audiences) > 1 else audiences[0].distinct()).subquery(
         "told"

@@ -23,11 +23,9 @@ from datetime import timedelta
 from sqlalchemy import and_, exists, func, literal, or_, select, tuple_
 
 from ..project import AfterPurchase, Inactive, NthOrder
-from ..store import OrderStatus
+from ..store import is_purchase
 from .campaignpass import CampaignPass
 from .plansql import as_text, customer, order_item, orders, product
-
-NOT_CANCELLED = OrderStatus.CANCELLED.value
 
 
 def plan_inactive(run: CampaignPass, trigger: Inactive) -> None:
@@ -38,7 +36,7 @@ def plan_inactive(run: CampaignPass, trigger: Inactive) -> None:
         .where(
             last.c.customer_id == customer.c.id,
             last.c.placed_at == customer.c.last_order_at,
-            last.c.status != NOT_CANCELLED,
+            is_purchase(last.c.status),
         )
         .scalar_subquery()
     )
@@ -60,7 +58,7 @@ def plan_nth_order(run: CampaignPass, trigger: NthOrder) -> None:
         select(func.count())
         .where(
             earlier.c.customer_id == orders.c.customer_id,
-            earlier.c.status != NOT_CANCELLED,
+            is_purchase(earlier.c.status),
             tuple_(earlier.c.placed_at, earlier.c.id) < tuple_(orders.c.placed_at, orders.c.id),
         )
         # Always the candidate order, also inside the pass's NOT EXISTS tests on the occurrence.
@@ -68,7 +66,7 @@ def plan_nth_order(run: CampaignPass, trigger: NthOrder) -> None:
         .scalar_subquery()
     )
     select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
-    where = [event.is_not(None), orders.c.status != NOT_CANCELLED]
+    where = [event.is_not(None), is_purchase(orders.c.status)]
     # Cheap first: only customers with at least the smallest N orders can have an Nth.
     where.append(customer.c.orders_count >= min(trigger.n))
     where.append((before + 1).in_(trigger.n))
@@ -96,7 +94,7 @@ def plan_after_purchase(run: CampaignPass, trigger: AfterPurchase) -> None:
         or_(*bought),
     )
     select_from = orders.join(customer, customer.c.id == orders.c.customer_id)
-    where = [event.is_not(None), and_(orders.c.status != NOT_CANCELLED, held)]
+    where = [event.is_not(None), and_(is_purchase(orders.c.status), held)]
     occurrence = literal("order-") + as_text(orders.c.id)
     rows = run.timed(select_from, where, event, occurrence, {"order_id": orders.c.id})
     if rows is not None:

@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection
 
 from ..project import CouponSpec, Project, ReferralRewardSpec, ReferralRewardTrigger
 from ..store import (
+    ENDED_ORDER,
     Coupon,
     OrderStatus,
     Referral,
@@ -56,6 +57,7 @@ from ..store import (
     UTCDateTime,
     ignoring_insert,
     is_postgres,
+    is_purchase,
 )
 from .campaignpass import FULL_RESCAN, CampaignPass
 from .coupons import new_code, random_characters
@@ -205,7 +207,8 @@ def _count_delivered(
 
 
 def _reverse_cancelled(conn: Connection, now: datetime) -> int:
-    """Pending or counted referrals whose order is cancelled become reversed."""
+    """Pending or counted referrals whose order is cancelled, refused or returned become
+    reversed."""
     standing = (ReferralStatus.PENDING.value, ReferralStatus.COUNTED.value)
     ids = (
         conn.execute(
@@ -213,7 +216,7 @@ def _reverse_cancelled(conn: Connection, now: datetime) -> int:
             .join(orders, orders.c.id == referral.c.order_id)
             .where(
                 referral.c.status.in_(standing),
-                orders.c.status == OrderStatus.CANCELLED.value,
+                orders.c.status.in_(ENDED_ORDER),
             )
         )
         .scalars()
@@ -265,7 +268,7 @@ def _counted(referrers: list[int] | None) -> Any:
         .join(orders, orders.c.id == referral.c.order_id)
         .where(
             referral.c.status == ReferralStatus.COUNTED.value,
-            orders.c.status != OrderStatus.CANCELLED.value,
+            is_purchase(orders.c.status),
         )
         .group_by(referral.c.referrer_id)
     )

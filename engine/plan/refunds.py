@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, func, literal, or_, select, type_coerce
 
 from ..project import PriceDrop
-from ..store import OrderStatus, UTCDateTime, ignoring_insert
+from ..store import UTCDateTime, ignoring_insert, is_purchase
 from .plansql import (
     Candidates,
     as_text,
@@ -95,7 +95,7 @@ def _insert_credits(run: CampaignPass) -> int:
         .select_from(order_item.join(orders, orders.c.id == order_item.c.order_id))
         .where(
             order_item.c.product_id.in_(recent),
-            orders.c.status != OrderStatus.CANCELLED.value,
+            is_purchase(orders.c.status),
             or_(orders.c.delivered_at.is_(None), orders.c.delivered_at > since),
         )
         .subquery("drops")

@@ -22,6 +22,9 @@ rules; a mapping with several keys means all of them. The conditions
                  (credits not expired, less what was redeemed: `intake.wallet`)
     tier:        gold (or a list: any of them), a tier id of tiers.yaml; `none`: no tier
     referrals:   {at_least: n, at_most: n}  referred orders delivered and not reversed
+    payment:     cod, prepaid, or a method (bkash, or a list): how the customer's latest
+                 order was paid (cancelled, refused and returned orders aside;
+                 an order that does not say how is neither cod nor prepaid)
 
 Windows are positive and at most 3650d; counts run from 0 to 1,000,000;
 amounts from 0 to 1,000,000,000 with at most two decimals.
@@ -50,6 +53,7 @@ from ..errors import ConfigError, Problem
 from ..intake import balance_sql
 from ..project import KeyPath, Project, Segment, describe, dotted, parse_amount, parse_duration
 from ..store import (
+    CASH_ON_DELIVERY,
     Customer,
     CustomerTag,
     EventKind,
@@ -59,10 +63,10 @@ from ..store import (
     Money,
     Order,
     OrderItem,
-    OrderStatus,
     Product,
     Referral,
     ReferralStatus,
+    is_purchase,
 )
 
 Rule = ColumnElement[bool]
@@ -255,7 +259,7 @@ def _counted_orders(since: datetime, now: datetime) -> list[Rule]:
     return [
         col(Order.placed_at) >= since,
         _not_after(col(Order.placed_at), now),
-        col(Order.status) != OrderStatus.CANCELLED,
+        is_purchase(col(Order.status)),
     ]
 
 
@@ -348,7 +352,7 @@ def _bought(value: Any, now: datetime) -> Rule:
         select(col(Order.customer_id))
         .join(OrderItem, col(OrderItem.order_id) == col(Order.id))
         .join(Product, col(Product.id) == col(OrderItem.product_id))
-        .where(column.in_(wanted), col(Order.status) != OrderStatus.CANCELLED)
+        .where(column.in_(wanted), is_purchase(col(Order.status)))
     )
     if within is not None:
         query = query.where(col(Order.placed_at) >= now - within)
@@ -468,6 +472,32 @@ def _referrals(value: Any, now: datetime) -> Rule:
     return _in_range(ids, low, high) if (low, high) != (None, None) else true()
 
 
+def _payment(value: Any, now: datetime) -> Rule:
+    """A correlated read of the customer's latest counted order's payment method."""
+    names = [name.lower() for name in _texts(value)]
+    latest = (
+        select(col(Order.payment_method))
+        .where(
+            col(Order.customer_id) == col(Customer.id),
+            is_purchase(col(Order.status)),
+            _not_after(col(Order.placed_at), now),
+        )
+        .order_by(col(Order.placed_at).desc(), col(Order.id).desc())
+        .limit(1)
+        .correlate(Customer)
+        .scalar_subquery()
+    )
+    parts: list[Rule] = []
+    methods = [n for n in names if n not in ("cod", "prepaid")]
+    if "cod" in names:
+        methods.append(CASH_ON_DELIVERY)
+    if methods:
+        parts.append(latest.in_(methods))
+    if "prepaid" in names:
+        parts.append(and_(latest.is_not(None), latest != CASH_ON_DELIVERY))
+    return and_(latest.is_not(None), or_(*parts))
+
+
 CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "orders": _orders,
     "spent": _spent,
@@ -486,4 +516,5 @@ CONDITIONS: dict[str, Callable[[Any, datetime], Rule]] = {
     "credit": _credit,
     "tier": _tier,
     "referrals": _referrals,
+    "payment": _payment,
 }

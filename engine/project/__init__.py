@@ -15,7 +15,7 @@ Public names:
 
 - `campaigns`: `AfterPurchase`, `BackInStock`, `Broadcast`, `Campaign`,
   `CheckoutAbandoned`, `CreditUnused`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
-  `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `PriceDrop`,
+  `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `OrderReturned`, `OrderShipped`, `PriceDrop`,
   `ProductAdded`, `ReferralRewardTrigger`, `Schedule`, `Step`, `TierChanged`
 - `config`: `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
 - `loader`: `Project`, `Secrets`, `config_path`, `load_partial`, `load_project`
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
         NthOrder,
         OrderDelivered,
         OrderPlaced,
+        OrderReturned,
+        OrderShipped,
         PriceDrop,
         ProductAdded,
         ReferralRewardTrigger,
@@ -97,6 +99,8 @@ __all__ = [
     "NthOrder",
     "OrderDelivered",
     "OrderPlaced",
+    "OrderReturned",
+    "OrderShipped",
     "PriceDrop",
     "ProductAdded",
     "Project",
@@ -151,6 +155,8 @@ _PUBLIC = {
     "MAX_WAIT": ".campaigns",
     "NthOrder": ".campaigns",
     "OrderDelivered": ".campaigns",
+    "OrderReturned": ".campaigns",
+    "OrderShipped": ".campaigns",
     "OrderPlaced": ".campaigns",
     "PriceDrop": ".campaigns",
     "ProductAdded": ".campaigns",

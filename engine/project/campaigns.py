@@ -99,6 +99,23 @@ class OrderDelivered(_Trigger):
     )
 
 
+class OrderShipped(_Trigger):
+    """An order handed to the courier (`payment: cod`: only those paid at the door);
+    once per order, while it is still on its way."""
+
+    type: Literal["order_shipped"]
+    payment: Literal["any", "cod", "prepaid"] = "any"
+    expires_after: Expiry | None = timedelta(days=2)
+
+
+class OrderReturned(_Trigger):
+    """An order refused at the door or returned; once per order, and never to a
+    customer who has refused two orders."""
+
+    type: Literal["order_returned"]
+    expires_after: Expiry | None = timedelta(days=3)
+
+
 class PriceDrop(_Trigger):
     type: Literal["price_drop"]
 
@@ -321,6 +338,8 @@ Trigger = Annotated[
     FirstOrder
     | OrderPlaced
     | OrderDelivered
+    | OrderShipped
+    | OrderReturned
     | PriceDrop
     | HolidayTrigger
     | Inactive

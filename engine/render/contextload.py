@@ -31,8 +31,8 @@ from ..store import (
     Message,
     Order,
     OrderItem,
-    OrderStatus,
     Product,
+    is_purchase,
 )
 from .contextparts import FAVOURITES_SHOWN, WITH_FAVOURITES
 
@@ -116,6 +116,11 @@ _ORDER_COLUMNS = (
     col(Order.placed_at),
     col(Order.delivered_at),
     col(Order.total),
+    col(Order.status),
+    col(Order.payment_method),
+    col(Order.shipped_at),
+    col(Order.tracking_url),
+    col(Order.returned_at),
 )
 
 
@@ -208,7 +213,7 @@ def _load_last_orders(session: Session, batch: Batch, customer_ids: list[int]) -
         )
         ranked = (
             select(*_ORDER_COLUMNS, rank)
-            .where(col(Order.customer_id).in_(ids), col(Order.status) != OrderStatus.CANCELLED)
+            .where(col(Order.customer_id).in_(ids), is_purchase(col(Order.status)))
             .subquery()
         )
         rows = session.execute(select(ranked).where(ranked.c.rank == 1))
@@ -249,7 +254,7 @@ def _load_favourites(session: Session, batch: Batch, customer_ids: list[int]) ->
             )
             .join(Order, col(Order.id) == col(OrderItem.order_id))
             .join(Product, col(Product.id) == col(OrderItem.product_id))
-            .where(col(Order.customer_id).in_(ids), col(Order.status) != OrderStatus.CANCELLED)
+            .where(col(Order.customer_id).in_(ids), is_purchase(col(Order.status)))
             .group_by(col(Order.customer_id), col(OrderItem.product_id), col(Product.category))
         )
         for row in rows:

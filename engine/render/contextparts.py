@@ -33,6 +33,7 @@ from ..project import (
     Schedule,
     pick_text,
 )
+from ..store import CASH_ON_DELIVERY
 from .formatting import round_money
 from .surveylinks import SurveyLinks
 from .tierview import TierView
@@ -152,10 +153,18 @@ def favourite_context(
 
 
 def order_context(order: Any, lines: list[Any], lang: str) -> dict[str, Any]:
+    """The order an email is about: its lines, total, and where it stands in its life
+    (`cash_on_delivery`: the customer pays `total` at the door)."""
     return {
         "number": order.external_id,
         "placed_at": order.placed_at,
         "delivered_at": order.delivered_at,
+        "status": str(order.status),
+        "payment_method": order.payment_method,
+        "cash_on_delivery": order.payment_method == CASH_ON_DELIVERY,
+        "shipped_at": order.shipped_at,
+        "tracking_url": order.tracking_url,
+        "returned_at": order.returned_at,
         "items": [
             {
                 "product_name": product_name(line, lang),

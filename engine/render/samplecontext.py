@@ -155,6 +155,12 @@ def _order(bengali: bool, now: datetime) -> dict[str, Any]:
         "number": "NG-10234",
         "placed_at": now - timedelta(days=3),
         "delivered_at": now - timedelta(hours=2),
+        "status": "delivered",
+        "payment_method": "cod",
+        "cash_on_delivery": True,
+        "shipped_at": now - timedelta(days=2),
+        "tracking_url": "https://courier.example.com/track/NG-10234",
+        "returned_at": None,
         "items": [
             {
                 "product_name": name,

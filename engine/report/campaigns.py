@@ -37,8 +37,8 @@ from ..store import (
     MessageEvent,
     MessageStatus,
     Order,
-    OrderStatus,
     is_postgres,
+    is_purchase,
 )
 from .counting import human, period_messages
 from .retention import percent
@@ -269,7 +269,7 @@ def _attributed(
             Order,
             and_(
                 col(Order.customer_id) == engaged.c.customer_id,
-                col(Order.status) != OrderStatus.CANCELLED,
+                is_purchase(col(Order.status)),
                 placed >= engaged.c.at,
                 _no_later_than(session, placed, engaged.c.at, days),
                 placed <= now,

@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col
 
 from ..errors import StoreError
-from ..store import Customer, Money, Order, OrderStatus, is_postgres, session_scope
+from ..store import Customer, Money, Order, is_postgres, is_purchase, session_scope
 from .retention import TWO_PLACES
 
 EPOCH = date(1970, 1, 1)
@@ -172,7 +172,7 @@ def _orders_query(day: Any, observed: list[Any]) -> Any:
             col(Customer.email),
         )
         .join(Customer, col(Customer.id) == col(Order.customer_id))
-        .where(col(Order.status) != OrderStatus.CANCELLED, *observed)
+        .where(is_purchase(col(Order.status)), *observed)
         .order_by(col(Order.customer_id), col(Order.placed_at))
     )
 

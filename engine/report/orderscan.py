@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col
 
-from ..store import Order, OrderStatus
+from ..store import Order, is_purchase
 
 WORK_MEM = "64MB"  # PostgreSQL's memory for the scan's sorts and hashes (the default is 4MB)
 MASK_BITS = 62  # segments per mask column: a signed 64-bit sum never overflows
@@ -119,7 +119,7 @@ def _statement(cuts: tuple[datetime, ...], *, sqlite: bool) -> Any:
     """Rows (0, segment, orders, revenue in paisa, 0 …) per segment, then rows
     (1, 2 × first segment + alone, customers, 0, mask columns …) per profile, where
     alone is 1 when the first order was the only one in its segment."""
-    counted = col(Order.status) != OrderStatus.CANCELLED
+    counted = is_purchase(col(Order.status))
     segment = _segment_of(col(Order.placed_at), cuts, 0, len(cuts)).label("segment")
     by_segment: Any = literal_column("segment")  # PostgreSQL: the label, not the CASE's binds
     columns = (len(cuts) + 1 + MASK_BITS - 1) // MASK_BITS

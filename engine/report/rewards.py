@@ -29,7 +29,7 @@ from sqlalchemy import BigInteger, and_, case, func, literal, not_, or_, select,
 from sqlmodel import Session, col
 
 from ..project import Project
-from ..store import CENT, Coupon, Credit, Order, OrderStatus
+from ..store import CENT, Coupon, Credit, Order, is_purchase
 from .loyalty import referrals, tiers
 from .retention import percent
 
@@ -118,7 +118,7 @@ def _revenue(
         .distinct()
         .select_from(Coupon)
         .join(Order, col(Order.external_id) == col(Coupon.used_order))
-        .where(_issued(start, end), _used(now), col(Order.status) != OrderStatus.CANCELLED)
+        .where(_issued(start, end), _used(now), is_purchase(col(Order.status)))
         .subquery()
     )
     query = select(pairs.c.campaign, func.sum(pairs.c.total)).group_by(pairs.c.campaign)

@@ -19,7 +19,7 @@ Public names:
 - `models`: `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Coupon`,
   `CouponUse`, `Credit`, `Customer`, `CustomerTag`, `EventKind`, `FlowExit`, `FlowStepSeen`, `Message`,
   `MessageEvent`, `MessageKind`, `MessageStatus`, `Order`, `OrderItem`, `OrderStatus`,
-  `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Referral`, `ReferralReward`,
+  `CASH_ON_DELIVERY`, `ENDED_ORDER`, `ORDER_PROGRESS`, `is_purchase`, `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Referral`, `ReferralReward`,
   `ReferralStatus`, `Restock`, `ShopHoliday`, `Suppression`, `SurveyAnswer`, `TierChange`,
   `WebhookDelivery`
 - `types`: `CENT`, `Money`, `UTCDateTime`, `to_money`
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     )
     from .locks import PlannerLock, planner_lock
     from .models import (
+        CASH_ON_DELIVERY,
+        ENDED_ORDER,
+        ORDER_PROGRESS,
         BroadcastTime,
         Checkout,
         Checkpoint,
@@ -76,12 +79,16 @@ if TYPE_CHECKING:
         SurveyAnswer,
         TierChange,
         WebhookDelivery,
+        is_purchase,
     )
     from .types import CENT, Money, UTCDateTime, to_money
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "CASH_ON_DELIVERY",
     "CENT",
+    "ENDED_ORDER",
+    "ORDER_PROGRESS",
     "BroadcastTime",
     "Checkout",
     "Checkpoint",
@@ -121,6 +128,7 @@ __all__ = [
     "has_schema",
     "ignoring_insert",
     "is_postgres",
+    "is_purchase",
     "make_engine",
     "planner_lock",
     "session_scope",
@@ -152,6 +160,10 @@ _PUBLIC = {
     "Order": ".models",
     "OrderItem": ".models",
     "OrderStatus": ".models",
+    "CASH_ON_DELIVERY": ".models",
+    "ENDED_ORDER": ".models",
+    "ORDER_PROGRESS": ".models",
+    "is_purchase": ".models",
     "PlannerLock": ".locks",
     "PriceChange": ".models",
     "Product": ".models",

@@ -31,9 +31,36 @@ def _state(default: StrEnum, **kw: Any) -> Any:
 
 
 class OrderStatus(StrEnum):
+    """An order's life; cash on delivery goes placed → confirmed → shipped → out for
+    delivery → delivered (paid at the door), or ends refused (at the door) and returned."""
+
     PLACED = "placed"
+    CONFIRMED = "confirmed"  # confirmed with the customer (by phone, for cash on delivery)
+    SHIPPED = "shipped"  # handed to the courier
+    OUT_FOR_DELIVERY = "out_for_delivery"
     DELIVERED = "delivered"
+    REFUSED = "refused"  # the customer refused the parcel at the door
+    RETURNED = "returned"  # the parcel came back to the shop (refused, or sent back)
     CANCELLED = "cancelled"
+
+
+# Orders that are not a purchase: no report, segment, trigger or total counts them.
+ENDED_ORDER = (OrderStatus.CANCELLED.value, OrderStatus.REFUSED.value, OrderStatus.RETURNED.value)
+# The live states in the order they come; an order never moves back among them.
+ORDER_PROGRESS = (
+    OrderStatus.PLACED,
+    OrderStatus.CONFIRMED,
+    OrderStatus.SHIPPED,
+    OrderStatus.OUT_FOR_DELIVERY,
+    OrderStatus.DELIVERED,
+)
+# Payment at the door: `Order.payment_method` of a cash on delivery order.
+CASH_ON_DELIVERY = "cod"
+
+
+def is_purchase(status: Any) -> Any:
+    """SQL: the order with this status column counts as a purchase (not ended)."""
+    return status.not_in(ENDED_ORDER)
 
 
 class MessageStatus(StrEnum):
@@ -138,6 +165,13 @@ class Order(SQLModel, table=True):
     recorded_at: datetime | None = _utc(default=None, index=True)
     # The checkout (cart) the order completed, if the shop said.
     cart_id: str | None = Field(default=None, sa_type=String(64), index=True)
+    # How it is paid: `cod` (cash on delivery), `bkash`, `nagad`, `card`… (None: not said).
+    payment_method: str | None = Field(default=None, sa_type=String(32))
+    # When it went to the courier, and the courier's tracking page, if the shop said.
+    shipped_at: datetime | None = _utc(default=None, index=True)
+    tracking_url: str | None = Field(default=None, sa_type=String(500))
+    # When it was refused at the door or returned (status refused or returned).
+    returned_at: datetime | None = _utc(default=None, index=True)
 
 
 class OrderItem(SQLModel, table=True):
