@@ -158,7 +158,23 @@ Day = Annotated[date, AfterValidator(_day_in_range)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Key = Annotated[str, Field(min_length=1, max_length=64)]
 Short = Annotated[str, Field(max_length=100)]
-Address = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _read_by(read: Any) -> Any:
+    """A validator from one of `orderlife`'s readers (which name their field)."""
+
+    def validate(value: str) -> Any:
+        try:
+            return read(value)
+        except DataError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from exc
+
+    return AfterValidator(validate)
+
+
+Address = Annotated[str, Field(min_length=1), _read_by(orderlife.tracking_url)]
+Status = Annotated[str, Field(max_length=100), _read_by(orderlife.order_status)]
+Payment = Annotated[str, Field(max_length=100), _read_by(orderlife.payment_method)]
 
 
 class _Shape(BaseModel):
@@ -194,8 +210,8 @@ class OrderData(_Shape):
     cart_id: Key | None = None
     coupon_code: Key | None = None
     referral_code: Key | None = None
-    payment_method: Short | None = None
-    status: Short | None = None
+    payment_method: Payment | None = None
+    status: Status | None = None
     tracking_url: Address | None = None
 
 
@@ -249,7 +265,7 @@ class OrderReturned(_Event):
 class OrderStatusChanged(_Event):
     type: Literal["order.status_changed"]
     order_id: Key
-    status: Short
+    status: Status
     tracking_url: Address | None = None
 
 
@@ -616,7 +632,7 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         now=max(at, now),
         cart_id=data.cart_id,
         payment=data.payment_method,
-        status=None if data.status is None else _status(data.status, "order.status"),
+        status=None if data.status is None else OrderStatus(data.status),
         tracking=data.tracking_url,
     )
     coupons.redeem_order_coupon(session, data.coupon_code, data.id, source="events api")
@@ -651,15 +667,7 @@ def _returned(session: Session, event: OrderReturned, at: datetime, now: datetim
 def _status_changed(
     session: Session, event: OrderStatusChanged, at: datetime, now: datetime
 ) -> None:
-    status = _status(event.status, "status")
-    _moved(session, event.order_id, status, at, now, event.tracking_url)
-
-
-def _status(value: str, field: str) -> OrderStatus:
-    try:
-        return orderlife.order_status(value)
-    except DataError as exc:
-        raise _FieldError(field, str(exc).removeprefix("status: ")) from exc
+    _moved(session, event.order_id, OrderStatus(event.status), at, now, event.tracking_url)
 
 
 def _moved(
@@ -677,8 +685,7 @@ def _moved(
     except UnknownRecord as exc:
         raise _FieldError("order_id", str(exc)) from exc
     except DataError as exc:
-        field = "tracking_url" if str(exc).startswith("tracking_url") else "order_id"
-        raise _FieldError(field, str(exc).removeprefix("tracking_url: ")) from exc
+        raise _FieldError("order_id", str(exc)) from exc
 
 
 def _product(session: Session, event: ProductUpserted, at: datetime, now: datetime) -> None:
