@@ -151,8 +151,9 @@ def required(record: Record, column: str, parse: Callable[[str], T]) -> T:
 
 
 def parse_status(value: str) -> OrderStatus:
+    """An order's status: `shipped`, `out_for_delivery` (or `Out for delivery`)…"""
     try:
-        return OrderStatus(value.lower())
+        return OrderStatus("_".join(value.lower().replace("-", " ").split()))
     except ValueError:
         names = ", ".join(s.value for s in OrderStatus)
         raise ValueError(f"expected one of {names}, got {shown(value)}") from None

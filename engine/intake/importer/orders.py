@@ -1,9 +1,14 @@
 """Orders from CSV, one row per order line, like `shop.record_order` and `mark_delivered`.
 
 Rows with the same order_id form one order; an order with one bad line is
-kept out whole. A stored order is left as it is, except that a newly given
-delivered_at marks it delivered and the status cancelled cancels it; either
-takes back refund credit no longer owed (`engine.intake.reversals`). A line without
+kept out whole. A new order takes the file's status (placed, confirmed,
+shipped, out_for_delivery, delivered, refused, returned, cancelled),
+payment_method and tracking_url. A stored order is left as it is, except that a
+newly given delivered_at marks it delivered, an ending status (cancelled,
+refused, returned) ends it and a later live status moves it on
+(`engine.intake.orderlife`); delivering or ending takes back refund credit no
+longer owed (`engine.intake.reversals`). A file does not say when a status was
+reached, so no shipping or return email follows one. A line without
 a unit price is charged the product's price in effect when the order was
 placed. Customers' order figures are recomputed set-based afterwards.
 A new order's `cart_id` (the same on each of its lines) completes the stored
@@ -34,8 +39,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ...store import Customer, Order, OrderStatus, PriceChange, Product
+from ...errors import DataError
+from ...store import ENDED_ORDER, ORDER_PROGRESS, Customer, Order, OrderStatus, PriceChange, Product
 from ..coupons import normalise_code, redeem_order_coupon
+from ..orderlife import payment_method, tracking_url
 from ..referrals import record_order_referral
 from ..reversals import take_back
 from ..shop import refresh_order_totals
@@ -66,8 +73,20 @@ COLUMNS = (
     "cart_id",
     "coupon_code",
     "referral_code",
+    "payment_method",
+    "tracking_url",
 )
 REQUIRED = ("order_id", "customer_id", "placed_at", "sku", "quantity")
+# A status that says the parcel never reached the customer (or not yet).
+NOT_DELIVERED = frozenset(
+    {
+        OrderStatus.PLACED,
+        OrderStatus.CONFIRMED,
+        OrderStatus.SHIPPED,
+        OrderStatus.OUT_FOR_DELIVERY,
+        OrderStatus.REFUSED,
+    }
+)
 _KEPT = 100_000  # customers and prices remembered, whatever the file's size
 _HEADS_KEPT = WRITE_CHUNK  # parsed orders remembered: an order's lines come together
 
@@ -183,6 +202,8 @@ class _LineChecker:
             head.cart_id,
             head.coupon_code,
             head.referral_code,
+            head.payment_method,
+            head.tracking_url,
             product.id,
             line.quantity,
             money,
@@ -195,10 +216,12 @@ def _unread(number: int, order_id: str, state: int) -> tuple[Any, ...]:
 
 def _stored_problem(head: _Head, old: Any) -> tuple[str | None, str | None]:
     """Why the order as stored refuses this line, if it does: (column, message)."""
-    if head.delivered_at is None or head.status == OrderStatus.CANCELLED:
+    if head.status == OrderStatus.REFUSED and old.status == OrderStatus.DELIVERED:
+        return "status", f"order {head.order_id} was delivered: it can be returned, not refused"
+    if head.delivered_at is None or head.status in (OrderStatus.CANCELLED, OrderStatus.RETURNED):
         return None, None
-    if old.delivered_at is None and old.status == OrderStatus.CANCELLED:
-        return "delivered_at", f"order {head.order_id} is cancelled and cannot be delivered"
+    if old.delivered_at is None and old.status in ENDED_ORDER:
+        return "delivered_at", f"order {head.order_id} is {old.status} and cannot be delivered"
     if old.delivered_at is None and head.delivered_at < old.placed_at:
         return "delivered_at", f"is before the order's placed_at {old.placed_at.isoformat()}"
     return None, None
@@ -244,6 +267,8 @@ class _Head(NamedTuple):
     cart_id: str | None
     coupon_code: str | None
     referral_code: str | None
+    payment_method: str | None
+    tracking_url: str | None
     staged: tuple[Any, Any, str | None]  # placed_at, delivered_at and status for the driver
 
 
@@ -269,6 +294,18 @@ def _code(value: str) -> str:
     return normalise_code(_id_text(value))
 
 
+def _read_by(read: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A cell parser from one of `orderlife`'s readers (which name their field)."""
+
+    def parse(value: str) -> Any:
+        try:
+            return read(value)
+        except DataError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from exc
+
+    return parse
+
+
 class _LineParser:
     """Parse order lines, each order's repeated columns once (they are most of the work)."""
 
@@ -289,6 +326,8 @@ class _LineParser:
             get("cart_id"),
             get("coupon_code"),
             get("referral_code"),
+            get("payment_method"),
+            get("tracking_url"),
         )
         head = self.heads.get(key)
         if head is None:
@@ -316,8 +355,8 @@ class _LineParser:
             raise CellError("delivered_at", f"is before placed_at ({record.cells['placed_at']})")
         if status == OrderStatus.DELIVERED and delivered_at is None:
             raise CellError("delivered_at", "is required when status is delivered")
-        if status == OrderStatus.PLACED and delivered_at is not None:
-            raise CellError("status", "is placed, but delivered_at is given")
+        if delivered_at is not None and status in NOT_DELIVERED:
+            raise CellError("status", f"is {status}, but delivered_at is given")
         staged = (
             self.time_value(placed_at),
             None if delivered_at is None else self.time_value(delivered_at),
@@ -332,6 +371,8 @@ class _LineParser:
             cell(record, "cart_id", _id_text),
             cell(record, "coupon_code", _code),
             cell(record, "referral_code", _code),
+            cell(record, "payment_method", _read_by(payment_method)),
+            cell(record, "tracking_url", _read_by(tracking_url)),
             staged,
         )
 
@@ -359,27 +400,31 @@ def _write(job: Job, session: Session, stage: OrderStage) -> None:
 
 
 def _update_stored(job: Job, conn: Connection, stage: OrderStage) -> tuple[list[int], set[int]]:
-    """Mark stored orders delivered or cancelled as the file says; count the others.
+    """Move stored orders along their life as the file says: delivered, ended
+    (cancelled, refused, returned) or a later live status; count the others.
 
-    Returns the orders changed and the customers of those cancelled.
+    Returns the orders delivered or ended and the customers of those ended.
     """
     delivered: list[dict[str, Any]] = []
-    cancelled: list[dict[str, Any]] = []
+    ended: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
     customers: set[int] = set()
     for page in stage.stored_orders():
         for _, order_id, customer_id, status, delivered_at, given, given_delivered_at in page:
-            if given == OrderStatus.CANCELLED and status != OrderStatus.CANCELLED:
-                cancelled.append({"b_id": order_id})
+            if given in ENDED_ORDER and status not in ENDED_ORDER:
+                ended.append({"b_id": order_id, "v_status": given})
                 customers.add(customer_id)
             elif (
                 given_delivered_at is not None
                 and delivered_at is None
-                and given != OrderStatus.CANCELLED
+                and not ({status, given} & set(ENDED_ORDER))
             ):
                 delivered.append({"b_id": order_id, "v_delivered_at": given_delivered_at})
+            elif _later(status, given):
+                moved.append({"b_id": order_id, "v_status": given})
             else:
                 job.result.unchanged += 1
-    job.result.updated, job.result.cancelled = len(delivered), len(cancelled)
+    job.result.updated, job.result.cancelled = len(delivered) + len(moved), len(ended)
     table = table_of(Order)
     mark = (
         update(table)
@@ -387,10 +432,15 @@ def _update_stored(job: Job, conn: Connection, stage: OrderStage) -> tuple[list[
         .values(delivered_at=bindparam("v_delivered_at"), status=OrderStatus.DELIVERED.value)
     )
     job.write(conn, mark, delivered)
-    cancel = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(status=OrderStatus.CANCELLED.value)
+    # When the file's status happened it does not say: no shipping or return email follows.
+    status = (
+        update(table).where(table.c.id == bindparam("b_id")).values(status=bindparam("v_status"))
     )
-    job.write(conn, cancel, cancelled)
-    return [r["b_id"] for r in delivered + cancelled], customers
+    job.write(conn, status, ended + moved)
+    return [r["b_id"] for r in delivered + ended], customers
+
+
+def _later(stored: str, given: str | None) -> bool:
+    """Whether `given` is a live status after the stored live one."""
+    life = [s.value for s in ORDER_PROGRESS]
+    return given in life and stored in life and life.index(given) > life.index(stored)

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from ...store import Checkout, Money, Order, OrderItem, OrderStatus, UTCDateTime
+from ...store import ENDED_ORDER, Checkout, Money, Order, OrderItem, OrderStatus, UTCDateTime
 from .cells import shown
 from .job import LISTED_BAD, BadRow, table_of
 
@@ -51,6 +51,8 @@ PER_ORDER = {
     "cart_id": "cart_id",
     "coupon_code": "coupon_code",
     "referral_code": "referral_code",
+    "payment_method": "payment_method",
+    "tracking_url": "tracking_url",
 }
 # A staged line's state: good so far; read but refused (unknown customer or product);
 # not even read (a cell or the row's width is bad). The last two are in `bad` already.
@@ -77,6 +79,8 @@ def _tables() -> tuple[Table, Table, Table, Table]:
         Column("cart_id", String),
         Column("coupon_code", String),
         Column("referral_code", String),
+        Column("payment_method", String),
+        Column("tracking_url", String),
         Column("product_id", Integer),
         Column("quantity", Integer),
         Column("unit_price", BigInteger),  # minor units, as `Money` stores them
@@ -126,6 +130,8 @@ class OrderStage:
         "cart_id",
         "coupon_code",
         "referral_code",
+        "payment_method",
+        "tracking_url",
         "product_id",
         "quantity",
         "unit_price",
@@ -313,9 +319,11 @@ class OrderStage:
             .group_by(lines.c.order_id)
             .subquery()
         )
+        # Ended as the file says; else delivered with a delivery time; else as it says.
         status = case(
-            (first.c.status == OrderStatus.CANCELLED.value, OrderStatus.CANCELLED.value),
+            (first.c.status.in_(ENDED_ORDER), first.c.status),
             (first.c.delivered_at.is_not(None), OrderStatus.DELIVERED.value),
+            (first.c.status.is_not(None), first.c.status),
             else_=OrderStatus.PLACED.value,
         )
         new = (
@@ -328,6 +336,8 @@ class OrderStage:
                 totals.c.sum,
                 literal(now, UTCDateTime),
                 first.c.cart_id,
+                first.c.payment_method,
+                first.c.tracking_url,
             )
             .select_from(
                 orders.join(first, first.c.line == orders.c.first_line).join(
@@ -338,7 +348,8 @@ class OrderStage:
             .order_by(orders.c.first_line)
         )
         columns = ["external_id", "customer_id", "placed_at", "delivered_at", "status", "total"]
-        self.conn.execute(insert(stored).from_select([*columns, "recorded_at", "cart_id"], new))
+        columns += ["recorded_at", "cart_id", "payment_method", "tracking_url"]
+        self.conn.execute(insert(stored).from_select(columns, new))
         new_items = (
             select(stored.c.id, lines.c.product_id, lines.c.quantity, lines.c.unit_price)
             .select_from(
