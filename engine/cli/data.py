@@ -1,4 +1,5 @@
-"""`lifecycle import customers|products|orders|wanted FILE.csv`: the shop's data from CSV.
+"""`lifecycle import customers|products|orders|wanted FILE.csv`: the shop's data from CSV;
+`lifecycle import woocommerce --url …`: a WooCommerce shop's, from its REST API.
 
 Exit codes: 0 imported (with --skip-bad, also when bad rows were skipped: they
 are listed on stderr as warnings and under "skipped" in --json); 2 nothing
@@ -23,7 +24,24 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ..intake import KINDS, BadRow, CsvFormatError, ImportRejected, ImportResult, import_csv
+from ..intake import (
+    KINDS,
+    STATE_FILE_NAME,
+    BadRow,
+    CsvFormatError,
+    ImportRejected,
+    ImportResult,
+    ImportStateError,
+    ImportTally,
+    PageDone,
+    ShopApiError,
+    ShopKeyRefused,
+    ShopUrlRefused,
+    WooCommerceApi,
+    WooCommerceImport,
+    import_csv,
+    import_woocommerce,
+)
 from ..intake import Progress as ProgressCallback
 from .app import App
 from .base import console, errors, main, print_json, with_app
@@ -184,3 +202,128 @@ def _progress_bar(path: Path, *, enabled: bool) -> Iterator[ProgressCallback | N
             bar.update(tasks[step], completed=done, total=total)
 
         yield update
+
+
+# ---------------------------------------------------------------- WooCommerce backfill
+
+
+@import_group.command("woocommerce")
+@click.option(
+    "--url",
+    required=True,
+    help="The shop's address, like https://shop.example (plain http only for this machine).",
+)
+@click.option(
+    "--key",
+    envvar="LIFECYCLE_WOOCOMMERCE_KEY",
+    required=True,
+    help="The REST API key's consumer key, ck_… (default: LIFECYCLE_WOOCOMMERCE_KEY).",
+)
+@click.option(
+    "--secret",
+    envvar="LIFECYCLE_WOOCOMMERCE_API_SECRET",
+    required=True,
+    help="Its consumer secret, cs_… (default: LIFECYCLE_WOOCOMMERCE_API_SECRET, which keeps "
+    "it out of the shell's history).",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"The file that keeps the progress (default: {STATE_FILE_NAME} beside the SQLite "
+    "database, else beside config.yaml).",
+)
+@click.option("--restart", is_flag=True, help="Start from the first page, whatever was done.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 600),
+    default=30,
+    show_default=True,
+    help="Seconds a page may take.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_app
+def woocommerce_import(
+    app: App,
+    url: str,
+    key: str,
+    secret: str,
+    state_file: Path | None,
+    restart: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Import a WooCommerce shop's customers, products and orders through its REST API.
+
+    Each is applied as its webhook would be; one imported before and unchanged since is
+    left alone, so running it again is safe. Progress is kept after each page: a run that
+    stopped continues after the last page done (--restart starts over). Exit codes: 0
+    imported (what could not be used is listed as warnings); 2 the key was refused or
+    --url is not usable; 1 the shop, the state file or the database failed.
+    """
+    try:
+        api = WooCommerceApi(url, key, secret, timeout=timeout)
+        result = import_woocommerce(
+            app.engine,
+            api,
+            state_file or _state_beside(app),
+            now=datetime.now(UTC),
+            holidays=app.project.config.holidays,
+            restart=restart,
+            progress=None if as_json else _show_page,
+        )
+    except (ShopUrlRefused, ShopKeyRefused) as exc:
+        _import_failed(url, str(exc), as_json)
+        sys.exit(2)
+    except ShopApiError as exc:
+        _import_failed(url, f"{exc}; the pages before are imported: run again to go on", as_json)
+        sys.exit(1)
+    except ImportStateError as exc:
+        _import_failed(url, str(exc), as_json)
+        sys.exit(1)
+    if as_json:
+        print_json({"ok": True, "imported": True, **result.as_dict()})
+        return
+    console.print(_shop_summary(result), markup=False, soft_wrap=True)
+    for problem in result.problems:
+        errors.print(f"warning: {problem}", markup=False, soft_wrap=True)
+    if result.problem_count > len(result.problems):
+        errors.print(f"… and {_count(result.problem_count - len(result.problems), 'more problem')}")
+
+
+def _state_beside(app: App) -> Path:
+    """The default state file: beside the SQLite database file, else beside config.yaml."""
+    database = app.engine.url
+    if database.get_backend_name() == "sqlite" and database.database not in (None, "", ":memory:"):
+        return Path(str(database.database)).parent / STATE_FILE_NAME
+    return app.project.root / STATE_FILE_NAME
+
+
+def _show_page(done: PageDone) -> None:
+    of = f" of {done.total_pages}" if done.total_pages is not None else ""
+    errors.print(f"{done.kind} page {done.page}{of}: {_tally(done.tally)}", markup=False)
+
+
+def _import_failed(url: str, message: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"ok": False, "url": url, "error": message})
+    else:
+        errors.print(f"error: {message}", markup=False, soft_wrap=True)
+
+
+def _shop_summary(result: WooCommerceImport) -> str:
+    resumed, went_on = result.resumed_after, ""
+    if resumed:
+        went_on = f", continuing after {resumed.kind} page {resumed.page}"
+        went_on = went_on if resumed.page else f", continuing from the {resumed.kind}"
+    lines = [f"{result.url}: {_count(result.pages, 'page')} imported{went_on}"]
+    lines += [f"{kind}: {_tally(tally)}" for kind, tally in result.tallies.items()]
+    lines.append(_count(result.problem_count, "problem"))
+    return "\n".join(lines)
+
+
+def _tally(tally: ImportTally) -> str:
+    text = f"{tally.applied} applied, {tally.duplicates} already imported"
+    if tally.nothing_to_apply:
+        text += f", {tally.nothing_to_apply} with nothing to apply"
+    return text

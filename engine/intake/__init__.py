@@ -6,9 +6,11 @@ shop's events (`POST /api/events`, served by the tracking app). All three name t
 and the value in every error and leave committing to the caller. `coupons` decides and
 records a coupon code presented with an order (by either, or the checkout's API); `referrals`
 a referral code an order carries (and answers the checkout about one). `wallet` is each
-customer's store credit: balance, entries, redemptions. `woocommerce` and `shopify` turn a
+customer's store credit: balance, entries, redemptions. `orderlife` moves an order
+along its life (confirmed, shipped, delivered; refused, returned, cancelled). `woocommerce` and `shopify` turn a
 platform's webhook delivery into the shop's events (`connector`: what they share), which
-`inbox` keeps as it comes and applies in order.
+`inbox` keeps as it comes and applies in order; `wcimport` backfills a WooCommerce shop
+the same way from its REST API (`wcrest`).
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`.
 Other stages import only the public names below, from this package; its own
@@ -30,6 +32,9 @@ Public names:
 - `inbox`: `Received`, `apply_pending`, `keep_deliveries`
 - `shopify`: `SHOPIFY_TOPICS`
 - `woocommerce`: `WOOCOMMERCE_TOPICS`
+- `wcimport`: `STATE_FILE_NAME`, `ImportStateError`, `ImportTally`, `PageDone`,
+  `WooCommerceImport`, `import_woocommerce`
+- `wcrest`: `ShopApiError`, `ShopKeyRefused`, `ShopUrlRefused`, `WooCommerceApi`
 - `wallet`: `CreditRefused`, `Statement`, `balance_sql`, `balances`, `credits_left`, `redeem`,
   `soonest_expiries`, `statement`
 """
@@ -83,12 +88,22 @@ if TYPE_CHECKING:
         soonest_expiries,
         statement,
     )
+    from .wcimport import (
+        STATE_FILE_NAME,
+        ImportStateError,
+        ImportTally,
+        PageDone,
+        WooCommerceImport,
+        import_woocommerce,
+    )
+    from .wcrest import ShopApiError, ShopKeyRefused, ShopUrlRefused, WooCommerceApi
     from .woocommerce import WOOCOMMERCE_TOPICS
 
 __all__ = [
     "KINDS",
     "MAX_BODY_BYTES",
     "SHOPIFY_TOPICS",
+    "STATE_FILE_NAME",
     "WOOCOMMERCE_TOPICS",
     "Applied",
     "BadRow",
@@ -99,14 +114,22 @@ __all__ = [
     "EventsRejected",
     "ImportRejected",
     "ImportResult",
+    "ImportStateError",
+    "ImportTally",
     "Outcome",
+    "PageDone",
     "Presentation",
     "Progress",
     "Received",
     "Redemption",
     "ReferralCheck",
     "ReferralRefusal",
+    "ShopApiError",
+    "ShopKeyRefused",
+    "ShopUrlRefused",
     "Statement",
+    "WooCommerceApi",
+    "WooCommerceImport",
     "active_coupons",
     "add_holiday",
     "apply_events",
@@ -118,6 +141,7 @@ __all__ = [
     "credits_left",
     "find_coupon",
     "import_csv",
+    "import_woocommerce",
     "keep_deliveries",
     "normalise_code",
     "parse_events",
@@ -176,6 +200,16 @@ _PUBLIC = {
     "SHOPIFY_TOPICS": ".shopify",
     "WOOCOMMERCE_TOPICS": ".woocommerce",
     "signature_matches": ".connector",
+    "STATE_FILE_NAME": ".wcimport",
+    "ImportStateError": ".wcimport",
+    "ImportTally": ".wcimport",
+    "PageDone": ".wcimport",
+    "WooCommerceImport": ".wcimport",
+    "import_woocommerce": ".wcimport",
+    "ShopApiError": ".wcrest",
+    "ShopKeyRefused": ".wcrest",
+    "ShopUrlRefused": ".wcrest",
+    "WooCommerceApi": ".wcrest",
 }
 _MODULES = {"shop"}
 
