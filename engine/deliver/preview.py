@@ -36,6 +36,8 @@ from ..project import (
     HolidayTrigger,
     Inactive,
     NthOrder,
+    OrderReturned,
+    OrderShipped,
     PriceDrop,
     ProductAdded,
     Project,
@@ -118,7 +120,7 @@ def preview_message(
         return message
     if isinstance(trigger, CreditUnused):
         return message  # about the customer's own wallet, read when it renders
-    order = _order_for(session, customer_id, first=isinstance(trigger, FirstOrder))
+    order = _order_for(session, customer_id, trigger)
     if order is None:
         raise DataError(
             f"customer {customer_id} has no orders, and the {campaign.name} email is about one"
@@ -359,14 +361,23 @@ def _next_holiday(
     return first, day, holiday_name(project, first, None, "en")
 
 
-def _order_for(session: Session, customer_id: int, *, first: bool) -> Order | None:
+def _order_for(session: Session, customer_id: int, trigger: Any) -> Order | None:
+    """The order the email would be about: the first for a welcome, else the latest;
+    for a shipping or return email the latest shipped or returned one, if any."""
     placed = col(Order.placed_at)
+    first = isinstance(trigger, FirstOrder)
     query = (
         select(Order)
         .where(col(Order.customer_id) == customer_id)
         .order_by(placed if first else placed.desc(), col(Order.id))
         .limit(1)
     )
+    moments: dict[type, Any] = {OrderShipped: Order.shipped_at, OrderReturned: Order.returned_at}
+    moment = moments.get(type(trigger))
+    if moment is not None:
+        fitting = session.execute(query.where(col(moment).is_not(None))).scalars().first()
+        if fitting is not None:
+            return fitting
     return session.execute(query).scalars().first()
 
 

@@ -54,6 +54,7 @@ class OrderSeed:
     placed_at: datetime
     delivered_at: datetime | None
     lines: tuple[shop.Line, ...]
+    refused_at: datetime | None = None  # cash on delivery, refused at the door then
 
 
 @dataclass(frozen=True)
@@ -301,14 +302,30 @@ def _orders(rng: random.Random, role: Role, index: int, now: datetime) -> tuple[
         delivered = now - timedelta(minutes=1440 + 60 + (index * 313) % (2 * 1440 - 60))
         placed = delivered - timedelta(days=6, hours=rng.randint(1, 20))
         recent.append((placed, delivered, _basket(rng, avoid=DROPPED)))
+    elif role is Role.REFUSED:
+        past += _past(rng, now, rng.randint(1, 2), 20, 300)
+        refused = _refused_at(index, now)
+        recent.append((refused - timedelta(hours=rng.randint(20, 60)), None, _basket(rng)))
     timeline = sorted(
         [(at, at + timedelta(hours=rng.randint(20, 120)), lines) for at, lines in past] + recent,
         key=lambda order: order[0],
     )
     return tuple(
-        OrderSeed(f"NG-{index:05d}-{n:02d}", placed, delivered, lines)
+        OrderSeed(
+            f"NG-{index:05d}-{n:02d}",
+            placed,
+            delivered,
+            lines,
+            _refused_at(index, now) if role is Role.REFUSED and n == len(timeline) else None,
+        )
         for n, (placed, delivered, lines) in enumerate(timeline, start=1)
     )
+
+
+def _refused_at(index: int, now: datetime) -> datetime:
+    """A day and two hours to three days ago: the follow-up (a day after) is due, and
+    inside its 3 days."""
+    return now - timedelta(minutes=1440 + 120 + (index * 263) % (2 * 1440 - 120))
 
 
 def _past(

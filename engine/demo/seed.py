@@ -25,6 +25,7 @@ clock; the others wait for theirs, as the shop's customers would.
 from __future__ import annotations
 
 import calendar
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -37,6 +38,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from ..intake import record_order_referral, shop
 from ..plan import mint_referral_codes
 from ..store import (
+    CASH_ON_DELIVERY,
     Checkout,
     Checkpoint,
     Customer,
@@ -76,6 +78,8 @@ FLASH_SALE_NAME_BN = "নকশি ঘরের ফ্ল্যাশ সেল"
 # The holiday campaign announces 3 days ahead and its email keeps 2 days: a sale
 # two days after today (in Dhaka) was announced yesterday and is still ahead.
 FLASH_SALE_DAYS_AHEAD = 2
+# The demo courier's tracking pages (an example address: nothing answers there).
+COURIER_TRACKING = "https://courier.example.com/track/"
 
 
 @dataclass
@@ -91,6 +95,8 @@ class DemoSummary:
     first_orders_last_hour: int = 0
     delivered_hours_ago: int = 0
     price_drop_items: int = 0
+    shipped_cod: int = 0
+    refused: int = 0
     regulars: int = 0
     vip: int = 0
     lapsed: int = 0
@@ -123,6 +129,10 @@ class DemoSummary:
             f"{self.regulars} regulars (3+ orders in 180 days) with consent",
             f"  price_drop_refund: {self.price_drop_items} undelivered order lines "
             f"bought before a lower price ({drops})",
+            f"  order_shipped: {self.shipped_cod} cash on delivery orders handed to the courier "
+            "in the last hour (keep the total ready)",
+            f"  order_returned: {self.refused} cash on delivery orders refused at the door 1 to 3 "
+            "days ago (a polite follow-up a day after)",
             f"  win_back: {self.lapsing} customers whose last order was 90 to 97 days ago",
             f"  birthday: {self.birthdays} customers whose birthday wishes are due "
             "(10:00 on their clock, kept two days)",
@@ -193,6 +203,7 @@ def seed_demo(
             created["wanted products"] += added
         created["checkouts"] += _seed_checkout(session, seed)
     _drop_prices(session, now)
+    created["shipped"] = _ship_recent(session, now)
     created["restocks"] = _restock(session, now)
     created["survey answers"] = _seed_surveys(session, plan)
     created["referrals"] = _seed_referrals(session, plan)
@@ -311,7 +322,39 @@ def _seed_order(session: Session, seed: CustomerSeed, order: OrderSeed) -> None:
         items=order.lines,
         placed_at=order.placed_at,
         delivered_at=order.delivered_at,
+        payment="cod" if order.refused_at else _payment(order.external_id),
     )
+    if order.refused_at is not None:  # shipped half way to the refusal, refused at the door
+        shipped = order.placed_at + (order.refused_at - order.placed_at) / 2
+        shop.set_order_status(session, order.external_id, OrderStatus.SHIPPED, at=shipped)
+        shop.set_order_status(session, order.external_id, OrderStatus.REFUSED, at=order.refused_at)
+
+
+def _payment(order_id: str) -> str:
+    """Three orders in four are paid at the door, the rest by bKash (as the shop's are)."""
+    return "bkash" if zlib.crc32(order_id.encode()) % 4 == 0 else "cod"
+
+
+def _ship_recent(session: Session, now: datetime) -> int:
+    """Cash on delivery orders placed one to three days ago and not delivered go to the
+    courier an hour ago, with a tracking page: the shipping emails of the demo."""
+    waiting = session.exec(
+        select(Order.external_id).where(
+            col(Order.status).in_((OrderStatus.PLACED, OrderStatus.CONFIRMED)),
+            col(Order.payment_method) == CASH_ON_DELIVERY,
+            col(Order.placed_at) >= now - timedelta(days=3),
+            col(Order.placed_at) <= now - timedelta(days=1),
+        )
+    ).all()
+    for number in waiting:
+        shop.set_order_status(
+            session,
+            number,
+            OrderStatus.SHIPPED,
+            at=now - timedelta(hours=1),
+            tracking=f"{COURIER_TRACKING}{number}",
+        )
+    return len(waiting)
 
 
 def _seed_referrals(session: Session, plan: list[CustomerSeed]) -> int:
@@ -396,7 +439,7 @@ def summarize(
         select(func.count())
         .select_from(OrderItem)
         .join(Order, col(Order.id) == OrderItem.order_id)
-        .where(col(Order.status) == OrderStatus.PLACED, later_lower)
+        .where(col(Order.delivered_at).is_(None), counted, later_lower)
     )
     recent = (
         select(Order.customer_id)
@@ -414,6 +457,19 @@ def summarize(
         .having(func.sum(col(Order.total)) >= Decimal("20000"))
     )
     summary.vip = count(select(func.count()).select_from(big.subquery()))
+    summary.refused = count(
+        select(func.count()).where(
+            col(Order.status).in_((OrderStatus.REFUSED, OrderStatus.RETURNED)),
+            col(Order.returned_at) > now - timedelta(days=4),
+        )
+    )
+    summary.shipped_cod = count(
+        select(func.count()).where(
+            col(Order.status) == OrderStatus.SHIPPED,
+            col(Order.payment_method) == CASH_ON_DELIVERY,
+            col(Order.shipped_at) >= now - timedelta(hours=1),
+        )
+    )
     summary.lapsed = count(
         select(func.count()).where(col(Customer.last_order_at) < now - timedelta(days=120))
     )

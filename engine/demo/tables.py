@@ -154,6 +154,7 @@ class Role(StrEnum):
     CLUB = "club"  # a 2nd order in a year placed 1 to 2 days ago: silver since (tier_changed)
     REFERRER = "referrer"  # a friend's first order with their code was delivered (referral_reward)
     FRIEND = "friend"  # a first order carrying a referrer's code, delivered 1 to 3 days ago
+    REFUSED = "refused"  # refused a cash on delivery parcel at the door 1 to 3 days ago
     OCCASIONAL = "occasional"  # one or two orders
     BROWSER = "browser"  # signed up, never ordered
 
@@ -179,6 +180,7 @@ SCENARIOS = (
     (Role.CLUB, 7),
     (Role.REFERRER, 7),
     (Role.FRIEND, 7),
+    (Role.REFUSED, 7),
 )
 MIN_CUSTOMERS = sum(n for _, n in SCENARIOS)
 # Everyone after them gets a role by chance.

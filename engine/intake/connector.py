@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from ..errors import DataError
 from ..project import Holidays
 from ..store import (
     ENDED_ORDER,
@@ -37,6 +38,7 @@ from ..store import (
     session_scope,
 )
 from .events import EventsRejected, apply_events, parse_events
+from .orderlife import tracking_url
 
 Translate = Callable[[Session, str, dict[str, Any], list[str]], list[dict[str, Any]]]
 
@@ -132,10 +134,27 @@ def customer_id_for(session: Session, email: str, platform_id: str | None) -> tu
 
 
 def stored_order(session: Session, number: str) -> Any:
-    """The recorded order's status and delivery time, or None when it is not recorded."""
+    """The recorded order's status, delivery time and tracking page, or None when it is
+    not recorded."""
     return session.execute(
-        select(col(Order.status), col(Order.delivered_at)).where(col(Order.external_id) == number)
+        select(col(Order.status), col(Order.delivered_at), col(Order.tracking_url)).where(
+            col(Order.external_id) == number
+        )
     ).first()
+
+
+def usable_tracking(value: Any, number: str, problems: list[str]) -> str | None:
+    """The courier's tracking page a platform gave, if the engine can keep it (an http(s)
+    address of at most 500 characters without spaces); else None, and a problem that
+    says it was left out (the order is applied without it)."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        return tracking_url(text)
+    except DataError as exc:
+        problems.append(f"order {number}: {exc}: left out")
+        return None
 
 
 def ending(session: Session, number: str, *, at: str | None = None) -> list[dict[str, Any]]:
@@ -166,7 +185,9 @@ def moved(
     if stored is None:
         return []
     current = OrderStatus(stored.status)
-    if status == current or current == OrderStatus.CANCELLED:
+    if status == current and tracking and tracking != stored.tracking_url:
+        status = current  # only the tracking page changed: keep it
+    elif status == current or current == OrderStatus.CANCELLED:
         return []
     if current.value in ENDED_ORDER:
         if (current, status) != (OrderStatus.REFUSED, OrderStatus.RETURNED):

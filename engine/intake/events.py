@@ -10,7 +10,7 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   created_at?}. Creates the customer or updates the fields given.
 - `order.placed`: `order` = {id, customer_id, placed_at?, items: [{sku,
   quantity, unit_price?}], delivered_at?, cancelled?, cart_id?, coupon_code?,
-  referral_code?, payment_method?, status?, tracking_url?}.
+  referral_code?, payment_method?, payable?, status?, tracking_url?}.
   `placed_at` defaults to the event's `at` (so: when it arrived). Without
   unit_price a line is charged the product's price when the order was placed.
   `cart_id` names the checkout the order completed (see `checkout.started`).
@@ -20,9 +20,11 @@ accepted and ignored), a `type`, and optionally `at` (when it happened, an ISO
   code: the order is recorded whatever the code, and the referral, pending or
   refused with its reason, beside it (`engine.intake.referrals`).
   `payment_method` is how it is paid: `cod` (cash on delivery; "cash on
-  delivery" is read so too), `bkash`, `nagad`, `card`… `status` moves it along
-  its life at once (see `order.status_changed`), `tracking_url` is the
-  courier's tracking page (http or https).
+  delivery" is read so too), `bkash`, `nagad`, `card`…; `payable` what the shop
+  charged for it, after discounts and with delivery (what the courier collects
+  for cash on delivery; default: the lines' total). `status` moves it along its
+  life at once, at the event's `at` (see `order.status_changed`), `tracking_url`
+  is the courier's tracking page (http or https).
 - `order.delivered`: `order_id`, `delivered_at`.
 - `order.shipped`: `order_id`, `tracking_url?`: handed to the courier at the
   event's `at` (what `order_shipped` campaigns wait for).
@@ -211,6 +213,7 @@ class OrderData(_Shape):
     coupon_code: Key | None = None
     referral_code: Key | None = None
     payment_method: Payment | None = None
+    payable: Amount | None = None
     status: Status | None = None
     tracking_url: Address | None = None
 
@@ -634,6 +637,8 @@ def _order(session: Session, event: OrderPlaced, at: datetime, now: datetime) ->
         payment=data.payment_method,
         status=None if data.status is None else OrderStatus(data.status),
         tracking=data.tracking_url,
+        payable=data.payable,
+        moved_at=at,
     )
     coupons.redeem_order_coupon(session, data.coupon_code, data.id, source="events api")
     referrals.record_order_referral(

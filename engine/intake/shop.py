@@ -393,13 +393,17 @@ def record_order(
     payment: str | None = None,
     status: OrderStatus | None = None,
     tracking: str | None = None,
+    payable: Any = None,
+    moved_at: datetime | None = None,
 ) -> Order:
     """Record an order once; recording the same id again returns the stored order.
 
     Recording a stored order again as `cancelled` cancels it (`cancel_order`,
     at `now`, default `placed_at`). `status` (placed, confirmed, shipped…) moves a
     new or stored order along its life (`orderlife.set_order_status`, at `now`);
-    `payment` is how it is paid (`cod`, `bkash`…), `tracking` the courier's page. A line without a unit price is charged the
+    `payment` is how it is paid (`cod`, `bkash`…), `tracking` the courier's page,
+    `payable` what the shop charged (after discounts, with delivery). The status was
+    reached at `moved_at` (default `now`, else `placed_at`). A line without a unit price is charged the
     product's price in effect at `placed_at`. The order's `recorded_at` is `now`
     (None when not given: unknown). `cart_id` is the checkout the order
     completed: the stored checkout of that cart, if any, gets the order. Keeps
@@ -422,10 +426,12 @@ def record_order(
         _require_aware("now", now)
     payment = payment_method(payment)
     tracking = tracking_url(tracking)
+    charged = None if payable is None else money("payable", payable)
+    moved_at = moved_at or now or placed_at
     if existing is not None:
         if cancelled:
             return cancel_order(session, external_id, now=now or placed_at)
-        return _moved(session, existing, status, tracking, now or placed_at)
+        return _moved(session, existing, status, tracking, moved_at)
     customer = customer_by_external_id(session, customer_id)
     if not items:
         raise DataError(f"order {external_id} has no items")
@@ -442,6 +448,7 @@ def record_order(
         cart_id=cart_id,
         payment_method=payment,
         tracking_url=tracking,
+        payable=charged,
     )
     session.add(order)
     session.flush()
@@ -461,7 +468,7 @@ def record_order(
     refresh_order_totals(session, [_id(customer)])
     if cancelled:
         return cancel_order(session, external_id, now=now or placed_at)
-    return _moved(session, order, status, None, now or placed_at)
+    return _moved(session, order, status, None, moved_at)
 
 
 def _moved(

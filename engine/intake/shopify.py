@@ -15,12 +15,15 @@ HMAC-SHA256 of the raw body with the app's or store's webhook secret
   its price; `inventory_quantity` as stock; `product_type` as category).
 - `orders/create`, `orders/updated`, `orders/fulfilled`: the order's customer, the
   products the engine lacks (from the order lines), then the order, recorded once,
-  by its `order_number`; a cancelled one (`cancelled_at`) is cancelled or left out.
-  It is delivered when a fulfillment says the carrier delivered it
-  (`shipment_status` `delivered`), or, paid at the door, when a fulfilled cash on
-  delivery order becomes `paid`. Its first discount code is its coupon, and a
-  `referral_code` note attribute its referral code.
-- `orders/cancelled`: a recorded order is cancelled.
+  by its `order_number`, and moved along its life (never back): shipped when it has
+  a fulfillment (its first `tracking_urls` is the courier's page), out for delivery
+  when the carrier says so (`shipment_status`), delivered when a fulfillment says the
+  carrier delivered it, or, paid at the door, when a fulfilled cash on delivery
+  order becomes `paid`. A cancelled one (`cancelled_at`) ends by where it stood
+  (`connector.ending`) or is left out. The gateway "Cash on Delivery (COD)" is the
+  payment method `cod`, another the first gateway's name. Its first discount code
+  is its coupon, and a `referral_code` note attribute its referral code.
+- `orders/cancelled`: a recorded order ends by where it stood.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .connector import (
     missing_product,
     moved,
     stored_order,
+    usable_tracking,
     utc_text,
     whole,
 )
@@ -130,7 +134,8 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
     if data.get("cancelled_at"):
         return ending(session, number, at=utc_text(data.get("cancelled_at")) or at)
     delivered = _delivered_at(data)
-    shipped, tracking = _shipped(data)
+    shipped, found = _shipped(data)
+    tracking = usable_tracking(found, number, problems)
     life = OrderStatus.DELIVERED if delivered else shipped
     if stored_order(session, number) is not None:
         if life is None:
@@ -157,6 +162,9 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
         order["delivered_at"] = delivered
     elif shipped:
         order["status"] = shipped.value
+    payable = amount(data.get("total_price"))
+    if payable is not None:
+        order["payable"] = str(payable)
     payment = _payment(data)
     if payment:
         order["payment_method"] = payment
@@ -202,8 +210,8 @@ def _shipped(data: dict[str, Any]) -> tuple[OrderStatus | None, str | None]:
         if status != OrderStatus.OUT_FOR_DELIVERY:
             status = OrderStatus.OUT_FOR_DELIVERY if out else OrderStatus.SHIPPED
         urls = fulfillment.get("tracking_urls") or [fulfillment.get("tracking_url")]
-        url = str(urls[0] or "") if isinstance(urls, list) and urls else ""
-        if tracking is None and url.startswith(("https://", "http://")) and len(url) <= 500:
+        url = str(urls[0] or "").strip() if isinstance(urls, list) and urls else ""
+        if tracking is None and url:
             tracking = url
     return status, tracking
 

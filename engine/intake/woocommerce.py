@@ -13,15 +13,23 @@ made from the delivery id, so a repeated delivery changes nothing.
   price, stock, first category): a lower price is a price drop, stock coming back
   a restock.
 - `order.created` / `order.updated`: the order's customer (from its billing
-  address) is upserted, then by the order's status:
+  address) is upserted, then by the order's status (`LIFE`: the engine's order
+  life, `engine.intake.orderlife`):
   - `processing`, `on-hold`: the order is recorded as placed;
   - `completed`: recorded, and delivered at `date_completed_gmt`;
-  - `cancelled`, `refunded`, `failed`: a recorded order is cancelled (one never
-    recorded is left out);
+  - the statuses order-status and courier plugins add: `confirmed`, `shipped`
+    (`dispatched`, `in-transit`), `out-for-delivery`, `delivered`, `refused`
+    (`rejected`), `returned`: recorded at that point of its life, or a
+    recorded order moved on to it (never back);
+  - `cancelled`, `refunded`, `failed`, `trash`: a recorded order ends by where it
+    stood (`connector.ending`: cancelled, refused at the door or returned; one
+    never recorded is left out);
   - `pending` (awaiting payment): not an order yet, nothing is recorded.
+  `payment_method` is how it is paid (`cod`: cash on delivery), a `tracking_url`
+  meta field (or the Shipment Tracking extension's first link) the courier's page.
   Its first coupon line is the coupon the order used, and a `referral_code` meta
   field the referral code it carried.
-- `order.deleted` (the body is `{"id": …}`): a recorded order is cancelled.
+- `order.deleted` (the body is `{"id": …}`): a recorded order ends as above.
 
 The shop's ids become the engine's: an order keeps its number; a customer is
 found by email first (the same person whatever created them), else is
@@ -50,6 +58,7 @@ from .connector import (
     missing_product,
     moved,
     stored_order,
+    usable_tracking,
     utc_text,
     whole,
 )
@@ -194,7 +203,7 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
         if delivered is None:
             problems.append(f"order {number} is {status} without date_completed_gmt")
             return []
-    tracking = _tracking(data)
+    tracking = usable_tracking(_tracking(data), number, problems)
     if stored_order(session, number) is not None:
         return moved(session, number, life, at=delivered or at, tracking=tracking)
     billing = dict(data.get("billing") or {})
@@ -219,6 +228,9 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
         order["delivered_at"] = delivered
     elif life != OrderStatus.PLACED:
         order["status"] = life.value
+    payable = amount(data.get("total"))
+    if payable is not None:
+        order["payable"] = str(payable)
     method = str(data.get("payment_method") or "").strip()
     if method:
         order["payment_method"] = method if _PAYMENT_ID.fullmatch(method) else "other"
@@ -247,8 +259,7 @@ def _tracking(data: dict[str, Any]) -> str | None:
                 first = items[0] if isinstance(items, list) and items else {}
                 if isinstance(first, dict):
                     found = first.get("custom_tracking_link") or first.get("tracking_link")
-    text = str(found or "").strip()
-    return text if text.startswith(("https://", "http://")) and len(text) <= 500 else None
+    return str(found or "").strip() or None
 
 
 def _lines(

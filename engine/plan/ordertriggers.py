@@ -108,12 +108,20 @@ def _life_event(trigger: LifeTrigger) -> tuple[Any, list[Any]]:
                 orders.c.payment_method != CASH_ON_DELIVERY,
             ]
         return orders.c.shipped_at, where
+    # A refusal: refused at the door, or come back without ever being delivered (a
+    # refused parcel the shop later marks returned is still a refusal).
     refused = orders.alias("refused")
     refusals = (
         select(func.count())
         .where(
             refused.c.customer_id == orders.c.customer_id,
-            refused.c.status == OrderStatus.REFUSED.value,
+            or_(
+                refused.c.status == OrderStatus.REFUSED.value,
+                and_(
+                    refused.c.status == OrderStatus.RETURNED.value,
+                    refused.c.delivered_at.is_(None),
+                ),
+            ),
         )
         .scalar_subquery()
     )

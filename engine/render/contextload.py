@@ -118,6 +118,7 @@ _ORDER_COLUMNS = (
     col(Order.total),
     col(Order.status),
     col(Order.payment_method),
+    col(Order.payable),
     col(Order.shipped_at),
     col(Order.tracking_url),
     col(Order.returned_at),

@@ -154,13 +154,15 @@ def favourite_context(
 
 def order_context(order: Any, lines: list[Any], lang: str) -> dict[str, Any]:
     """The order an email is about: its lines, total, and where it stands in its life
-    (`cash_on_delivery`: the customer pays `total` at the door)."""
+    (`cash_on_delivery`: the customer pays `charged` at the door: what the shop charged,
+    after discounts and with delivery, or the lines' `total` when it did not say)."""
     return {
         "number": order.external_id,
         "placed_at": order.placed_at,
         "delivered_at": order.delivered_at,
         "status": str(order.status),
         "payment_method": order.payment_method,
+        "charged": order.total if order.payable is None else order.payable,
         "cash_on_delivery": order.payment_method == CASH_ON_DELIVERY,
         "shipped_at": order.shipped_at,
         "tracking_url": order.tracking_url,

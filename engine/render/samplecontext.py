@@ -157,6 +157,7 @@ def _order(bengali: bool, now: datetime) -> dict[str, Any]:
         "delivered_at": now - timedelta(hours=2),
         "status": "delivered",
         "payment_method": "cod",
+        "charged": sum((price * qty for _, _, qty, price in lines), Decimal("60")),
         "cash_on_delivery": True,
         "shipped_at": now - timedelta(days=2),
         "tracking_url": "https://courier.example.com/track/NG-10234",

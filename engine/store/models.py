@@ -167,6 +167,9 @@ class Order(SQLModel, table=True):
     cart_id: str | None = Field(default=None, sa_type=String(64), index=True)
     # How it is paid: `cod` (cash on delivery), `bkash`, `nagad`, `card`… (None: not said).
     payment_method: str | None = Field(default=None, sa_type=String(32))
+    # What the shop charged, after discounts and with delivery (the courier collects it for
+    # cash on delivery; `total` is the lines' prices); None when the shop did not say.
+    payable: Decimal | None = _money(default=None)
     # When it went to the courier, and the courier's tracking page, if the shop said.
     shipped_at: datetime | None = _utc(default=None, index=True)
     tracking_url: str | None = Field(default=None, sa_type=String(500))

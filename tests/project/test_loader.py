@@ -90,7 +90,8 @@ def shop(project_dir: Path) -> Path:
             "type: first_order",
             "type: first_ordr",
             "campaigns/welcome.yaml:5: trigger.type: expected one of 'first_order', "
-            "'order_placed', 'order_delivered', 'price_drop', 'holiday', 'inactive', 'date', "
+            "'order_placed', 'order_delivered', 'order_shipped', 'order_returned', 'price_drop', "
+            "'holiday', 'inactive', 'date', "
             "'nth_order', 'after_purchase', 'product_added', 'back_in_stock', 'schedule', "
             "'broadcast', 'checkout_abandoned', 'credit_unused', 'tier_changed', 'referral_reward', "
             'got "first_ordr" '

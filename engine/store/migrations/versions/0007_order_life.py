@@ -1,4 +1,5 @@
-"""the order life of cash on delivery: payment method, shipping, tracking, refusal and return
+"""the order life of cash on delivery: payment method, amount payable, shipping, tracking,
+refusal and return
 
 Revision ID: 0007
 Revises: 0006
@@ -20,6 +21,7 @@ def upgrade() -> None:
     # Orders stored before this revision keep NULL: how they were paid and shipped is unknown.
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.add_column(sa.Column("payment_method", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("payable", engine.store.types.Money(), nullable=True))
         batch_op.add_column(
             sa.Column("shipped_at", engine.store.types.UTCDateTime(), nullable=True)
         )
@@ -38,4 +40,5 @@ def downgrade() -> None:
         batch_op.drop_column("returned_at")
         batch_op.drop_column("tracking_url")
         batch_op.drop_column("shipped_at")
+        batch_op.drop_column("payable")
         batch_op.drop_column("payment_method")
