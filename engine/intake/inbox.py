@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
@@ -47,9 +47,10 @@ class Received:
     received_at: datetime
 
 
-def keep_deliveries(engine: Engine, received: list[Received]) -> list[bool]:
-    """Keep these deliveries to apply, in one transaction; for each, True when it is
-    new, False when the same platform sent the same delivery id before."""
+def keep_deliveries(bind: Engine | Connection, received: list[Received]) -> list[bool]:
+    """Keep these deliveries to apply, in one transaction (of `bind`, an engine or a
+    connection not in a transaction); for each, True when it is new, False when the same
+    platform sent the same delivery id before."""
     rows = [
         {
             "source": r.source,
@@ -61,7 +62,9 @@ def keep_deliveries(engine: Engine, received: list[Received]) -> list[bool]:
         }
         for r in received
     ]
-    with engine.begin() as conn:
+    with bind.begin() as began:
+        conn = began if isinstance(began, Connection) else bind
+        assert isinstance(conn, Connection)
         statement = ignoring_insert(conn, _TABLE, "source", "delivery_id").returning(
             _TABLE.c.source, _TABLE.c.delivery_id
         )
@@ -69,8 +72,10 @@ def keep_deliveries(engine: Engine, received: list[Received]) -> list[bool]:
     return [(r.source, r.delivery_id) in kept for r in received]
 
 
-def apply_pending(engine: Engine, *, now: datetime, holidays: Holidays | None = None) -> int:
-    """Apply the oldest kept deliveries (at most `BATCH`) in the order they came; return
+def apply_pending(
+    engine: Engine, *, now: datetime, holidays: Holidays | None = None, limit: int = BATCH
+) -> int:
+    """Apply the oldest kept deliveries (at most `limit`) in the order they came; return
     how many. Raises StoreError when the database fails (the rest waits for the next
     round)."""
     try:
@@ -85,7 +90,7 @@ def apply_pending(engine: Engine, *, now: datetime, holidays: Holidays | None = 
                 )
                 .where(_TABLE.c.status == PENDING)
                 .order_by(_TABLE.c.id)
-                .limit(BATCH)
+                .limit(limit)
             ).all()
         for row in rows:
             problems = _apply(engine, row, now, holidays)

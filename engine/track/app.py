@@ -353,6 +353,9 @@ def create_app(
             await flusher
             await applier
             await deliveries
+            if webhooks.inbox.writer is not None:
+                await asyncio.gather(webhooks.inbox.writer, return_exceptions=True)
+            webhooks.inbox.close()
             if not await buffer.flush():
                 log.error("tracking: %d hits could not be written at shutdown", buffer.pending)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 WARN_EVERY = 60.0  # seconds between two warnings about forged deliveries of one source
 APPLY_EVERY = 5.0  # seconds between two looks at the inbox when nothing wakes the applier
 QUIET = 0.05  # seconds without a new delivery before the applier starts
+# Deliveries applied at a time; between two slices the applier steps back for new
+# deliveries (taking them in comes first: it shares the process), except for the first
+# `APPLY_AT_LEAST` seconds of a round, so a steady stream still gets applied.
+APPLY_SLICE = 20
+APPLY_AT_LEAST = 0.5
 PING = re.compile(rb"webhook_id=\d+")
 
 
@@ -116,12 +121,32 @@ class _Warnings:
 
 class Inbox:
     """Writes deliveries in groups: while one group commits, the next gathers, and each
-    request waits for the commit of its own delivery."""
+    request waits for the commit of its own delivery. The groups are written one after
+    the other on a connection of their own, kept open between them (a connection from
+    the pool, pinged first, costs PostgreSQL a round trip a group); one that fails is
+    closed and a new one opened for the next group."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self.waiting: list[tuple[Received, asyncio.Future[bool]]] = []
         self.writer: asyncio.Task[None] | None = None
+        self.conn: Connection | None = None
+
+    def _keep_group(self, received: list[Received]) -> list[bool]:
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        try:
+            return keep_deliveries(self.conn, received)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the writer's connection back (the app's shutdown)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     async def keep(self, received: Received) -> bool:
         """True when the delivery is new, False when it was kept before."""
@@ -135,7 +160,7 @@ class Inbox:
         while self.waiting:
             group, self.waiting = self.waiting, []
             try:
-                kept = await run_in_threadpool(keep_deliveries, self.engine, [r for r, _ in group])
+                kept = await run_in_threadpool(self._keep_group, [r for r, _ in group])
             except Exception as exc:  # every request of the group answers 503
                 for _, future in group:
                     future.set_exception(exc)
@@ -234,13 +259,17 @@ class Webhooks:
             await self.apply_all()
 
     async def apply_all(self) -> None:
-        """Apply what the inbox holds; a failing database leaves it for the next round."""
+        """Apply what the inbox holds, a slice at a time, until it is empty or (after
+        `APPLY_AT_LEAST`) new deliveries come in; a failing database leaves it for the
+        next round."""
         holidays = self.get_project().config.holidays
+        started = time.monotonic()
         try:
             while await run_in_threadpool(
-                apply_pending, self.engine, now=self.clock(), holidays=holidays
+                apply_pending, self.engine, now=self.clock(), holidays=holidays, limit=APPLY_SLICE
             ):
-                pass
+                if self.wake.is_set() and time.monotonic() - started > APPLY_AT_LEAST:
+                    return  # more are coming in: `run` comes back once they pause
         except StoreError as exc:
             log.error("webhooks: the inbox could not be applied: %s", exc)
 
