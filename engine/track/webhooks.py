@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -123,8 +123,10 @@ class Inbox:
     """Writes deliveries in groups: while one group commits, the next gathers, and each
     request waits for the commit of its own delivery. The groups are written one after
     the other on a connection of their own, kept open between them (a connection from
-    the pool, pinged first, costs PostgreSQL a round trip a group); one that fails is
-    closed and a new one opened for the next group."""
+    the pool, pinged first, costs PostgreSQL a round trip a group). One found broken (the
+    server restarted, or ended an idle session) is replaced and the group written again
+    on the new one, once; one that fails otherwise is closed, and the next group opens a
+    new one."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -133,13 +135,19 @@ class Inbox:
         self.conn: Connection | None = None
 
     def _keep_group(self, received: list[Received]) -> list[bool]:
-        if self.conn is None:
-            self.conn = self.engine.connect()
-        try:
-            return keep_deliveries(self.conn, received)
-        except Exception:
-            self.close()
-            raise
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = self.engine.connect()
+            try:
+                return keep_deliveries(self.conn, received)
+            except DBAPIError as exc:
+                self.close()
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+            except Exception:
+                self.close()
+                raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Give the writer's connection back (the app's shutdown)."""
