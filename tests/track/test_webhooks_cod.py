@@ -135,53 +135,79 @@ def payload(folder: Path, name: str, **changes: Any) -> dict[str, Any]:
     return data | changes
 
 
-def post_woo(
-    shop: Shop, name: str, body: dict[str, Any] | None = None, delivery: str | None = None
+@dataclass(frozen=True)
+class Platform:
+    """How a platform's deliveries are addressed, signed and dated."""
+
+    name: str
+    folder: Path
+    secret: str
+    delivery_header: str
+    signature_header: str
+    changed: str  # the payload's field for when it changed
+
+    @property
+    def headers(self) -> dict[str, dict[str, str]]:
+        return WOO_HEADERS if self.name == "woocommerce" else SHOPIFY_HEADERS
+
+
+WOOCOMMERCE = Platform("woocommerce", WOO, WOO_SECRET, "X-WC-Webhook-Delivery-ID",
+                       "X-WC-Webhook-Signature", "date_modified_gmt")  # fmt: skip
+SHOPIFY_APP = Platform("shopify", SHOPIFY, SHOPIFY_SECRET, "X-Shopify-Webhook-Id",
+                       "X-Shopify-Hmac-Sha256", "updated_at")  # fmt: skip
+
+
+def post(
+    shop: Shop,
+    platform: Platform,
+    name: str,
+    body: dict[str, Any] | None = None,
+    delivery: str | None = None,
 ) -> httpx.Response:
-    """POST a WooCommerce fixture (or `body` with its headers), signed, arriving just
-    after its `date_modified_gmt`."""
-    data = body if body is not None else payload(WOO, name)
-    shop.clock.arrives(datetime.fromisoformat(data["date_modified_gmt"]).replace(tzinfo=UTC))
-    headers = dict(WOO_HEADERS[name])
+    """POST a fixture (or `body` with its headers), signed, arriving just after it changed."""
+    data = body if body is not None else payload(platform.folder, name)
+    changed = datetime.fromisoformat(data[platform.changed])
+    shop.clock.arrives(changed if changed.tzinfo else changed.replace(tzinfo=UTC))
+    headers = dict(platform.headers[name])
     if delivery:
-        headers["X-WC-Webhook-Delivery-ID"] = delivery
+        headers[platform.delivery_header] = delivery
     raw = json.dumps(data).encode()
-    headers["X-WC-Webhook-Signature"] = sign(raw, WOO_SECRET)
-    return shop.http.post("/webhooks/woocommerce", content=raw, headers=headers)
+    headers[platform.signature_header] = sign(raw, platform.secret)
+    return shop.http.post(f"/webhooks/{platform.name}", content=raw, headers=headers)
 
 
-def woo(
-    shop: Shop, name: str, body: dict[str, Any] | None = None, delivery: str | None = None
+def take(
+    shop: Shop,
+    platform: Platform,
+    name: str,
+    body: dict[str, Any] | None = None,
+    delivery: str | None = None,
 ) -> tuple[str, list[str]]:
     """Deliver, and wait until the app has applied it: its status and problems."""
-    answer = post_woo(shop, name, body, delivery)
+    answer = post(shop, platform, name, body, delivery)
     assert answer.status_code == 200, answer.text
-    delivery = delivery or WOO_HEADERS[name]["X-WC-Webhook-Delivery-ID"]
-    return settled(shop.engine, "woocommerce", delivery)
+    delivery = delivery or platform.headers[name][platform.delivery_header]
+    return settled(shop.engine, platform.name, delivery)
 
 
-def post_shopify(
-    shop: Shop, name: str, body: dict[str, Any] | None = None, delivery: str | None = None
-) -> httpx.Response:
-    """POST a Shopify fixture (or `body` with its headers), signed, arriving just after
-    its `updated_at`."""
-    data = body if body is not None else payload(SHOPIFY, name)
-    shop.clock.arrives(datetime.fromisoformat(data["updated_at"]))
-    headers = dict(SHOPIFY_HEADERS[name])
-    if delivery:
-        headers["X-Shopify-Webhook-Id"] = delivery
-    raw = json.dumps(data).encode()
-    headers["X-Shopify-Hmac-Sha256"] = sign(raw, SHOPIFY_SECRET)
-    return shop.http.post("/webhooks/shopify", content=raw, headers=headers)
+def post_woo(shop: Shop, name: str, body: dict[str, Any] | None = None,
+             delivery: str | None = None) -> httpx.Response:  # fmt: skip
+    return post(shop, WOOCOMMERCE, name, body, delivery)
 
 
-def shopify(
-    shop: Shop, name: str, body: dict[str, Any] | None = None, delivery: str | None = None
-) -> tuple[str, list[str]]:
-    answer = post_shopify(shop, name, body, delivery)
-    assert answer.status_code == 200, answer.text
-    delivery = delivery or SHOPIFY_HEADERS[name]["X-Shopify-Webhook-Id"]
-    return settled(shop.engine, "shopify", delivery)
+def woo(shop: Shop, name: str, body: dict[str, Any] | None = None,
+        delivery: str | None = None) -> tuple[str, list[str]]:  # fmt: skip
+    return take(shop, WOOCOMMERCE, name, body, delivery)
+
+
+def post_shopify(shop: Shop, name: str, body: dict[str, Any] | None = None,
+                 delivery: str | None = None) -> httpx.Response:  # fmt: skip
+    return post(shop, SHOPIFY_APP, name, body, delivery)
+
+
+def shopify(shop: Shop, name: str, body: dict[str, Any] | None = None,
+            delivery: str | None = None) -> tuple[str, list[str]]:  # fmt: skip
+    return take(shop, SHOPIFY_APP, name, body, delivery)
 
 
 def agrees(shop: Shop, customer: str, address: str) -> None:
