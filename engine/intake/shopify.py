@@ -24,6 +24,9 @@ HMAC-SHA256 of the raw body with the app's or store's webhook secret
   payment method `cod`, another the first gateway's name. Its first discount code
   is its coupon, and a `referral_code` note attribute its referral code.
 - `orders/cancelled`: a recorded order ends by where it stood.
+- `fulfillments/create`, `fulfillments/update`: the courier's news of a recorded
+  order (found by the fulfillment's name, `#1042.1`): shipped, out for delivery or
+  delivered, with the tracking page.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ SHOPIFY_TOPICS = frozenset(
         "orders/updated",
         "orders/fulfilled",
         "orders/cancelled",
+        "fulfillments/create",
+        "fulfillments/update",
         "products/update",
         "customers/create",
         "customers/update",
@@ -72,6 +77,8 @@ def translate(
         return [customer] if customer else []
     if topic == "products/update":
         return _products(payload, problems)
+    if topic.startswith("fulfillments/"):
+        return _fulfillment(session, payload, problems)
     if topic == "orders/cancelled":
         return ending(session, _number(payload), at=utc_text(payload.get("cancelled_at")))
     return _order(session, payload, problems)
@@ -180,6 +187,29 @@ def _order(session: Session, data: dict[str, Any], problems: list[str]) -> list[
     if shipped and at:
         event["at"] = at  # when it was shipped, as far as the order tells
     return [customer, *products, event]
+
+
+def _fulfillment(
+    session: Session, data: dict[str, Any], problems: list[str]
+) -> list[dict[str, Any]]:
+    """A recorded order moved on by one of its fulfillments (the courier's news comes this
+    way): found by the fulfillment's name, the order's name and a number (`#1042.1`)."""
+    name = str(data.get("name") or "")
+    found = re.search(r"(\d+)\.\d+$", name)
+    if found is None:
+        problems.append(f"fulfillment {whole(data.get('id'))} has no order name ({name!r})")
+        return []
+    number = str(int(found.group(1)))
+    if stored_order(session, number) is None:
+        problems.append(f"fulfillment {name}: order {number} is not recorded: not applied")
+        return []
+    life, url = _shipped({"fulfillments": [data]})
+    if life is None:
+        return []  # a cancelled or failed fulfillment moves nothing
+    at = utc_text(data.get("updated_at"))
+    if data.get("shipment_status") == "delivered":
+        life = OrderStatus.DELIVERED
+    return moved(session, number, life, at=at, tracking=usable_tracking(url, number, problems))
 
 
 def _payment(data: dict[str, Any]) -> str | None:

@@ -643,3 +643,29 @@ def test_an_order_first_seen_on_its_way_keeps_when_it_was_shipped(shop: Shop) ->
     shop.clock.arrives(WOO_SHIPPED + H)
     assert woo(shop, "order_cod_shipped.json") == ("applied", [])
     assert life(shop, "1287") == (OrderStatus.SHIPPED, WOO_SHIPPED, None, None, WOO_TRACKING)
+
+
+def test_the_couriers_news_by_shopify_fulfillment_webhooks(shop: Shop) -> None:
+    """`fulfillments/update` (the carrier's status of one fulfillment, named `#1042.1`)
+    moves the recorded order; one of an order never recorded is a problem, not an order."""
+    shopify(shop, "orders_create_cod.json")
+    shopify(shop, "orders_updated_cod_in_transit.json")
+    name = "fulfillments_update_out_for_delivery.json"
+    assert shopify(shop, name) == ("applied", [])
+    assert life(shop, "1042")[:2] == (OrderStatus.OUT_FOR_DELIVERY, SHOPIFY_SHIPPED)
+    delivered = payload(SHOPIFY, name) | {
+        "shipment_status": "delivered",
+        "updated_at": "2024-10-08T13:05:40+06:00",
+    }
+    assert shopify(shop, name, delivered, "f-delivered") == ("applied", [])
+    at_the_door = datetime(2024, 10, 8, 7, 5, 40, tzinfo=UTC)
+    assert life(shop, "1042")[:3] == (OrderStatus.DELIVERED, SHOPIFY_SHIPPED, at_the_door)
+    unknown = payload(SHOPIFY, name) | {"name": "#2077.1"}
+    assert shopify(shop, name, unknown, "f-unknown") == (
+        "problem",
+        ["fulfillment #2077.1: order 2077 is not recorded: not applied"],
+    )
+    with Session(shop.engine) as session:
+        assert (
+            session.execute(select(Order).where(col(Order.external_id) == "2077")).first() is None
+        )
