@@ -12,6 +12,7 @@ on), so `Precompiled.origin` names the file and line an error came from. Premail
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -203,11 +204,23 @@ _PREMAILER_ERRORS = (
 
 
 def inline_css(html: str) -> str:
-    """premailer over an HTML document; raise RenderError if it cannot be inlined."""
+    """premailer over an HTML document; raise RenderError if it cannot be inlined.
+
+    The result depends on `html` alone, so the latest `INLINED_KEPT` are kept: a check
+    of the project (at each edit, and `lifecycle check`) inlines the same layouts again,
+    and premailer is most of a template's compilation."""
     try:
-        return str(premailer.Premailer(html, **_PREMAILER).transform())
+        return _inlined(html)
     except _PREMAILER_ERRORS as exc:
         raise RenderError(f"the CSS could not be inlined: {type(exc).__name__}: {exc}") from exc
+
+
+INLINED_KEPT = 256  # documents: a shop's templates in each language, with room to spare
+
+
+@functools.lru_cache(maxsize=INLINED_KEPT)
+def _inlined(html: str) -> str:
+    return str(premailer.Premailer(html, **_PREMAILER).transform())
 
 
 @dataclass(frozen=True)
