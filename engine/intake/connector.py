@@ -185,11 +185,10 @@ def moved(
     if stored is None:
         return []
     current = OrderStatus(stored.status)
-    if status == current and tracking and tracking != stored.tracking_url:
-        status = current  # only the tracking page changed: keep it
-    elif status == current or current == OrderStatus.CANCELLED:
-        return []
-    if current.value in ENDED_ORDER:
+    if status == current:
+        if not tracking or tracking == stored.tracking_url:
+            return []  # nothing new; a new tracking page alone is kept below
+    elif current.value in ENDED_ORDER:
         if (current, status) != (OrderStatus.REFUSED, OrderStatus.RETURNED):
             return []
     elif status.value not in ENDED_ORDER:

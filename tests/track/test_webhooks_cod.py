@@ -669,3 +669,19 @@ def test_the_couriers_news_by_shopify_fulfillment_webhooks(shop: Shop) -> None:
         assert (
             session.execute(select(Order).where(col(Order.external_id) == "2077")).first() is None
         )
+
+
+def test_a_corrected_tracking_page_alone_is_kept(shop: Shop) -> None:
+    """The shop fixes the courier's link on a shipped order: the status stays, the page
+    changes, and no second shipping email is planned."""
+    woo(shop, "order_cod_processing.json")
+    woo(shop, "order_cod_shipped.json")
+    corrected = "https://courier.example.com/track/SFC2410061287-B"
+    data = payload(WOO, "order_cod_shipped.json", date_modified_gmt="2024-10-06T12:00:00")
+    data["meta_data"] = [
+        m | {"value": corrected} if m.get("key") == "tracking_url" else m for m in data["meta_data"]
+    ]
+    assert woo(shop, "order_cod_shipped.json", data, "link-fixed") == ("applied", [])
+    assert life(shop, "1287") == (OrderStatus.SHIPPED, WOO_SHIPPED, None, None, corrected)
+    assert planned(shop, WOO_SHIPPED + 10 * M)["order_shipped"] == 1
+    assert planned(shop, WOO_SHIPPED + H)["order_shipped"] == 0
