@@ -27,6 +27,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 # sending, rendering and planning code, which takes most of a second to import.
 COMMANDS = {
     "broadcast": "planning",
+    "bounces": "bounces",
     "check": "core",
     "coupons": "coupons",
     "db": "core",

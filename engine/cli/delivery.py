@@ -7,7 +7,6 @@ unreachable) or another engine error, 2 config errors.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -211,9 +210,9 @@ def send_test(app: App, campaign: str, address: str, customer: str | None) -> No
     composer = Composer(app.project, app.secrets)
     with Session(app.engine) as session:
         customer_id = find_customer(session, app.project, campaign, customer)
-        shown = composer.preview(session, campaign, customer_id, now=now)
+        shown = composer.preview(session, campaign, customer_id, now=now, to=address)
         session.rollback()
-    data = readdress(shown.data, address)
+    data = shown.data
     sender = app.project.config.sending.sender.email
     result = _with_mailer(app, lambda mailer: mailer.send(sender, address, data))
     if result.outcome is not Outcome.SENT:
@@ -234,18 +233,6 @@ SINK_HINT = (
     "a local one on 127.0.0.1:8025 that keeps each message as a file "
     "(sending.smtp in config.yaml says which server is used)"
 )
-
-_TO = re.compile(rb"^To:.*(?:\r\n[ \t].*)*\r\n", re.IGNORECASE | re.MULTILINE)
-
-
-def readdress(data: bytes, address: str) -> bytes:
-    """`data` with its To header replaced by `address` (headers only, body untouched)."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    head += b"\r\n"
-    new, count = _TO.subn(f"To: <{address}>\r\n".encode("ascii"), head, count=1)
-    if count == 0:
-        new = head + f"To: <{address}>\r\n".encode("ascii")
-    return new[:-2] + sep + body
 
 
 @main.command()

@@ -22,6 +22,7 @@ the version that was checked when the project was loaded or last reloaded.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from ..render import RenderedEmail, Renderer, load_contexts, message_step, track
 from ..store import Message, MessageKind
 from .headers import (
     base64_body,
+    feedback_part,
     mailbox,
     message_id_for,
     unsafe_reason,
@@ -52,6 +54,7 @@ DKIM_HEADERS = (
     b"Date",
     b"Message-ID",
     b"Reply-To",
+    b"Feedback-ID",
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
     b"MIME-Version",
@@ -101,6 +104,9 @@ class Composer:
         _check_sending(project)
         self.sender = sending.sender.email
         self.domain = self.sender.rsplit("@", 1)[1]
+        # VERP: `local+<token>@domain` per message when a bounce address is set.
+        self._bounce = sending.bounce_address.rsplit("@", 1) if sending.bounce_address else None
+        self._shop = feedback_part(project.config.shop.name) or feedback_part(self.domain)
         self.base_url = project.config.tracking.base_url.rstrip("/")
         self._from = mailbox("From", sending.sender.name, self.sender)
         self._reply_to = f"Reply-To: <{sending.reply_to}>" if sending.reply_to else None
@@ -151,9 +157,13 @@ class Composer:
         *,
         now: datetime,
         step: str | None = None,
+        to: str | None = None,
     ) -> Preview:
         """`campaign`'s email (its `step`; the first if None) for customer
         `customer_id` as they would get it; writes nothing.
+
+        With `to` (a test send), the email is addressed to `to` instead and gets a
+        Message-ID of its own, so a mailbox that got an earlier test shows this one.
 
         Uses the customer's own data (see `preview_message`): their orders (the
         latest one; the first for a welcome), or, for a holiday, the next date of
@@ -166,7 +176,7 @@ class Composer:
         [context] = load_contexts(session, self.project, [message], self.links, now=now)
         if isinstance(context, Exception):
             raise context
-        outgoing, rendered = self._compose(message, context, now)
+        outgoing, rendered = self._compose(message, context, now, to=to)
         return Preview(rendered.subject, rendered.html, rendered.text, outgoing.data)
 
     def links(self, message_id: int) -> dict[str, str]:
@@ -179,11 +189,11 @@ class Composer:
     # -- steps
 
     def _compose(
-        self, message: Message, context: dict[str, Any], now: datetime
+        self, message: Message, context: dict[str, Any], now: datetime, *, to: str | None = None
     ) -> tuple[Outgoing, RenderedEmail]:
         mid = message.id or 0
         customer = context["customer"]
-        recipient = customer["email"]
+        recipient = to or customer["email"]
         for reason in (
             unsafe_reason("customer name", customer["name"]),
             valid_address(recipient),
@@ -206,10 +216,15 @@ class Composer:
         if reason:
             raise DeliveryError(f"{reason} (after rendering)")
         html = track_links(rendered.html, lambda url: self._click(mid, url), keep=self._keep)
-        header_id = message_id_for(message.dedupe_key, self.domain)
+        # The same for every try of a message, not guessable from its dedupe key.
+        header_id = message_id_for(
+            self._signer.digest(f"test:{secrets.token_hex(16)}" if to else message.dedupe_key),
+            self.domain,
+        )
         marketing = message.kind != MessageKind.TRANSACTIONAL
+        feedback = f"{feedback_part(message.campaign)}:{message.kind}:{self._shop}"
         data = self._assemble(
-            customer["name"],
+            "" if to else customer["name"],
             recipient,
             rendered.subject,
             now,
@@ -217,9 +232,17 @@ class Composer:
             context["unsubscribe_url"] if marketing else None,
             rendered.text,
             html,
+            feedback,
         )
-        outgoing = Outgoing(mid, self.sender, recipient, data, header_id)
+        outgoing = Outgoing(mid, self.envelope_sender(mid), recipient, data, header_id)
         return outgoing, RenderedEmail(rendered.subject, html, rendered.text)
+
+    def envelope_sender(self, message_id: int) -> str:
+        """MAIL FROM for a message: its VERP address, or the From address without one."""
+        if self._bounce is None:
+            return self.sender
+        local, domain = self._bounce
+        return f"{local}+{self._signer.bounce_token(message_id)}@{domain}"
 
     def _click(self, message_id: int, url: str) -> str:
         return f"{self.base_url}/c/{self._signer.click_token(message_id, url)}"
@@ -234,6 +257,7 @@ class Composer:
         unsubscribe_url: str | None,
         text: str,
         html: str,
+        feedback: str,
     ) -> bytes:
         boundary = "=_lc_" + header_id[1:33]
         headers = [
@@ -245,6 +269,7 @@ class Composer:
         ]
         if self._reply_to:
             headers.append(self._reply_to)
+        headers.append(f"Feedback-ID: {feedback}")
         if unsubscribe_url:
             mailto = f",\r\n <mailto:{self._mailto}?subject=unsubscribe>" if self._mailto else ""
             headers.append(f"List-Unsubscribe: <{unsubscribe_url}>{mailto}")

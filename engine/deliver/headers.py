@@ -137,6 +137,15 @@ def base64_body(text: str) -> bytes:
     return b"\r\n".join(lines)
 
 
+_NOT_FEEDBACK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def feedback_part(text: str) -> str:
+    """`text` as one field of a Feedback-ID header: letters, digits, `.`, `_` and `-`
+    (any other run becomes one `-`), at most 40 characters; may be empty."""
+    return _NOT_FEEDBACK.sub("-", text).strip("-")[:40]
+
+
 def message_id_for(dedupe_key: str, domain: str) -> str:
     """A Message-ID that is the same every time the same email is built."""
     return f"<{hashlib.sha256(dedupe_key.encode('utf-8')).hexdigest()[:32]}@{domain}>"

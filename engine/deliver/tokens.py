@@ -1,9 +1,15 @@
-"""Signed tokens for the pixel, click, unsubscribe and survey links.
+"""Signed tokens for the pixel, click, unsubscribe and survey links, and for the
+envelope sender that bounces come back to.
 
 A token is `base64url(payload).base64url(HMAC-SHA256(secret, payload))`, where
 the payload names its purpose and the message id (and, for clicks, the exact
 URL to redirect to). A forged, altered, truncated or foreign-purpose token
 raises `InvalidToken`; comparison is constant-time.
+
+The bounce token goes in the local part of the envelope sender (VERP,
+`bounce+<token>@bounces.example.com`), where mail systems may change its case,
+so it is `<message id>-<tag>` in lower-case letters and digits only: the tag is
+the first 80 bits of the message id's HMAC in base32 (26 characters).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ class Purpose(StrEnum):
     CLICK = "c"
     UNSUBSCRIBE = "u"
     SURVEY = "s"
+
+
+BOUNCE_TAG = 16  # base32 characters of the bounce token's tag: 80 bits
+MAX_BOUNCE_TOKEN = 40
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,35 @@ class Signer:
 
     def survey_token(self, message_id: int) -> str:
         return self.make(Purpose.SURVEY, message_id)
+
+    def bounce_token(self, message_id: int) -> str:
+        """`<message id>-<tag>`, lower case: the VERP local part's token for a message."""
+        if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 0:
+            raise InvalidToken(f"a message id must be a whole number, got: {message_id!r}")
+        return f"{message_id}-{self._bounce_tag(message_id)}"
+
+    def verify_bounce(self, token: str) -> int:
+        """The message id a bounce token names (any letter case), or InvalidToken."""
+        if not isinstance(token, str) or len(token) > MAX_BOUNCE_TOKEN:
+            raise InvalidToken("malformed bounce token")
+        number, _, tag = token.lower().partition("-")
+        if not (number.isascii() and number.isdigit() and len(number) <= 19):
+            raise InvalidToken("malformed bounce token")
+        if not hmac.compare_digest(self._bounce_tag(int(number)).encode(), tag.encode("utf-8")):
+            raise InvalidToken("bad signature")
+        return int(number)
+
+    def digest(self, text: str) -> str:
+        """A keyed digest of `text` (64 hex digits): an id no one without the secret can
+        work out from `text`, the same every time."""
+        mac = self._keyed.copy()
+        mac.update(b"id:" + text.encode("utf-8"))  # no token's payload starts so
+        return mac.hexdigest()
+
+    def _bounce_tag(self, message_id: int) -> str:
+        mac = self._keyed.copy()
+        mac.update(f"verp:{message_id}".encode("ascii"))  # no link token's payload starts so
+        return base64.b32encode(mac.digest()).decode("ascii")[:BOUNCE_TAG].lower()
 
     def verify(self, token: str, purpose: Purpose) -> Claim:
         """Return the token's claim, or raise InvalidToken."""

@@ -17,7 +17,7 @@ Public names:
   `CheckoutAbandoned`, `CreditUnused`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
   `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `OrderReturned`, `OrderShipped`, `PriceDrop`,
   `ProductAdded`, `ReferralRewardTrigger`, `Schedule`, `Step`, `TierChanged`
-- `config`: `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
+- `config`: `BounceImap`, `Bounces`, `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
 - `loader`: `Project`, `Secrets`, `config_path`, `load_partial`, `load_project`
 - `rewards`: `CouponSpec`, `ReferralRewardSpec`, `Referrals`, `Tier`, `Tiers`
 - `templatesources`: `MAX_TEMPLATE_CHARS`, `TemplateSources`
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
         Step,
         TierChanged,
     )
-    from .config import Holidays, Segment, Sending, SendWindow, Smtp
+    from .config import BounceImap, Bounces, Holidays, Segment, Sending, SendWindow, Smtp
     from .loader import Project, Secrets, config_path, load_partial, load_project
     from .rewards import CouponSpec, ReferralRewardSpec, Referrals, Tier, Tiers
     from .templatesources import MAX_TEMPLATE_CHARS, TemplateSources
@@ -82,6 +82,8 @@ __all__ = [
     "MAX_WAIT",
     "AfterPurchase",
     "BackInStock",
+    "BounceImap",
+    "Bounces",
     "Broadcast",
     "Campaign",
     "CheckoutAbandoned",
@@ -148,6 +150,8 @@ _PUBLIC = {
     "FlowStep": ".campaigns",
     "HolidayTrigger": ".campaigns",
     "Holidays": ".config",
+    "Bounces": ".config",
+    "BounceImap": ".config",
     "Inactive": ".campaigns",
     "KeyPath": ".yamlfile",
     "LocalText": ".values",

@@ -100,6 +100,9 @@ class Sending(Frozen):
     window: SendWindow = SendWindow()
     frequency_cap: FrequencyCap | None = None
     dkim: Dkim | None = None
+    # VERP: each email's envelope sender is `local+<signed token>@domain` of this
+    # address, so a bounce names its message even when it drops every header.
+    bounce_address: Email | None = None
 
 
 class Tracking(Frozen):
@@ -141,6 +144,46 @@ class Refunds(Frozen):
     credit_expires_after: Annotated[timedelta, duration_from("1d", "3650d")] | None = None
 
 
+class BounceImap(Frozen):
+    """A mailbox the bounces arrive in, read over IMAP with implicit TLS; the password
+    comes from LIFECYCLE_BOUNCE_PASSWORD."""
+
+    host: str = Field(min_length=1)
+    port: Port = 993
+    username: str = Field(min_length=1)
+    folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    # A private certificate authority's PEM file (relative to config.yaml); None: the system's.
+    ca_file: str | None = None
+    timeout: Annotated[timedelta, duration_from("1s", "5m")] = timedelta(seconds=30)
+
+
+class Bounces(Frozen):
+    """Where bounce and complaint reports arrive, and what a soft bounce costs."""
+
+    # A local Maildir (relative to config.yaml) the reports are delivered to.
+    maildir: str | None = None
+    imap: BounceImap | None = None
+    # Reports handled are moved to this folder of the mailbox; those that name no
+    # message of ours (or cannot be read) to the second.
+    processed_folder: str = Field(default="Processed", min_length=1, max_length=100)
+    unmatched_folder: str = Field(default="Unmatched", min_length=1, max_length=100)
+    # An address is suppressed after this many soft bounces within the window.
+    soft_limit: Annotated[int, whole(1, 100)] = 3
+    soft_window: Annotated[timedelta, duration_from("1d", "365d")] = timedelta(days=30)
+    # The daemon reads the mailbox this often (when one is configured).
+    every: Annotated[timedelta, duration_from("1m", "1d")] = timedelta(minutes=5)
+    # The most reports one run reads; the rest wait for the next run.
+    max_per_run: Annotated[int, whole(1, 100_000)] = 5_000
+
+    @model_validator(mode="after")
+    def _one_mailbox(self) -> Bounces:
+        if self.maildir and self.imap:
+            raise ValueError("give either maildir or imap, not both")
+        if self.processed_folder == self.unmatched_folder:
+            raise ValueError("processed_folder and unmatched_folder must differ")
+        return self
+
+
 class Reports(Frozen):
     attribution_days: Annotated[int, whole(1, 365)] = 7
     # The retention's activity window in days; None: a calendar year back.
@@ -166,6 +209,7 @@ class Config(Frozen):
     refunds: Refunds = Refunds()
     referrals: Referrals = Referrals()
     reports: Reports = Reports()
+    bounces: Bounces = Bounces()
     paths: Paths = Paths()
 
 

@@ -43,6 +43,7 @@ class Secrets:
     dashboard_password: str | None = None
     woocommerce_secret: str | None = None  # the secret of the shop's WooCommerce webhooks
     shopify_secret: str | None = None  # the secret Shopify signs the shop's webhooks with
+    bounce_password: str | None = None  # the bounce mailbox's IMAP password
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -55,6 +56,7 @@ class Secrets:
             dashboard_password=env.get("LIFECYCLE_DASHBOARD_PASSWORD") or None,
             woocommerce_secret=env.get("LIFECYCLE_WOOCOMMERCE_SECRET") or None,
             shopify_secret=env.get("LIFECYCLE_SHOPIFY_SECRET") or None,
+            bounce_password=env.get("LIFECYCLE_BOUNCE_PASSWORD") or None,
         )
 
 

@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from engine.cli import main
-from engine.cli.delivery import readdress
 from engine.intake.shop import Line, record_order, upsert_customer, upsert_product
 from engine.project.loader import load_project
 from engine.store.db import make_engine, session_scope, upgrade
@@ -141,11 +140,14 @@ def test_bad_config_exits_2(shop: Path) -> None:
     assert code == 2 and "connections" in out
 
 
-def test_readdress_replaces_only_the_to_header() -> None:
-    data = b'From: <a@x.test>\r\nTo: "Long\r\n name" <c@example.com>\r\nSubject: To: you\r\n\r\nTo: body\r\n'
-    assert readdress(data, "m@shop.test") == (
-        b"From: <a@x.test>\r\nTo: <m@shop.test>\r\nSubject: To: you\r\n\r\nTo: body\r\n"
-    )
+def test_each_test_send_has_a_message_id_of_its_own(shop: Path, script: Script) -> None:
+    """A mailbox that got an earlier test hides a new one with the same Message-ID."""
+    for _ in range(2):
+        code, out = run(shop, "send-test", "welcome", "--to", "m@shop.test", "--customer", "c1")
+        assert code == 0, out
+    first, second = (r.message["Message-ID"] for r in script.received)
+    assert first != second
+    assert all(r.message["To"] == "<m@shop.test>" for r in script.received)
 
 
 def test_sink_command_reports_a_busy_port(tmp_path: Path) -> None:

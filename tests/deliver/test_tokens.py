@@ -226,3 +226,41 @@ def test_the_payload_is_what_the_docs_say(signer: Signer) -> None:
     body, signature = signer.click_token(42, "https://x.example/a").split(".")
     assert unb64(body) == b"c:42:https://x.example/a"
     assert len(unb64(signature)) == 32  # HMAC-SHA256
+
+
+# ---------------------------------------------------------------- bounce (VERP) tokens
+
+
+def test_a_bounce_token_names_its_message_in_any_letter_case() -> None:
+    signer = Signer("bounce-token-secret-0123456789")
+    token = signer.bounce_token(4711)
+    assert token.startswith("4711-") and token == token.lower()
+    assert all(c.isascii() and (c.isdigit() or c.islower() or c == "-") for c in token)
+    assert signer.verify_bounce(token) == 4711
+    assert signer.verify_bounce(token.upper()) == 4711
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "4711",
+        "4711-",
+        "4712-aaaaaaaaaaaaaaaa",
+        "x-aaaaaaaaaaaaaaaa",
+        "4711-" + "a" * 60,
+        "٤٧١١-aaaa",
+    ],
+)
+def test_a_forged_or_malformed_bounce_token_is_refused(token: str) -> None:
+    with pytest.raises(InvalidToken):
+        Signer("bounce-token-secret-0123456789").verify_bounce(token)
+
+
+def test_a_bounce_token_is_not_another_messages_or_another_shops() -> None:
+    signer = Signer("bounce-token-secret-0123456789")
+    number, tag = signer.bounce_token(4711).split("-")
+    with pytest.raises(InvalidToken):
+        signer.verify_bounce(f"4712-{tag}")
+    with pytest.raises(InvalidToken):
+        Signer("another-secret-0123456789abc").verify_bounce(f"{number}-{tag}")

@@ -1,0 +1,177 @@
+"""What a report does: an event on its message and, when it must, a suppression.
+
+A report names its message by a VERP token whose signature is checked here; a report
+whose token is missing or forged, or whose message is gone, is *unmatched*: counted,
+nothing written. Otherwise:
+
+- a **hard bounce** records a `bounce` event (`hard <status>: <diagnostic>`) and
+  suppresses the address with that reason;
+- a **soft bounce** records a `bounce` event (`soft …`) and suppresses the address
+  once `bounces.soft_limit` soft bounces (default 3) fall within `bounces.soft_window`
+  (default 30 days);
+- a **complaint** records a `complaint` event (its feedback type) and suppresses the
+  address: someone who marked the shop's email as spam gets no more of it.
+
+The same report read twice (a mailbox that was not cleared, a crash between the
+commit and the move) writes nothing the second time: a message never gets two
+events of the same kind with the same detail. The suppressed address is the
+customer's as stored, the one the planner and the sender compare with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from ..deliver import InvalidToken, Signer
+from ..project import Bounces
+from ..store import Customer, EventKind, Message, MessageEvent, Suppression, ignoring_insert
+from .reports import Report
+
+SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+
+
+class Outcome(StrEnum):
+    HARD = "hard bounce"
+    SOFT = "soft bounce"
+    COMPLAINT = "complaint"
+    DUPLICATE = "already recorded"
+    IGNORED = "ignored"
+    UNMATCHED = "unmatched"
+    UNREADABLE = "unreadable"
+
+
+@dataclass
+class Applied:
+    outcome: Outcome
+    message_id: int | None = None
+    suppressed: str | None = None  # the address suppressed by this report
+    why: str = ""  # for ignored, unmatched and unreadable reports
+
+
+@dataclass
+class Tally:
+    """What a run of reports did, for the log and `lifecycle bounces`."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    suppressed: list[str] = field(default_factory=list)
+
+    def add(self, applied: Applied) -> None:
+        self.counts[applied.outcome.value] = self.counts.get(applied.outcome.value, 0) + 1
+        if applied.suppressed:
+            self.suppressed.append(applied.suppressed)
+
+    @property
+    def read(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        parts = [f"{n} {name}" for name, n in sorted(self.counts.items()) if n]
+        done = f"; {len(self.suppressed)} addresses suppressed" if self.suppressed else ""
+        return f"{self.read} reports read" + (f": {', '.join(parts)}" if parts else "") + done
+
+
+def apply_report(
+    session: Session, report: Report, signer: Signer, policy: Bounces, now: datetime
+) -> Applied:
+    """Record what `report` says on `session` (the caller commits)."""
+    if report.kind == "ignore":
+        return Applied(Outcome.IGNORED, why=report.reason)
+    if report.kind == "unreadable":
+        return Applied(Outcome.UNREADABLE, why=report.reason)
+    message_id = _verified(report.tokens, signer)
+    if message_id is None:
+        why = "a token that does not verify" if report.tokens else "no VERP address of ours"
+        return Applied(Outcome.UNMATCHED, why=why)
+    message = session.get(Message, message_id)
+    customer = session.get(Customer, message.customer_id) if message is not None else None
+    if message is None or customer is None or customer.id is None:
+        return Applied(Outcome.UNMATCHED, message_id, why=f"message {message_id} is not stored")
+    if report.kind == "complaint":
+        kind, outcome = EventKind.COMPLAINT, Outcome.COMPLAINT
+        detail = f"{report.feedback_type or 'abuse'} report"
+    else:
+        kind, outcome = EventKind.BOUNCE, Outcome.HARD if report.hard else Outcome.SOFT
+        detail = f"{'hard' if report.hard else 'soft'} {report.status or '-'}: {report.diagnostic}"
+    detail = detail[:1000]
+    if _recorded(session, message_id, kind, detail):
+        return Applied(Outcome.DUPLICATE, message_id)
+    session.add(
+        MessageEvent(
+            message_id=message_id, customer_id=customer.id, kind=kind, at=now, detail=detail
+        )
+    )
+    session.flush()
+    reason = _suppression_reason(session, report, outcome, customer.id, policy, now)
+    if reason is None:
+        return Applied(outcome, message_id)
+    added = _suppress(session, customer.email, reason, kind.value, now)
+    return Applied(outcome, message_id, suppressed=customer.email if added else None)
+
+
+def _verified(tokens: tuple[str, ...], signer: Signer) -> int | None:
+    for token in tokens:
+        try:
+            return signer.verify_bounce(token)
+        except InvalidToken:
+            continue
+    return None
+
+
+def _recorded(session: Session, message_id: int, kind: EventKind, detail: str) -> bool:
+    return (
+        session.scalar(
+            select(col(MessageEvent.id)).where(
+                col(MessageEvent.message_id) == message_id,
+                col(MessageEvent.kind) == kind,
+                col(MessageEvent.detail) == detail,
+            )
+        )
+        is not None
+    )
+
+
+def _suppression_reason(
+    session: Session,
+    report: Report,
+    outcome: Outcome,
+    customer_id: int,
+    policy: Bounces,
+    now: datetime,
+) -> str | None:
+    if outcome is Outcome.COMPLAINT:
+        return f"complaint: marked as spam ({report.feedback_type or 'abuse'} report)"
+    if outcome is Outcome.HARD:
+        return f"hard bounce {report.status or ''}: {report.diagnostic}".strip()[:200]
+    soft = session.scalar(
+        select(func.count())
+        .select_from(MessageEvent)
+        .where(
+            col(MessageEvent.customer_id) == customer_id,
+            col(MessageEvent.kind) == EventKind.BOUNCE,
+            col(MessageEvent.detail).startswith("soft "),
+            col(MessageEvent.at) > now - policy.soft_window,
+        )
+    )
+    if (soft or 0) < policy.soft_limit:
+        return None
+    days = policy.soft_window.days
+    return f"{soft} soft bounces in {days} days, the latest {report.status or ''}: {report.diagnostic}"[
+        :200
+    ]
+
+
+def _suppress(session: Session, email: str, reason: str, source: str, now: datetime) -> bool:
+    """Suppress `email` unless it already is; True if this added it."""
+    known = session.scalar(select(col(Suppression.id)).where(col(Suppression.email) == email))
+    if known is not None:
+        return False
+    session.execute(
+        ignoring_insert(session, SUPPRESSION, "email"),
+        [{"email": email, "reason": reason, "source": source, "created_at": now}],
+    )
+    return True
