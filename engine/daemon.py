@@ -56,6 +56,7 @@ from .deliver import (
     stop_compose_pool,
 )
 from .errors import ConfigError, EngineError
+from .feedback import MailboxPoller
 from .project import Project, Secrets
 from .reload import ProjectWatcher
 from .store import Customer, Message, MessageStatus, PlannerLock
@@ -174,6 +175,7 @@ class Daemon:
     compose_pool: Executor | None = None
     waiting_said: list[str] | None = None  # what `waiting` said last; None: not yet
     forward_detractors: DetractorForwarder = field(default_factory=DetractorForwarder)
+    read_bounces: MailboxPoller = field(default_factory=MailboxPoller)
     # --demo: the demo's customers, acting on each tick's sends (`demo_visitors`).
     visitors: list[Visitor] = field(default_factory=list)
 
@@ -241,6 +243,8 @@ class Daemon:
         await self._say_waiting(project, now)
         await self._demo_visits(project, now)
         await self.forward_detractors(self.engine, project, self.mailer, now)
+        if leader:  # one daemon reads the bounce mailbox: the planner
+            await self.read_bounces(self.engine, project, self.secrets, now)
         return report
 
     async def _demo_visits(self, project: Project, now: datetime) -> None:

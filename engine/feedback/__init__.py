@@ -4,7 +4,8 @@
 bounce, an RFC 5965 complaint, or an auto-reply to ignore) and finds the VERP token
 that names its message; `apply` checks the token and records the bounce or complaint
 on the message, suppressing the address when it must; `mailboxes` reads the bounce
-mailbox (a Maildir or IMAP over TLS), each report once, and moves it aside.
+mailbox (a Maildir or IMAP over TLS), each report once, and moves it aside;
+`poller` is the daemon's reading of it, every `bounces.every`.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`,
 `engine.project`, `engine.intake`, `engine.plan`, `engine.render`, `engine.deliver`.
@@ -15,6 +16,7 @@ Public names:
 
 - `apply`: `Outcome`, `Tally`, `apply_report`
 - `mailboxes`: `MailboxError`, `Processor`, `read_imap`, `read_mailbox`, `read_maildir`
+- `poller`: `MailboxPoller`
 - `reports`: `Report`, `VerpPattern`, `read_report`
 """
 
@@ -27,10 +29,12 @@ from ..exports import public_names
 if TYPE_CHECKING:
     from .apply import Outcome, Tally, apply_report
     from .mailboxes import MailboxError, Processor, read_imap, read_mailbox, read_maildir
+    from .poller import MailboxPoller
     from .reports import Report, VerpPattern, read_report
 
 __all__ = [
     "MailboxError",
+    "MailboxPoller",
     "Outcome",
     "Processor",
     "Report",
@@ -45,6 +49,7 @@ __all__ = [
 
 _PUBLIC = {
     "MailboxError": ".mailboxes",
+    "MailboxPoller": ".poller",
     "Outcome": ".apply",
     "Processor": ".mailboxes",
     "Report": ".reports",
