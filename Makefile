@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test check bench install browser clean distclean
+.PHONY: demo test check bench install browser mailservers clean distclean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,18 @@ browser:
 	      || echo "could not install chromium: browser tests will not run"; \
 	  else echo "chromium is not installed: browser tests will skip (apt-get install chromium)"; fi; }
 
-test: $(STAMP) browser
+# Debian's dovecot for the tests that read a mailbox over IMAP; they start a private
+# instance of their own (tests/imap_server.py), never the system's service. Installed
+# like chromium above; without it those tests skip locally and fail under CI=true.
+mailservers:
+	@test -x /usr/sbin/dovecot || command -v dovecot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get -o DPkg::Lock::Timeout=300 update -qq \
+	      && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq dovecot-imapd >/dev/null) \
+	      || echo "could not install dovecot-imapd: IMAP tests will not run"; \
+	  else echo "dovecot is not installed: IMAP tests will skip (apt-get install dovecot-imapd)"; fi; }
+
+test: $(STAMP) browser mailservers
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)

@@ -1,4 +1,5 @@
-"""Shared fixtures: real SQLite files, a real PostgreSQL schema, the shipped project."""
+"""Shared fixtures: real SQLite files, a real PostgreSQL schema, a real IMAP server, the
+shipped project."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from engine.store.db import make_engine, upgrade
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Fixtures of real servers, for tests in any folder: `imap_server` (dovecot).
+pytest_plugins = ["tests.imap_server"]
 
 
 def skip_or_fail(reason: str) -> None:
