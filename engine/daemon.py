@@ -176,6 +176,7 @@ class Daemon:
     waiting_said: list[str] | None = None  # what `waiting` said last; None: not yet
     forward_detractors: DetractorForwarder = field(default_factory=DetractorForwarder)
     read_bounces: MailboxPoller = field(default_factory=MailboxPoller)
+    bounce_listener: Any = None  # the bounce domain's SMTP listener (`bounces.listen`)
     # --demo: the demo's customers, acting on each tick's sends (`demo_visitors`).
     visitors: list[Visitor] = field(default_factory=list)
 
@@ -335,6 +336,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         config = self.project.config
         sink = await self._start_sink() if self.demo else None
+        self.bounce_listener = await self._start_bounce_listener()
         sock = listen(config.tracking.host, config.tracking.port)
         self.mailer = _mailer(self.project, self.secrets)
         self.composer = _composer(self.project, self.secrets)
@@ -380,6 +382,8 @@ class Daemon:
         await asyncio.to_thread(self.lock.release)
         if sink is not None:
             await sink.stop()
+        if self.bounce_listener is not None:
+            await self.bounce_listener.stop()
         log.info("stopped")
 
     def _on_signal(self, sig: int) -> None:
@@ -389,6 +393,23 @@ class Daemon:
         elif self._tick_task is not None:
             log.warning("%s again: cancelling the running tick", signal.Signals(sig).name)
             self._tick_task.cancel()
+
+    async def _start_bounce_listener(self) -> Any:
+        """The SMTP listener for the bounce domain, when `bounces.listen` is set."""
+        from .feedback import BounceListener, Processor
+
+        config = self.project.config
+        listen_at = config.bounces.listen
+        if listen_at is None:
+            return None
+        processor = Processor.for_project(self.engine, self.project, self.secrets)
+        assert config.sending.bounce_address is not None  # for_project checked it
+        listener = BounceListener(
+            processor, config.sending.bounce_address, listen_at.host, listen_at.port
+        )
+        await listener.start()
+        log.info("bounce reports accepted over SMTP on %s:%d", listen_at.host, listener.port)
+        return listener
 
     async def _start_sink(self) -> Any:
         from .deliver import start_sink

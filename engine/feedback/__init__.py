@@ -5,7 +5,8 @@ bounce, an RFC 5965 complaint, or an auto-reply to ignore) and finds the VERP to
 that names its message; `apply` checks the token and records the bounce or complaint
 on the message, suppressing the address when it must; `mailboxes` reads the bounce
 mailbox (a Maildir or IMAP over TLS), each report once, and moves it aside;
-`poller` is the daemon's reading of it, every `bounces.every`.
+`poller` is the daemon's reading of it, every `bounces.every`; `listener` is the
+daemon's SMTP listener for the bounce domain, for reports sent straight to it.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`,
 `engine.project`, `engine.intake`, `engine.plan`, `engine.render`, `engine.deliver`.
@@ -15,6 +16,7 @@ modules import each other directly.
 Public names:
 
 - `apply`: `Outcome`, `Tally`, `apply_report`
+- `listener`: `BounceListener`
 - `mailboxes`: `MailboxError`, `Processor`, `read_imap`, `read_mailbox`, `read_maildir`
 - `poller`: `MailboxPoller`
 - `reports`: `Report`, `VerpPattern`, `read_report`
@@ -28,11 +30,13 @@ from ..exports import public_names
 
 if TYPE_CHECKING:
     from .apply import Outcome, Tally, apply_report
+    from .listener import BounceListener
     from .mailboxes import MailboxError, Processor, read_imap, read_mailbox, read_maildir
     from .poller import MailboxPoller
     from .reports import Report, VerpPattern, read_report
 
 __all__ = [
+    "BounceListener",
     "MailboxError",
     "MailboxPoller",
     "Outcome",
@@ -48,6 +52,7 @@ __all__ = [
 ]
 
 _PUBLIC = {
+    "BounceListener": ".listener",
     "MailboxError": ".mailboxes",
     "MailboxPoller": ".poller",
     "Outcome": ".apply",

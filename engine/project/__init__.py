@@ -17,7 +17,7 @@ Public names:
   `CheckoutAbandoned`, `CreditUnused`, `DateTrigger`, `Exit`, `FirstOrder`, `FlowStep`,
   `HolidayTrigger`, `Inactive`, `MAX_WAIT`, `NthOrder`, `OrderDelivered`, `OrderPlaced`, `OrderReturned`, `OrderShipped`, `PriceDrop`,
   `ProductAdded`, `ReferralRewardTrigger`, `Schedule`, `Step`, `TierChanged`
-- `config`: `BounceImap`, `Bounces`, `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
+- `config`: `BounceImap`, `BounceListen`, `Bounces`, `Holidays`, `Segment`, `SendWindow`, `Sending`, `Smtp`
 - `loader`: `Project`, `Secrets`, `config_path`, `load_partial`, `load_project`
 - `rewards`: `CouponSpec`, `ReferralRewardSpec`, `Referrals`, `Tier`, `Tiers`
 - `templatesources`: `MAX_TEMPLATE_CHARS`, `TemplateSources`
@@ -59,7 +59,16 @@ if TYPE_CHECKING:
         Step,
         TierChanged,
     )
-    from .config import BounceImap, Bounces, Holidays, Segment, Sending, SendWindow, Smtp
+    from .config import (
+        BounceImap,
+        BounceListen,
+        Bounces,
+        Holidays,
+        Segment,
+        Sending,
+        SendWindow,
+        Smtp,
+    )
     from .loader import Project, Secrets, config_path, load_partial, load_project
     from .rewards import CouponSpec, ReferralRewardSpec, Referrals, Tier, Tiers
     from .templatesources import MAX_TEMPLATE_CHARS, TemplateSources
@@ -83,6 +92,7 @@ __all__ = [
     "AfterPurchase",
     "BackInStock",
     "BounceImap",
+    "BounceListen",
     "Bounces",
     "Broadcast",
     "Campaign",
@@ -152,6 +162,7 @@ _PUBLIC = {
     "Holidays": ".config",
     "Bounces": ".config",
     "BounceImap": ".config",
+    "BounceListen": ".config",
     "Inactive": ".campaigns",
     "KeyPath": ".yamlfile",
     "LocalText": ".values",

@@ -157,12 +157,21 @@ class BounceImap(Frozen):
     timeout: Annotated[timedelta, duration_from("1s", "5m")] = timedelta(seconds=30)
 
 
+class BounceListen(Frozen):
+    """The daemon's own SMTP listener for the bounce domain (its MX points here)."""
+
+    host: str = Field(default="0.0.0.0", min_length=1)
+    port: Port = 25
+
+
 class Bounces(Frozen):
     """Where bounce and complaint reports arrive, and what a soft bounce costs."""
 
     # A local Maildir (relative to config.yaml) the reports are delivered to.
     maildir: str | None = None
     imap: BounceImap | None = None
+    # Reports sent straight to the daemon over SMTP (with or without a mailbox).
+    listen: BounceListen | None = None
     # Reports handled are moved to this folder of the mailbox; those that name no
     # message of ours (or cannot be read) to the second.
     processed_folder: str = Field(default="Processed", min_length=1, max_length=100)
@@ -210,6 +219,16 @@ class Config(Frozen):
     referrals: Referrals = Referrals()
     reports: Reports = Reports()
     bounces: Bounces = Bounces()
+
+    @model_validator(mode="after")
+    def _bounces_need_an_address(self) -> Config:
+        bounces = self.bounces
+        if (bounces.maildir or bounces.imap or bounces.listen) and not self.sending.bounce_address:
+            raise ValueError(
+                "bounces: a bounce mailbox or listener needs sending.bounce_address "
+                "(the address the reports come back to)"
+            )
+        return self
     paths: Paths = Paths()
 
 

@@ -340,3 +340,41 @@ def test_the_database_url_reads_the_environment_by_default(
     assert shipped.database_url() == "postgresql://shop@db/x"
     monkeypatch.delenv("LIFECYCLE_DATABASE_URL")
     assert shipped.database_url() == f"sqlite:///{shipped.root / 'lifecycle.db'}"
+
+
+@pytest.mark.parametrize(
+    ("bounces", "sending", "message"),
+    [
+        ({"maildir": "bounces"}, {}, "needs sending.bounce_address"),
+        ({"listen": {"port": 2525}}, {}, "needs sending.bounce_address"),
+        (
+            {"maildir": "b", "imap": {"host": "h", "username": "u"}},
+            {"bounce_address": "b@x.example"},
+            "either maildir or imap",
+        ),
+        ({"processed_folder": "Same", "unmatched_folder": "Same"}, {}, "must differ"),
+        ({"soft_limit": 0}, {}, "soft_limit"),
+        ({"every": "10s"}, {}, "every"),
+    ],
+)
+def test_bounce_settings_that_cannot_work_are_refused(
+    bounces: dict[str, Any], sending: dict[str, Any], message: str
+) -> None:
+    config = {**CONFIG, "sending": {**CONFIG["sending"], **sending}, "bounces": bounces}
+    with pytest.raises(ValidationError) as caught:
+        Config.model_validate(config)
+    assert message in str(caught.value)
+
+
+def test_a_bounce_mailbox_with_its_address_is_accepted() -> None:
+    config = {
+        **CONFIG,
+        "sending": {**CONFIG["sending"], "bounce_address": "bounce@bounces.ng.example"},
+        "bounces": {
+            "imap": {"host": "mail.ng.example", "username": "bounce"},
+            "listen": {"port": 2525},
+        },
+    }
+    parsed = Config.model_validate(config)
+    assert parsed.bounces.imap is not None and parsed.bounces.imap.port == 993
+    assert parsed.bounces.soft_limit == 3 and parsed.bounces.soft_window == timedelta(days=30)
