@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test check bench install browser mailservers clean distclean
+.PHONY: demo test check bench install browser mailservers mailreaders clean distclean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,18 +33,40 @@ browser:
 	      || echo "could not install chromium: browser tests will not run"; \
 	  else echo "chromium is not installed: browser tests will skip (apt-get install chromium)"; fi; }
 
-# Debian's dovecot for the tests that read a mailbox over IMAP; they start a private
-# instance of their own (tests/imap_server.py), never the system's service. Installed
-# like chromium above; without it those tests skip locally and fail under CI=true.
+# Debian's dovecot for the tests that read a mailbox over IMAP, and Debian's postfix for
+# those that need a real MTA's bounces; they start private instances of their own
+# (tests/imap_server.py, tests/postfix_server.py), never the system's services. Postfix
+# is preseeded "No configuration": the package then writes no main.cf, so no system
+# mailer is set up and its service has nothing to start. Installed like chromium above;
+# without them those tests skip locally and fail under CI=true.
 mailservers:
-	@test -x /usr/sbin/dovecot || command -v dovecot >/dev/null 2>&1 || { \
+	@missing=""; \
+	test -x /usr/sbin/dovecot || command -v dovecot >/dev/null 2>&1 || missing=" dovecot-imapd"; \
+	test -x /usr/sbin/postfix || command -v postfix >/dev/null 2>&1 || missing="$$missing postfix"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections \
+	      && apt-get -o DPkg::Lock::Timeout=300 update -qq \
+	      && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq $$missing >/dev/null) \
+	      || echo "could not install$$missing: IMAP and Postfix tests will not run"; \
+	  else echo "not installed:$$missing: IMAP and Postfix tests will skip (apt-get install$$missing)"; fi; \
+	fi
+
+# Debian's spamassassin, which scores every shipped email (tests/deliver/test_spamassassin.py),
+# and GMime for the system's python3, which reads our headers as mu, notmuch, Evolution and
+# Geary do (tests/deliver/test_headers.py). Installed like chromium above; without them
+# those tests skip locally and fail under CI=true.
+GMIME_PROBE := import gi; gi.require_version("GMime", "3.0")
+mailreaders:
+	@{ command -v spamassassin >/dev/null 2>&1 && /usr/bin/python3 -c '$(GMIME_PROBE)' >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get -o DPkg::Lock::Timeout=300 update -qq \
-	      && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq dovecot-imapd >/dev/null) \
-	      || echo "could not install dovecot-imapd: IMAP tests will not run"; \
-	  else echo "dovecot is not installed: IMAP tests will skip (apt-get install dovecot-imapd)"; fi; }
+	      && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+	        spamassassin gir1.2-gmime-3.0 python3-gi >/dev/null) \
+	      || echo "could not install spamassassin and GMime: spam score and GMime tests will not run"; \
+	  else echo "spamassassin or GMime is not installed: their tests will skip (apt-get install spamassassin gir1.2-gmime-3.0 python3-gi)"; fi; }
 
-test: $(STAMP) browser mailservers
+test: $(STAMP) browser mailservers mailreaders
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
+import string
+import unicodedata
+from typing import NamedTuple
 
 from ..project import EMAIL
 
 LINE = 78  # preferred header line length (RFC 5322 2.1.1)
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
-_WORDS = re.compile(r"\S+\s*|\s+")
 
 
 def unsafe_reason(what: str, value: str) -> str | None:
@@ -30,52 +33,128 @@ def unsafe_reason(what: str, value: str) -> str | None:
 
 
 def encoded_words(text: str, used: int, *, at_spaces: bool = False) -> list[str]:
-    """`text` as RFC 2047 base64 encoded words, one per line, the first after `used` columns.
+    """`text` as RFC 2047 encoded words, one per line, the first after `used` columns.
 
-    Words break on character boundaries, never inside a UTF-8 sequence. With
-    `at_spaces` (display names) they break after a space where they can: RFC 2047
-    readers drop the folding whitespace between encoded words, and Python's own
-    phrase parser keeps it, so breaking between words reads right in both.
+    A word holds whole letters: it never ends inside a UTF-8 sequence, before a
+    vowel sign or other mark, after a virama (inside a Bengali conjunct) or beside
+    a joiner. Every base64 word but the last holds a multiple of 3 bytes, so none
+    is padded with `=`: GMime (mu, notmuch, Evolution, Geary) decodes a run of
+    base64 words as one stream and stops at the first padding. Where no such word
+    fits a line (ASCII characters, not a multiple of 3 of them, then a long run of
+    Bengali), that word is written in Q encoding, which ends the run. With `at_spaces`
+    (display names) words end beside a space where they can: RFC 2047 readers drop
+    the folding whitespace between encoded words, and a parser that keeps it
+    (Python's, before gh-128110) then shows two spaces, not a space inside a name.
     """
+    room = LINE - used - _FRAME  # encoded characters the first word may hold
+    if _b64_size(len(text.encode("utf-8"))) <= room:  # one word: nothing to split
+        return [_b64_word(text)]
     words: list[str] = []
-    budget = (LINE - used - 12) // 4 * 3
-    if len(text.encode("utf-8")) <= budget:  # one word: no piece can overflow
-        return [_encoded_word(text)]
-    pieces = _WORDS.findall(text) if at_spaces else text
-    chunk = ""
-    size = 0  # UTF-8 bytes of chunk
-    for piece in pieces:
-        length = len(piece.encode("utf-8"))
-        if chunk and size + length > budget:
-            words.append(chunk)
-            chunk = ""
-            size = 0
-            budget = (LINE - 1 - 12) // 4 * 3
-        while length > budget:  # one word longer than a line
-            head = _fit(piece, budget)
-            words.append(head)
-            piece = piece[len(head) :]
-            length = len(piece.encode("utf-8"))
-            budget = (LINE - 1 - 12) // 4 * 3
-        chunk += piece
-        size += length
-    if chunk or not words:
-        words.append(chunk)
-    return [_encoded_word(w) for w in words]
+    start = 0
+    while start < len(text):
+        end = _b64_end(text, start, room // 4 * 3, at_spaces)
+        if end is not None:
+            words.append(_b64_word(text[start:end]))
+        else:
+            end = _q_end(text, start, room, at_spaces)
+            words.append(_q_word(text[start:end]))
+        start, room = end, LINE - 1 - _FRAME
+    return words
 
 
-def _encoded_word(text: str) -> str:
+_FRAME = len("=?utf-8?b??=")  # an encoded word's characters besides its text
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner
+_VIRAMA = 9  # the canonical combining class of a virama (the Bengali hasanta)
+_Q_PLAIN = frozenset(string.ascii_letters + string.digits + "!*+-/")
+
+
+def _b64_end(text: str, start: int, most: int, at_spaces: bool) -> int | None:
+    """Where a base64 word of at most `most` bytes from `start` ends, or None: the last
+    place a word may end (`_may_end`) with a multiple of 3 bytes before it, unless it
+    ends `text`; with `at_spaces`, the last such place beside a space, if any."""
+    head = text[start : start + most].encode("utf-8")[:most].decode("utf-8", "ignore")
+    end = start + len(head)
+    if end == len(text):
+        return end
+    size = len(head.encode("utf-8"))
+    found = None
+    while end > start:
+        if size % 3 == 0 and _may_end(text, end):
+            if not at_spaces or " " in (text[end - 1], text[end]):
+                return end
+            if found is None:
+                found = end
+        end -= 1
+        size -= _character(text[end]).size
+    return found
+
+
+def _q_end(text: str, start: int, room: int, at_spaces: bool) -> int:
+    """Where a Q word of at most `room` characters from `start` ends: the last place a
+    word may end (with `at_spaces`, beside a space, if any); a letter longer than
+    `room` is cut between its characters."""
+    size = 0
+    end = start
+    last = spaced = None
+    while end < len(text):
+        size += _character(text[end]).q_size
+        if size > room:
+            break
+        end += 1
+        if _may_end(text, end):
+            last = end
+            if end < len(text) and " " in (text[end - 1], text[end]):
+                spaced = end
+    if last is None:
+        return max(end, start + 1)
+    return spaced if at_spaces and spaced is not None and last != len(text) else last
+
+
+def _may_end(text: str, end: int) -> bool:
+    """Whether a word may end before `text[end]` without cutting a letter."""
+    if end == len(text):
+        return True
+    return not (_character(text[end - 1]).joins_next or _character(text[end]).joins_previous)
+
+
+class _Character(NamedTuple):
+    size: int  # UTF-8 bytes
+    q_size: int  # characters in Q encoding
+    joins_previous: bool  # no word may end before it: a mark (a vowel sign, a nukta), a joiner
+    joins_next: bool  # nor after it: a virama (inside a conjunct), a joiner
+
+
+@functools.lru_cache(maxsize=4096)
+def _character(char: str) -> _Character:
+    size = len(char.encode("utf-8"))
+    joiner = char in _JOINERS
+    return _Character(
+        size,
+        1 if char in _Q_PLAIN or char == " " else 3 * size,
+        joiner or unicodedata.category(char)[0] == "M",
+        joiner or unicodedata.combining(char) == _VIRAMA,
+    )
+
+
+def _b64_size(size: int) -> int:
+    return (size + 2) // 3 * 4
+
+
+def _b64_word(text: str) -> str:
     return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
 
 
-def _fit(text: str, budget: int) -> str:
-    """The longest prefix of `text` whose UTF-8 fits in `budget` bytes (at least one char)."""
-    size = 0
-    for i, char in enumerate(text):
-        size += len(char.encode("utf-8"))
-        if size > budget:
-            return text[: max(i, 1)]
-    return text
+def _q_word(text: str) -> str:
+    """`text` in RFC 2047 Q encoding: a space as `_`, anything but letters, digits
+    and `!*+-/` as `=XX` (safe in a display name too)."""
+    encoded = "".join(
+        char if char in _Q_PLAIN else "_" if char == " " else _hex(char) for char in text
+    )
+    return f"=?utf-8?q?{encoded}?="
+
+
+def _hex(char: str) -> str:
+    return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
 
 
 def _fold_ascii(text: str, used: int) -> list[str] | None:

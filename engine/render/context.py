@@ -180,7 +180,7 @@ def _context(
     return base_context(
         project,
         campaign,
-        coupon=_coupon(batch, step, message),
+        coupon=_coupon(batch, campaign, step, message, now),
         shop=shops[locale],
         customer=customer_context(
             customer.name,
@@ -240,10 +240,32 @@ def _referral(
     return parts
 
 
-def _coupon(batch: Batch, step: FlowStep, message: Message) -> dict[str, Any] | None:
-    """The message's coupon when its step promises one; waits when it is not minted yet."""
-    if step.coupon is None:
+PREVIEW_CODE = "PREVIEW-0000-0000"  # a preview's coupon: never minted, never valid
+
+
+def _coupon(
+    batch: Batch, campaign: Campaign, step: FlowStep, message: Message, now: datetime
+) -> dict[str, Any] | None:
+    """The message's coupon when its step promises one; waits when it is not minted yet.
+    A preview (an unsaved message) shows the step's coupon with a code that is not one."""
+    spec = step.coupon
+    if spec is None:
         return None
+    if not message.id and message.dedupe_key.startswith("preview:"):
+        prefix = f"{spec.prefix}-" if spec.prefix else ""
+        ladder = getattr(campaign.trigger, "ladder", None) or {}
+        rung = None
+        if ladder and message.occurrence.startswith("nth-"):
+            rung = ladder.get(int(message.occurrence.removeprefix("nth-")))
+        if ladder and rung is None:
+            rung = ladder[min(ladder)]  # the first rung, for a preview of no rung of its own
+        return {
+            "code": prefix + PREVIEW_CODE,
+            "percent": rung if rung is not None else spec.percent,
+            "amount": None if rung is not None else spec.amount,
+            "min_order": spec.min_order,
+            "expires_at": now + spec.expires_after,
+        }
     row = batch.coupons.get(message.id or 0)
     if row is None:
         raise ContextWait(

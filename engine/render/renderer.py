@@ -228,6 +228,19 @@ class RenderedEmail:
     text: str
 
 
+def text_part(text: str) -> str:
+    """An email's text part from its rendered template: the last line of just `--`
+    made the signature separator `-- ` (RFC 3676 4.3: mail programs show what follows
+    as the signature, the footer, and leave it out of a reply; editors strip the
+    space), and one newline at the end (Jinja drops the template's own)."""
+    lines = text.rstrip("\n").split("\n")
+    for number in reversed(range(len(lines))):
+        if lines[number].rstrip(" \t") == "--":
+            lines[number] = "-- "
+            break
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class Renderer:
     """Compiles each template once per version and renders emails from plain dicts.
@@ -452,11 +465,12 @@ class Renderer:
         origin: str = "",
     ) -> RenderedEmail:
         """Subject, HTML and text of one email; `subject`/`preheader` are template texts
-        from `origin` (the campaign file, named in errors)."""
+        from `origin` (the campaign file, named in errors). The text is the text part as
+        sent (`text_part`)."""
         where = f"{origin}: " if origin else ""
         context["preheader"] = self.render_string(preheader, context, f"{where}preheader").strip()
         rendered_subject = self.render_string(subject, context, f"{where}subject").strip()
         context["subject"] = rendered_subject
         html = self.render_file(self.variant(template, "html", locale), context)
-        text = self.render_file(self.variant(template, "txt", locale), context)
+        text = text_part(self.render_file(self.variant(template, "txt", locale), context))
         return RenderedEmail(rendered_subject, html, text)

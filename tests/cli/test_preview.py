@@ -45,7 +45,7 @@ def messages(shop_dir: Path) -> int:
 def test_text_part_for_a_customer_by_shop_id(shop_dir: Path) -> None:
     result = run(shop_dir, "thank_you", "--customer", "c1", "--text")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("Subject: আপনার অর্ডার NG-1-এর জন্য ধন্যবাদ\n")
+    assert result.output.startswith("Subject: Nakshi Ghor-এ আপনার অর্ডার NG-1-এর জন্য ধন্যবাদ\n")
     assert "- পাটের ব্যাগ × ২: ৯০০.০০৳" in result.output
     assert "মোট: ৯,৪০০.০০৳" in result.output
     assert "http://127.0.0.1:8000/u/" in result.output

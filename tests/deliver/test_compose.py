@@ -184,7 +184,7 @@ def test_transactional_notice_has_no_list_unsubscribe_but_keeps_the_address(
         "Credited to your account: ৳0.30",
     ):
         assert line in body
-    assert "Stop our marketing emails: http://127.0.0.1:8000/u/" in body
+    assert "Turn off our marketing emails: http://127.0.0.1:8000/u/" in body
 
 
 def test_links_are_tracked_and_the_pixel_is_signed(
@@ -457,7 +457,7 @@ def test_preview_renders_without_writing(
 ) -> None:
     before = session.execute(select(func.count()).select_from(Message)).scalar_one()
     shown = composer.preview(session, "thank_you", data.rahima, now=NOW)
-    assert shown.subject == "আপনার অর্ডার NG-1-এর জন্য ধন্যবাদ"
+    assert shown.subject == "Nakshi Ghor-এ আপনার অর্ডার NG-1-এর জন্য ধন্যবাদ"
     assert "জামদানি শাড়ি" in shown.text and "জামদানি শাড়ি" in shown.html
     assert parse(Outgoing(0, "", "", shown.data, ""))["Subject"] == shown.subject
     refund_preview = composer.preview(session, "price_drop_refund", data.sam, now=NOW)
@@ -514,3 +514,14 @@ def test_without_a_bounce_address_the_envelope_sender_is_the_from_address(
         composer, session, queue(session, "welcome", data.rahima, order_id=data.order_bn)
     )
     assert isinstance(outgoing, Outgoing) and outgoing.sender == "hello@nakshighor.example"
+
+
+def test_a_preview_of_a_step_with_a_coupon_shows_a_code_that_is_not_one(
+    composer: Composer, session: Session, data: ShopData
+) -> None:
+    """A preview mints nothing: it used to fail with "its coupon is not minted yet"."""
+    before = session.execute(select(func.count()).select_from(Message)).scalar_one()
+    shown = composer.preview(session, "welcome_series", data.rahima, now=NOW)
+    assert "PREVIEW-0000-0000" in shown.text and "PREVIEW-0000-0000" in shown.html
+    assert "None" not in shown.text
+    assert session.execute(select(func.count()).select_from(Message)).scalar_one() == before

@@ -12,11 +12,12 @@ import lxml.html
 import pytest
 
 from engine.errors import RenderError
+from engine.project import pick_text
 from engine.project.loader import Project, load_project
 from engine.render import inlining
 from engine.render.inlining import inline_css
 from engine.render.limits import Limits
-from engine.render.renderer import Renderer
+from engine.render.renderer import Renderer, text_part
 from engine.render.samplecontext import sample_context
 
 REPO = Path(__file__).resolve().parents[2]
@@ -330,6 +331,22 @@ def test_locale_variant_is_picked_with_fallback(tmp_path: Path) -> None:
     assert renderer.variant("n", "txt", "bn_BD") == "n.txt"
 
 
+@pytest.mark.parametrize(
+    ("rendered", "text"),
+    [
+        pytest.param("Hi\n\n--\nShop", "Hi\n\n-- \nShop\n", id="separator-and-newline"),
+        pytest.param("Hi\n-- \nShop\n\n\n", "Hi\n-- \nShop\n", id="one-newline"),
+        pytest.param("Hi\n--  \t\nShop", "Hi\n-- \nShop\n", id="spaces-after"),
+        pytest.param("a\n--\nb\n--\nShop", "a\n--\nb\n-- \nShop\n", id="the-last-only"),
+        pytest.param("Hi\n---\n- -\nx --", "Hi\n---\n- -\nx --\n", id="no-separator"),
+        pytest.param("", "\n", id="empty"),
+    ],
+)
+def test_text_part_ends_in_a_newline_with_the_signature_separator(rendered: str, text: str) -> None:
+    assert text_part(rendered) == text
+    assert text_part(text) == text
+
+
 # ---------------------------------------------------------------- shipped templates
 
 
@@ -358,3 +375,28 @@ def test_compile_time_inlining_equals_inlining_each_email(
     per_email = inline_css(renderer._html_env.get_template(name).render(ctx))
     assert _dom(compiled) == _dom(per_email)
     assert 'style="' in compiled and "Noto Sans Bengali" in compiled
+
+
+@pytest.mark.parametrize("locale", ["en", "bn_BD"])
+def test_every_text_part_signs_off_before_its_footer(
+    shipped: tuple[Project, Renderer], locale: str
+) -> None:
+    """Every step of every shipped campaign: the footer (address, unsubscribe link) follows
+    the signature separator `-- ` on a line of its own, and the text ends in a newline."""
+    project, renderer = shipped
+    for campaign in project.campaigns.values():
+        for step in campaign.flow:
+            where = f"{campaign.name} {step.label} {locale}"
+            context = sample_context(project, campaign, locale, step=step)
+            text = renderer.render_email(
+                step.template,
+                locale,
+                context,
+                subject=pick_text(step.subject, locale),
+                preheader=pick_text(step.preheader, locale),
+            ).text
+            assert text.endswith("\n") and not text.endswith("\n\n"), where
+            body, separator, footer = text.rpartition("\n-- \n")
+            assert separator and body.strip(), where
+            assert project.config.shop.address in footer, where
+            assert context["unsubscribe_url"] in footer, where

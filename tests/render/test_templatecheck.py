@@ -108,7 +108,9 @@ def test_check_reports_every_broken_template_with_file_and_line(project_dir: Pat
     edit(emails / "thank_you.txt", "WHAT WAS IN IT", "{% for line in %}")
     edit(emails / "holiday_preannounce.txt", "See the offers:", "{{ ''.__class__.__mro__ }}")
     edit(emails / "welcome.txt", "Unsubscribe with one click: {{ unsubscribe_url }}", "")
-    edit(emails / "price_drop_refund.txt", "Stop our marketing emails: {{ unsubscribe_url }}", "")
+    edit(
+        emails / "price_drop_refund.txt", "Turn off our marketing emails: {{ unsubscribe_url }}", ""
+    )
     edit(
         project_dir / "campaigns" / "welcome.yaml",
         "স্বাগতম, {{ customer.first_name }}",
