@@ -7,7 +7,7 @@ dashboard, which is why it sits above `engine.report`. `httpserver` is uvicorn w
 each response in one socket write.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`, `engine.project`,
-`engine.intake`, `engine.plan`, `engine.deliver`, `engine.report`.
+`engine.intake`, `engine.plan`, `engine.deliver`, `engine.report`, `engine.feedback`.
 Other stages import only the public names below, from this package; its own
 modules import each other directly.
 

@@ -24,6 +24,10 @@ function and answers:
 - `POST /webhooks/woocommerce` and `POST /webhooks/shopify`: the platforms'
   webhooks, signed with LIFECYCLE_WOOCOMMERCE_SECRET or LIFECYCLE_SHOPIFY_SECRET
   (`webhooks`; the mapping in `engine.intake.woocommerce` and `.shopify`).
+- `POST /webhooks/ses`, `/webhooks/sendgrid`, `/webhooks/mailgun`,
+  `/webhooks/postmark` and `/webhooks/brevo`: the sending services' bounces,
+  complaints and unsubscribes, each checked as its service signs or authenticates
+  it (`servicehooks`); 404 for a service that is not configured.
 - `GET /healthz` answers `ok` when the database answers, else 503.
 - `/dashboard` is the reports dashboard when LIFECYCLE_DASHBOARD_PASSWORD is
   set, else a 404 saying it is disabled.
@@ -76,6 +80,7 @@ from .bodies import read_capped
 from .couponapi import coupon_routes
 from .creditapi import credit_routes
 from .opens import Hit, HitBuffer
+from .servicehooks import ServiceHooks
 from .tierapi import tier_routes
 from .webhooks import Webhooks
 
@@ -324,6 +329,7 @@ def create_app(
     signer = Signer(secrets.secret)
     tracker = Tracker(engine, get_project, secrets, signer, buffer, clock, unsubscribes)
     webhooks = Webhooks(engine, get_project, secrets, clock)
+    service_hooks = ServiceHooks(engine, get_project, secrets, signer, clock)
     routes: list[BaseRoute] = [
         Route("/c/{token}", tracker.click, methods=["GET"]),
         Route("/u/{token}", tracker.unsubscribe_page, methods=["GET"]),
@@ -334,6 +340,7 @@ def create_app(
         *coupon_routes(engine, get_project, clock, tracker._check_key),
         *tier_routes(engine, get_project, tracker._check_key),
         *webhooks.routes,
+        *service_hooks.routes,
         Route("/healthz", tracker.health, methods=["GET"]),
         *(extra_routes or []),
         *_dashboard_routes(engine, get_project, secrets),
