@@ -235,6 +235,9 @@ class Daemon:
             compose_pool=pool,
         )
         report.plan = planned
+        release = getattr(self.mailer, "release_idle", None)
+        if release is not None:  # the shop's SMTP connections, for the other daemons
+            await release()
         self.ticks += 1
         for line in describe(report):
             if line.startswith("error "):
@@ -297,7 +300,7 @@ class Daemon:
         await self._stop_pool()  # its composers hold the old project
         if new.config.sending != before.config.sending and self.mailer is not None:
             await self.mailer.close()  # between ticks: nothing is in flight
-            self.mailer = _mailer(new, self.secrets)
+            self.mailer = _mailer(new, self.secrets, self.engine)
         if new.config.tick_seconds != before.config.tick_seconds and self.scheduler:
             self.scheduler.reschedule_job(
                 "tick", trigger="interval", seconds=new.config.tick_seconds
@@ -338,7 +341,7 @@ class Daemon:
         sink = await self._start_sink() if self.demo else None
         self.bounce_listener = await self._start_bounce_listener()
         sock = listen(config.tracking.host, config.tracking.port)
-        self.mailer = _mailer(self.project, self.secrets)
+        self.mailer = _mailer(self.project, self.secrets, self.engine)
         self.composer = _composer(self.project, self.secrets)
         server = _server(self, sock)
         web = asyncio.create_task(serve_in_thread(server, [sock]))  # a loop of its own
@@ -419,10 +422,10 @@ class Daemon:
         return await start_sink(smtp.host, smtp.port, outbox, echo=None)
 
 
-def _mailer(project: Project, secrets: Secrets) -> Any:
+def _mailer(project: Project, secrets: Secrets, engine: Engine) -> Any:
     from .deliver import SmtpMailer
 
-    return SmtpMailer.from_project(project, secrets)
+    return SmtpMailer.from_project(project, secrets, engine)  # the shop's rate, shared
 
 
 def _composer(project: Project, secrets: Secrets) -> Any:

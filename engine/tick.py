@@ -7,6 +7,7 @@ scheduler thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,8 +15,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from .deliver import Composes, DispatchReport, Mailer, dispatch
+from .deliver import Composes, DispatchReport, Mailer, dispatch, judge_blasts
 from .project import Project, Secrets
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +54,8 @@ async def tick(
     progress: Any = None,
     compose_pool: Executor | None = None,
 ) -> TickReport:
-    """Queue what is due at `now` (unless `plan` is false), then send what is due.
+    """Queue what is due at `now` (unless `plan` is false), judge the canaries of big
+    sends whose time has come (`engine.deliver.canary`), then send what is due.
 
     The planner is imported here, not at module load, so sending works on its own.
     A long-running caller (the daemon) may pass a `compose_pool` from
@@ -62,6 +66,11 @@ async def tick(
         from .plan import plan as run_planner
 
         planned = run_planner(engine, project, now)
+    for line in await asyncio.to_thread(judge_blasts, engine, project, now):
+        if line.startswith("error "):
+            log.error(line.removeprefix("error "))
+        else:
+            log.info(line)
     sent = await dispatch(
         engine,
         project,

@@ -1,4 +1,4 @@
-"""Sending commands: send, tick, send-test, sink.
+"""Sending commands: send, tick, send-test, sink, resume.
 
 Exit codes: 0 done, 1 sending paused (the circuit breaker, or the server is
 unreachable) or another engine error, 2 config errors.
@@ -27,6 +27,7 @@ from ..deliver import (
     count_due,
     dispatch,
     rehearse,
+    resume_campaign,
     serve_sink,
     start_compose_pool,
 )
@@ -57,7 +58,7 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 
 def _with_mailer(app: App, run: Callable[[Mailer], Awaitable[Any]]) -> Any:
     async def go() -> Any:
-        mailer = SmtpMailer.from_project(app.project, app.secrets)
+        mailer = SmtpMailer.from_project(app.project, app.secrets, app.engine)
         try:
             return await run(mailer)
         finally:
@@ -255,3 +256,21 @@ def sink(host: str, port: int, directory: str) -> None:
     except EngineError as exc:
         errors.print(f"error: {exc}", markup=False)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("campaign")
+@with_app
+def resume(app: App, campaign: str) -> None:
+    """Send the rest of CAMPAIGN's big send that its canary paused (and any held since)."""
+    if campaign not in app.project.campaigns:
+        raise DataError(
+            f"no campaign named {campaign!r} (campaigns: {', '.join(sorted(app.project.campaigns))})"
+        )
+    resumed = resume_campaign(app.engine, campaign, datetime.now(UTC))
+    if not resumed:
+        console.print(f"{campaign}: nothing waits for a canary or a pause", markup=False)
+        return
+    console.print(
+        f"{campaign}: resumed; its waiting emails go out from the next tick", markup=False
+    )

@@ -6,7 +6,8 @@ with `tokens`, `headers` writing the header lines) and sends them through a `mai
 `results` records what each answer does to its message, counted in a
 `dispatchreport`; `detractors` forwards unhappy survey comments to the shop's support
 address; `dryrun` is a pass that writes nothing. `preview` builds one
-customer's unsaved message; `sink` is the development mail sink.
+customer's unsaved message; `sink` is the development mail sink; `doctor` checks
+the sending domain's SPF, DKIM and DMARC records in DNS (`lifecycle doctor`).
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`,
 `engine.project`, `engine.intake`, `engine.plan`, `engine.render`.
@@ -15,11 +16,13 @@ modules import each other directly.
 
 Public names:
 
+- `canary`: `judge_blasts`, `resume_campaign`, `waiting_blasts`
 - `compose`: `Composer`
 - `composepool`: `Composes`, `POOL_FROM`, `start_compose_pool`, `stop_compose_pool`
 - `detractors`: `DetractorForwarder`, `forward_detractors`
 - `dispatcher`: `dispatch`
 - `dispatchreport`: `DispatchReport`, `default_worker_id`
+- `doctor`: `DnsLookups`, `Finding`, `Verdict`, `diagnose`, `parse_nameserver`
 - `dryrun`: `rehearse`
 - `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
 - `outbox`: `count_due`
@@ -35,11 +38,13 @@ from typing import TYPE_CHECKING
 from ..exports import public_names
 
 if TYPE_CHECKING:
+    from .canary import judge_blasts, resume_campaign, waiting_blasts
     from .compose import Composer
     from .composepool import POOL_FROM, Composes, start_compose_pool, stop_compose_pool
     from .detractors import DetractorForwarder, forward_detractors
     from .dispatcher import dispatch
     from .dispatchreport import DispatchReport, default_worker_id
+    from .doctor import DnsLookups, Finding, Verdict, diagnose, parse_nameserver
     from .dryrun import rehearse
     from .mailer import Mailer, Outcome, SmtpMailer
     from .outbox import count_due
@@ -53,23 +58,31 @@ __all__ = [
     "Composes",
     "DetractorForwarder",
     "DispatchReport",
+    "DnsLookups",
+    "Finding",
     "InvalidToken",
     "Mailer",
     "Outcome",
     "Purpose",
     "Signer",
     "SmtpMailer",
+    "Verdict",
     "count_due",
     "default_worker_id",
+    "diagnose",
     "dispatch",
     "forward_detractors",
+    "judge_blasts",
+    "parse_nameserver",
     "preview_customer",
     "preview_sample",
     "rehearse",
+    "resume_campaign",
     "serve_sink",
     "start_compose_pool",
     "start_sink",
     "stop_compose_pool",
+    "waiting_blasts",
 ]
 
 # Each public name and its module (see `engine.exports`).
@@ -78,6 +91,8 @@ _PUBLIC = {
     "Composes": ".composepool",
     "DetractorForwarder": ".detractors",
     "DispatchReport": ".dispatchreport",
+    "DnsLookups": ".doctor",
+    "Finding": ".doctor",
     "InvalidToken": ".tokens",
     "Mailer": ".mailer",
     "Outcome": ".mailer",
@@ -85,10 +100,16 @@ _PUBLIC = {
     "Purpose": ".tokens",
     "Signer": ".tokens",
     "SmtpMailer": ".mailer",
+    "Verdict": ".doctor",
     "count_due": ".outbox",
     "default_worker_id": ".dispatchreport",
+    "diagnose": ".doctor",
     "dispatch": ".dispatcher",
     "forward_detractors": ".detractors",
+    "judge_blasts": ".canary",
+    "resume_campaign": ".canary",
+    "waiting_blasts": ".canary",
+    "parse_nameserver": ".doctor",
     "preview_customer": ".preview",
     "preview_sample": ".preview",
     "rehearse": ".dryrun",

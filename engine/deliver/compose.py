@@ -45,6 +45,7 @@ from .headers import (
     valid_address,
 )
 from .preview import preview_message
+from .servicetags import service_headers
 from .tokens import InvalidToken, Signer
 
 DKIM_HEADERS = (
@@ -233,6 +234,7 @@ class Composer:
             rendered.text,
             html,
             feedback,
+            self._signer.bounce_token(mid),
         )
         outgoing = Outgoing(mid, self.envelope_sender(mid), recipient, data, header_id)
         return outgoing, RenderedEmail(rendered.subject, html, rendered.text)
@@ -258,6 +260,7 @@ class Composer:
         text: str,
         html: str,
         feedback: str,
+        token: str,
     ) -> bytes:
         boundary = "=_lc_" + header_id[1:33]
         headers = [
@@ -270,6 +273,7 @@ class Composer:
         if self._reply_to:
             headers.append(self._reply_to)
         headers.append(f"Feedback-ID: {feedback}")
+        headers.extend(service_headers(self.project.config.sending.service, token))
         if unsubscribe_url:
             mailto = f",\r\n <mailto:{self._mailto}?subject=unsubscribe>" if self._mailto else ""
             headers.append(f"List-Unsubscribe: <{unsubscribe_url}>{mailto}")

@@ -69,6 +69,7 @@ from .outbox import (
     release,
     sweep_expired_leases,
 )
+from .ramp import marketing_room
 from .results import Recorder
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,14 @@ class _Run:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.settled.wait(), FLUSH_SECONDS)
                 continue
-            ids = claim(self.engine, self.worker_id, self.clock(), self.sending.lease, room)
+            ramp_room = (
+                marketing_room(self.engine, self.project, self.clock())
+                if self.sending.ramp is not None
+                else None
+            )
+            ids = claim(
+                self.engine, self.worker_id, self.clock(), self.sending.lease, room, ramp_room
+            )
             if not ids:
                 break
             self.report.claimed += len(ids)

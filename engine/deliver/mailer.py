@@ -28,16 +28,20 @@ import contextlib
 import errno
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
+from sqlalchemy.engine import Engine
 
 from ..project import Project, Secrets, Sending, Smtp
+from .ratelimit import SLOT_LEASE, SLOT_WAIT, SharedRate, SharedSlots, slot_owner
 
 _UNREACHABLE = (
     aiosmtplib.SMTPConnectError,
@@ -189,9 +193,24 @@ class TokenBucket:
 class _Connection:
     """One reusable SMTP session; opened on first use, reopened after a failure."""
 
-    def __init__(self, smtp: Smtp, password: str | None, recycle_after: int):
+    def __init__(
+        self,
+        smtp: Smtp,
+        password: str | None,
+        recycle_after: int,
+        ca_file: Path | None = None,
+        slots: SharedSlots | None = None,
+    ):
         self.smtp = smtp
         self.password = password
+        # The shop's connections (sending.connections for every daemon together): a slot
+        # is held while this connection may be open, renewed as it sends.
+        self.slots = slots
+        self.owner = slot_owner()
+        self.slot: int | None = None
+        self.renew_at = 0.0
+        # TLS checked against the relay's own authority when it has one (sending.smtp.ca_file).
+        self.tls_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.recycle_after = recycle_after
         self.client: aiosmtplib.SMTP | None = None
         self.count = 0
@@ -207,9 +226,17 @@ class _Connection:
             start_tls=smtp.security == "starttls",
             username=smtp.username,
             password=self.password if smtp.username else None,
+            tls_context=self.tls_context,
         )
 
     async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
+        if not await self._keep_slot():
+            return SendResult(
+                Outcome.TRANSIENT,
+                Stage.CONNECT,
+                None,
+                "every SMTP connection the shop allows (sending.connections) is in use by other daemons",
+            )
         if self.client is None or not self.client.is_connected:
             failure = await self._open()
             if failure is not None:
@@ -248,6 +275,28 @@ class _Connection:
         if self.count >= self.recycle_after:
             await self.close()
         return SendResult(Outcome.SENT, Stage.DATA, reply.code, reply.message)
+
+    async def try_slot(self) -> bool:
+        """Take one of the shop's free connection slots (one look); True if held."""
+        if self.slots is None or self.slot is not None:
+            return True
+        self.slot = await asyncio.to_thread(self.slots.acquire, self.owner)
+        self.renew_at = time.monotonic() + SLOT_LEASE.total_seconds() / 3
+        return self.slot is not None
+
+    async def _keep_slot(self) -> bool:
+        """Renew this connection's slot when due; if it was lost (its lease ran out and
+        another daemon took it), close the session and look for a free one."""
+        if self.slots is None or (self.slot is not None and time.monotonic() < self.renew_at):
+            return True
+        if self.slot is not None and await asyncio.to_thread(
+            self.slots.renew, self.slot, self.owner
+        ):
+            self.renew_at = time.monotonic() + SLOT_LEASE.total_seconds() / 3
+            return True
+        self._drop()
+        self.slot = None
+        return await self.try_slot()
 
     async def _open(self) -> SendResult | None:
         self.client = self._new_client()
@@ -294,6 +343,9 @@ class _Connection:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await self.client.quit()  # closing anyway; the server may have hung up
         self._drop()
+        if self.slots is not None and self.slot is not None:
+            slot, self.slot = self.slot, None
+            await asyncio.to_thread(self.slots.release, slot, self.owner)
 
 
 def _unreachable(exc: BaseException, smtp: Smtp) -> str:
@@ -370,24 +422,41 @@ async def _transfer(client: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPResp
 
 
 class SmtpMailer:
-    """A pool of `connections` reused SMTP sessions sharing one rate limit."""
+    """A pool of `connections` reused SMTP sessions sharing one rate limit: with an
+    `engine`, the shop's (`ratelimit.SharedRate`, whatever the number of daemons);
+    without, this mailer's own."""
 
-    def __init__(self, sending: Sending, password: str | None = None):
+    def __init__(
+        self,
+        sending: Sending,
+        password: str | None = None,
+        engine: Engine | None = None,
+        ca_file: Path | None = None,
+    ):
         self.concurrency = sending.connections
-        self.bucket = TokenBucket(
-            sending.rate_per_second, capacity=min(sending.rate_per_second, sending.connections)
+        slots = SharedSlots(engine, sending.connections) if engine is not None else None
+        self.bucket: TokenBucket | SharedRate = (
+            SharedRate(engine, sending.rate_per_second)
+            if engine is not None
+            else TokenBucket(
+                sending.rate_per_second, capacity=min(sending.rate_per_second, sending.connections)
+            )
         )
-        self.idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        self.slots = slots
         self.pool = [
-            _Connection(sending.smtp, password, sending.recycle_after)
+            _Connection(sending.smtp, password, sending.recycle_after, ca_file, slots)
             for _ in range(sending.connections)
         ]
-        for connection in self.pool:
-            self.idle.put_nowait(connection)
+        self.idle: list[_Connection] = list(self.pool)
+        self.returned = asyncio.Event()
 
     @classmethod
-    def from_project(cls, project: Project, secrets: Secrets) -> SmtpMailer:
-        return cls(project.config.sending, secrets.smtp_password)
+    def from_project(
+        cls, project: Project, secrets: Secrets, engine: Engine | None = None
+    ) -> SmtpMailer:
+        smtp = project.config.sending.smtp
+        ca_file = project.root / smtp.ca_file if smtp.ca_file else None
+        return cls(project.config.sending, secrets.smtp_password, engine, ca_file)
 
     async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
         for address in (sender, recipient):
@@ -396,11 +465,42 @@ class SmtpMailer:
                     Outcome.PERMANENT, Stage.RCPT, None, f"refused before sending: {address!r}"
                 )
         await self.bucket.take()
-        connection = await self.idle.get()
+        connection = await self._connection()
         try:
             return await connection.send(sender, recipient, data)
         finally:
-            self.idle.put_nowait(connection)
+            self.idle.append(connection)
+            self.returned.set()
+
+    async def _connection(self) -> _Connection:
+        """An idle connection: one holding a slot of the shop's first; else one that can
+        take a free slot. While this mailer holds a slot it waits for its own connections
+        (never for another daemon's), so no two daemons wait on each other."""
+        while True:
+            ready = [c for c in self.idle if c.slot is not None or self.slots is None]
+            if ready:
+                self.idle.remove(ready[-1])
+                return ready[-1]
+            if self.idle:
+                candidate = self.idle.pop()  # out of the list while it looks for a slot
+                if await candidate.try_slot():
+                    return candidate
+                self.idle.append(candidate)
+            holding = any(c.slot is not None for c in self.pool)
+            self.returned.clear()
+            if holding:
+                await self.returned.wait()
+            else:  # another daemon has every slot: look again soon
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.returned.wait(), SLOT_WAIT)
 
     async def close(self) -> None:
         await asyncio.gather(*(connection.close() for connection in self.pool))
+
+    async def release_idle(self) -> None:
+        """Close the idle connections that hold one of the shop's slots, so another
+        daemon may use them while this one has nothing to send (the daemon, after a tick)."""
+        if self.slots is None:
+            return
+        idle = [c for c in self.idle if c.slot is not None]
+        await asyncio.gather(*(connection.close() for connection in idle))

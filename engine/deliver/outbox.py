@@ -36,6 +36,7 @@ from ..store import (
     ignoring_insert,
     is_postgres,
 )
+from .canary import held
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +193,13 @@ def commit_handover(
 
 
 def due(now: datetime) -> Any:
-    """Rows waiting to go out at `now`: queued or to retry, past their send and retry times."""
+    """Rows waiting to go out at `now`: queued or to retry, past their send and retry
+    times, and not held back by a blast's canary (`canary.held`)."""
     return (
         M.status.in_(DUE)
         & (M.send_after <= now)
         & or_(M.next_attempt_at.is_(None), M.next_attempt_at <= now)
+        & ~held()
     )
 
 
@@ -206,9 +209,24 @@ def count_due(engine: Engine, now: datetime) -> int:
         return int(conn.execute(select(func.count()).where(due(now))).scalar_one())
 
 
-def claim(engine: Engine, worker_id: str, now: datetime, lease: timedelta, size: int) -> list[int]:
-    """Lease up to `size` due messages to `worker_id`; return their ids, oldest first."""
-    chosen = select(M.id).where(due(now)).order_by(M.send_after, M.id).limit(size)
+def claim(
+    engine: Engine,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    size: int,
+    marketing_room: int | None = None,
+) -> list[int]:
+    """Lease up to `size` due messages to `worker_id`; return their ids, oldest first.
+
+    `marketing_room` (a sending ramp's room left today): at 0 only transactional
+    messages are claimed; above it, no more rows than that."""
+    if marketing_room is not None and marketing_room <= 0:
+        wanted = due(now) & (M.kind == MessageKind.TRANSACTIONAL.value)
+    else:
+        wanted = due(now)
+        size = size if marketing_room is None else min(size, marketing_room)
+    chosen = select(M.id).where(wanted).order_by(M.send_after, M.id).limit(size)
     if is_postgres(engine):
         chosen = chosen.with_for_update(skip_locked=True)
     statement = (

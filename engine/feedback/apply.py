@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlmodel import Session, col
 
 from ..deliver import InvalidToken, Signer
@@ -32,7 +33,17 @@ from ..project import Bounces
 from ..store import Customer, EventKind, Message, MessageEvent, Suppression, ignoring_insert
 from .reports import Report
 
-SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+SUPPRESSION: Any = Suppression.__table__  # type: ignore[attr-defined]
+EVENT: Any = MessageEvent.__table__  # type: ignore[attr-defined]
+MESSAGE: Any = Message.__table__  # type: ignore[attr-defined]
+CUSTOMER: Any = Customer.__table__  # type: ignore[attr-defined]
+KNOWN = select(SUPPRESSION.c.id).where(SUPPRESSION.c.email == bindparam("email"))
+# The message's customer and address, in one statement built once.
+RECIPIENT = (
+    select(CUSTOMER.c.id, CUSTOMER.c.email)
+    .join(MESSAGE, MESSAGE.c.customer_id == CUSTOMER.c.id)
+    .where(MESSAGE.c.id == bindparam("message_id"))
+)
 
 
 class Outcome(StrEnum):
@@ -87,10 +98,10 @@ def apply_report(
     if message_id is None:
         why = "a token that does not verify" if report.tokens else "no VERP address of ours"
         return Applied(Outcome.UNMATCHED, why=why)
-    message = session.get(Message, message_id)
-    customer = session.get(Customer, message.customer_id) if message is not None else None
-    if message is None or customer is None or customer.id is None:
+    found = session.execute(RECIPIENT, {"message_id": message_id}).first()
+    if found is None:
         return Applied(Outcome.UNMATCHED, message_id, why=f"message {message_id} is not stored")
+    customer_id, email = int(found[0]), str(found[1])
     if report.kind == "complaint":
         kind, outcome = EventKind.COMPLAINT, Outcome.COMPLAINT
         detail = f"{report.feedback_type or 'abuse'} report"
@@ -100,17 +111,24 @@ def apply_report(
     detail = detail[:1000]
     if _recorded(session, message_id, kind, detail):
         return Applied(Outcome.DUPLICATE, message_id)
-    session.add(
-        MessageEvent(
-            message_id=message_id, customer_id=customer.id, kind=kind, at=now, detail=detail
-        )
+    session.execute(
+        insert(EVENT),
+        [
+            {
+                "message_id": message_id,
+                "customer_id": customer_id,
+                "kind": kind.value,
+                "at": now,
+                "machine": False,
+                "detail": detail,
+            }
+        ],
     )
-    session.flush()
-    reason = _suppression_reason(session, report, outcome, customer.id, policy, now)
+    reason = _suppression_reason(session, report, outcome, customer_id, policy, now)
     if reason is None:
         return Applied(outcome, message_id)
-    added = _suppress(session, customer.email, reason, kind.value, now)
-    return Applied(outcome, message_id, suppressed=customer.email if added else None)
+    added = _suppress(session, email, reason, kind.value, now)
+    return Applied(outcome, message_id, suppressed=email if added else None)
 
 
 def _verified(tokens: tuple[str, ...], signer: Signer) -> int | None:
@@ -167,11 +185,11 @@ def _suppression_reason(
 
 def _suppress(session: Session, email: str, reason: str, source: str, now: datetime) -> bool:
     """Suppress `email` unless it already is; True if this added it."""
-    known = session.scalar(select(col(Suppression.id)).where(col(Suppression.email) == email))
+    known = session.execute(KNOWN, {"email": email}).first()
     if known is not None:
         return False
     session.execute(
         ignoring_insert(session, SUPPRESSION, "email"),
-        [{"email": email, "reason": reason, "source": source, "created_at": now}],
+        {"email": email, "reason": reason, "source": source, "created_at": now},
     )
     return True

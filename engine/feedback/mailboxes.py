@@ -18,6 +18,7 @@ import contextlib
 import imaplib
 import logging
 import mailbox
+import os
 import re
 import ssl
 from collections.abc import Callable, Iterator
@@ -84,21 +85,32 @@ class Processor:
         )
 
     def handle(self, data: bytes) -> Applied:
-        report = read_report(data, self.verp)
-        with session_scope(self.engine) as session:
-            applied = apply_report(session, report, self.signer, self.policy, self.clock())
-        if applied.outcome in MISPLACED:
-            log.info(
-                "bounce mailbox: %s report %s: %s", applied.outcome, report.report_id, applied.why
-            )
-        elif applied.suppressed:
-            log.info(
-                "bounce mailbox: %s for message %s suppressed %s",
-                applied.outcome,
-                applied.message_id,
-                applied.suppressed,
-            )
+        """Apply one report, in a transaction of its own."""
+        [applied] = self.handle_many([data])
         return applied
+
+    def handle_many(self, reports: list[bytes]) -> list[Applied]:
+        """Apply `reports` in one transaction (all recorded, or none)."""
+        read = [read_report(data, self.verp) for data in reports]
+        now = self.clock()
+        with session_scope(self.engine) as session:
+            done = [apply_report(session, report, self.signer, self.policy, now) for report in read]
+        for report, applied in zip(read, done, strict=True):
+            if applied.outcome in MISPLACED:
+                log.info(
+                    "bounce mailbox: %s report %s: %s",
+                    applied.outcome,
+                    report.report_id,
+                    applied.why,
+                )
+            elif applied.suppressed:
+                log.info(
+                    "bounce mailbox: %s for message %s suppressed %s",
+                    applied.outcome,
+                    applied.message_id,
+                    applied.suppressed,
+                )
+        return done
 
 
 def read_mailbox(processor: Processor, project: Project, secrets: Secrets) -> Tally:
@@ -121,39 +133,61 @@ def read_mailbox(processor: Processor, project: Project, secrets: Secrets) -> Ta
 
 
 def read_maildir(processor: Processor, path: Path) -> Tally:
-    """Apply the reports in the Maildir at `path`, moving each into a subfolder."""
+    """Apply the reports in the Maildir at `path` (`new/`, then `cur/`), `BATCH` to a
+    transaction, then move each file into a subfolder's `cur/` by renaming it: no copy,
+    and a report is in exactly one place at any moment."""
     if not (path / "new").is_dir() or not (path / "cur").is_dir():
         raise MailboxError(f"{path} is not a Maildir (it needs new/ and cur/ folders)")
     policy = processor.policy
     box = mailbox.Maildir(path, factory=None, create=False)
     folders = {
-        False: _maildir_folder(box, policy.processed_folder),
-        True: _maildir_folder(box, policy.unmatched_folder),
+        False: _maildir_folder(box, path, policy.processed_folder),
+        True: _maildir_folder(box, path, policy.unmatched_folder),
     }
     tally = Tally()
-    for key in _first(box.iterkeys(), policy.max_per_run):
-        try:
-            with box.get_file(key) as handle:
-                data = handle.read(MAX_REPORT_BYTES + 1)
-        except (KeyError, FileNotFoundError):  # taken by another reader meanwhile
-            continue
-        applied = processor.handle(data)
-        tally.add(applied)
-        folders[applied.outcome in MISPLACED].add(data)
-        box.discard(key)
+    waiting = _first(_maildir_files(path), policy.max_per_run)
+    for start in range(0, len(waiting), BATCH):
+        batch: list[tuple[Path, bytes]] = []
+        for file in waiting[start : start + BATCH]:
+            try:
+                with file.open("rb") as handle:
+                    batch.append((file, handle.read(MAX_REPORT_BYTES + 1)))
+            except FileNotFoundError:  # taken by another reader meanwhile
+                continue
+        done = processor.handle_many([data for _, data in batch])
+        for (file, _), applied in zip(batch, done, strict=True):
+            tally.add(applied)
+            name = file.name if ":2," in file.name else f"{file.name}:2,S"
+            target = folders[applied.outcome in MISPLACED] / "cur" / name
+            with contextlib.suppress(FileNotFoundError):  # moved by another reader
+                os.rename(file, target)
     return tally
 
 
-def _maildir_folder(box: mailbox.Maildir, name: str) -> mailbox.Maildir:
-    return box.get_folder(name) if name in box.list_folders() else box.add_folder(name)
+BATCH = 100  # reports applied in one transaction
 
 
-def _first(keys: Iterator[str], most: int) -> list[str]:
-    chosen: list[str] = []
-    for key in keys:
+def _maildir_folder(box: mailbox.Maildir, path: Path, name: str) -> Path:
+    """The path of the Maildir++ subfolder `name` of `box` at `path` (made when missing)."""
+    if name not in box.list_folders():
+        box.add_folder(name)
+    return path / f".{name}"
+
+
+def _maildir_files(path: Path) -> Iterator[Path]:
+    for sub in ("new", "cur"):
+        with os.scandir(path / sub) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_file() and not entry.name.startswith("."):
+                    yield Path(entry.path)
+
+
+def _first(items: Iterator[Path], most: int) -> list[Path]:
+    chosen: list[Path] = []
+    for item in items:
         if len(chosen) >= most:
             break
-        chosen.append(key)
+        chosen.append(item)
     return chosen
 
 

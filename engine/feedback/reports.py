@@ -27,10 +27,10 @@ drops every header of the original, then anywhere in the report (the original's
 from __future__ import annotations
 
 import email
-import email.policy
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
+from email.header import decode_header, make_header
+from email.message import Message
 from typing import Literal
 
 MAX_REPORT_BYTES = 2_000_000  # a report is read whole up to this size; a bigger one is not
@@ -99,7 +99,9 @@ def read_report(data: bytes, verp: VerpPattern) -> Report:
     if len(data) > MAX_REPORT_BYTES:
         return Report("unreadable", reason=f"larger than {MAX_REPORT_BYTES:,} bytes")
     try:
-        message = email.message_from_bytes(data, policy=email.policy.default)
+        # The standard library's classic parser: a tenth of the cost of its `default`
+        # policy, which decodes every header (only the subject needs it here).
+        message = email.message_from_bytes(data)
         report_id = str(message.get("Message-ID", "") or "").strip()[:200]
         tokens = _tokens(message, data, verp)
         found = _classify(message)
@@ -128,7 +130,7 @@ def _tokens(message: Message, data: bytes, verp: VerpPattern) -> tuple[str, ...]
     return tuple(dict.fromkeys(found))
 
 
-def _classify(message: EmailMessage) -> Report:
+def _classify(message: Message) -> Report:
     content_type = message.get_content_type()
     report_type = str(message.get_param("report-type", "", header="content-type") or "").lower()
     if content_type == "multipart/report" and report_type == "feedback-report":
@@ -136,7 +138,7 @@ def _classify(message: EmailMessage) -> Report:
     if content_type == "multipart/report" and report_type == "delivery-status":
         return _delivery_status(message)
     text = _text_of(message)
-    subject = str(message.get("Subject", "") or "")
+    subject = _decoded(message.get("Subject", ""))
     sender = str(message.get("From", "") or "")
     looks_like_bounce = bool(_BOUNCE_SENDER.search(sender) or _BOUNCE_SUBJECT.search(subject))
     if not looks_like_bounce and _auto_reply(message, subject):
@@ -144,7 +146,7 @@ def _classify(message: EmailMessage) -> Report:
     return _text_bounce(text, looks_like_bounce)
 
 
-def _complaint(message: EmailMessage) -> Report:
+def _complaint(message: Message) -> Report:
     fields = _report_fields(message, "message/feedback-report")
     first = fields[0] if fields else {}
     feedback = first.get("feedback-type", "abuse").lower() or "abuse"
@@ -154,7 +156,7 @@ def _complaint(message: EmailMessage) -> Report:
     )
 
 
-def _delivery_status(message: EmailMessage) -> Report:
+def _delivery_status(message: Message) -> Report:
     blocks = _report_fields(message, "message/delivery-status")
     recipients = [b for b in blocks[1:] if "action" in b or "status" in b] if blocks else []
     if not recipients:
@@ -229,7 +231,7 @@ def _auto_reply(message: Message, subject: str) -> bool:
     return bool(_AUTO_SUBJECT.search(subject))
 
 
-def _report_fields(message: EmailMessage, content_type: str) -> list[dict[str, str]]:
+def _report_fields(message: Message, content_type: str) -> list[dict[str, str]]:
     """The field blocks of the report's machine-readable part, lower-case names."""
     for part in message.walk():
         if part.get_content_type() != content_type:
@@ -264,7 +266,7 @@ def _parse_blocks(text: str) -> list[dict[str, str]]:
     return blocks
 
 
-def _text_of(message: EmailMessage) -> str:
+def _text_of(message: Message) -> str:
     """The report's readable text: its text parts, and the headers of an attached original."""
     pieces: list[str] = []
     size = 0
@@ -278,18 +280,37 @@ def _text_of(message: EmailMessage) -> str:
                     pieces.append("".join(f"{k}: {v}\n" for k, v in inner.items()))
             continue
         if kind.startswith("text/") or kind in ("message/delivery-status", "text/rfc822-headers"):
-            try:
-                content = part.get_content()
-            except (LookupError, ValueError, AttributeError):
-                content = str(part.get_payload(decode=False) or "")
-            pieces.append(str(content))
+            pieces.append(_part_text(part))
         size += len(pieces[-1]) if pieces else 0
         if size > MAX_TEXT:
             break
     return "\n".join(pieces)[:MAX_TEXT]
 
 
-def _original_header(message: EmailMessage, name: str) -> str | None:
+def _part_text(part: Message) -> str:
+    """A text part's content as text, in its charset (undecodable bytes replaced)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return str(part.get_payload() or "")
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:  # a charset Python does not know
+        return payload.decode("utf-8", "replace")
+
+
+def _decoded(value: object) -> str:
+    """A header's text with its RFC 2047 encoded words decoded (as is if it cannot be)."""
+    text = str(value or "")
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (LookupError, ValueError, UnicodeDecodeError):
+        return text
+
+
+def _original_header(message: Message, name: str) -> str | None:
     for part in message.walk():
         if part.get_content_type() == "message/rfc822":
             payload = part.get_payload()

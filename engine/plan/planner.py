@@ -108,6 +108,7 @@ from ..project import (
 )
 from ..store import session_scope
 from .announcements import plan_announcements
+from .blasts import open_blast
 from .campaignpass import DEFAULT_LOOKBACK, FULL_RESCAN, UNCOUNTED, CampaignPass, CampaignResult
 from .checkouts import plan_checkout_abandoned
 from .clocktriggers import plan_broadcast, plan_date, plan_schedule
@@ -168,6 +169,13 @@ def plan(
         try:
             with engine.connect() as conn, conn.begin() as transaction:
                 result = CampaignPass(conn, project, campaign, now).run(_plan_trigger, rescan)
+                if open_blast(conn, project, campaign, result.queued, now) and not dry_run:
+                    log.info(
+                        "campaign %s: %d emails queued; a canary of %s%% goes first",
+                        campaign.name,
+                        result.queued,
+                        project.config.sending.canary.share,
+                    )
                 if dry_run:
                     transaction.rollback()
         except Exception as exc:  # one failing campaign never stops the others

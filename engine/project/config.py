@@ -6,6 +6,7 @@ types of `values`, whose errors say what was expected and what was found.
 
 from __future__ import annotations
 
+import base64
 from datetime import date, time, timedelta
 from datetime import date as Date
 from decimal import Decimal
@@ -22,6 +23,7 @@ from .values import (
     Frozen,
     LocaleName,
     LocalText,
+    Percent,
     Port,
     Slug,
     TimeOfDay,
@@ -60,6 +62,9 @@ class Smtp(Frozen):
     username: str | None = None
     timeout: Annotated[timedelta, duration_from("1s", "10m")] = timedelta(seconds=30)
     local_hostname: str = "localhost"
+    # A relay whose certificate a private certificate authority signed: that authority's
+    # PEM file (relative to config.yaml); None: the system's authorities.
+    ca_file: str | None = None
 
 
 class SendWindow(Frozen):
@@ -84,6 +89,34 @@ class Dkim(Frozen):
     key_file: str = Field(min_length=1, description="PEM private key, relative to config.yaml")
 
 
+class Canary(Frozen):
+    """A big marketing send goes to a share first; the rest waits for its figures."""
+
+    enabled: bool = True
+    # Sends to more recipients than this get a canary.
+    min_recipients: Annotated[int, whole(1, 10_000_000)] = 2000
+    share: Percent = Decimal("5")  # of the send, as the canary
+    watch: Annotated[timedelta, duration_from("1m", "7d")] = timedelta(hours=1)
+    # The most of the canary's sent emails that may bounce hard, complain or unsubscribe.
+    max_hard_bounces: Percent = Decimal("2")
+    max_complaints: Percent = Decimal("0.1")
+    max_unsubscribes: Percent = Decimal("1")
+
+    @model_validator(mode="after")
+    def _share(self) -> Canary:
+        if not Decimal("0.1") <= self.share <= Decimal("50"):
+            raise ValueError("share must be from 0.1% to 50%")
+        return self
+
+
+class Ramp(Frozen):
+    """A new sending domain's daily ramp of marketing emails (see engine.deliver.ramp)."""
+
+    start: date
+    first_day: Annotated[int, whole(1, 1_000_000)] = 200
+    growth: Annotated[float, number(1.01, 10)] = 2.0
+
+
 class Sending(Frozen):
     sender: Sender = Field(alias="from")
     reply_to: Email | None = None
@@ -100,9 +133,14 @@ class Sending(Frozen):
     window: SendWindow = SendWindow()
     frequency_cap: FrequencyCap | None = None
     dkim: Dkim | None = None
+    # The sending service the relay is (`smtp` points at it), whose webhooks report
+    # bounces, complaints and unsubscribes: each email carries its metadata header.
+    service: Literal["none", "ses", "sendgrid", "mailgun", "postmark", "brevo"] = "none"
     # VERP: each email's envelope sender is `local+<signed token>@domain` of this
     # address, so a bounce names its message even when it drops every header.
     bounce_address: Email | None = None
+    canary: Canary = Canary()
+    ramp: Ramp | None = None
 
 
 class Tracking(Frozen):
@@ -193,6 +231,53 @@ class Bounces(Frozen):
         return self
 
 
+class SesWebhook(Frozen):
+    """Amazon SES notifications, delivered by Amazon SNS to `POST /webhooks/ses`."""
+
+    # The SNS topic the SES identity publishes its bounces and complaints to.
+    topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$")
+    # The PEM certificate SNS signs with (at the messages' SigningCertURL), relative to
+    # config.yaml; the file may hold several, the next one before SNS changes over.
+    certificate: str = Field(min_length=1)
+
+
+class SendgridWebhook(Frozen):
+    """SendGrid's Signed Event Webhook, to `POST /webhooks/sendgrid`."""
+
+    # The verification key SendGrid shows for the signed webhook: base64 DER, ECDSA P-256.
+    public_key: str = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _p256_key(self) -> SendgridWebhook:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+        try:
+            der = base64.b64decode("".join(self.public_key.split()), validate=True)
+            key = load_der_public_key(der)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"public_key is not a base64 DER public key: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise ValueError("public_key must be an ECDSA P-256 key (SendGrid's verification key)")
+        return self
+
+
+class PostmarkWebhook(Frozen):
+    """Postmark's webhooks to `POST /webhooks/postmark`, with HTTP basic auth; the
+    password comes from LIFECYCLE_POSTMARK_WEBHOOK_PASSWORD."""
+
+    username: str = Field(min_length=1, max_length=200, pattern=r"^[^:\s]+$")
+
+
+class Webhooks(Frozen):
+    """The sending services whose webhooks the tracking server takes. Mailgun's and
+    Brevo's need only their secret in the environment (see `Secrets`)."""
+
+    ses: SesWebhook | None = None
+    sendgrid: SendgridWebhook | None = None
+    postmark: PostmarkWebhook | None = None
+
+
 class Reports(Frozen):
     attribution_days: Annotated[int, whole(1, 365)] = 7
     # The retention's activity window in days; None: a calendar year back.
@@ -229,6 +314,8 @@ class Config(Frozen):
                 "(the address the reports come back to)"
             )
         return self
+
+    webhooks: Webhooks = Webhooks()
     paths: Paths = Paths()
 
 

@@ -44,6 +44,9 @@ class Secrets:
     woocommerce_secret: str | None = None  # the secret of the shop's WooCommerce webhooks
     shopify_secret: str | None = None  # the secret Shopify signs the shop's webhooks with
     bounce_password: str | None = None  # the bounce mailbox's IMAP password
+    mailgun_signing_key: str | None = None  # Mailgun's webhook signing key
+    postmark_webhook_password: str | None = None  # Postmark webhooks' basic-auth password
+    brevo_webhook_token: str | None = None  # the token Brevo's webhooks authenticate with
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -57,6 +60,9 @@ class Secrets:
             woocommerce_secret=env.get("LIFECYCLE_WOOCOMMERCE_SECRET") or None,
             shopify_secret=env.get("LIFECYCLE_SHOPIFY_SECRET") or None,
             bounce_password=env.get("LIFECYCLE_BOUNCE_PASSWORD") or None,
+            mailgun_signing_key=env.get("LIFECYCLE_MAILGUN_SIGNING_KEY") or None,
+            postmark_webhook_password=env.get("LIFECYCLE_POSTMARK_WEBHOOK_PASSWORD") or None,
+            brevo_webhook_token=env.get("LIFECYCLE_BREVO_WEBHOOK_TOKEN") or None,
         )
 
 
@@ -271,6 +277,38 @@ def cross_check(project: Project, broken: set[str] | frozenset[str] = frozenset(
                 project.where(config_file, ("sending", "dkim", "key_file")),
                 "sending.dkim.key_file",
                 f"key file {dkim.key_file} not found",
+            )
+        )
+    files: list[tuple[str | None, tuple[str, ...], str]] = [
+        (
+            project.config.sending.smtp.ca_file,
+            ("sending", "smtp", "ca_file"),
+            "certificate authority file",
+        ),
+        (
+            project.config.bounces.imap.ca_file if project.config.bounces.imap else None,
+            ("bounces", "imap", "ca_file"),
+            "certificate authority file",
+        ),
+    ]
+    for name, key, what in files:
+        if name is not None and not (project.root / name).is_file():
+            problems.append(
+                Problem(
+                    config_file,
+                    project.where(config_file, key),
+                    ".".join(key),
+                    f"{what} {name} not found",
+                )
+            )
+    ses = project.config.webhooks.ses
+    if ses is not None and not (project.root / ses.certificate).is_file():
+        problems.append(
+            Problem(
+                config_file,
+                project.where(config_file, ("webhooks", "ses", "certificate")),
+                "webhooks.ses.certificate",
+                f"certificate file {ses.certificate} not found",
             )
         )
     return problems + _check_tier_names(project, config_file)

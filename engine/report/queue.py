@@ -12,7 +12,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from ..store import Customer, Message, MessageEvent, MessageStatus, WebhookDelivery
+from ..store import (
+    Blast,
+    BlastState,
+    Customer,
+    Message,
+    MessageEvent,
+    MessageStatus,
+    WebhookDelivery,
+)
 
 RECENT = 20
 WAITING = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.RETRY)
@@ -48,7 +56,29 @@ def queue(session: Session, now: datetime) -> dict[str, Any]:
         "recent_errors": recent_errors(session),
         "recent_events": recent_events(session, now),
         "webhooks": webhooks(session),
+        "held_sends": held_sends(session),
     }
+
+
+def held_sends(session: Session) -> list[dict[str, Any]]:
+    """Big sends whose rest waits: for their canary to be judged, or paused after it
+    (with the figures that paused them, and `lifecycle resume CAMPAIGN` to go on)."""
+    rows = session.scalars(
+        select(Blast)
+        .where(col(Blast.state).in_([BlastState.CANARY, BlastState.PAUSED]))
+        .order_by(col(Blast.created_at))
+    )
+    return [
+        {
+            "campaign": b.campaign,
+            "state": str(b.state),
+            "recipients": b.recipients,
+            "queued_at": b.created_at,
+            "canary_done_at": b.canary_done_at,
+            "reason": b.reason,
+        }
+        for b in rows
+    ]
 
 
 def recent_errors(session: Session, limit: int = RECENT) -> list[dict[str, Any]]:

@@ -16,11 +16,11 @@ Public names:
 - `db`: `BUSY_TIMEOUT_MS`, `current_revision`, `has_schema`, `ignoring_insert`,
   `is_postgres`, `make_engine`, `session_scope`, `upgrade`
 - `locks`: `PlannerLock`, `planner_lock`
-- `models`: `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Coupon`,
+- `models`: `Blast`, `BlastState`, `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Coupon`,
   `CouponUse`, `Credit`, `Customer`, `CustomerTag`, `EventKind`, `FlowExit`, `FlowStepSeen`, `Message`,
   `MessageEvent`, `MessageKind`, `MessageStatus`, `Order`, `OrderItem`, `OrderStatus`,
   `CASH_ON_DELIVERY`, `ENDED_ORDER`, `ORDER_PROGRESS`, `is_purchase`, `PriceChange`, `Product`, `ProductWanted`, `ReceivedEvent`, `Referral`, `ReferralReward`,
-  `ReferralStatus`, `Restock`, `ShopHoliday`, `Suppression`, `SurveyAnswer`, `TierChange`,
+  `ReferralStatus`, `Restock`, `SendRate`, `ShopHoliday`, `SmtpSlot`, `Suppression`, `SurveyAnswer`, `TierChange`,
   `WebhookDelivery`
 - `types`: `CENT`, `Money`, `UTCDateTime`, `to_money`
 """
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
         CASH_ON_DELIVERY,
         ENDED_ORDER,
         ORDER_PROGRESS,
+        Blast,
+        BlastState,
         BroadcastTime,
         Checkout,
         Checkpoint,
@@ -74,7 +76,9 @@ if TYPE_CHECKING:
         ReferralReward,
         ReferralStatus,
         Restock,
+        SendRate,
         ShopHoliday,
+        SmtpSlot,
         Suppression,
         SurveyAnswer,
         TierChange,
@@ -89,6 +93,8 @@ __all__ = [
     "CENT",
     "ENDED_ORDER",
     "ORDER_PROGRESS",
+    "Blast",
+    "BlastState",
     "BroadcastTime",
     "Checkout",
     "Checkpoint",
@@ -118,7 +124,9 @@ __all__ = [
     "ReferralReward",
     "ReferralStatus",
     "Restock",
+    "SendRate",
     "ShopHoliday",
+    "SmtpSlot",
     "Suppression",
     "SurveyAnswer",
     "TierChange",
@@ -139,6 +147,8 @@ __all__ = [
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
     "BUSY_TIMEOUT_MS": ".db",
+    "Blast": ".models",
+    "BlastState": ".models",
     "BroadcastTime": ".models",
     "CENT": ".types",
     "Checkout": ".models",
@@ -174,6 +184,8 @@ _PUBLIC = {
     "ReferralReward": ".models",
     "ReferralStatus": ".models",
     "Restock": ".models",
+    "SendRate": ".models",
+    "SmtpSlot": ".models",
     "ShopHoliday": ".models",
     "Suppression": ".models",
     "SurveyAnswer": ".models",

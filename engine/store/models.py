@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from .types import Money, UTCDateTime
@@ -346,6 +346,55 @@ class SurveyAnswer(SQLModel, table=True):
     comment: str | None = Field(default=None, sa_type=String(2000))
     changed_at: datetime | None = _utc(default=None)
     forwarded_at: datetime | None = _utc(default=None)
+
+
+class SendRate(SQLModel, table=True):
+    """One row: the earliest moment the shop's next sending slot is free, in microseconds
+    since the epoch (engine.deliver.ratelimit), shared by every daemon."""
+
+    __tablename__ = "send_rate"
+
+    id: int | None = Field(default=None, primary_key=True)
+    free_at: int = Field(default=0, sa_type=BigInteger)
+
+
+class SmtpSlot(SQLModel, table=True):
+    """One of the shop's `sending.connections` SMTP connections, held under a lease by the
+    daemon that has it open (engine.deliver.ratelimit.SharedSlots)."""
+
+    __tablename__ = "smtp_slot"
+
+    slot: int = Field(primary_key=True)
+    owner: str | None = Field(default=None, sa_type=String(64))
+    until: datetime | None = _utc(default=None)
+
+
+class BlastState(StrEnum):
+    CANARY = "canary"  # the canary share goes out; the rest of the send waits
+    RELEASED = "released"  # the canary was clean: the rest goes out
+    PAUSED = "paused"  # the canary was not: this send and the campaign's later ones wait
+    RESUMED = "resumed"  # paused, then resumed by hand (`lifecycle resume`)
+
+
+class Blast(SQLModel, table=True):
+    """A big marketing send: the messages one pass queued for one campaign (those with
+    this `created_at`). Only the canary (every `canary_every`-th message, counted in id
+    order from `first_message_id`) goes out until its figures are judged."""
+
+    __tablename__ = "blast"
+    __table_args__ = (UniqueConstraint("campaign", "created_at", name="uq_blast_campaign_created"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(64))
+    created_at: datetime = _utc()
+    recipients: int
+    first_message_id: int
+    canary_every: int
+    state: BlastState = _state(BlastState.CANARY, index=True)
+    # When the last canary message ended (sent, failed or expired); judged `watch` later.
+    canary_done_at: datetime | None = _utc(default=None)
+    decided_at: datetime | None = _utc(default=None)
+    reason: str | None = Field(default=None, sa_type=String(1000))
 
 
 class ShopHoliday(SQLModel, table=True):

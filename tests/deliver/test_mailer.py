@@ -24,6 +24,7 @@ from engine.deliver.mailer import (
     _response_result,
     _wire_form,
 )
+from engine.project.loader import Secrets
 from tests.delivery_fixtures import project_for
 from tests.smtp_servers import Script, self_signed, serving
 
@@ -317,3 +318,29 @@ def test_a_server_that_requires_starttls_refuses_everyone(
     script = Script(starttls=tls)
     result = send_secure(project_dir, script, "none", None)
     assert result.outcome is Outcome.SYSTEMIC and script.received == []
+
+
+def test_a_relay_signed_by_a_private_authority_is_trusted_through_ca_file(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    """sending.smtp.ca_file: the relay's certificate checks out against the shop's own
+    authority (here the self-signed certificate itself), without touching the system's."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    context, cert = self_signed(tmp_path)
+    (project_dir / "relay-ca.pem").write_bytes(cert.read_bytes())
+
+    async def go(ca_file: str | None) -> SendResult:
+        script = Script(starttls=context)
+        async with serving(script) as port:
+            smtp = {"security": "starttls", "username": "shop", "ca_file": ca_file}
+            project = project_for(project_dir, port, smtp=smtp)
+            mailer = SmtpMailer.from_project(project, Secrets(smtp_password="right-password"))
+            try:
+                return await mailer.send("a@shop.test", "b@example.com", DATA)
+            finally:
+                await mailer.close()
+
+    assert asyncio.run(go("relay-ca.pem")).outcome is Outcome.SENT
+    refused = asyncio.run(go(None))  # the system's authorities do not know it
+    assert refused.outcome is not Outcome.SENT and "certificate" in refused.describe().lower()

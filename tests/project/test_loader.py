@@ -583,3 +583,15 @@ def test_every_number_and_duration_has_a_range(
 ) -> None:
     line = edit(shop, file, old, new) + (1 if old == SENDING else 0)
     assert problems(shop) == ([f"{file}:{line}: {expected}"] if expected else [])
+
+
+def test_a_certificate_authority_file_that_is_not_there(shop: Path) -> None:
+    line = edit(
+        shop, "config.yaml", "    port: 8025\n", "    port: 8025\n    ca_file: certs/relay-ca.pem\n"
+    )
+    assert problems(shop) == [
+        f"config.yaml:{line + 1}: sending.smtp.ca_file: certificate authority file certs/relay-ca.pem not found"
+    ]
+    (shop / "certs").mkdir()
+    (shop / "certs" / "relay-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert problems(shop) == []

@@ -41,7 +41,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 def test_the_migration_creates_exactly_the_models_schema(store: Engine) -> None:
     assert schema_differences(store) == []
-    assert current_revision(store) == "0007"
+    assert current_revision(store) == "0008"
 
 
 def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> None:
@@ -49,7 +49,7 @@ def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> No
         session.add(models.Checkpoint(name="planner", value="42", updated_at=NOW))
     upgrade(store)
     upgrade(store)
-    assert current_revision(store) == "0007"
+    assert current_revision(store) == "0008"
     assert schema_differences(store) == []
     with store.connect() as conn:
         assert conn.execute(select(models.Checkpoint.value)).scalars().all() == ["42"]
@@ -59,7 +59,7 @@ def test_an_empty_database_has_no_schema_until_upgraded(sqlite_url: str) -> None
     engine = make_engine(sqlite_url)
     assert (has_schema(engine), current_revision(engine)) == (False, None)
     upgrade(engine)
-    assert (has_schema(engine), current_revision(engine)) == (True, "0007")
+    assert (has_schema(engine), current_revision(engine)) == (True, "0008")
     engine.dispose()
 
 
@@ -82,7 +82,7 @@ def test_upgrading_from_0001_keeps_orders_and_leaves_their_recorded_at_unknown(
                           "total) VALUES (1, 'O1', 1, :t, 'placed', 0)"),
                      {"t": "2026-11-01 00:00:00.000000"})  # fmt: skip
     upgrade(engine)
-    assert current_revision(engine) == "0007" and schema_differences(engine) == []
+    assert current_revision(engine) == "0008" and schema_differences(engine) == []
     with engine.connect() as conn:
         stored = conn.execute(select(models.Order.external_id, models.Order.recorded_at)).all()  # type: ignore[call-overload]
         indexes = {i["name"] for i in sqlalchemy_inspect(conn).get_indexes("orders")}
