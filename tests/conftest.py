@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-# Fixtures of real servers, for tests in any folder: `imap_server` (dovecot).
-pytest_plugins = ["tests.imap_server"]
+# Fixtures of real servers, for tests in any folder: `imap_server` (dovecot) and
+# `postfix_server` (Postfix).
+pytest_plugins = ["tests.imap_server", "tests.postfix_server"]
 
 
 def skip_or_fail(reason: str) -> None:

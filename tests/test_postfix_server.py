@@ -12,7 +12,7 @@ from email.message import EmailMessage, Message
 
 import pytest
 
-from tests.postfix_server import BounceDestination, PostfixServer, postfix_server, postfixes  # noqa: F401 - fixtures
+from tests.postfix_server import BounceDestination, PostfixServer
 
 SENDER = "bounce+abc@bounces.test"
 MESSAGE_ID = "<welcome-1@shop.test>"
@@ -56,7 +56,7 @@ def assert_unknown_user_dsn(dsn: Message, recipient: str) -> None:
 
 
 def test_an_unknown_user_is_bounced_to_the_bounce_maildir(
-    postfix_server: PostfixServer,  # noqa: F811
+    postfix_server: PostfixServer,
 ) -> None:
     recipient = f"nosuchuser@{postfix_server.domain}"
 
@@ -70,7 +70,7 @@ def test_an_unknown_user_is_bounced_to_the_bounce_maildir(
 
 @pytest.mark.parametrize("postfix_server", [BounceDestination.RELAY], indirect=True)
 def test_an_unknown_user_is_bounced_to_the_relay(
-    postfix_server: PostfixServer,  # noqa: F811
+    postfix_server: PostfixServer,
 ) -> None:
     recipient = f"nosuchuser@{postfix_server.domain}"
 
@@ -83,7 +83,7 @@ def test_an_unknown_user_is_bounced_to_the_relay(
 
 @pytest.mark.parametrize("postfix_server", [BounceDestination.RELAY], indirect=True)
 def test_a_dsn_the_relay_deferred_is_sent_again_on_flush(
-    postfix_server: PostfixServer,  # noqa: F811
+    postfix_server: PostfixServer,
 ) -> None:
     relay = postfix_server.relay
     assert relay is not None
@@ -102,7 +102,7 @@ def test_a_dsn_the_relay_deferred_is_sent_again_on_flush(
 
 
 def test_a_client_that_does_not_trust_the_test_ca_is_refused(
-    postfix_server: PostfixServer,  # noqa: F811
+    postfix_server: PostfixServer,
 ) -> None:
     system_trust = ssl.create_default_context()
     with (
