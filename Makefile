@@ -85,6 +85,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/track.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/bounces.py
 
 # The demo's database, outbox and secret; `distclean` also drops the virtualenv.
 clean:

@@ -147,8 +147,15 @@ def main() -> None:
         engine = make_engine(url)
         processor = Processor(engine, signer, VerpPattern(BOUNCE), Bounces(), lambda: NOW)
         started, cpu = time.perf_counter(), time.process_time()
-        tally = read_maildir(processor, maildir)
+        runs = [read_maildir(processor, maildir)]  # at most bounces.max_per_run a run
+        while runs[-1].read:
+            runs.append(read_maildir(processor, maildir))
         wall, used = time.perf_counter() - started, time.process_time() - cpu
+        tally = runs[0]
+        for more in runs[1:]:
+            tally.suppressed += more.suppressed
+            for name, count in more.counts.items():
+                tally.counts[name] = tally.counts.get(name, 0) + count
         with engine.connect() as conn:
             events = conn.execute(select(func.count()).select_from(MessageEvent)).scalar_one()
             suppressed = conn.execute(select(func.count()).select_from(Suppression)).scalar_one()
@@ -157,7 +164,9 @@ def main() -> None:
         left = len(box)
         moved = len(box.get_folder("Processed")) + len(box.get_folder("Unmatched"))
 
-        print(f"read_maildir: {tally.summary()}")
+        print(
+            f"read_maildir, {len(runs)} runs of at most {Bounces().max_per_run:,}: {tally.summary()}"
+        )
         print(
             f"  {events:,} events recorded, {suppressed:,} addresses suppressed, {left} left in INBOX, {moved:,} moved aside"
         )

@@ -15,7 +15,7 @@ modules import each other directly.
 
 Public names:
 
-- `apply`: `Outcome`, `Tally`, `apply_report`
+- `apply`: `Outcome`, `Tally`, `apply_report`, `apply_reports`
 - `listener`: `BounceListener`
 - `mailboxes`: `MailboxError`, `Processor`, `read_imap`, `read_mailbox`, `read_maildir`
 - `poller`: `MailboxPoller`
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ..exports import public_names
 
 if TYPE_CHECKING:
-    from .apply import Outcome, Tally, apply_report
+    from .apply import Outcome, Tally, apply_report, apply_reports
     from .listener import BounceListener
     from .mailboxes import MailboxError, Processor, read_imap, read_mailbox, read_maildir
     from .poller import MailboxPoller
@@ -45,6 +45,7 @@ __all__ = [
     "Tally",
     "VerpPattern",
     "apply_report",
+    "apply_reports",
     "read_imap",
     "read_mailbox",
     "read_maildir",
@@ -61,6 +62,7 @@ _PUBLIC = {
     "Tally": ".apply",
     "VerpPattern": ".reports",
     "apply_report": ".apply",
+    "apply_reports": ".apply",
     "read_imap": ".mailboxes",
     "read_mailbox": ".mailboxes",
     "read_maildir": ".mailboxes",

@@ -25,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlmodel import Session, col
 
 from ..deliver import InvalidToken, Signer
@@ -37,13 +37,6 @@ SUPPRESSION: Any = Suppression.__table__  # type: ignore[attr-defined]
 EVENT: Any = MessageEvent.__table__  # type: ignore[attr-defined]
 MESSAGE: Any = Message.__table__  # type: ignore[attr-defined]
 CUSTOMER: Any = Customer.__table__  # type: ignore[attr-defined]
-KNOWN = select(SUPPRESSION.c.id).where(SUPPRESSION.c.email == bindparam("email"))
-# The message's customer and address, in one statement built once.
-RECIPIENT = (
-    select(CUSTOMER.c.id, CUSTOMER.c.email)
-    .join(MESSAGE, MESSAGE.c.customer_id == CUSTOMER.c.id)
-    .where(MESSAGE.c.id == bindparam("message_id"))
-)
 
 
 class Outcome(StrEnum):
@@ -90,18 +83,86 @@ def apply_report(
     session: Session, report: Report, signer: Signer, policy: Bounces, now: datetime
 ) -> Applied:
     """Record what `report` says on `session` (the caller commits)."""
+    return apply_reports(session, [report], signer, policy, now)[0]
+
+
+def apply_reports(
+    session: Session, reports: list[Report], signer: Signer, policy: Bounces, now: datetime
+) -> list[Applied]:
+    """Record what each report says on `session`, in order (the caller commits). What
+    the reports need from the store (their messages' addresses, the events already
+    recorded, the addresses already suppressed) is read once for them all."""
+    named = [
+        _verified(r.tokens, signer) if r.kind in ("bounce", "complaint") else None for r in reports
+    ]
+    known = _Known.read(session, {m for m in named if m is not None})
+    return [
+        _apply(session, report, message_id, known, policy, now)
+        for report, message_id in zip(reports, named, strict=True)
+    ]
+
+
+@dataclass
+class _Known:
+    recipients: dict[int, tuple[int, str]]  # message id: (customer id, address)
+    recorded: set[tuple[int, str, str]]  # (message id, kind, detail) of events
+    suppressed: set[str]
+
+    @classmethod
+    def read(cls, session: Session, message_ids: set[int]) -> _Known:
+        known = cls({}, set(), set())
+        ids = sorted(message_ids)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            for mid, customer_id, email in session.execute(
+                select(MESSAGE.c.id, CUSTOMER.c.id, CUSTOMER.c.email)
+                .join(CUSTOMER, CUSTOMER.c.id == MESSAGE.c.customer_id)
+                .where(MESSAGE.c.id.in_(chunk))
+            ):
+                known.recipients[int(mid)] = (int(customer_id), str(email))
+            known.recorded.update(
+                (int(mid), str(kind), str(detail))
+                for mid, kind, detail in session.execute(
+                    select(EVENT.c.message_id, EVENT.c.kind, EVENT.c.detail).where(
+                        EVENT.c.message_id.in_(chunk),
+                        EVENT.c.kind.in_([EventKind.BOUNCE.value, EventKind.COMPLAINT.value]),
+                    )
+                )
+            )
+        emails = sorted({email for _, email in known.recipients.values()})
+        for start in range(0, len(emails), CHUNK):
+            known.suppressed.update(
+                session.scalars(
+                    select(SUPPRESSION.c.email).where(
+                        SUPPRESSION.c.email.in_(emails[start : start + CHUNK])
+                    )
+                )
+            )
+        return known
+
+
+CHUNK = 500  # ids in one IN list
+
+
+def _apply(
+    session: Session,
+    report: Report,
+    message_id: int | None,
+    known: _Known,
+    policy: Bounces,
+    now: datetime,
+) -> Applied:
     if report.kind == "ignore":
         return Applied(Outcome.IGNORED, why=report.reason)
     if report.kind == "unreadable":
         return Applied(Outcome.UNREADABLE, why=report.reason)
-    message_id = _verified(report.tokens, signer)
     if message_id is None:
         why = "a token that does not verify" if report.tokens else "no VERP address of ours"
         return Applied(Outcome.UNMATCHED, why=why)
-    found = session.execute(RECIPIENT, {"message_id": message_id}).first()
+    found = known.recipients.get(message_id)
     if found is None:
         return Applied(Outcome.UNMATCHED, message_id, why=f"message {message_id} is not stored")
-    customer_id, email = int(found[0]), str(found[1])
+    customer_id, email = found
     if report.kind == "complaint":
         kind, outcome = EventKind.COMPLAINT, Outcome.COMPLAINT
         detail = f"{report.feedback_type or 'abuse'} report"
@@ -109,7 +170,7 @@ def apply_report(
         kind, outcome = EventKind.BOUNCE, Outcome.HARD if report.hard else Outcome.SOFT
         detail = f"{'hard' if report.hard else 'soft'} {report.status or '-'}: {report.diagnostic}"
     detail = detail[:1000]
-    if _recorded(session, message_id, kind, detail):
+    if (message_id, kind.value, detail) in known.recorded:
         return Applied(Outcome.DUPLICATE, message_id)
     session.execute(
         insert(EVENT),
@@ -124,11 +185,16 @@ def apply_report(
             }
         ],
     )
+    known.recorded.add((message_id, kind.value, detail))
     reason = _suppression_reason(session, report, outcome, customer_id, policy, now)
-    if reason is None:
+    if reason is None or email in known.suppressed:
         return Applied(outcome, message_id)
-    added = _suppress(session, email, reason, kind.value, now)
-    return Applied(outcome, message_id, suppressed=email if added else None)
+    session.execute(
+        ignoring_insert(session, SUPPRESSION, "email"),
+        {"email": email, "reason": reason, "source": kind.value, "created_at": now},
+    )
+    known.suppressed.add(email)
+    return Applied(outcome, message_id, suppressed=email)
 
 
 def _verified(tokens: tuple[str, ...], signer: Signer) -> int | None:
@@ -138,19 +204,6 @@ def _verified(tokens: tuple[str, ...], signer: Signer) -> int | None:
         except InvalidToken:
             continue
     return None
-
-
-def _recorded(session: Session, message_id: int, kind: EventKind, detail: str) -> bool:
-    return (
-        session.scalar(
-            select(col(MessageEvent.id)).where(
-                col(MessageEvent.message_id) == message_id,
-                col(MessageEvent.kind) == kind,
-                col(MessageEvent.detail) == detail,
-            )
-        )
-        is not None
-    )
 
 
 def _suppression_reason(
@@ -181,15 +234,3 @@ def _suppression_reason(
     return f"{soft} soft bounces in {days} days, the latest {report.status or ''}: {report.diagnostic}"[
         :200
     ]
-
-
-def _suppress(session: Session, email: str, reason: str, source: str, now: datetime) -> bool:
-    """Suppress `email` unless it already is; True if this added it."""
-    known = session.execute(KNOWN, {"email": email}).first()
-    if known is not None:
-        return False
-    session.execute(
-        ignoring_insert(session, SUPPRESSION, "email"),
-        {"email": email, "reason": reason, "source": source, "created_at": now},
-    )
-    return True

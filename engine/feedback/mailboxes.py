@@ -33,7 +33,7 @@ from ..deliver import Signer
 from ..errors import ConfigError, EngineError, Problem
 from ..project import Bounces, Project, Secrets
 from ..store import session_scope
-from .apply import Applied, Outcome, Tally, apply_report
+from .apply import Applied, Outcome, Tally, apply_reports
 from .reports import MAX_REPORT_BYTES, VerpPattern, read_report
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Processor:
         read = [read_report(data, self.verp) for data in reports]
         now = self.clock()
         with session_scope(self.engine) as session:
-            done = [apply_report(session, report, self.signer, self.policy, now) for report in read]
+            done = apply_reports(session, read, self.signer, self.policy, now)
         for report, applied in zip(read, done, strict=True):
             if applied.outcome in MISPLACED:
                 log.info(

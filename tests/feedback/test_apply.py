@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from engine.deliver import Signer
-from engine.feedback import Outcome, Report, apply_report
+from engine.feedback import Outcome, Report, apply_report, apply_reports
 from engine.project import Bounces
 from engine.store import Customer, EventKind, Message, MessageEvent, Suppression
 from tests import store_fixtures
@@ -178,3 +178,19 @@ def test_ignored_and_unreadable_reports_write_nothing(fresh_store: Engine) -> No
     )
     assert apply(fresh_store, Report("unreadable", token, reason="x")).outcome is Outcome.UNREADABLE
     assert events(fresh_store) == [] and suppressions(fresh_store) == {}
+
+
+def test_a_batch_records_a_repeated_report_once_and_suppresses_an_address_once(
+    fresh_store: Engine,
+) -> None:
+    mids = seed(fresh_store, 2)
+    first = bounce(mids[0], hard=True, status="5.1.1", diagnostic="550 5.1.1 unknown")
+    other = bounce(mids[1], hard=True, status="5.1.1", diagnostic="550 5.1.1 unknown")
+    with Session(fresh_store) as session:
+        done = apply_reports(session, [first, first, other], SIGNER, POLICY, NOW)
+        session.commit()
+    assert [d.outcome for d in done] == [Outcome.HARD, Outcome.DUPLICATE, Outcome.HARD]
+    assert [d.suppressed for d in done] == ["rahima@example.com", None, None]
+    assert len(events(fresh_store)) == 2 and list(suppressions(fresh_store)) == [
+        "rahima@example.com"
+    ]
