@@ -27,7 +27,7 @@ Public names:
 - `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
 - `outbox`: `count_due`
 - `preview`: `preview_customer`, `preview_sample`
-- `sink`: `serve_sink`, `start_sink`
+- `sink`: `LoopServer`, `serve_sink`, `start_sink`
 - `tokens`: `InvalidToken`, `Purpose`, `Signer`
 """
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .mailer import Mailer, Outcome, SmtpMailer
     from .outbox import count_due
     from .preview import preview_customer, preview_sample
-    from .sink import serve_sink, start_sink
+    from .sink import LoopServer, serve_sink, start_sink
     from .tokens import InvalidToken, Purpose, Signer
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "DnsLookups",
     "Finding",
     "InvalidToken",
+    "LoopServer",
     "Mailer",
     "Outcome",
     "Purpose",
@@ -94,6 +95,7 @@ _PUBLIC = {
     "DnsLookups": ".doctor",
     "Finding": ".doctor",
     "InvalidToken": ".tokens",
+    "LoopServer": ".sink",
     "Mailer": ".mailer",
     "Outcome": ".mailer",
     "POOL_FROM": ".composepool",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -48,49 +48,38 @@ class _Handler:
         return "250 2.0.0 OK: kept in the outbox folder"
 
 
-class MailSink:
-    """Accepts mail on `host:port` and keeps it in `directory`.
+class LoopServer:
+    """An aiosmtpd server inside the running event loop: `start`, `stop`, or `async with`.
+    A subclass makes each session's protocol (`_protocol`) and says what it is
+    (`what`, for errors). `port=0` picks a free port (read `.port` after `start()`)."""
 
-    `port=0` picks a free port (read `.port` after `start()`). `echo` gets the
-    one-line summary of each message (default: print).
-    """
+    what = "the SMTP server"
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        host: str = "127.0.0.1",
-        port: int = 8025,
-        *,
-        echo: Callable[[str], None] | None = print,
-        clock: Clock = _clock,
-    ):
-        self.directory = Path(directory)
+    def __init__(self, host: str, port: int):
         self.host = host
         self.port = port
-        self.echo = echo
-        self.clock = clock
-        self.count = 0
         self.server: asyncio.AbstractServer | None = None
-        self.handler = _Handler(self)
         self.sessions: list[SMTP] = []
 
     def _protocol(self) -> SMTP:
-        smtp = SMTP(self.handler, hostname="lifecycle-sink", ident="lifecycle sink")
+        raise NotImplementedError
+
+    def _session(self, smtp: SMTP) -> SMTP:
+        """Keep `smtp` to close at `stop` (dropping the sessions already closed)."""
+        self.sessions = [
+            s for s in self.sessions if s.transport is None or not s.transport.is_closing()
+        ]
         self.sessions.append(smtp)
         return smtp
 
-    async def start(self) -> MailSink:
-        """Listen; raise DeliveryError if the folder or the port cannot be used."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DeliveryError(f"cannot create the outbox folder {self.directory}: {exc}") from exc
+    async def start(self) -> Self:
+        """Listen; raise DeliveryError if the port cannot be used."""
         loop = asyncio.get_running_loop()
         try:
             self.server = await loop.create_server(self._protocol, self.host, self.port)
         except OSError as exc:
             raise DeliveryError(
-                f"the mail sink cannot listen on {self.host}:{self.port}: {exc.strerror}"
+                f"{self.what} cannot listen on {self.host}:{self.port}: {exc.strerror}"
             ) from exc
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -105,11 +94,48 @@ class MailSink:
         await self.server.wait_closed()
         self.server = None
 
-    async def __aenter__(self) -> MailSink:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
+
+
+class MailSink(LoopServer):
+    """Accepts mail on `host:port` and keeps it in `directory`.
+
+    `port=0` picks a free port (read `.port` after `start()`). `echo` gets the
+    one-line summary of each message (default: print).
+    """
+
+    what = "the mail sink"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 8025,
+        *,
+        echo: Callable[[str], None] | None = print,
+        clock: Clock = _clock,
+    ):
+        super().__init__(host, port)
+        self.directory = Path(directory)
+        self.echo = echo
+        self.clock = clock
+        self.count = 0
+        self.handler = _Handler(self)
+
+    def _protocol(self) -> SMTP:
+        return self._session(SMTP(self.handler, hostname="lifecycle-sink", ident="lifecycle sink"))
+
+    async def start(self) -> Self:
+        """Listen; raise DeliveryError if the folder or the port cannot be used."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeliveryError(f"cannot create the outbox folder {self.directory}: {exc}") from exc
+        return await super().start()
 
     def store(self, recipients: list[str], data: bytes) -> Path:
         """Write one message atomically; return its path."""

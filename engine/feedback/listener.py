@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ..errors import DeliveryError
+from ..deliver import LoopServer
 from .apply import Tally
 from .mailboxes import Processor
 from .reports import MAX_REPORT_BYTES
@@ -59,19 +58,19 @@ class _Handler:
         return "250 2.0.0 OK: report received"
 
 
-class BounceListener:
+class BounceListener(LoopServer):
     """Accepts reports for `bounce_address` on `host:port` (`port=0`: a free one, read
     `.port` after `start()`)."""
 
+    what = "the bounce listener"
+
     def __init__(self, processor: Processor, bounce_address: str, host: str, port: int):
+        super().__init__(host, port)
         self.processor = processor
         local, _, domain = bounce_address.lower().partition("@")
         self._local, self._domain = local, domain
-        self.host, self.port = host, port
         self.tally = Tally()
-        self.server: asyncio.AbstractServer | None = None
         self.handler = _Handler(self)
-        self.sessions: list[SMTP] = []
 
     def accepts(self, address: str) -> bool:
         local, _, domain = address.lower().partition("@")
@@ -79,43 +78,12 @@ class BounceListener:
         return domain == self._domain and base == self._local
 
     def _protocol(self) -> SMTP:
-        smtp = SMTP(
-            self.handler,
-            hostname=self._domain or "lifecycle-bounces",
-            ident="lifecycle bounces",
-            data_size_limit=MAX_REPORT_BYTES,
-            timeout=TIMEOUT,
+        return self._session(
+            SMTP(
+                self.handler,
+                hostname=self._domain or "lifecycle-bounces",
+                ident="lifecycle bounces",
+                data_size_limit=MAX_REPORT_BYTES,
+                timeout=TIMEOUT,
+            )
         )
-        self.sessions = [
-            s for s in self.sessions if s.transport is not None and not s.transport.is_closing()
-        ]
-        self.sessions.append(smtp)
-        return smtp
-
-    async def start(self) -> BounceListener:
-        """Listen; DeliveryError if the port cannot be used."""
-        loop = asyncio.get_running_loop()
-        try:
-            self.server = await loop.create_server(self._protocol, self.host, self.port)
-        except OSError as exc:
-            raise DeliveryError(
-                f"the bounce listener cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            ) from exc
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is None:
-            return
-        self.server.close()
-        for smtp in self.sessions:
-            if smtp.transport is not None:
-                smtp.transport.close()
-        await self.server.wait_closed()
-        self.server = None
-
-    async def __aenter__(self) -> BounceListener:
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()

@@ -269,48 +269,29 @@ def cross_check(project: Project, broken: set[str] | frozenset[str] = frozenset(
     config_file = next(iter(project.docs), "config.yaml")
     doc = project.docs.get(config_file, YamlDoc(config_file, None))
     problems = check_enabled(project.config.campaigns, set(project.campaigns), broken, doc)
-    dkim = project.config.sending.dkim
-    if dkim is not None and not (project.root / dkim.key_file).is_file():
-        problems.append(
-            Problem(
-                config_file,
-                project.where(config_file, ("sending", "dkim", "key_file")),
-                "sending.dkim.key_file",
-                f"key file {dkim.key_file} not found",
-            )
-        )
-    files: list[tuple[str | None, tuple[str, ...], str]] = [
+    config = project.config
+    files: list[tuple[str | None, tuple[str, ...], str]] = [  # each file config.yaml names
         (
-            project.config.sending.smtp.ca_file,
-            ("sending", "smtp", "ca_file"),
+            config.sending.dkim.key_file if config.sending.dkim else None,
+            ("sending", "dkim", "key_file"),
+            "key file",
+        ),
+        (config.sending.smtp.ca_file, ("sending", "smtp", "ca_file"), "certificate authority file"),
+        (
+            config.bounces.imap.ca_file if config.bounces.imap else None,
+            ("bounces", "imap", "ca_file"),
             "certificate authority file",
         ),
         (
-            project.config.bounces.imap.ca_file if project.config.bounces.imap else None,
-            ("bounces", "imap", "ca_file"),
-            "certificate authority file",
+            config.webhooks.ses.certificate if config.webhooks.ses else None,
+            ("webhooks", "ses", "certificate"),
+            "certificate file",
         ),
     ]
     for name, key, what in files:
         if name is not None and not (project.root / name).is_file():
-            problems.append(
-                Problem(
-                    config_file,
-                    project.where(config_file, key),
-                    ".".join(key),
-                    f"{what} {name} not found",
-                )
-            )
-    ses = project.config.webhooks.ses
-    if ses is not None and not (project.root / ses.certificate).is_file():
-        problems.append(
-            Problem(
-                config_file,
-                project.where(config_file, ("webhooks", "ses", "certificate")),
-                "webhooks.ses.certificate",
-                f"certificate file {ses.certificate} not found",
-            )
-        )
+            where = project.where(config_file, key)
+            problems.append(Problem(config_file, where, ".".join(key), f"{what} {name} not found"))
     return problems + _check_tier_names(project, config_file)
 
 

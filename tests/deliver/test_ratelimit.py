@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from engine.deliver.dispatcher import dispatch
 from engine.deliver.mailer import SmtpMailer
 from engine.deliver.ratelimit import SharedRate, SharedSlots
-from engine.project.loader import Secrets
+from engine.project.loader import Project, Secrets
 from engine.store.db import make_engine
 from tests.delivery_fixtures import Outbox, PlainComposer, project_for
 from tests.founding import founding_project
@@ -26,6 +26,38 @@ from tests.smtp_servers import Script, ServerThread
 @pytest.fixture
 def project_dir(project_dir: Path) -> Path:
     return founding_project(project_dir)
+
+
+def two_daemons_send(postgres_url: str, project: Project, now: datetime) -> None:
+    """Two dispatch passes at once, each with its own engine and mailer (two daemons)."""
+
+    def daemon() -> None:
+        own = make_engine(postgres_url)  # a daemon of its own: its own pool
+
+        async def go() -> None:
+            secrets = Secrets(smtp_password="x")
+            mailer = SmtpMailer.from_project(project, secrets, own)
+            try:
+                await dispatch(
+                    own,
+                    project,
+                    secrets,
+                    mailer,
+                    now,
+                    composer=PlainComposer(),
+                    worker_id=f"w{threading.get_ident()}",
+                )
+            finally:
+                await mailer.close()
+
+        asyncio.run(go())
+        own.dispose()
+
+    threads = [threading.Thread(target=daemon) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
 
 
 def test_two_takers_share_the_slots_without_overlap(store: Engine) -> None:
@@ -67,32 +99,7 @@ def test_two_daemons_together_keep_to_the_shops_rate(
     with ServerThread(script).running() as port:
         project = project_for(project_dir, port, rate_per_second=20.0, connections=2, batch_size=5)
 
-        def daemon() -> None:
-            own = make_engine(postgres_url)  # a daemon of its own: its own pool
-
-            async def go() -> None:
-                mailer = SmtpMailer.from_project(project, Secrets(smtp_password="x"), own)
-                try:
-                    await dispatch(
-                        own,
-                        project,
-                        Secrets(smtp_password="x"),
-                        mailer,
-                        now,
-                        composer=PlainComposer(),
-                        worker_id=f"w{threading.get_ident()}",
-                    )
-                finally:
-                    await mailer.close()
-
-            asyncio.run(go())
-            own.dispose()
-
-        threads = [threading.Thread(target=daemon) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        two_daemons_send(postgres_url, project, now)
     engine.dispose()
     assert len(arrivals) == 40 and len(script.received) == 40
     took = max(arrivals) - min(arrivals)
@@ -144,32 +151,7 @@ def test_two_daemons_together_open_no_more_connections_than_the_shops(
             project_dir, port, rate_per_second=1000.0, connections=2, batch_size=5
         )
 
-        def daemon() -> None:
-            own = make_engine(postgres_url)
-
-            async def go() -> None:
-                mailer = SmtpMailer.from_project(project, Secrets(smtp_password="x"), own)
-                try:
-                    await dispatch(
-                        own,
-                        project,
-                        Secrets(smtp_password="x"),
-                        mailer,
-                        now,
-                        composer=PlainComposer(),
-                        worker_id=f"w{threading.get_ident()}",
-                    )
-                finally:
-                    await mailer.close()
-
-            asyncio.run(go())
-            own.dispose()
-
-        threads = [threading.Thread(target=daemon) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        two_daemons_send(postgres_url, project, now)
     engine.dispose()
     assert len(script.received) == 30, box.statuses()
     assert 1 <= most[0] <= 2, f"{most[0]} connections open at once for a shop that allows 2"

@@ -21,26 +21,37 @@ from tests.feedback.test_mailbox_cli import dsn, sent  # noqa: F401 - fixtures
 from tests.imap_server import ImapServer
 
 
-def use_imap(config: Path, server: ImapServer, *, port: int | None = None) -> None:
+def use_imap(config: Path, server: ImapServer) -> None:
     text = config.read_text().replace("  maildir: bounces\n", "")
     config.write_text(
         text
-        + f"  imap:\n    host: {server.host}\n    port: {port or server.port}\n"
+        + f"  imap:\n    host: {server.host}\n    port: {server.port}\n"
         + f"    username: {server.user}\n    ca_file: {server.cafile}\n    timeout: 5s\n"
     )
 
 
-def test_reports_over_imap_are_applied_once_and_moved_aside(
+@pytest.fixture
+def over_imap(
     sent: tuple[Path, dict[str, str]],  # noqa: F811
     imap_server: ImapServer,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Path, dict[str, str]]:
+    """The shop of `sent` reading its bounces over IMAP, with the right password."""
     config, envelope = sent
     use_imap(config, imap_server)
     monkeypatch.setenv("LIFECYCLE_BOUNCE_PASSWORD", imap_server.password)
-    imap_server.deliver(
-        dsn(envelope["c0@example.com"], "c0@example.com", "5.1.1", "550 5.1.1 User unknown")
-    )
+    return config, envelope
+
+
+def hard_bounce(envelope: dict[str, str]) -> bytes:
+    return dsn(envelope["c0@example.com"], "c0@example.com", "5.1.1", "550 5.1.1 User unknown")
+
+
+def test_reports_over_imap_are_applied_once_and_moved_aside(
+    over_imap: tuple[Path, dict[str, str]], imap_server: ImapServer
+) -> None:
+    config, envelope = over_imap
+    imap_server.deliver(hard_bounce(envelope))
     imap_server.deliver(
         b"From: someone@example.net\r\nTo: bounce@bounces.nakshighor.example\r\nSubject: hi\r\n\r\nhello\r\n"
     )
@@ -64,40 +75,30 @@ def test_reports_over_imap_are_applied_once_and_moved_aside(
 
 
 def test_a_wrong_password_is_said_and_nothing_moves(
-    sent: tuple[Path, dict[str, str]],  # noqa: F811
-    imap_server: ImapServer,
-    monkeypatch: pytest.MonkeyPatch,
+    over_imap: tuple[Path, dict[str, str]], imap_server: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, envelope = sent
-    use_imap(config, imap_server)
+    config, envelope = over_imap
     monkeypatch.setenv("LIFECYCLE_BOUNCE_PASSWORD", "not the password")
-    imap_server.deliver(
-        dsn(envelope["c0@example.com"], "c0@example.com", "5.1.1", "550 5.1.1 User unknown")
-    )
+    imap_server.deliver(hard_bounce(envelope))
     code, out = run(config, "bounces")
     assert code == 1 and "bounce mailbox" in out and imap_server.user in out
     assert len(mailbox.Maildir(imap_server.maildir, create=False)) == 1
 
 
 def test_an_unreachable_server_is_said(
-    sent: tuple[Path, dict[str, str]],  # noqa: F811
-    imap_server: ImapServer,
-    monkeypatch: pytest.MonkeyPatch,
+    over_imap: tuple[Path, dict[str, str]], imap_server: ImapServer
 ) -> None:
-    config, _ = sent
-    use_imap(config, imap_server, port=free_port())
-    monkeypatch.setenv("LIFECYCLE_BOUNCE_PASSWORD", imap_server.password)
+    config, _ = over_imap
+    text = config.read_text()
+    config.write_text(text.replace(f"    port: {imap_server.port}\n", f"    port: {free_port()}\n"))
     code, out = run(config, "bounces")
     assert code == 1 and "cannot reach the bounce mailbox" in out
 
 
 def test_without_the_password_the_command_names_the_variable(
-    sent: tuple[Path, dict[str, str]],  # noqa: F811
-    imap_server: ImapServer,
-    monkeypatch: pytest.MonkeyPatch,
+    over_imap: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, _ = sent
-    use_imap(config, imap_server)
+    config, _ = over_imap
     monkeypatch.delenv("LIFECYCLE_BOUNCE_PASSWORD", raising=False)
     code, out = run(config, "bounces")
     assert code == 2 and "LIFECYCLE_BOUNCE_PASSWORD" in out
