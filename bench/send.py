@@ -277,7 +277,8 @@ async def naive_path(url: str, project, port: int, count: int) -> tuple[float, i
     with Session(engine) as session:
         messages = session.scalars(select(Message).limit(count)).all()
         contexts = load_contexts(session, project, messages, lambda i: {
-            "unsubscribe_url": f"http://127.0.0.1:8000/u/{i}", "pixel_url": f"http://127.0.0.1:8000/o/{i}.gif"})  # fmt: skip
+            "unsubscribe_url": f"http://127.0.0.1:8000/u/{i}", "pixel_url": f"http://127.0.0.1:8000/o/{i}.gif",
+            "survey_url": f"http://127.0.0.1:8000/s/{i}"})  # fmt: skip
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="bench.local")
     await client.connect()
     cpu = time.process_time()
@@ -320,9 +321,12 @@ async def main(args: argparse.Namespace) -> None:
                 "rate_per_second": 1e9,
                 "recycle_after": 100_000,
                 "batch_size": args.batch,
+                # Throughput, not the brake: a send this big would go out as a canary first.
+                "canary": base.config.sending.canary.model_copy(update={"enabled": False}),
             }
         )
-        config = base.config.model_copy(update={"sending": sending})
+        # The one-email welcome alone (the shipped config runs the welcome series).
+        config = base.config.model_copy(update={"sending": sending, "campaigns": ["welcome"]})
         project = dataclasses.replace(base, config=config)
 
         a1_seconds, a1_sent, _ = await engine_path(url, project, args.messages, 0)

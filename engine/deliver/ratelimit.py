@@ -39,6 +39,7 @@ SLOT: Any = SmtpSlot.__table__  # type: ignore[attr-defined]
 SLOT_LEASE = timedelta(seconds=60)
 SLOT_WAIT = 0.2  # seconds between two looks for a free slot
 CHUNK_SECONDS = 0.25
+MAX_CHUNK = 1000  # slots taken at once, whatever the rate
 MICRO = 1_000_000
 
 
@@ -50,7 +51,7 @@ class SharedRate:
         self.rate = rate
         self.clock = clock
         self.step = MICRO / rate  # microseconds between two slots
-        self.chunk = max(1, int(rate * CHUNK_SECONDS))
+        self.chunk = max(1, min(int(rate * CHUNK_SECONDS), MAX_CHUNK))
         self.slots: deque[float] = deque()  # our slots' moments, seconds since the epoch
         self.lock = asyncio.Lock()
         self._later = func.greatest if is_postgres(engine) else func.max

@@ -155,3 +155,8 @@ def test_two_daemons_together_open_no_more_connections_than_the_shops(
     engine.dispose()
     assert len(script.received) == 30, box.statuses()
     assert 1 <= most[0] <= 2, f"{most[0]} connections open at once for a shop that allows 2"
+
+
+def test_a_very_high_rate_takes_a_bounded_number_of_slots_at_once(store: Engine) -> None:
+    rate = SharedRate(store, 1e9, lambda: 1_000.0)
+    assert rate.chunk == 1000 and len(rate._grab(rate.chunk)) == 1000
