@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, exists, false, func, literal, not_, or_, select, update
+from sqlalchemy import String, and_, case, exists, func, literal, not_, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.selectable import CTE, Select
+from sqlalchemy.sql.selectable import CTE, Select, TableClause
 
 from ..project import Campaign, Exit, Project
 from ..store import (
@@ -37,6 +37,7 @@ from .plansql import (
     customer,
     flow_exit,
     flow_step,
+    found_table,
     message,
     message_event,
     orders,
@@ -53,6 +54,8 @@ UNCOUNTED = (MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.SUPPRESS
 
 # How far back a trigger without expires_after looks for what fell due.
 DEFAULT_LOOKBACK = timedelta(days=7)
+# Up to this many customer zones, a trigger's send windows cover them all.
+FEW_ZONES = 8
 
 # The most expired-unsent messages a pass lists one by one (all are counted).
 EXPIRED_LISTED = 20
@@ -264,11 +267,6 @@ class CampaignPass:
     def _not_suppressed(self) -> Any:
         return ~exists().where(suppression.c.email == customer.c.email)
 
-    def _under_cap(self) -> Any:
-        recent = self._recent_marketing()
-        cap = self.project.config.sending.frequency_cap
-        return None if recent is None or cap is None else recent < cap.max
-
     def _recent_marketing(self) -> Any:
         """The customer's marketing messages within the cap's period (None: no cap here)."""
         cap = self.project.config.sending.frequency_cap
@@ -284,22 +282,6 @@ class CampaignPass:
                 message.c.status.not_in([s.value for s in UNCOUNTED]),
             )
             .scalar_subquery()
-        )
-
-    def _within_cap(self, chosen: Select[Any], columns: list[str]) -> Select[Any]:
-        """Of one customer's candidates in this pass, only as many as the cap has room
-        for (the earliest first): the cap's count does not see rows this insert adds."""
-        recent = self._recent_marketing()
-        cap = self.project.config.sending.frequency_cap
-        if recent is None or cap is None:
-            return chosen
-        inner = chosen.add_columns(recent.label("cap_recent")).subquery("candidate")
-        rank = func.row_number().over(
-            partition_by=inner.c.customer_id, order_by=(inner.c.send_after, inner.c.occurrence)
-        )
-        ranked = select(inner, rank.label("cap_rank")).subquery("ranked")
-        return select(*(ranked.c[name] for name in columns)).where(
-            ranked.c.cap_recent + ranked.c.cap_rank <= cap.max
         )
 
     def _base(self, rows: Candidates) -> Select[Any]:
@@ -430,31 +412,102 @@ class CampaignPass:
         self.step_result.exited = {why: int(n) for why, n in counted}
         self.result.exited += sum(self.step_result.exited.values())
 
-    def _eligible(self, *, capped: bool = True) -> list[Any]:
+    def _eligible(self) -> list[Any]:
+        """Consent (marketing only) and not suppressed; the cap is `queue`'s."""
         conditions = [self._not_suppressed()]
         if self.marketing:
             conditions.insert(0, customer.c.marketing_consent.is_(True))
-        cap = self._under_cap() if capped else None
-        if cap is not None:
-            conditions.append(cap)
         return conditions
 
     def queue(self, rows: Candidates) -> None:
+        """Queue the candidates that may be mailed; count the others, by why.
+
+        The candidates are read once, into a temporary table with what decides them
+        (consent, suppression, the cap's count); the insert and the counts read that
+        table. Reading them twice, as the insert and then as the counts, took
+        seconds each for a send to hundreds of thousands."""
         if self.campaign.exit:
             self._record_exits(rows)
         base = self._base(rows)
         values_ = self._values(rows, MessageStatus.QUEUED)
-        chosen = base.add_columns(*(v.label(k) for k, v in values_.items())).where(
-            *self._eligible()
+        flags = {
+            "found_consent": (
+                customer.c.marketing_consent.is_(True) if self.marketing else literal(True)
+            ),
+            "found_suppressed": not_(self._not_suppressed()),
+        }
+        found = found_table(
+            self.conn,
+            "plan_found",
+            base.add_columns(*(v.label(k) for k, v in {**values_, **flags}.items())),
         )
-        chosen = self._within_cap(chosen, list(values_))
-        insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(
-            list(values_), chosen
-        )
+        if self.sql.pg:  # it knows how many they are: a few are looked up, many joined
+            self.conn.exec_driver_sql("ANALYZE plan_found")
+        try:
+            self._queue_found(found, list(values_))
+        finally:
+            self.conn.exec_driver_sql("DROP TABLE IF EXISTS plan_found")
+        later = [s.id for s in self.flow[self.index + 1 :]]
+        if self.campaign.steps and later:
+            self.step_result.skipped_passed = self._count_passed(rows, later)
+
+    def _queue_found(self, found: TableClause, columns: list[str]) -> None:
+        consent, suppressed = found.c.found_consent, found.c.found_suppressed
+        eligible = and_(consent, not_(suppressed))
+        cap = self.project.config.sending.frequency_cap if self.marketing else None
+        if cap is None:
+            chosen = select(*(found.c[name] for name in columns)).where(eligible)
+        else:
+            # Of one customer's candidates, as many as the cap has room for, the earliest
+            # first: the cap's count does not see the rows this insert adds.
+            recent = (
+                select(message.c.customer_id, func.count().label("sent"))
+                .where(
+                    message.c.customer_id.in_(select(found.c.customer_id)),
+                    message.c.kind == MessageKind.MARKETING.value,
+                    message.c.created_at > self.now - cap.per,
+                    message.c.status.not_in([s.value for s in UNCOUNTED]),
+                )
+                .group_by(message.c.customer_id)
+                .subquery("recent")
+            )
+            rank = func.row_number().over(
+                partition_by=found.c.customer_id,
+                order_by=(found.c.send_after, found.c.occurrence),
+            )
+            ranked = (
+                select(
+                    *(found.c[name] for name in columns),
+                    (func.coalesce(recent.c.sent, 0) + rank).label("cap_count"),
+                )
+                .select_from(found.outerjoin(recent, recent.c.customer_id == found.c.customer_id))
+                .where(eligible)
+                .subquery("ranked")
+            )
+            chosen = select(*(ranked.c[name] for name in columns)).where(
+                ranked.c.cap_count <= cap.max
+            )
+        insert = ignoring_insert(self.conn, message, "dedupe_key").from_select(columns, chosen)
         queued = self.write(insert)
-        self.step_result.queued += queued
+        step = self.step_result
+        step.queued += queued
         self.result.queued += queued
-        self._count_skipped(base, rows)
+
+        def count(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        consent_, suppressed_, eligible_ = self.conn.execute(
+            select(
+                count(not_(consent)), count(and_(consent, suppressed)), count(eligible)
+            ).select_from(found)
+        ).one()
+        # Each candidate left out for neither reason was over the cap (their keys are
+        # new: `_base` left out those already queued).
+        capped_ = int(eligible_) - queued
+        for result in (step, self.result):
+            result.skipped_consent += int(consent_)
+            result.skipped_suppressed += int(suppressed_)
+            result.skipped_cap += int(capped_)
 
     def _values(self, rows: Candidates, status: MessageStatus) -> dict[str, Any]:
         """The columns of the messages these candidates become, with `status`."""
@@ -483,7 +536,7 @@ class CampaignPass:
         unsent); the cap does not, as nothing is sent.
         """
         values_ = self._values(rows, MessageStatus.EXPIRED)
-        conditions = self._eligible(capped=False)
+        conditions = self._eligible()
         chosen = (
             select(*(v.label(k) for k, v in values_.items()))
             .select_from(rows.select_from)
@@ -530,35 +583,6 @@ class CampaignPass:
             }
             for customer_id, occurrence, order_id, due, expires_at, why in self.conn.execute(query)
         ]
-
-    def _count_skipped(self, base: Select[Any], rows: Candidates) -> None:
-        """After the insert, what is left of the audience was skipped: say why."""
-        consent = customer.c.marketing_consent.is_(True) if self.marketing else literal(True)
-        suppressed = not_(self._not_suppressed())
-        cap = self._under_cap()
-        capped = not_(cap) if cap is not None else false()
-
-        def count(condition: Any) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        row = self.conn.execute(
-            base.add_columns(
-                count(not_(consent)),
-                count(and_(consent, suppressed)),
-                count(and_(consent, not_(suppressed), capped)),
-            )
-        ).one()
-        step = self.step_result
-        consent, suppressed_, capped_ = (int(v) for v in row)
-        step.skipped_consent += consent
-        step.skipped_suppressed += suppressed_
-        step.skipped_cap += capped_
-        self.result.skipped_consent += consent
-        self.result.skipped_suppressed += suppressed_
-        self.result.skipped_cap += capped_
-        later = [s.id for s in self.flow[self.index + 1 :]]
-        if self.campaign.steps and later:
-            step.skipped_passed = self._count_passed(rows, later)
 
     def _count_passed(self, rows: Candidates, later: list[Any]) -> int:
         """Candidates not queued because they already had a later step."""
@@ -655,5 +679,14 @@ class CampaignPass:
         return self._zones
 
     def zones(self, select_from: Any, where: list[Any]) -> list[str]:
+        """The zones the send windows are needed for: none when there is no candidate.
+
+        A shop with a few zones gets them all once a first candidate is found (finding
+        the candidates' own zones reads every candidate: seconds for a send to
+        hundreds of thousands); with more, only the candidates' zones."""
+        everywhere = self.customer_zones()
+        if len(everywhere) <= FEW_ZONES:
+            first = select(literal(1)).select_from(select_from).where(*where).limit(1)
+            return everywhere if self.conn.execute(first).first() is not None else []
         query = select(self.tz).distinct().select_from(select_from).where(*where)
         return [z for z in self.conn.execute(query).scalars() if z is not None]

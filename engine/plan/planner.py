@@ -115,6 +115,7 @@ from .clocktriggers import plan_broadcast, plan_date, plan_schedule
 from .coupons import mint_coupons
 from .credittriggers import plan_credit_unused
 from .ordertriggers import late_orders, late_rows, order_rows
+from .plansql import tune_pass
 from .products import plan_back_in_stock, plan_product_added
 from .purchases import plan_after_purchase, plan_inactive, plan_nth_order
 from .referrals import mint_referral_codes, plan_referral_reward, settle_referrals
@@ -168,6 +169,7 @@ def plan(
     for campaign in sorted(project.enabled_campaigns, key=_run_order):
         try:
             with engine.connect() as conn, conn.begin() as transaction:
+                tune_pass(conn)
                 result = CampaignPass(conn, project, campaign, now).run(_plan_trigger, rescan)
                 if open_blast(conn, project, campaign, result.queued, now) and not dry_run:
                     log.info(
@@ -225,6 +227,7 @@ def _refresh_rewards(engine: Engine, project: Project, now: datetime, rescan: bo
     tier_granted = _refresh_referrals(engine, project, now, rescan)
     try:
         with engine.connect() as conn, conn.begin():
+            tune_pass(conn)
             recompute_tiers(conn, project, now, force=rescan or tier_granted)
     except Exception:
         log.exception("recomputing loyalty tiers at %s failed", now.isoformat())

@@ -11,9 +11,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, cast, func, literal, type_coerce, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    String,
+    case,
+    cast,
+    column,
+    func,
+    literal,
+    table,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy.sql.selectable import Select, TableClause
 
 from ..store import (
     BroadcastTime,
@@ -120,6 +137,46 @@ def money_text(paisa: Any) -> ColumnElement[str]:
         + case((cents < 10, literal("0")), else_=literal(""))
         + as_text(cents)
     )
+
+
+# PostgreSQL's memory for a pass's sorts and hashes (its default, 4MB, sends the
+# frequency cap's sort of a big send to disk).
+WORK_MEM = "64MB"
+
+
+def tune_pass(conn: Connection) -> None:
+    """Settings for the rest of the transaction of a planning pass, on PostgreSQL: sorts
+    in memory, and no JIT compilation (each statement runs once; compiling it cost
+    more than it saved)."""
+    if is_postgres(conn):
+        conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+        conn.execute(text("SET LOCAL jit = off"))
+
+
+class _CreateTempAs(Executable, ClauseElement):
+    """`CREATE TEMPORARY TABLE name AS <select>`, its parameters bound as the select's."""
+
+    inherit_cache = False
+
+    def __init__(self, name: str, query: Select[Any]):
+        self.name, self.query = name, query
+
+
+@compiles(_CreateTempAs)
+def _compile_create_temp_as(element: _CreateTempAs, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CREATE TEMPORARY TABLE {element.name} AS {compiler.process(element.query, **kw)}"
+
+
+FLAGS = {"found_consent": Boolean, "found_suppressed": Boolean}
+
+
+def found_table(conn: Connection, name: str, query: Select[Any]) -> TableClause:
+    """Write `query`'s rows to the temporary table `name` (replacing one left by a pass
+    that failed); its columns are the query's labels. A pass reads its candidates
+    once this way, then queues and counts them from the table."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    conn.execute(_CreateTempAs(name, query))
+    return table(name, *(column(c.name, FLAGS.get(c.name, c.type)) for c in query.selected_columns))
 
 
 def save_checkpoint(conn: Connection, name: str, value: str, now: datetime) -> None:

@@ -20,7 +20,16 @@ from sqlalchemy import literal, select, true, union
 from ..project import BackInStock, ProductAdded
 from ..store import is_purchase
 from .campaignpass import DEFAULT_LOOKBACK, CampaignPass
-from .plansql import as_text, customer, order_item, orders, product, product_wanted, restock
+from .plansql import (
+    as_text,
+    customer,
+    found_table,
+    order_item,
+    orders,
+    product,
+    product_wanted,
+    restock,
+)
 
 
 def _window(run: CampaignPass, event: Any) -> list[Any]:
@@ -40,7 +49,9 @@ def plan_product_added(run: CampaignPass, trigger: ProductAdded) -> None:
     if trigger.audience == "buyers":
         fresh = select(product.c.category).where(*new, *_window(run, product.c.created_at))
         bought, item, sold = product.alias("bought"), order_item.alias("item"), orders.alias("sold")
-        buyers = (
+        if run.conn.execute(fresh.limit(1)).first() is None:
+            return
+        bought_by = (
             select(bought.c.category, sold.c.customer_id)
             .distinct()
             .select_from(
@@ -49,8 +60,12 @@ def plan_product_added(run: CampaignPass, trigger: ProductAdded) -> None:
                 )
             )
             .where(bought.c.category.in_(fresh), is_purchase(sold.c.status))
-            .subquery("buyers")
         )
+        # Written down first, so the database knows how many buyers there are (it
+        # guessed a thousand for 300,000, and looked each one up in turn).
+        buyers = found_table(run.conn, "plan_buyers", bought_by)
+        if run.sql.pg:
+            run.conn.exec_driver_sql("ANALYZE plan_buyers")
         select_from: Any = product.join(buyers, buyers.c.category == product.c.category).join(
             customer, customer.c.id == buyers.c.customer_id
         )
@@ -61,6 +76,8 @@ def plan_product_added(run: CampaignPass, trigger: ProductAdded) -> None:
     rows = run.timed(select_from, new, product.c.created_at, occurrence, extra)
     if rows is not None:
         run.queue(rows)
+    if trigger.audience == "buyers":
+        run.conn.exec_driver_sql("DROP TABLE IF EXISTS plan_buyers")
 
 
 def plan_back_in_stock(run: CampaignPass, trigger: BackInStock) -> None:

@@ -98,10 +98,35 @@ def upgrade(engine: Engine) -> None:
             return  # every command starts here: skip loading alembic and its scripts
         from alembic import command
 
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "head")
+        with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # a migration may copy a table others refer to (SQLite's own recipe)
+                _sqlite_foreign_keys(connection, on=False)
+            try:
+                with connection.begin():
+                    command.upgrade(_alembic_config(connection), "head")
+                    if sqlite:
+                        _check_references(connection)
+            finally:
+                if sqlite:
+                    _sqlite_foreign_keys(connection, on=True)
     except OperationalError as exc:
         raise StoreError(f"cannot upgrade the database: {exc.orig}") from exc
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    """Turn SQLite's foreign-key checks on or off; outside a transaction, where it counts."""
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
+
+
+def _check_references(connection: Connection) -> None:
+    """After an upgrade with SQLite's checks off: every reference still holds (else the
+    upgrade is rolled back)."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        first = ", ".join(f"{row[0]} row {row[1]} -> {row[2]}" for row in broken[:5])
+        raise StoreError(f"the upgrade would leave {len(broken)} broken reference(s): {first}")
 
 
 def newest_revision() -> str:

@@ -201,12 +201,14 @@ class Message(SQLModel, table=True):
     dedupe_key: str = Field(sa_type=String(200), unique=True)
     campaign: str = Field(sa_type=String(64))
     kind: MessageKind = _state(MessageKind.MARKETING)
-    customer_id: int = Field(foreign_key="customer.id")
+    # No foreign keys here (migration 0009): these are copied from the customer and
+    # order rows the planner reads, and the send log is the store's biggest write.
+    customer_id: int
     occurrence: str = Field(sa_type=String(120))
     # The flow step (None: a campaign without steps).
     step: str | None = Field(default=None, sa_type=String(64))
-    order_id: int | None = Field(default=None, foreign_key="orders.id")
-    order_item_id: int | None = Field(default=None, foreign_key="order_item.id")
+    order_id: int | None = None
+    order_item_id: int | None = None
     holiday: str | None = Field(default=None, sa_type=String(64))
     holiday_date: date | None = None
     status: MessageStatus = _state(MessageStatus.QUEUED)

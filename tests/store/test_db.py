@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
 from sqlalchemy import inspect as sqlalchemy_inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from engine.errors import StoreError
@@ -41,7 +42,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 def test_the_migration_creates_exactly_the_models_schema(store: Engine) -> None:
     assert schema_differences(store) == []
-    assert current_revision(store) == "0008"
+    assert current_revision(store) == "0009"
 
 
 def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> None:
@@ -49,7 +50,7 @@ def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> No
         session.add(models.Checkpoint(name="planner", value="42", updated_at=NOW))
     upgrade(store)
     upgrade(store)
-    assert current_revision(store) == "0008"
+    assert current_revision(store) == "0009"
     assert schema_differences(store) == []
     with store.connect() as conn:
         assert conn.execute(select(models.Checkpoint.value)).scalars().all() == ["42"]
@@ -59,7 +60,7 @@ def test_an_empty_database_has_no_schema_until_upgraded(sqlite_url: str) -> None
     engine = make_engine(sqlite_url)
     assert (has_schema(engine), current_revision(engine)) == (False, None)
     upgrade(engine)
-    assert (has_schema(engine), current_revision(engine)) == (True, "0008")
+    assert (has_schema(engine), current_revision(engine)) == (True, "0009")
     engine.dispose()
 
 
@@ -82,13 +83,78 @@ def test_upgrading_from_0001_keeps_orders_and_leaves_their_recorded_at_unknown(
                           "total) VALUES (1, 'O1', 1, :t, 'placed', 0)"),
                      {"t": "2026-11-01 00:00:00.000000"})  # fmt: skip
     upgrade(engine)
-    assert current_revision(engine) == "0008" and schema_differences(engine) == []
+    assert current_revision(engine) == "0009" and schema_differences(engine) == []
     with engine.connect() as conn:
         stored = conn.execute(select(models.Order.external_id, models.Order.recorded_at)).all()  # type: ignore[call-overload]
         indexes = {i["name"] for i in sqlalchemy_inspect(conn).get_indexes("orders")}
     engine.dispose()
     assert [tuple(row) for row in stored] == [("O1", None)]
     assert "ix_orders_recorded_at" in indexes
+
+
+def test_upgrading_from_0008_keeps_the_send_log_and_drops_only_its_foreign_keys(
+    store_url: str,
+) -> None:
+    from alembic import command
+
+    from engine.store.db import _alembic_config
+
+    engine = make_engine(store_url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0008")
+    t = {"t": datetime(2026, 11, 1)}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO customer (id, external_id, email, name, locale, "
+                          "marketing_consent, created_at, updated_at, orders_count, total_spent) "
+                          "VALUES (1, 'C1', 'a@example.com', 'A', 'en', true, :t, :t, 1, 0)"), t)  # fmt: skip
+        conn.execute(text("INSERT INTO orders (id, external_id, customer_id, placed_at, status, "
+                          "total) VALUES (1, 'O1', 1, :t, 'placed', 0)"), t)  # fmt: skip
+        conn.execute(text("INSERT INTO message (id, dedupe_key, campaign, kind, customer_id, "
+                          "occurrence, order_id, status, created_at, send_after, attempts) VALUES "
+                          "(1, 'thank_you:1:order-1', 'thank_you', 'transactional', 1, 'order-1', "
+                          "1, 'sent', :t, :t, 1)"), t)  # fmt: skip
+        conn.execute(text("INSERT INTO message_event (id, message_id, customer_id, kind, at, "
+                          "machine) VALUES (1, 1, 1, 'open', :t, false)"), t)  # fmt: skip
+    upgrade(engine)
+    assert current_revision(engine) == "0009" and schema_differences(engine) == []
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT dedupe_key, order_id FROM message")).all()
+        opened = conn.execute(text("SELECT message_id FROM message_event")).all()
+        inspector = sqlalchemy_inspect(conn)
+        message_fks = inspector.get_foreign_keys("message")
+        event_fks = {fk["referred_table"] for fk in inspector.get_foreign_keys("message_event")}
+    assert [tuple(r) for r in kept] == [("thank_you:1:order-1", 1)]
+    assert [tuple(r) for r in opened] == [(1,)]
+    assert message_fks == [] and event_fks == {"message", "customer"}
+    # The references of the other tables are still checked, on SQLite too.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO message_event (message_id, customer_id, kind, at, "
+                          "machine) VALUES (99, 1, 'open', :t, false)"), t)  # fmt: skip
+    engine.dispose()
+
+
+def test_an_upgrade_that_would_break_a_reference_on_sqlite_is_rolled_back(sqlite_url: str) -> None:
+    from alembic import command
+
+    from engine.store.db import _alembic_config
+
+    engine = make_engine(sqlite_url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0008")
+    with engine.connect() as conn:  # a broken reference left by earlier software
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        conn.execute(text("INSERT INTO message_event (message_id, customer_id, kind, at, "
+                          "machine) VALUES (99, 1, 'open', '2026-11-01', 0)"))  # fmt: skip
+        conn.commit()
+    engine.dispose()
+    engine = make_engine(sqlite_url)
+    with pytest.raises(StoreError, match=r"2 broken reference.*message_event row 1 -> message"):
+        upgrade(engine)
+    assert current_revision(engine) == "0008"
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
 
 
 def test_sqlite_connections_use_wal_normal_sync_a_busy_timeout_and_foreign_keys(
