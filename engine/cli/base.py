@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import json
 import sys
@@ -64,6 +65,9 @@ class Commands(click.Group):
 @click.version_option(package_name="lifecycle")
 def main() -> None:
     """Email lifecycle campaigns for small online shops."""
+    if not gc.isenabled():  # started by `engine.console()`: the modules are loaded now
+        gc.freeze()
+        gc.enable()
 
 
 def with_app(func: F) -> F:

@@ -1,4 +1,4 @@
-"""One campaign's pass: its trigger's candidates, filtered and queued in one statement.
+"""One campaign's pass: its trigger's candidates, read once, then queued and counted.
 
 `planner.plan` makes a `CampaignPass` per enabled campaign and runs it with the
 planner's trigger step, which hands the pass to the campaign's trigger module

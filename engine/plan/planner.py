@@ -1,10 +1,11 @@
 """The planner: every tick, which customer is due which email.
 
 `plan(engine, project, now)` runs each enabled campaign in its own
-transaction: its trigger selects candidate (customer, occurrence) pairs, its
-segment, consent (marketing only), suppression and the frequency cap
-(marketing only) filter them, and ONE `INSERT … SELECT … ON CONFLICT DO
-NOTHING` per campaign queues what is left. The unique `dedupe_key`
+transaction: its trigger selects candidate (customer, occurrence) pairs in its
+segment, read once into a temporary table with their consent and suppression;
+one `INSERT … SELECT … ON CONFLICT DO NOTHING` per step queues those that may be
+mailed within the frequency cap (marketing only), and the rest are counted by
+why from the same table. The unique `dedupe_key`
 (`campaign:customer_id:occurrence`) makes a second or concurrent pass a no-op.
 Nothing loops over customers in Python; the only Python loops are over the
 handful of distinct timezones, to place `send_after` in each customer's send

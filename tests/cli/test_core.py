@@ -143,3 +143,28 @@ def test_which_project_is_checked(
     result = run(*args, "--json", env={"LIFECYCLE_CONFIG": configs[environment]})
     assert result.exit_code == code, result.output
     assert json.loads(result.stdout)["ok"] is (code == 0)
+
+
+def test_the_console_script_loads_without_collecting_garbage_and_runs_commands_with_it() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import gc, sys\n"
+        "import engine\n"
+        "from engine.cli import base\n"
+        "loading = gc.isenabled()\n"
+        "@base.main.command('gc-state')\n"
+        "def state():\n"
+        "    print(loading, gc.isenabled(), gc.get_freeze_count() > 0)\n"
+        "sys.argv = ['lifecycle', 'gc-state']\n"
+        "gc.disable()  # as engine.console() leaves it while the modules load\n"
+        "engine.console()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # Loaded with collection on here (plain import); the command itself runs with it on,
+    # the objects loaded before it set aside.
+    assert done.stdout.split() == ["True", "True", "True"]
