@@ -267,23 +267,6 @@ class CampaignPass:
     def _not_suppressed(self) -> Any:
         return ~exists().where(suppression.c.email == customer.c.email)
 
-    def _recent_marketing(self) -> Any:
-        """The customer's marketing messages within the cap's period (None: no cap here)."""
-        cap = self.project.config.sending.frequency_cap
-        if cap is None or not self.marketing:
-            return None
-        return (
-            select(func.count())
-            .select_from(message)
-            .where(
-                message.c.customer_id == customer.c.id,
-                message.c.kind == MessageKind.MARKETING.value,
-                message.c.created_at > self.now - cap.per,
-                message.c.status.not_in([s.value for s in UNCOUNTED]),
-            )
-            .scalar_subquery()
-        )
-
     def _base(self, rows: Candidates) -> Select[Any]:
         """Candidates in the segment, not queued before, not expired: before consent etc."""
         where = [*rows.where[:1], *self._fresh(rows), *rows.where[1:], *self._segments()]
@@ -422,9 +405,9 @@ class CampaignPass:
     def queue(self, rows: Candidates) -> None:
         """Queue the candidates that may be mailed; count the others, by why.
 
-        The candidates are read once, into a temporary table with what decides them
-        (consent, suppression, the cap's count); the insert and the counts read that
-        table. Reading them twice, as the insert and then as the counts, took
+        The candidates are read once, into a temporary table with their consent and
+        suppression; the insert (with the cap's count joined) and the counts read
+        that table. Reading them twice, as the insert and then as the counts, took
         seconds each for a send to hundreds of thousands."""
         if self.campaign.exit:
             self._record_exits(rows)
@@ -460,6 +443,7 @@ class CampaignPass:
         else:
             # Of one customer's candidates, as many as the cap has room for, the earliest
             # first: the cap's count does not see the rows this insert adds.
+            # What the cap counts: the candidates' marketing emails within its period.
             recent = (
                 select(message.c.customer_id, func.count().label("sent"))
                 .where(

@@ -120,42 +120,59 @@ def _moments(
     ranked = select(live, by_age.label("by_age"), by_expiry.label("by_expiry")).subquery(
         "ranked_credit"
     )
-    oldest = select(ranked).where(ranked.c.by_age == 1).subquery("oldest_credit")
-    soonest = (
-        select(ranked)
-        .where(ranked.c.by_expiry == 1, ranked.c.expires_at.is_not(None))
-        .subquery("soonest_credit")
+    # The oldest and the soonest-expiring live credit of each customer, side by side:
+    # one row per customer from one read of the ranked credits (joining two readings
+    # of them made SQLite compare every customer's with every other's).
+    is_oldest = ranked.c.by_age == 1
+    is_soonest = and_(ranked.c.by_expiry == 1, ranked.c.expires_at.is_not(None))
+
+    def of(which: Any, value: Any) -> Any:
+        return func.max(case((which, value)))
+
+    pair = (
+        select(
+            ranked.c.customer_id,
+            of(is_oldest, ranked.c.id).label("oldest_id"),
+            of(is_oldest, ranked.c.created_at).label("oldest_created_at"),
+            of(is_oldest, ranked.c.expires_at).label("oldest_expires_at"),
+            of(is_soonest, ranked.c.id).label("soonest_id"),
+            of(is_soonest, ranked.c.expires_at).label("soonest_expires_at"),
+        )
+        .where(or_(is_oldest, is_soonest))
+        .group_by(ranked.c.customer_id)
+        .subquery("credit_pair")
     )
-    joined = oldest.outerjoin(soonest, soonest.c.customer_id == oldest.c.customer_id)
+    oldest_created = type_coerce(pair.c.oldest_created_at, UTCDateTime)
+    oldest_ends = type_coerce(pair.c.oldest_expires_at, UTCDateTime)
+    soonest_ends = type_coerce(pair.c.soonest_expires_at, UTCDateTime)
     if trigger.after is not None:
-        changed = _last_change(run, oldest.c.customer_id)
-        since = run.sql.later(oldest.c.created_at, func.coalesce(changed, oldest.c.created_at))
+        changed = _last_change(run, pair.c.customer_id)
+        since = run.sql.later(oldest_created, func.coalesce(changed, oldest_created))
         held = run.sql.plus(since, trigger.after)
     if trigger.expiring_within is not None:
-        soonest_id = _first_expiring_then(soonest.c.customer_id, soonest.c.expires_at)
-        expired = _last_expiry(run, soonest.c.customer_id)
-        window_opens = run.sql.plus(soonest.c.expires_at, -trigger.expiring_within)
+        soonest_id = _first_expiring_then(pair.c.customer_id, soonest_ends)
+        expired = _last_expiry(run, pair.c.customer_id)
+        window_opens = run.sql.plus(soonest_ends, -trigger.expiring_within)
         expiring = run.sql.later(window_opens, func.coalesce(expired, window_opens))
     cause: Any
     ends: Any
     if trigger.after is None:
-        cause, entry, ends = soonest_id, expiring, soonest.c.expires_at
+        cause, entry, ends = soonest_id, expiring, soonest_ends
     elif trigger.expiring_within is None:
-        cause, entry, ends = oldest.c.id, held, oldest.c.expires_at
+        cause, entry, ends = pair.c.oldest_id, held, oldest_ends
     else:
         earliest, latest = (literal(moment, UTCDateTime) for moment in bounds)
-        soon = and_(soonest.c.id.is_not(None), expiring > earliest, expiring <= latest)
-        cause = case((soon, soonest_id), else_=oldest.c.id)
+        soon = and_(pair.c.soonest_id.is_not(None), expiring > earliest, expiring <= latest)
+        cause = case((soon, soonest_id), else_=pair.c.oldest_id)
         entry = case((soon, expiring), else_=held)
-        ends = case((soon, soonest.c.expires_at), else_=oldest.c.expires_at)
+        ends = case((soon, soonest_ends), else_=oldest_ends)
     return (
         select(
-            oldest.c.customer_id.label("customer_id"),
+            pair.c.customer_id.label("customer_id"),
             cause.label("credit_id"),
             type_coerce(entry, UTCDateTime).label("entry"),
             type_coerce(ends, UTCDateTime).label("credit_expires_at"),
         )
-        .select_from(joined)
         .where(cause.is_not(None))
         .subquery("credit_moment")
     )

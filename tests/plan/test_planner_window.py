@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from engine.intake.shop import add_holiday
@@ -72,3 +73,46 @@ def test_an_occurrence_due_inside_the_window_goes_at_once(store: Engine, project
     shop.plan(noon)
     (message,) = shop.messages("holiday_preannounce")
     assert message.send_after == noon
+
+
+ZONES = ["Asia/Dhaka", "Asia/Kolkata", "Asia/Tokyo", "Europe/London", "Europe/Paris",
+         "America/New_York", "America/Chicago", "America/Los_Angeles", "Australia/Sydney",
+         "Africa/Nairobi"]  # fmt: skip
+
+
+def test_a_shop_in_many_zones_gets_the_same_windows_as_one_in_a_few(
+    store: Engine, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to `FEW_ZONES` zones, a pass makes send windows for every zone of the shop;
+    with more, only for the candidates' own zones. Each customer's email waits for
+    the window of their own zone either way."""
+    from zoneinfo import ZoneInfo
+
+    from engine.intake.shop import mark_delivered
+    from engine.plan import campaignpass
+
+    assert len(ZONES) > campaignpass.FEW_ZONES
+    shop = _shop(store, project_dir)
+    shop.enable("thank_you")
+    delivered = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    for i, zone in enumerate(ZONES):
+        shop.customer(f"c{i}", tz=zone)
+        shop.order(f"O-{i}a", f"c{i}", DHAKA_0600 - timedelta(days=3))
+        shop.order(f"O-{i}b", f"c{i}", DHAKA_0600 - timedelta(days=2))
+        with session_scope(shop.engine) as s:
+            mark_delivered(s, f"O-{i}b", delivered)
+
+    def send_times() -> dict[int, datetime]:
+        return {m.customer_id: m.send_after for m in shop.messages("thank_you")}
+
+    assert shop.plan(DHAKA_0600)["thank_you"]["queued"] == len(ZONES)
+    many = send_times()
+    for customer_id, at in many.items():
+        local = at.astimezone(ZoneInfo(ZONES[customer_id - 1]))
+        assert 9 <= local.hour < 20, (ZONES[customer_id - 1], local)
+    with store.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM message")
+        conn.exec_driver_sql("DELETE FROM checkpoint")
+    monkeypatch.setattr(campaignpass, "FEW_ZONES", len(ZONES))
+    assert shop.plan(DHAKA_0600)["thank_you"]["queued"] == len(ZONES)
+    assert send_times() == many
