@@ -60,7 +60,7 @@ from engine.plan import planner  # noqa: E402
 from engine.project.campaigns import CouponSpec  # noqa: E402
 from engine.project.loader import Project, load_project  # noqa: E402
 from engine.store.db import make_engine, upgrade  # noqa: E402
-from engine.store.models import Checkpoint, Coupon, Customer, Message, Order, Suppression  # noqa: E402
+from engine.store.models import Blast, Checkpoint, Coupon, Customer, Message, Order, Suppression  # noqa: E402
 
 CAMPAIGN = "holiday_preannounce"
 COUPON = {"percent": "10%", "min_order": 500, "expires_after": "30d", "prefix": "EID"}
@@ -78,7 +78,7 @@ OTHERS = [
     ("not yet 10:00", True, "America/New_York"),
 ]
 
-tables = {m.__tablename__: m.__table__ for m in (Customer, Order, Message, Suppression, Coupon, Checkpoint)}  # type: ignore[union-attr]  # fmt: skip
+tables = {m.__tablename__: m.__table__ for m in (Customer, Order, Message, Suppression, Coupon, Checkpoint, Blast)}  # type: ignore[union-attr]  # fmt: skip
 
 
 # ---------------------------------------------------------------- building the shop
@@ -267,9 +267,12 @@ class MintClock:
 
 
 def reset(engine: Engine) -> None:
-    """Delete the campaign's messages, coupons and checkpoints: the next pass is its first."""
+    """Delete the campaign's messages, coupons, big-send records and checkpoints: the
+    next pass is its first."""
     message, coupon, checkpoint = tables["message"], tables["coupon"], tables["checkpoint"]
+    blast = tables["blast"]
     with engine.begin() as conn:
+        conn.execute(delete(blast).where(blast.c.campaign == CAMPAIGN))
         conn.execute(delete(coupon).where(coupon.c.campaign == CAMPAIGN))
         conn.execute(delete(message).where(message.c.campaign == CAMPAIGN))
         names = [f"plan:{CAMPAIGN}", f"plan-full:{CAMPAIGN}"]

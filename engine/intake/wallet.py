@@ -138,16 +138,20 @@ def credits_left(customers: Any) -> Any:
         .correlate(credit)
         .scalar_subquery()
     )
-    reversed_ = (
+    # What was taken back of the credit's order item. Looked up by the order item (the
+    # `+ 0` keeps SQLite from reading every entry without a source through the
+    # source_id index instead), and not at all for a credit of no order item.
+    taken = (
         select(func.coalesce(func.sum(_paisa(taken_back.c.amount)), 0))
         .where(
             taken_back.c.order_item_id == credit.c.order_item_id,
-            taken_back.c.source_id.is_(None),
+            (taken_back.c.source_id + 0).is_(None),
             _paisa(taken_back.c.amount) < 0,
         )
         .correlate(credit)
         .scalar_subquery()
     )
+    reversed_ = case((credit.c.order_item_id.is_(None), 0), else_=taken)
     kept = _paisa(credit.c.amount) + drawn
     first_to_expire = (
         case((credit.c.expires_at.is_(None), 1), else_=0),
