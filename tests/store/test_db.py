@@ -35,6 +35,18 @@ migrated_store = store_fixtures.migrated_store
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
 
+def at_revision(url: str, revision: str) -> Engine:
+    """The database at `url` migrated up to `revision` only."""
+    from alembic import command
+
+    from engine.store.db import _alembic_config
+
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), revision)
+    return engine
+
+
 def schema_differences(engine: Engine) -> list[object]:
     with engine.connect() as conn:
         return list(compare_metadata(MigrationContext.configure(conn), SQLModel.metadata))
@@ -67,13 +79,7 @@ def test_an_empty_database_has_no_schema_until_upgraded(sqlite_url: str) -> None
 def test_upgrading_from_0001_keeps_orders_and_leaves_their_recorded_at_unknown(
     sqlite_url: str,
 ) -> None:
-    from alembic import command
-
-    from engine.store.db import _alembic_config
-
-    engine = make_engine(sqlite_url)
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "0001")
+    engine = at_revision(sqlite_url, "0001")
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO customer (id, external_id, email, name, locale, "
                           "marketing_consent, created_at, updated_at, orders_count, total_spent) "
@@ -95,13 +101,7 @@ def test_upgrading_from_0001_keeps_orders_and_leaves_their_recorded_at_unknown(
 def test_upgrading_from_0008_keeps_the_send_log_and_drops_only_its_foreign_keys(
     store_url: str,
 ) -> None:
-    from alembic import command
-
-    from engine.store.db import _alembic_config
-
-    engine = make_engine(store_url)
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "0008")
+    engine = at_revision(store_url, "0008")
     t = {"t": datetime(2026, 11, 1)}
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO customer (id, external_id, email, name, locale, "
@@ -134,13 +134,7 @@ def test_upgrading_from_0008_keeps_the_send_log_and_drops_only_its_foreign_keys(
 
 
 def test_an_upgrade_that_would_break_a_reference_on_sqlite_is_rolled_back(sqlite_url: str) -> None:
-    from alembic import command
-
-    from engine.store.db import _alembic_config
-
-    engine = make_engine(sqlite_url)
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "0008")
+    engine = at_revision(sqlite_url, "0008")
     with engine.connect() as conn:  # a broken reference left by earlier software
         conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         conn.commit()
