@@ -455,10 +455,12 @@ class CampaignPass:
                 .group_by(message.c.customer_id)
                 .subquery("recent")
             )
-            rank = func.row_number().over(
-                partition_by=found.c.customer_id,
-                order_by=(found.c.send_after, found.c.occurrence),
-            )
+            rank: Any = literal(1)  # one candidate a customer: no ranking to do
+            if self._several_each(found):
+                rank = func.row_number().over(
+                    partition_by=found.c.customer_id,
+                    order_by=(found.c.send_after, found.c.occurrence),
+                )
             ranked = (
                 select(
                     *(found.c[name] for name in columns),
@@ -492,6 +494,17 @@ class CampaignPass:
             result.skipped_consent += int(consent_)
             result.skipped_suppressed += int(suppressed_)
             result.skipped_cap += int(capped_)
+
+    def _several_each(self, found: TableClause) -> bool:
+        """Whether a customer has more than one candidate here (then the cap's room is
+        shared out in order; a sort of every candidate, seconds for a broadcast)."""
+        several = (
+            select(found.c.customer_id)
+            .group_by(found.c.customer_id)
+            .having(func.count() > 1)
+            .limit(1)
+        )
+        return self.conn.execute(several).first() is not None
 
     def _values(self, rows: Candidates, status: MessageStatus) -> dict[str, Any]:
         """The columns of the messages these candidates become, with `status`."""
