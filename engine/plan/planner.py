@@ -125,6 +125,10 @@ from .tiers import plan_tier_changed, recompute_tiers
 
 log = logging.getLogger(__name__)
 
+# A pass that queues this many emails has the database's statistics of the send log
+# brought up to date (PostgreSQL).
+BIG_PASS = 50_000
+
 __all__ = [
     "DEFAULT_LOOKBACK",
     "FULL_RESCAN",
@@ -181,6 +185,8 @@ def plan(
                     )
                 if dry_run:
                     transaction.rollback()
+            if result.queued >= BIG_PASS and not dry_run:
+                _analyze_messages(engine)
         except Exception as exc:  # one failing campaign never stops the others
             log.exception("campaign %s: planning failed", campaign.name)
             first_line = (str(exc).strip().splitlines() or [""])[0]
@@ -189,6 +195,20 @@ def plan(
         if result.expired and not dry_run:
             _log_expired(campaign, result)
     return report
+
+
+def _analyze_messages(engine: Engine) -> None:
+    """After a pass that queued many emails, PostgreSQL learns so at once: until its
+    next automatic analysis it would think few are queued, and find this pass's
+    messages (their coupons, the outbox) by reading every queued one."""
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE message")
+            conn.commit()
+    except Exception:  # the emails are queued; the statistics catch up later
+        log.exception("analyzing the send log after a big pass failed")
 
 
 def _log_expired(campaign: Campaign, result: CampaignResult) -> None:

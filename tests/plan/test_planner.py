@@ -801,3 +801,35 @@ def test_an_order_recorded_just_before_its_expiry_is_recorded_expired_by_the_ful
     assert report["expired_messages"][0]["why"].endswith(
         f"recorded at {_iso(NOW + M)}, and the email expired before the next full planning pass"
     )
+
+
+def test_a_big_pass_brings_the_send_logs_statistics_up_to_date(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a pass that queued `BIG_PASS` emails or more, PostgreSQL analyzes the send
+    log at once (SQLite has nothing to do); a smaller pass leaves it to autovacuum."""
+    from engine.plan import planner
+
+    def analyzed() -> bool:
+        if shop.engine.dialect.name != "postgresql":
+            return False
+        with shop.engine.connect() as conn:
+            return bool(
+                conn.exec_driver_sql(
+                    "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                    "WHERE relname = 'message' AND schemaname = current_schema()"
+                ).scalar()
+            )
+
+    shop.enable("thank_you")
+    shop.customer("ana")
+    shop.order("o1", "ana", NOW - 2 * D, NOW - D)
+    shop.order("o2", "ana", NOW - 2 * D + H, NOW - D + H)
+    monkeypatch.setattr(planner, "BIG_PASS", 3)
+    assert shop.plan(NOW)["thank_you"]["queued"] == 2
+    assert not analyzed()
+    shop.customer("bo")
+    shop.order("o3", "bo", NOW - 2 * D, NOW - D + 2 * H)
+    monkeypatch.setattr(planner, "BIG_PASS", 1)
+    assert shop.plan(NOW, rescan=True)["thank_you"]["queued"] == 1
+    assert analyzed() == (shop.engine.dialect.name == "postgresql")
