@@ -23,11 +23,13 @@ expires_after: 30d, prefix: EID}`; between passes the campaign's messages,
 coupons and checkpoints (`plan:` and `plan-full:`) are deleted (on PostgreSQL
 then `VACUUM ANALYZE`d), so every pass is the campaign's first, full one. A
 first pass, not timed, warms the caches.
-Inside the pass with a coupon, `mint_coupons` is timed in its three steps: the
-SELECT of the pass's messages (rows fetched), the rows built in Python (a code
-each), the INSERT. After it the coupons are counted: one per queued message,
-each code distinct. Peak memory is the planning process's `ru_maxrss`. The
-shop is built in a child process with Core `executemany` in chunks of 50,000.
+Inside the pass with a coupon, `mint_coupons` is timed, and within it the
+full pass's look for older waiting messages without a coupon (`_catch_up`).
+After it every message's coupon is read back as the renderer reads it
+(`message_coupons`, codes derived from the messages): one per queued message,
+each code distinct, and no coupon row stored. Peak memory is the planning
+process's `ru_maxrss`. The shop is built in a child process with Core
+`executemany` in chunks of 50,000.
 """
 
 from __future__ import annotations
@@ -47,20 +49,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import column, delete, event, exists, func, select, table, text
+from sqlalchemy import column, delete, event, func, select, table, text
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flows import _Store, timed  # noqa: E402  (bench/ is the script's folder)
 
+from engine.intake import code_key, message_coupons  # noqa: E402
 from engine.plan import coupons as minting  # noqa: E402
 from engine.plan import planner  # noqa: E402
 from engine.project.campaigns import CouponSpec  # noqa: E402
 from engine.project.loader import Project, load_project  # noqa: E402
 from engine.store.db import make_engine, upgrade  # noqa: E402
-from engine.store.models import Blast, Checkpoint, Coupon, Customer, Message, Order, Suppression  # noqa: E402
+from engine.store.models import (  # noqa: E402
+    Blast,
+    Checkpoint,
+    Coupon,
+    CouponIssue,
+    Customer,
+    Message,
+    Order,
+    Suppression,
+)
 
 CAMPAIGN = "holiday_preannounce"
 COUPON = {"percent": "10%", "min_order": 500, "expires_after": "30d", "prefix": "EID"}
@@ -78,7 +91,7 @@ OTHERS = [
     ("not yet 10:00", True, "America/New_York"),
 ]
 
-tables = {m.__tablename__: m.__table__ for m in (Customer, Order, Message, Suppression, Coupon, Checkpoint, Blast)}  # type: ignore[union-attr]  # fmt: skip
+tables = {m.__tablename__: m.__table__ for m in (Customer, Order, Message, Suppression, Coupon, CouponIssue, Checkpoint, Blast)}  # type: ignore[union-attr]  # fmt: skip
 
 
 # ---------------------------------------------------------------- building the shop
@@ -215,20 +228,15 @@ class Minting:
     """`mint_coupons` in one pass: its parts, in seconds, and its statements."""
 
     total: float = 0.0
-    select: float = 0.0  # the SELECT of the pass's messages, rows fetched
-    rows: float = 0.0  # a row each built in Python: the code, the value, the expiry
-    insert: float = 0.0
-    inserts: int = 0  # INSERT statements (one per `CHUNK` coupons)
+    catch_up: float = 0.0  # the full pass's look for older messages without a coupon
     statements: int = 0  # every statement minting ran
 
 
 class MintClock:
-    """Times `mint_coupons` as the planner calls it, and each of its three steps.
+    """Times `mint_coupons` as the planner calls it, and its `_catch_up`.
 
-    The planner's own reference to it is wrapped, and so are the steps it runs
-    (`_waiting`: the SELECT, rows fetched; `_coupon_rows`: a row each, with its
-    code; `_insert_coupons`: one INSERT per chunk), so what is timed is the
-    code the planner runs, nothing re-implemented here.
+    The planner's own reference to it is wrapped, and so is the step, so what
+    is timed is the code the planner runs, nothing re-implemented here.
     """
 
     def __init__(self, engine: Engine):
@@ -236,9 +244,7 @@ class MintClock:
         self._inside = False
         self._mint = minting.mint_coupons
         planner.mint_coupons = self._timed_mint
-        for step, part in (("_waiting", "select"), ("_coupon_rows", "rows"), ("_insert_coupons", "insert")):  # fmt: skip
-            if hasattr(minting, step):  # (an older engine/plan/coupons.py: the total only)
-                setattr(minting, step, self._timing(getattr(minting, step), part))
+        minting._catch_up = self._timing(minting._catch_up, "catch_up")
         event.listen(engine, "before_cursor_execute", self._statement)
 
     def _statement(self, *_: Any) -> None:
@@ -250,7 +256,6 @@ class MintClock:
             started = time.perf_counter()
             result = step(*args)
             setattr(self.last, part, getattr(self.last, part) + time.perf_counter() - started)
-            self.last.inserts += part == "insert"
             return result
 
         return timed_step
@@ -270,16 +275,17 @@ def reset(engine: Engine) -> None:
     """Delete the campaign's messages, coupons, big-send records and checkpoints: the
     next pass is its first."""
     message, coupon, checkpoint = tables["message"], tables["coupon"], tables["checkpoint"]
-    blast = tables["blast"]
+    blast, issue = tables["blast"], tables["coupon_issue"]
     with engine.begin() as conn:
         conn.execute(delete(blast).where(blast.c.campaign == CAMPAIGN))
+        conn.execute(delete(issue).where(issue.c.campaign == CAMPAIGN))
         conn.execute(delete(coupon).where(coupon.c.campaign == CAMPAIGN))
         conn.execute(delete(message).where(message.c.campaign == CAMPAIGN))
         names = [f"plan:{CAMPAIGN}", f"plan-full:{CAMPAIGN}"]
         conn.execute(delete(checkpoint).where(checkpoint.c.name.in_(names)))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "postgresql":  # the dead rows gone, the statistics as before
-            conn.exec_driver_sql("VACUUM ANALYZE message, coupon")
+            conn.exec_driver_sql("VACUUM ANALYZE message, coupon, coupon_issue")
         else:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -287,35 +293,31 @@ def reset(engine: Engine) -> None:
 @dataclass
 class Check:
     messages: int
-    coupons: int
-    codes: int
-    coupon_messages: int
+    coupons: int  # read back as the renderer reads them
+    codes: int  # distinct codes among them
     without_coupon: int
+    rows: int  # coupon rows stored (none: a coupon is derived until redeemed)
+    issues: int  # coupon_issue rows of the campaign
     sample: str
 
     @property
     def one_each(self) -> bool:
-        return self.messages == self.coupons == self.codes == self.coupon_messages and not self.without_coupon  # fmt: skip
+        return self.messages == self.coupons == self.codes and not self.without_coupon and not self.rows  # fmt: skip
 
 
 def check_coupons(engine: Engine) -> Check:
-    """Count the campaign's messages and coupons: one coupon each, every code distinct."""
-    message, coupon = tables["message"], tables["coupon"]
-    mine = message.c.campaign == CAMPAIGN
-    with engine.connect() as conn:
-        messages = conn.execute(select(func.count()).where(mine)).scalar_one()
-        coupons, codes, coupon_messages, sample = conn.execute(
-            select(
-                func.count(),
-                func.count(coupon.c.code.distinct()),
-                func.count(coupon.c.message_id.distinct()),
-                func.min(coupon.c.code),
-            ).where(coupon.c.campaign == CAMPAIGN)
-        ).one()
-        without = conn.execute(
-            select(func.count()).where(mine, ~exists().where(coupon.c.message_id == message.c.id))
-        ).scalar_one()
-    return Check(messages, coupons, codes, coupon_messages, without, sample or "-")
+    """Read every message's coupon back as the renderer does: one each, every code distinct."""
+    message, coupon, issue = tables["message"], tables["coupon"], tables["coupon_issue"]
+    with Session(engine) as session:
+        ids = session.execute(select(message.c.id).where(message.c.campaign == CAMPAIGN)).scalars().all()  # fmt: skip
+        found: dict[int, Any] = {}
+        for start in range(0, len(ids), 5000):
+            found.update(message_coupons(session, ids[start : start + 5000]))
+        rows = session.execute(select(func.count()).where(coupon.c.campaign == CAMPAIGN)).scalar_one()  # fmt: skip
+        issues = session.execute(select(func.count()).where(issue.c.campaign == CAMPAIGN)).scalar_one()  # fmt: skip
+    codes = {c.code for c in found.values()}
+    without = sum(1 for i in ids if i not in found)
+    return Check(len(ids), len(found), len(codes), without, rows, issues, min(codes, default="-"))
 
 
 @dataclass
@@ -353,11 +355,11 @@ def run_round(engine: Engine, clock: MintClock, plain: Project, coupon: Project,
             row.with_coupon, queued, minted = holiday_pass(engine, coupon, f"round {number}, with coupon")  # fmt: skip
             row.mint, row.check = clock.last, check_coupons(engine)
             m = row.mint
-            print(f"    minting {m.total:.3f} s: SELECT {m.select:.3f} s, rows and codes {m.rows:.3f} s, "
-                  f"INSERT {m.insert:.3f} s ({m.inserts} INSERT(s), {m.statements} statements in all)")  # fmt: skip
+            print(f"    minting {m.total:.4f} s, of which the catch-up {m.catch_up:.4f} s "
+                  f"({m.statements} statements)")  # fmt: skip
             c = row.check
-            print(f"    coupons stored {c.coupons:,} for {c.messages:,} messages: {c.codes:,} distinct codes, "
-                  f"{c.coupon_messages:,} distinct messages, {c.without_coupon:,} without one "
+            print(f"    coupons read back {c.coupons:,} for {c.messages:,} messages: {c.codes:,} distinct codes, "
+                  f"{c.without_coupon:,} without one, {c.rows:,} coupon rows, {c.issues} issue row(s) "
                   f"({'one each' if c.one_each else 'NOT one each'}; e.g. {c.sample})", flush=True)  # fmt: skip
             if minted != queued:
                 print(f"    MINTED {minted:,} FOR {queued:,} QUEUED", flush=True)
@@ -369,22 +371,26 @@ def run_round(engine: Engine, clock: MintClock, plain: Project, coupon: Project,
     return row
 
 
-def codes_alone(count: int) -> float:
-    """The time to make `count` codes, and nothing else."""
+def codes_alone(engine: Engine, count: int) -> float:
+    """The time to derive `count` codes from message ids, and nothing else (the
+    renderer's share, one email at a time; the pass derives none)."""
+    with Session(engine) as session:
+        key = code_key(session)
+    assert key is not None
     started = time.perf_counter()
-    for _ in range(count):
-        minting.new_code("EID")
+    for message_id in range(1, count + 1):
+        key.code(message_id, "EID")
     return time.perf_counter() - started
 
 
 def report_rounds(rounds: list[Round], recipients: int, peak_mb: float, codes_s: float) -> None:
     print(f"\n{'round':>5} {'queued':>9} {'without':>9} {'with':>9} {'added':>8} {'minting':>8} "
-          f"{'SELECT':>7} {'rows':>7} {'INSERT':>7}  one coupon each  target (added <= {TARGET:.0%})")  # fmt: skip
+          f"{'catch-up':>8}  one coupon each  target (added <= {TARGET:.0%})")  # fmt: skip
     for r in rounds:
         m, c = r.mint, r.check
         ok = "yes" if c is not None and c.one_each else "NO"
         print(f"{r.number:>5} {r.queued:9,} {r.without:8.3f}s {r.with_coupon:8.3f}s {r.added:+8.1%} "
-              f"{m.total:7.3f}s {m.select:6.3f}s {m.rows:6.3f}s {m.insert:6.3f}s  {ok:15}  "
+              f"{m.total:7.4f}s {m.catch_up:7.4f}s  {ok:15}  "
               f"{'met' if r.added <= TARGET else 'MISSED'}")  # fmt: skip
     without = sum(r.without for r in rounds)
     with_coupon = sum(r.with_coupon for r in rounds)
@@ -393,7 +399,7 @@ def report_rounds(rounds: list[Round], recipients: int, peak_mb: float, codes_s:
     print(f"{'all':>5} {'':9} {without:8.3f}s {with_coupon:8.3f}s {added:+8.1%} "
           f"{sum(r.mint.total for r in rounds):7.3f}s  (median of the rounds {median:+.1%})  "
           f"{'met' if added <= TARGET else 'MISSED'}")  # fmt: skip
-    print(f"codes alone: {recipients:,} made in {codes_s:.3f} s ({codes_s / recipients * 1e6:.2f} µs each)")  # fmt: skip
+    print(f"codes alone: {recipients:,} derived in {codes_s:.3f} s ({codes_s / recipients * 1e6:.2f} µs each, at render time)")  # fmt: skip
     print(f"peak memory of the planning process: {peak_mb:.0f} MB", flush=True)
 
 
@@ -426,7 +432,7 @@ def main() -> None:
         print(f"the holiday pass of {CAMPAIGN}, without and with coupon {COUPON}")
         rounds = [run_round(engine, clock, plain, coupon, n) for n in range(1, args.rounds + 1)]
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        codes_s = codes_alone(args.recipients)
+        codes_s = codes_alone(engine, args.recipients)
         report_rounds(rounds, args.recipients, peak_mb, codes_s)
         if any(r.queued != args.recipients for r in rounds):
             print(f"NOTE: a pass queued other than the {args.recipients:,} recipients built")

@@ -4,7 +4,8 @@
 time; `importer` does the same in bulk from CSV files; `events` parses and applies the
 shop's events (`POST /api/events`, served by the tracking app). All three name the field
 and the value in every error and leave committing to the caller. `coupons` decides and
-records a coupon code presented with an order (by either, or the checkout's API); `referrals`
+records a coupon code presented with an order (by either, or the checkout's API), the
+coupon of an email being derived from its message (`couponissue`, `couponcodes`); `referrals`
 a referral code an order carries (and answers the checkout about one). `wallet` is each
 customer's store credit: balance, entries, redemptions. `orderlife` moves an order
 along its life (confirmed, shipped, delivered; refused, returned, cancelled). `woocommerce` and `shopify` turn a
@@ -18,6 +19,8 @@ modules import each other directly.
 
 Public names:
 
+- `couponcodes`: `CODE_LENGTH`, `CodeKey`, `code_key`, `new_code`, `random_characters`
+- `couponissue`: `MessageCoupon`, `covers`, `ladder_json`, `message_coupons`, `not_stored`
 - `coupons`: `CouponView`, `Outcome`, `Presentation`, `Redemption`, `active_coupons`,
   `check_coupon`, `find_coupon`, `normalise_code`, `redeem_coupon`
 - `events`: `Applied`, `EventsRejected`, `MAX_BODY_BYTES`, `apply_events`,
@@ -48,6 +51,8 @@ from ..exports import public_names
 if TYPE_CHECKING:
     from . import shop
     from .connector import Delivery, signature_matches
+    from .couponcodes import CODE_LENGTH, CodeKey, code_key, new_code, random_characters
+    from .couponissue import MessageCoupon, covers, ladder_json, message_coupons, not_stored
     from .coupons import (
         CouponView,
         Outcome,
@@ -100,6 +105,7 @@ if TYPE_CHECKING:
     from .woocommerce import WOOCOMMERCE_TOPICS
 
 __all__ = [
+    "CODE_LENGTH",
     "KINDS",
     "MAX_BODY_BYTES",
     "SHOPIFY_TOPICS",
@@ -107,6 +113,7 @@ __all__ = [
     "WOOCOMMERCE_TOPICS",
     "Applied",
     "BadRow",
+    "CodeKey",
     "CouponView",
     "CreditRefused",
     "CsvFormatError",
@@ -116,6 +123,7 @@ __all__ = [
     "ImportResult",
     "ImportStateError",
     "ImportTally",
+    "MessageCoupon",
     "Outcome",
     "PageDone",
     "Presentation",
@@ -138,13 +146,20 @@ __all__ = [
     "balances",
     "check_coupon",
     "check_referral_code",
+    "code_key",
+    "covers",
     "credits_left",
     "find_coupon",
     "import_csv",
     "import_woocommerce",
     "keep_deliveries",
+    "ladder_json",
+    "message_coupons",
+    "new_code",
     "normalise_code",
+    "not_stored",
     "parse_events",
+    "random_characters",
     "record_order_referral",
     "redeem",
     "redeem_coupon",
@@ -159,6 +174,16 @@ __all__ = [
 _PUBLIC = {
     "Applied": ".events",
     "BadRow": ".importer",
+    "CODE_LENGTH": ".couponcodes",
+    "CodeKey": ".couponcodes",
+    "code_key": ".couponcodes",
+    "new_code": ".couponcodes",
+    "random_characters": ".couponcodes",
+    "MessageCoupon": ".couponissue",
+    "covers": ".couponissue",
+    "ladder_json": ".couponissue",
+    "message_coupons": ".couponissue",
+    "not_stored": ".couponissue",
     "CouponView": ".coupons",
     "CreditRefused": ".wallet",
     "CsvFormatError": ".importer",

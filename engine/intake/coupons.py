@@ -1,6 +1,7 @@
 """Coupon redemption: a code presented with an order, decided and recorded once.
 
-A coupon (one per email, made by the planner) is used by at most one order.
+A coupon (one per email, derived from its message: `engine.intake.couponissue`;
+or a stored row, for one made on its own) is used by at most one order.
 `redeem_coupon` decides one presentation of a code (spaces around it dropped,
 upper case) with an order, for the order intake and the shop's checkout API:
 
@@ -11,8 +12,10 @@ upper case) with an order, for the order intake and the shop's checkout API:
   presentation (`expired`), it was made for another customer than the order's
   (`other_customer`, when that is known), the order's total is not known while
   the coupon has a minimum (`total_missing`), or is below it (`below_minimum`).
-- Else it is redeemed by one conditional `UPDATE … WHERE used_at IS NULL`: of
-  two orders redeeming one code at once, exactly one wins, the other is `used`.
+- Else it is redeemed by one conditional `UPDATE … WHERE used_at IS NULL` (a
+  derived coupon's first redemption stores its row, used, by one `INSERT … ON
+  CONFLICT DO NOTHING` on its message): of two orders redeeming one code at
+  once, exactly one wins, the other is `used`.
 
 Each first presentation is one `CouponUse` row (unique per code and order),
 redeemed or refused with the reason `"<outcome>: <why>"`; with
@@ -37,6 +40,7 @@ from sqlmodel import Session, col
 
 from ..errors import DataError, UnknownRecord
 from ..store import Coupon, CouponUse, Customer, Order, ignoring_insert
+from .couponissue import MessageCoupon, find_issued, issued_coupons, store_used
 
 MAX_CODE = 64  # characters of a code (and of an order id), as stored
 _USES: Any = CouponUse.__table__  # type: ignore[attr-defined]
@@ -60,9 +64,10 @@ Refusal = tuple[Outcome, str]  # the outcome and why
 
 @dataclass(frozen=True)
 class CouponView:
-    """A stored coupon with the customer it was made for (their shop id and email)."""
+    """A coupon with the customer it was made for (their shop id and email); `id` is
+    its stored row's, None for an email's coupon not redeemed yet (not stored)."""
 
-    id: int
+    id: int | None
     code: str
     percent_off: Decimal | None
     amount_off: Decimal | None
@@ -141,8 +146,32 @@ def _coupons() -> Select[Any]:
 
 def find_coupon(session: Session, code: str) -> CouponView | None:
     """The coupon with this code (normalised first), or None."""
-    row = session.execute(_coupons().where(col(Coupon.code) == normalise_code(code))).first()
+    code = normalise_code(code)
+    row = session.execute(_coupons().where(col(Coupon.code) == code)).first()
+    if row is not None:
+        return CouponView(*row)
+    issued = find_issued(session, code)
+    if issued is not None:
+        return _view(issued)
+    # An email's coupon another order redeemed (so stored) between the two reads.
+    row = session.execute(_coupons().where(col(Coupon.code) == code)).first()
     return None if row is None else CouponView(*row)
+
+
+def _view(issued: MessageCoupon) -> CouponView:
+    """An email's coupon as the checkout sees it."""
+    return CouponView(
+        issued.id,
+        issued.code,
+        issued.percent_off,
+        issued.amount_off,
+        issued.min_order,
+        issued.expires_at,
+        issued.used_at,
+        issued.used_order,
+        issued.customer_ref,
+        issued.customer_email,
+    )
 
 
 def check_coupon(
@@ -156,7 +185,8 @@ def check_coupon(
 
 
 def active_coupons(session: Session, now: datetime) -> Iterator[CouponView]:
-    """Every coupon not used and not expired at `now`, soonest to expire first."""
+    """Every coupon not used and not expired at `now`: the stored ones soonest to expire
+    first, then the emails' coupons not redeemed yet, by message."""
     query = (
         _coupons()
         .where(col(Coupon.used_at).is_(None))
@@ -166,6 +196,8 @@ def active_coupons(session: Session, now: datetime) -> Iterator[CouponView]:
     )
     for row in session.execute(query):
         yield CouponView(*row)
+    for issued in issued_coupons(session, now):
+        yield _view(issued)
 
 
 def redeem_coupon(
@@ -296,14 +328,20 @@ def _claim(
     session: Session, coupon: CouponView, given: Presentation
 ) -> tuple[CouponView, Refusal | None]:
     """Mark the coupon used by this order, unless another order did first."""
-    claimed = session.execute(
-        update(Coupon)
-        .where(col(Coupon.id) == coupon.id, col(Coupon.used_at).is_(None))
-        .values(used_at=given.at, used_order=given.order_ref)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(claimed, "rowcount", 0) == 1:
-        return replace(coupon, used_at=given.at, used_order=given.order_ref), None
+    if coupon.id is None:  # an email's coupon, redeemed for the first time: stored, used
+        issued = find_issued(session, coupon.code)
+        stored = None if issued is None else store_used(session, issued, given.at, given.order_ref)
+        if stored is not None:
+            return replace(coupon, id=stored, used_at=given.at, used_order=given.order_ref), None
+    else:
+        claimed = session.execute(
+            update(Coupon)
+            .where(col(Coupon.id) == coupon.id, col(Coupon.used_at).is_(None))
+            .values(used_at=given.at, used_order=given.order_ref)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 0) == 1:
+            return replace(coupon, used_at=given.at, used_order=given.order_ref), None
     fresh = find_coupon(session, coupon.code) or coupon  # with the order that won
     return fresh, _refusal(fresh, given) or (Outcome.USED, "already used by another order")
 

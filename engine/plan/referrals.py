@@ -4,7 +4,7 @@ Every planning pass (not a dry run), before the campaigns:
 
 - `mint_referral_codes`: each customer without a referral code gets one, set-based,
   `CHUNK` customers a statement: `CODE_LENGTH` characters from `secrets`, from the
-  coupon alphabet without look-alikes (`engine.plan.coupons`), like `7KQ2M9XDP4`
+  coupon alphabet without look-alikes (`engine.intake.couponcodes`), like `7KQ2M9XDP4`
   (50 random bits). A coupon code always holds a dash and a referral code never
   does, so the two never meet. A code is never changed. Should one collide with a
   stored code (`customer.referral_code` is unique), the pass's minting rolls back
@@ -16,7 +16,7 @@ Every planning pass (not a dry run), before the campaigns:
   without a `referral_reward` row for it gets the row and the reward, in the same
   transaction: a `credit` (dedupe key `referral-reward:<customer>:<at>`, expiring
   `refunds.credit_expires_after` after it, if set), a `coupon` of their own
-  (campaign `referral`, code from `engine.plan.coupons.new_code`, expiring the
+  (campaign `referral`, code from `engine.intake.new_code`, expiring the
   coupon's `expires_after` from now), or for a tier only the row (the tiers'
   recomputation, `engine.plan.tiers`, lifts them). The row is unique per customer
   and `at`: each reward is paid once, ever; a referral reversed after its reward
@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
+from ..intake import new_code, random_characters
 from ..project import CouponSpec, Project, ReferralRewardSpec, ReferralRewardTrigger
 from ..store import (
     ENDED_ORDER,
@@ -60,7 +61,6 @@ from ..store import (
     is_purchase,
 )
 from .campaignpass import FULL_RESCAN, CampaignPass
-from .coupons import new_code, random_characters
 from .plansql import as_text, checkpoint, credit, customer, orders, save_checkpoint
 
 log = logging.getLogger(__name__)

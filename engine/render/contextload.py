@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
+from ..intake import message_coupons
 from ..project import Project
 from ..store import (
     Checkout,
-    Coupon,
     Credit,
     Customer,
     Message,
@@ -183,17 +183,7 @@ def carries_coupon(project: Project, message: Message) -> bool:
 
 def _load_coupons(session: Session, batch: Batch, message_ids: list[int | None]) -> None:
     for ids in _chunks(message_ids):
-        rows = session.execute(
-            select(
-                col(Coupon.message_id),
-                col(Coupon.code),
-                col(Coupon.percent_off),
-                col(Coupon.amount_off),
-                col(Coupon.min_order),
-                col(Coupon.expires_at),
-            ).where(col(Coupon.message_id).in_(ids))
-        )
-        batch.coupons.update({row.message_id: row for row in rows})
+        batch.coupons.update(message_coupons(session, ids))
 
 
 def _items(checkout: Any) -> list[dict[str, Any]]:

@@ -3,11 +3,14 @@
 The rules (docs/metrics.md, "Rewards"):
 
 - Coupons are counted by when they were issued (`coupon.created_at` in
-  [start, end)), the way a campaign's messages are; what became of them is
-  counted up to `now`: redeemed (`used_at`), expired unused (`expires_at` at
-  or before `now`), and the revenue of the orders that redeemed them
-  (`used_order` = `orders.external_id`, not cancelled, each order once per
-  campaign and once in the total).
+  [start, end), or for an email's coupon not redeemed, which has no row of
+  its own, its issue's `minted_at`: `engine.intake.couponissue`), the way a
+  campaign's messages are; what became of them is counted up to `now`:
+  redeemed (`used_at`), expired unused (`expires_at` at or before `now`; an
+  email's coupon expires its issue's `expires_after` after the later of its
+  `send_after` and `minted_at`), and the revenue of the orders that redeemed
+  them (`used_order` = `orders.external_id`, not cancelled, each order once
+  per campaign and once in the total).
 - Store credit follows the wallet's rule (`engine.intake.wallet`): an entry
   counts in a balance while its `expires_at` is null or later. Over [start,
   end), both clipped to `now`: credits issued, redeemed (negative entries
@@ -21,15 +24,27 @@ sums of money are sums of integer paisa.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, func, literal, not_, or_, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlmodel import Session, col
 
+from ..intake import covers, not_stored
 from ..project import Project
-from ..store import CENT, Coupon, Credit, Order, is_purchase
+from ..store import CENT, Coupon, CouponIssue, Credit, Message, Order, is_purchase
 from .loyalty import referrals, tiers
 from .retention import percent
 
@@ -101,10 +116,40 @@ def _coupon_counts(
         .where(_issued(start, end))
         .group_by(col(Coupon.campaign))
     )
-    return {
+    counted = {
         campaign: dict(zip(COUPON_FIGURES, (int(v) for v in values), strict=True))
         for campaign, *values in session.execute(query)
     }
+    for campaign, issued, expired_unused in _emails_coupons(session, start, end, now):
+        figures = counted.setdefault(campaign, dict.fromkeys(COUPON_FIGURES, 0))
+        figures["issued"] += int(issued)
+        figures["expired"] += int(expired_unused or 0)
+    return counted
+
+
+def _emails_coupons(session: Session, start: datetime, end: datetime, now: datetime) -> Any:
+    """(campaign, issued, expired) of the emails' coupons issued in [start, end) that
+    have no row of their own (none redeemed: a redeemed one is stored, counted above)."""
+    issue: Any = CouponIssue.__table__  # type: ignore[attr-defined]
+    message: Any = Message.__table__  # type: ignore[attr-defined]
+    minted = and_(issue.c.minted_at >= start, issue.c.minted_at < end)
+    lifetimes = session.execute(select(issue.c.expires_after).distinct().where(minted)).scalars()
+    gone = [
+        and_(
+            issue.c.expires_after == seconds,
+            message.c.send_after <= now - timedelta(seconds=seconds),
+            issue.c.minted_at <= now - timedelta(seconds=seconds),
+        )
+        for seconds in lifetimes
+    ]
+    query = (
+        select(issue.c.campaign, func.count(), func.sum(case((or_(false(), *gone), 1), else_=0)))
+        .select_from(issue)
+        .join(message, covers())
+        .where(minted, not_stored())
+        .group_by(issue.c.campaign)
+    )
+    return session.execute(query).all()
 
 
 def _revenue(

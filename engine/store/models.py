@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from .types import Money, UTCDateTime
@@ -291,7 +291,9 @@ class Credit(SQLModel, table=True):
 
 
 class Coupon(SQLModel, table=True):
-    """A code a campaign's email promised, one per message, used at most once."""
+    """A coupon stored one row each, used at most once: one made on its own (a referral
+    reward), an email's coupon once an order redeemed it (until then it is derived:
+    `CouponIssue`), or one minted per email before that was so."""
 
     __tablename__ = "coupon"
     __table_args__ = (
@@ -312,6 +314,47 @@ class Coupon(SQLModel, table=True):
     used_at: datetime | None = _utc(default=None)
     # The shop's id of the order that used it.
     used_order: str | None = Field(default=None, sa_type=String(64))
+
+
+class CouponIssue(SQLModel, table=True):
+    """The coupon of the messages one pass queued for a campaign's step, frozen.
+
+    A message's coupon is not a row of its own: its code is derived from the
+    message (`engine.intake.couponcodes`) and its value, minimum and prefix are
+    this row's, the one of the message's campaign, step ('' without steps) and
+    `created_at`. It expires `expires_after` seconds after the later of the
+    message's `send_after` and `minted_at`. `ladder` (JSON {"2": "5.00", …}):
+    the percent off by the order number of an `nth-<N>` occurrence.
+    """
+
+    __tablename__ = "coupon_issue"
+    __table_args__ = (
+        UniqueConstraint("campaign", "step", "created_at", name="uq_coupon_issue"),
+        Index("ix_coupon_issue_minted", "minted_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(sa_type=String(64))
+    step: str = Field(default="", sa_type=String(64))
+    # The `created_at` of the messages it covers; when it was minted.
+    created_at: datetime = _utc()
+    minted_at: datetime = _utc()
+    prefix: str = Field(default="", sa_type=String(12))
+    percent_off: Decimal | None = _money(default=None)
+    amount_off: Decimal | None = _money(default=None)
+    min_order: Decimal | None = _money(default=None)
+    expires_after: int = Field(sa_type=Integer)  # seconds
+    ladder: str | None = Field(default=None, sa_type=String(1000))
+
+
+class CouponSecret(SQLModel, table=True):
+    """The key the coupon codes of messages are derived with: one row, made once."""
+
+    __tablename__ = "coupon_secret"
+
+    id: int = Field(default=1, primary_key=True)
+    secret: str = Field(sa_type=String(64))
+    created_at: datetime = _utc()
 
 
 class CouponUse(SQLModel, table=True):

@@ -1,10 +1,10 @@
 """Coupons minted by the planner: one per message, in the pass that queues it.
 
-On SQLite and PostgreSQL: each queued message of a step with `coupon:` gets its
-own code in the same transaction (a dry run leaves neither), a second pass or a
+On SQLite and PostgreSQL: each queued message of a step with `coupon:` has its
+own code from the same transaction (a dry run leaves neither), a second pass or a
 second planner mints nothing more, the ladder sizes the coupon by the order
-number, and a message queued before its campaign had a coupon gets one at the
-next full pass.
+number, a message queued before its campaign had a coupon gets one at the next
+full pass, and a coupon keeps the values it was issued with.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from engine.plan.coupons import ALPHABET, new_code, new_codes
+from engine.intake import MessageCoupon, message_coupons
+from engine.intake.couponcodes import ALPHABET, new_code, new_codes
 from engine.project import Campaign
-from engine.store.models import Coupon
+from engine.store.models import Coupon, CouponIssue, Message
 from tests.plan.test_planner import NOW
 from tests.plan.test_triggers_purchases import (
     NAME,
@@ -39,9 +40,17 @@ from tests.plan.test_triggers_purchases import shop as shop  # the fixture
 CODE = re.compile(r"^WELCOME-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}$")
 
 
-def coupons(shop: Any) -> list[Coupon]:
+def coupons(shop: Any) -> list[MessageCoupon]:
+    """The coupon of every message that has one, by message."""
     with Session(shop.engine) as s:
-        return list(s.exec(select(Coupon).order_by(col(Coupon.id))).scalars())  # type: ignore[call-overload]
+        ids = s.execute(select(col(Message.id))).scalars().all()
+        found = message_coupons(s, ids)
+    return [found[i] for i in sorted(found)]
+
+
+def issues(shop: Any) -> list[CouponIssue]:
+    with Session(shop.engine) as s:
+        return list(s.exec(select(CouponIssue).order_by(col(CouponIssue.id))).scalars())  # type: ignore[call-overload]
 
 
 def welcome_with_coupon(shop: Any, **coupon: Any) -> None:
@@ -99,10 +108,32 @@ def test_each_queued_message_gets_its_own_coupon_once(shop: Any) -> None:
         assert c.expires_at == max(message.send_after, NOW) + 30 * D
         assert (c.used_at, c.used_order) == (None, None)
     assert len({c.code for c in minted}) == 3
+    # One row for the pass, none per message.
+    [issued] = issues(shop)
+    assert (issued.campaign, issued.step, issued.created_at, issued.prefix) == (
+        NAME, "", NOW, "WELCOME")  # fmt: skip
+    with Session(shop.engine) as s:
+        assert s.execute(select(func.count()).select_from(Coupon)).scalar() == 0
     # The next passes (and a full re-scan) mint nothing more.
     assert [shop.plan(NOW + i * H)[NAME]["coupons"] for i in (1, 2)] == [0, 0]
     assert shop.plan(NOW + 3 * H, rescan=True)[NAME]["coupons"] == 0
-    assert len(coupons(shop)) == 3
+    assert coupons(shop) == minted and len(issues(shop)) == 1
+
+
+def test_a_coupon_keeps_the_values_it_was_issued_with(shop: Any) -> None:
+    welcome_with_coupon(shop)
+    person(shop, "ana")
+    buy(shop, "ana1", "ana", NOW - H)
+    shop.plan(NOW)
+    [before] = coupons(shop)
+    welcome_with_coupon(shop, percent=None, amount=200, prefix="OTHER", expires_after="3d")
+    person(shop, "bob")
+    buy(shop, "bob1", "bob", NOW + H / 2)
+    assert shop.plan(NOW + H)[NAME]["coupons"] == 1
+    again, bobs = coupons(shop)
+    assert again == before and before.percent_off == Decimal("10.00")
+    assert bobs.code.startswith("OTHER-") and bobs.amount_off == Decimal("200.00")
+    assert bobs.expires_at == max(sent(shop)[1].send_after, NOW + H) + 3 * D
 
 
 def test_a_dry_run_mints_nothing_and_queues_nothing(shop: Any) -> None:
@@ -115,18 +146,21 @@ def test_a_dry_run_mints_nothing_and_queues_nothing(shop: Any) -> None:
 
 
 def test_a_failed_pass_leaves_neither_messages_nor_coupons(shop: Any, monkeypatch: Any) -> None:
-    """A code that collides with a stored one fails the insert: the whole pass rolls back."""
+    """Minting that fails after the messages' insert rolls the whole pass back."""
     welcome_with_coupon(shop)
     person(shop, "ana")
     buy(shop, "ana1", "ana", NOW - 2 * H)
     assert shop.plan(NOW - H)[NAME]["coupons"] == 1
-    [taken] = coupons(shop)
     person(shop, "bob")
     buy(shop, "bob1", "bob", NOW - H / 2)
-    monkeypatch.setattr("engine.plan.coupons.new_codes", lambda n, prefix="": [taken.code] * n)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("engine.plan.coupons.code_key", broken)
     report = shop.plan(NOW)[NAME]
-    assert report["error"].startswith("IntegrityError")
-    assert [shop.owner(m) for m in sent(shop)] == ["ana"]
+    assert report["error"].startswith("RuntimeError")
+    assert [shop.owner(m) for m in sent(shop)] == ["ana"] and len(issues(shop)) == 1
     monkeypatch.undo()
     assert (shop.plan(NOW + H)[NAME]["queued"], len(coupons(shop))) == (1, 2)
 

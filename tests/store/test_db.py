@@ -29,6 +29,8 @@ from engine.store.db import (
 )
 from tests import store_fixtures
 
+HEAD = "0010"  # the newest migration
+
 fresh_store = store_fixtures.fresh_store
 migrated_store = store_fixtures.migrated_store
 
@@ -54,7 +56,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 def test_the_migration_creates_exactly_the_models_schema(store: Engine) -> None:
     assert schema_differences(store) == []
-    assert current_revision(store) == "0009"
+    assert current_revision(store) == HEAD
 
 
 def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> None:
@@ -62,7 +64,7 @@ def test_upgrading_again_changes_nothing_and_keeps_the_data(store: Engine) -> No
         session.add(models.Checkpoint(name="planner", value="42", updated_at=NOW))
     upgrade(store)
     upgrade(store)
-    assert current_revision(store) == "0009"
+    assert current_revision(store) == HEAD
     assert schema_differences(store) == []
     with store.connect() as conn:
         assert conn.execute(select(models.Checkpoint.value)).scalars().all() == ["42"]
@@ -72,7 +74,7 @@ def test_an_empty_database_has_no_schema_until_upgraded(sqlite_url: str) -> None
     engine = make_engine(sqlite_url)
     assert (has_schema(engine), current_revision(engine)) == (False, None)
     upgrade(engine)
-    assert (has_schema(engine), current_revision(engine)) == (True, "0009")
+    assert (has_schema(engine), current_revision(engine)) == (True, HEAD)
     engine.dispose()
 
 
@@ -89,7 +91,7 @@ def test_upgrading_from_0001_keeps_orders_and_leaves_their_recorded_at_unknown(
                           "total) VALUES (1, 'O1', 1, :t, 'placed', 0)"),
                      {"t": "2026-11-01 00:00:00.000000"})  # fmt: skip
     upgrade(engine)
-    assert current_revision(engine) == "0009" and schema_differences(engine) == []
+    assert current_revision(engine) == HEAD and schema_differences(engine) == []
     with engine.connect() as conn:
         stored = conn.execute(select(models.Order.external_id, models.Order.recorded_at)).all()  # type: ignore[call-overload]
         indexes = {i["name"] for i in sqlalchemy_inspect(conn).get_indexes("orders")}
@@ -116,7 +118,7 @@ def test_upgrading_from_0008_keeps_the_send_log_and_drops_only_its_foreign_keys(
         conn.execute(text("INSERT INTO message_event (id, message_id, customer_id, kind, at, "
                           "machine) VALUES (1, 1, 1, 'open', :t, false)"), t)  # fmt: skip
     upgrade(engine)
-    assert current_revision(engine) == "0009" and schema_differences(engine) == []
+    assert current_revision(engine) == HEAD and schema_differences(engine) == []
     with engine.connect() as conn:
         kept = conn.execute(text("SELECT dedupe_key, order_id FROM message")).all()
         opened = conn.execute(text("SELECT message_id FROM message_event")).all()
