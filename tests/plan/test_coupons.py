@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
 
 from engine.intake import MessageCoupon, message_coupons
@@ -220,6 +220,24 @@ def test_a_waiting_message_gets_its_coupon_at_the_next_full_pass(shop: Any) -> N
     assert shop.plan(NOW + timedelta(minutes=2), rescan=True)[NAME]["coupons"] == 1
     [c] = coupons(shop)
     assert c.message_id == sent(shop)[0].id
+
+
+def test_a_message_whose_coupon_was_minted_as_a_row_gets_no_second(shop: Any) -> None:
+    """Emails queued before codes were derived have a coupon row each: a full pass leaves
+    them be, and the email keeps that row's code."""
+    welcome_with_coupon(shop)
+    person(shop, "ana")
+    buy(shop, "ana1", "ana", NOW - H)
+    shop.plan(NOW)
+    [message] = sent(shop)
+    with Session(shop.engine) as s:
+        s.execute(delete(CouponIssue))
+        s.add(Coupon(code="WELCOME-7KQ2-M9XD-P4TR", customer_id=message.customer_id,
+                     message_id=message.id, campaign=NAME, percent_off=Decimal("10.00"),
+                     created_at=NOW, expires_at=NOW + 30 * D))  # fmt: skip
+        s.commit()
+    assert shop.plan(NOW + H, rescan=True)[NAME]["coupons"] == 0
+    assert issues(shop) == [] and [c.code for c in coupons(shop)] == ["WELCOME-7KQ2-M9XD-P4TR"]
 
 
 # ---------------------------------------------------------------- the campaign file
