@@ -13,8 +13,11 @@ nothing written. Otherwise:
   address: someone who marked the shop's email as spam gets no more of it.
 
 The same report read twice (a mailbox that was not cleared, a crash between the
-commit and the move) writes nothing the second time: a message never gets two
-events of the same kind with the same detail. The suppressed address is the
+commit and the move, a sending service delivering its webhook twice at once)
+writes nothing the second time: a message never gets two events of the same kind
+with the same detail. The reports' messages are locked (`hold_write_locks`)
+before the events already recorded are read, so two transactions applying
+reports on one message run one after the other. The suppressed address is the
 customer's as stored, the one the planner and the sender compare with.
 """
 
@@ -30,7 +33,15 @@ from sqlmodel import Session, col
 
 from ..deliver import InvalidToken, Signer
 from ..project import Bounces
-from ..store import Customer, EventKind, Message, MessageEvent, Suppression, ignoring_insert
+from ..store import (
+    Customer,
+    EventKind,
+    Message,
+    MessageEvent,
+    Suppression,
+    hold_write_locks,
+    ignoring_insert,
+)
 from .reports import Report
 
 SUPPRESSION: Any = Suppression.__table__  # type: ignore[attr-defined]
@@ -95,7 +106,9 @@ def apply_reports(
     named = [
         _verified(r.tokens, signer) if r.kind in ("bounce", "complaint") else None for r in reports
     ]
-    known = _Known.read(session, {m for m in named if m is not None})
+    ids = {m for m in named if m is not None}
+    hold_write_locks(session, "lifecycle.message-events", ids)
+    known = _Known.read(session, ids)
     return [
         _apply(session, report, message_id, known, policy, now)
         for report, message_id in zip(reports, named, strict=True)

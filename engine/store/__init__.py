@@ -13,7 +13,7 @@ modules import each other directly.
 
 Public names:
 
-- `db`: `BUSY_TIMEOUT_MS`, `current_revision`, `has_schema`, `ignoring_insert`,
+- `db`: `BUSY_TIMEOUT_MS`, `current_revision`, `has_schema`, `hold_write_locks`, `ignoring_insert`,
   `is_postgres`, `make_engine`, `session_scope`, `upgrade`
 - `locks`: `PlannerLock`, `planner_lock`
 - `models`: `Blast`, `BlastState`, `BroadcastTime`, `Checkout`, `Checkpoint`, `ConsentChange`, `Coupon`,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         BUSY_TIMEOUT_MS,
         current_revision,
         has_schema,
+        hold_write_locks,
         ignoring_insert,
         is_postgres,
         make_engine,
@@ -138,6 +139,7 @@ __all__ = [
     "WebhookDelivery",
     "current_revision",
     "has_schema",
+    "hold_write_locks",
     "ignoring_insert",
     "is_postgres",
     "is_purchase",
@@ -199,6 +201,7 @@ _PUBLIC = {
     "UTCDateTime": ".types",
     "current_revision": ".db",
     "has_schema": ".db",
+    "hold_write_locks": ".db",
     "ignoring_insert": ".db",
     "is_postgres": ".db",
     "make_engine": ".db",

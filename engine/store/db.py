@@ -8,12 +8,13 @@ PostgreSQL goes through psycopg 3. Driver errors are translated to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -68,6 +69,28 @@ def ignoring_insert(bind: Engine | Connection | Session, table: Any, *keys: str)
     """`INSERT … ON CONFLICT (keys) DO NOTHING` for the dialect of `bind`."""
     module = postgresql if is_postgres(bind) else sqlite
     return module.insert(table).on_conflict_do_nothing(index_elements=list(keys) or None)
+
+
+def hold_write_locks(bind: Connection | Session, name: str, ids: Iterable[int]) -> None:
+    """Lock `ids` (of the kind `name`) until the transaction of `bind` ends, so that a
+    check-then-write about them in it is not run twice at once: two transactions
+    recording the same event both read it absent, then both write it.
+
+    On PostgreSQL: a transaction-level advisory lock per id, keyed by `name` and the id,
+    taken in id order (two holders never wait on each other in a circle); another
+    transaction locking one of them waits for this one to end, then reads what it
+    wrote. On SQLite: the database's write lock (one writer at a time), taken by a write
+    that changes nothing; call it before the transaction's first read that matters.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return
+    if is_postgres(bind):
+        key = zlib.crc32(name.encode()) - 2**31  # PostgreSQL's int4
+        for item in wanted:
+            bind.execute(select(func.pg_advisory_xact_lock(key, item)))
+    else:
+        bind.execute(text("UPDATE checkpoint SET name = name WHERE 0"))
 
 
 @contextmanager

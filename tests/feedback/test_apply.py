@@ -3,6 +3,8 @@ suppressions by the policy, nothing for a forged or unknown token, nothing twice
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from sqlmodel import Session, select
 
 from engine.deliver import Signer
 from engine.feedback import Outcome, Report, apply_report, apply_reports
+from engine.feedback import apply as apply_module
 from engine.project import Bounces
 from engine.store import Customer, EventKind, Message, MessageEvent, Suppression
 from tests import store_fixtures
@@ -194,3 +197,35 @@ def test_a_batch_records_a_repeated_report_once_and_suppresses_an_address_once(
     assert len(events(fresh_store)) == 2 and list(suppressions(fresh_store)) == [
         "rahima@example.com"
     ]
+
+
+def test_the_same_report_applied_twice_at_once_records_once(
+    fresh_store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sending service delivering one webhook twice at the same instant: each delivery
+    reads what is recorded, then writes. Reading waits half a second here, so without a
+    lock both would read nothing recorded and both write."""
+    [mid] = seed(fresh_store)
+    report = bounce(mid, hard=False, status="4.2.2", diagnostic="452 mailbox full")
+    read = apply_module._Known.read
+
+    def slow_read(session: Session, ids: set[int]) -> object:
+        known = read(session, ids)
+        time.sleep(0.5)
+        return known
+
+    monkeypatch.setattr(apply_module._Known, "read", staticmethod(slow_read))
+    start = threading.Barrier(2)
+    outcomes: list[Outcome] = []
+
+    def deliver() -> None:
+        start.wait()
+        outcomes.append(apply(fresh_store, report).outcome)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == [Outcome.DUPLICATE, Outcome.SOFT]
+    assert events(fresh_store) == [(mid, "bounce", "soft 4.2.2: 452 mailbox full")]
