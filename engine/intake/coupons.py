@@ -41,6 +41,7 @@ from sqlmodel import Session, col
 from ..errors import DataError, UnknownRecord
 from ..store import Coupon, CouponUse, Customer, Order, ignoring_insert
 from .couponissue import MessageCoupon, find_issued, issued_coupons, store_used
+from .couponrelease import RELEASED_WORD, RELEASING, release_coupons
 
 MAX_CODE = 64  # characters of a code (and of an order id), as stored
 _USES: Any = CouponUse.__table__  # type: ignore[attr-defined]
@@ -56,6 +57,9 @@ class Outcome(StrEnum):
     OTHER_CUSTOMER = "other_customer"
     TOTAL_MISSING = "total_missing"
     BELOW_MINIMUM = "below_minimum"
+    # The order that used it was cancelled or refused: the coupon was given back
+    # (`engine.intake.couponrelease`); this order presenting it again is told so.
+    RELEASED = RELEASED_WORD
 
 
 _OUTCOMES = {outcome.value: outcome for outcome in Outcome}
@@ -236,8 +240,9 @@ def redeem_order_coupon(
     """The coupon `code` presented with the stored order `order_ref`, at its placing.
 
     For the order intake: the order is recorded whatever the outcome. None
-    when there is no code (None or blank). Raises UnknownRecord when the order
-    is not stored.
+    when there is no code (None or blank). An order recorded already cancelled
+    or refused gives the coupon back at once (`released`). Raises UnknownRecord
+    when the order is not stored.
     """
     if code is None or not code.strip():
         return None
@@ -248,7 +253,13 @@ def redeem_order_coupon(
     given = Presentation(
         code, order_ref, stored.placed_at, stored.total, stored.external_id, source
     )
-    return redeem_coupon(session, given)
+    redemption = redeem_coupon(session, given)
+    if stored.status not in RELEASING or not release_coupons(
+        session.connection(), order_refs=[order_ref]
+    ):
+        return redemption
+    why = RELEASING[stored.status].format(order_ref)
+    return replace(redemption, outcome=Outcome.RELEASED, reason=why)
 
 
 def _checked(presentation: Presentation) -> Presentation:
@@ -283,9 +294,14 @@ def _answer_again(
 
 
 def _stored_order(session: Session, order_ref: str) -> Row[Any] | None:
-    """(placed_at, total, the customer's shop id) of a stored order, or None."""
+    """(placed_at, total, the customer's shop id, status) of a stored order, or None."""
     query = (
-        select(col(Order.placed_at), col(Order.total), col(Customer.external_id))
+        select(
+            col(Order.placed_at),
+            col(Order.total),
+            col(Customer.external_id),
+            col(Order.status),
+        )
         .join(Customer, col(Customer.id) == col(Order.customer_id))
         .where(col(Order.external_id) == order_ref)
     )

@@ -12,7 +12,8 @@ delivery too, and any order not yet delivered can be cancelled.
   the shipping email waits for).
 - An order that ends (cancelled, refused, returned: `ENDED_ORDER`) is not a
   purchase: its refund credits are taken back (`reversals`), unsent refund
-  notices dropped, and the customer's order figures recomputed. Refused or
+  notices dropped, the coupon it used given back unless it was delivered
+  (`couponrelease`), and the customer's order figures recomputed. Refused or
   returned stamps `returned_at` (what the follow-up waits for). An ended order
   stays ended: a refused parcel may still come back (refused → returned), but
   nothing else moves it; a delivered order can be returned, not refused, and a
@@ -43,6 +44,7 @@ from ..store import (
     OrderStatus,
     is_purchase,
 )
+from .couponrelease import release_coupons
 from .reversals import take_back
 
 PAYMENT_LIMIT = 32
@@ -162,6 +164,7 @@ def end_order(
     session.flush()
     if was_purchase:
         take_back(session.connection(), [_id(order)], now)
+        release_coupons(session.connection(), order_ids=[_id(order)])
         refresh_order_totals(session, [order.customer_id])
     return order
 

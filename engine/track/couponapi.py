@@ -79,6 +79,7 @@ _STATUS = {
     Outcome.UNKNOWN: 404,
     Outcome.USED: 409,
     Outcome.EXPIRED: 410,
+    Outcome.RELEASED: 409,
     Outcome.OTHER_CUSTOMER: 422,
     Outcome.TOTAL_MISSING: 422,
     Outcome.BELOW_MINIMUM: 422,

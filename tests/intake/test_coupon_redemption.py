@@ -379,3 +379,74 @@ def test_the_same_order_twice_at_once_redeems_once(shop: Engine) -> None:
     assert [a.outcome for a in answers] == [Outcome.REDEEMED, Outcome.REDEEMED]
     assert sorted(a.repeat for a in answers) == [False, True]
     assert uses(shop) == [("SAVE-7KQ2", "O-1", True, "", "")]
+
+
+# ------------------------------------------------- an order that never became a purchase
+
+
+def order_event(engine: Engine, event: dict[str, Any], at: datetime = PLACED) -> None:
+    events = parse_events(json.dumps({"id": f"evt-{event['type']}-{at}", **event}).encode())
+    apply_events(engine, events, now=at + timedelta(hours=1))
+
+
+def test_a_cancelled_order_gives_its_coupon_back(shop: Engine) -> None:
+    add_coupon(shop)
+    place_order(shop, "O-1", "SAVE-7KQ2")
+    assert coupon(shop).used_order == "O-1"
+    order_event(shop, {"type": "order.cancelled", "order_id": "O-1"})
+    given_back = coupon(shop)
+    assert (given_back.used_at, given_back.used_order) == (None, None)
+    assert uses(shop) == [("SAVE-7KQ2", "O-1", False, "released: order O-1 was cancelled",
+                           "events api")]  # fmt: skip
+    # The same order presenting it again is told so; another order can redeem it.
+    again = redeem(shop, "O-1")
+    assert (again.outcome, again.reason, again.repeat) == (
+        Outcome.RELEASED, "order O-1 was cancelled", True)  # fmt: skip
+    assert redeem(shop, "O-2", total=Decimal("640.00")).outcome is Outcome.REDEEMED
+    assert coupon(shop).used_order == "O-2"
+    # Cancelling O-1 again (a repeated webhook) takes nothing from O-2.
+    order_event(shop, {"type": "order.cancelled", "order_id": "O-1"}, PLACED + timedelta(days=1))
+    assert coupon(shop).used_order == "O-2"
+
+
+def test_a_parcel_refused_at_the_door_gives_it_back_and_a_returned_one_does_not(
+    shop: Engine,
+) -> None:
+    add_coupon(shop)
+    add_coupon(shop, "KEEP-7KQ2")
+    place_order(shop, "O-1", "SAVE-7KQ2")
+    place_order(shop, "O-2", "KEEP-7KQ2")
+    order_event(shop, {"type": "order.returned", "order_id": "O-1", "refused": True})
+    order_event(shop, {"type": "order.delivered", "order_id": "O-2",
+                       "delivered_at": (PLACED + timedelta(days=1)).isoformat()})  # fmt: skip
+    order_event(shop, {"type": "order.returned", "order_id": "O-2"}, PLACED + timedelta(days=3))
+    assert coupon(shop).used_order is None
+    assert coupon(shop, "KEEP-7KQ2").used_order == "O-2"
+    assert [(u[1], u[2], u[3]) for u in uses(shop)] == [
+        ("O-1", False, "released: order O-1 was refused at the door"),
+        ("O-2", True, ""),
+    ]
+
+
+def test_an_order_recorded_already_cancelled_does_not_use_its_coupon(shop: Engine) -> None:
+    add_coupon(shop)
+    order = {"id": "O-1", "customer_id": "C-1", "placed_at": PLACED.isoformat(),
+             "items": [{"sku": "TEA-500G", "quantity": 2}], "coupon_code": "SAVE-7KQ2",
+             "cancelled": True}  # fmt: skip
+    order_event(shop, {"type": "order.placed", "order": order})
+    assert coupon(shop).used_order is None
+    assert uses(shop) == [("SAVE-7KQ2", "O-1", False, "released: order O-1 was cancelled",
+                           "events api")]  # fmt: skip
+
+
+def test_the_orders_csv_ending_an_order_gives_its_coupon_back(
+    shop: Engine, tmp_path: Path, now: datetime
+) -> None:
+    add_coupon(shop)
+    place_order(shop, "O-1", "SAVE-7KQ2")
+    rows = ("order_id,customer_id,placed_at,sku,quantity,status\n"
+            "O-1,C-1,2026-11-21T16:00:00,TEA-500G,2,refused\n")  # fmt: skip
+    (tmp_path / "orders.csv").write_text(rows, encoding="utf-8")
+    import_csv(shop, "orders", tmp_path / "orders.csv", now=now, shop_timezone="Asia/Dhaka")
+    assert coupon(shop).used_order is None
+    assert uses(shop)[0][2:4] == (False, "released: order O-1 was refused at the door")

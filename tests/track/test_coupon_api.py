@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from engine.intake.shop import Line, record_order, upsert_customer, upsert_product
+from engine.intake.shop import Line, cancel_order, record_order, upsert_customer, upsert_product
 from engine.project.loader import Secrets, load_project
 from engine.store.db import session_scope
 from engine.store.models import Coupon, CouponUse, Customer
@@ -416,3 +416,16 @@ def test_without_the_right_key_it_is_a_401_and_nothing_changes(
     assert (response.status_code, response.json()) == (401, KEY_ERROR)
     assert response.headers["www-authenticate"] == "Bearer"
     assert stored(shop) == before
+
+
+def test_a_coupon_comes_back_when_its_order_is_cancelled(api: httpx.Client, shop: Engine) -> None:
+    first = api.post("/api/coupons/SAVE-7KQ2/redeem", json={"order_id": "O-9"})
+    assert first.json()["status"] == "redeemed"
+    with session_scope(shop) as session:
+        cancel_order(session, "O-9", now=NOW)
+    assert api.get("/api/coupons/SAVE-7KQ2").json()["status"] == "valid"
+    again = api.post("/api/coupons/SAVE-7KQ2/redeem", json={"order_id": "O-9"})
+    assert (again.status_code, again.json()["status"], again.json()["error"]) == (
+        409, "released", "order O-9 was cancelled")  # fmt: skip
+    other = api.post("/api/coupons/SAVE-7KQ2/redeem", json={"order_id": "O-11", "total": "500"})
+    assert (other.status_code, other.json()["status"]) == (200, "redeemed")

@@ -41,6 +41,7 @@ from sqlmodel import Session
 
 from ...errors import DataError
 from ...store import ENDED_ORDER, ORDER_PROGRESS, Customer, Order, OrderStatus, PriceChange, Product
+from ..couponrelease import release_coupons
 from ..coupons import normalise_code, redeem_order_coupon
 from ..orderlife import payment_method, tracking_url
 from ..referrals import record_order_referral
@@ -389,6 +390,7 @@ def _write(job: Job, session: Session, stage: OrderStage) -> None:
     job.report("writing", new, new)
     changed, cancelled_customers = _update_stored(job, conn, stage)
     take_back(conn, changed, job.now)
+    release_coupons(conn, order_ids=changed)
     stage.complete_checkouts()
     for page in stage.coded_orders():
         for _, order_id, coupon_code, referral_code in page:
