@@ -9,12 +9,17 @@ later facts can make part of that credit not owed:
 - a delivery is reported late, with a delivery time before some of the drops
   already credited: only drops before the delivery are owed.
 
-There is no redemption of store credit yet, so every credit of an order is
-unused and can be taken back. `take_back` appends one negative ledger entry per
-order item, exactly the credited amount less what is owed (to the paisa), in
-the caller's transaction; the ledger is append-only and its sum per item is
-what the customer has. A refund notice not yet sent is corrected to tell what
-is owed, or suppressed when nothing of it is; one already sent stays sent.
+`take_back` appends negative ledger entries (without a source: not a redemption)
+per order item, in all exactly the credited amount less what is owed (to the
+paisa), in the caller's transaction; the ledger is append-only and its sum per
+item is what the customer has. What is taken back falls on the item's credits
+the way the wallet reads it (`engine.intake.wallet.credits_left`): first to
+expire first, never more than a credit kept after redemptions; each part
+carries the `expires_at` of the credit it falls on, so that when that credit
+expires its part stops counting with it and a balance never goes below what is
+left. What no credit kept (already redeemed before the order ended) is one
+entry that never expires. A refund notice not yet sent is corrected to tell
+what is owed, or suppressed when nothing of it is; one already sent stays sent.
 """
 
 from __future__ import annotations
@@ -26,10 +31,8 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    String,
     Table,
     case,
-    cast,
     func,
     literal,
     or_,
@@ -47,7 +50,6 @@ from ..store import (
     Order,
     OrderItem,
     PriceChange,
-    UTCDateTime,
     ignoring_insert,
 )
 
@@ -75,12 +77,16 @@ def take_back(conn: Connection, order_ids: Iterable[int], now: datetime) -> int:
     items got a reversal; running it again adds nothing.
     """
     ids = sorted(set(order_ids))
-    reversed_items: list[int] = []
+    reversed_items: set[int] = set()
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        reversed_items += conn.execute(_reversals(conn, chunk, now)).scalars().all()
+        owing = conn.execute(_reversals(ids[start : start + CHUNK])).all()
+        if owing:
+            entries = _ledgers(conn, [row.item_id for row in owing])
+            rows = [part for row in owing for part in _parts(row, entries[row.item_id], now)]
+            insert = ignoring_insert(conn, credit, "dedupe_key").values(rows)
+            reversed_items.update(conn.execute(insert.returning(credit.c.order_item_id)).scalars())
     if reversed_items:
-        _correct_notices(conn, reversed_items)
+        _correct_notices(conn, sorted(reversed_items))
     return len(reversed_items)
 
 
@@ -98,7 +104,9 @@ def _lowest_before_delivery() -> Any:
     )
 
 
-def _reversals(conn: Connection, order_ids: list[int], now: datetime) -> Any:
+def _reversals(order_ids: list[int]) -> Any:
+    """(item_id, customer_id, credited, owed, reason) of the items of these orders
+    credited more than they are owed, in paisa."""
     credited = (
         select(func.sum(type_coerce(credit.c.amount, BigInteger)))
         .where(credit.c.order_item_id == order_item.c.id)
@@ -132,26 +140,83 @@ def _reversals(conn: Connection, order_ids: list[int], now: datetime) -> Any:
         )
         .subquery("owed_items")
     )
-    key = (
-        literal(f"{KEY_PREFIX}item-")
-        + cast(items.c.item_id, String)
-        + literal(":owed-")
-        + cast(items.c.owed, String)
-    )
-    chosen = select(
-        key,
-        items.c.customer_id,
-        items.c.item_id,
-        items.c.owed - items.c.credited,
-        items.c.reason,
-        literal(now, UTCDateTime),
-    ).where(items.c.credited > items.c.owed)
-    columns = ["dedupe_key", "customer_id", "order_item_id", "amount", "reason", "created_at"]
-    return (
-        ignoring_insert(conn, credit, "dedupe_key")
-        .from_select(columns, chosen)
-        .returning(credit.c.order_item_id)
-    )
+    return select(items).where(items.c.credited > items.c.owed)
+
+
+def _ledgers(conn: Connection, item_ids: list[int]) -> dict[int, list[Any]]:
+    """Each item's entries (id, amount in paisa, source_id, expires_at, created_at), with
+    the redemptions drawn from its credits, in the order they were written."""
+    mine = select(credit.c.id).where(credit.c.order_item_id.in_(item_ids))
+    amount = type_coerce(credit.c.amount, BigInteger).label("paisa")
+    rows = conn.execute(
+        select(
+            credit.c.order_item_id,
+            credit.c.id,
+            amount,
+            credit.c.source_id,
+            credit.c.expires_at,
+            credit.c.created_at,
+        )
+        .where(or_(credit.c.order_item_id.in_(item_ids), credit.c.source_id.in_(mine)))
+        .order_by(credit.c.id)
+    ).all()
+    item_of = {row.id: row.order_item_id for row in rows if row.order_item_id is not None}
+    ledgers: dict[int, list[Any]] = {item: [] for item in item_ids}
+    for row in rows:
+        item = row.order_item_id if row.source_id is None else item_of.get(row.source_id)
+        if item in ledgers:
+            ledgers[item].append(row)
+    return ledgers
+
+
+def _parts(owing: Any, ledger: list[Any], now: datetime) -> list[dict[str, Any]]:
+    """The entries that take back `credited - owed` of one item, each with the expiry of
+    the credits it falls on (see the module's docstring)."""
+    credits = sorted((e for e in ledger if e.paisa > 0 and e.source_id is None), key=_to_expire)
+    kept = {c.id: c.paisa for c in credits}
+    taken_before: dict[datetime | None, int] = {}
+    for entry in ledger:
+        if entry.source_id is not None:  # a redemption drawn from one of the credits
+            kept[entry.source_id] = kept.get(entry.source_id, 0) + entry.paisa
+        elif entry.paisa < 0:  # taken back before
+            taken_before[entry.expires_at] = taken_before.get(entry.expires_at, 0) - entry.paisa
+    new = int(owing.credited) - int(owing.owed)
+    # Where everything taken back of the item falls, first to expire first.
+    falls: dict[datetime | None, int] = {}
+    to_place = sum(taken_before.values()) + new
+    for c in credits:
+        on_this = min(max(kept[c.id], 0), to_place)
+        falls[c.expires_at] = falls.get(c.expires_at, 0) + on_this
+        to_place -= on_this
+    parts: dict[datetime | None, int] = {}
+    for c in credits:  # this time's share: what each expiry still lacks
+        if c.expires_at in parts or new <= 0:
+            continue
+        lacking = falls.get(c.expires_at, 0) - taken_before.get(c.expires_at, 0)
+        parts[c.expires_at] = min(max(lacking, 0), new)
+        new -= parts[c.expires_at]
+    if new > 0:  # more than the credits kept: it never expires
+        parts[None] = parts.get(None, 0) + new
+    base = f"{KEY_PREFIX}item-{owing.item_id}:owed-{owing.owed}"
+    return [
+        {
+            "dedupe_key": base if until is None else f"{base}:until-{until.isoformat()}",
+            "customer_id": owing.customer_id,
+            "order_item_id": owing.item_id,
+            "amount": -Decimal(paisa) / 100,
+            "reason": owing.reason,
+            "created_at": now,
+            "expires_at": until,
+        }
+        for until, paisa in parts.items()
+        if paisa > 0
+    ]
+
+
+def _to_expire(entry: Any) -> tuple[Any, ...]:
+    """The wallet's order: first to expire first (never last), then the oldest."""
+    never = entry.expires_at is None
+    return (never, entry.expires_at or entry.created_at, entry.created_at, entry.id)
 
 
 def _correct_notices(conn: Connection, item_ids: list[int]) -> None:

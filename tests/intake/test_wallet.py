@@ -173,6 +173,37 @@ def test_a_credit_taken_back_is_not_drawn_from(fresh_store: Engine) -> None:
     ]
 
 
+def test_what_is_taken_back_expires_with_the_credits_it_falls_on(fresh_store: Engine) -> None:
+    """Two refund credits of one order item, 30.00 expiring SOON (10.00 of it redeemed) and
+    20.00 expiring LATER; the order is cancelled. What is taken back falls first on what the
+    first to expire kept (20.00), then on the other (20.00); the 10.00 already redeemed is a
+    debt that never expires. So the balance stays -10.00 as each credit expires: an entry
+    taken back without an expiry would outlive its credit (-30.00 after SOON, -50.00 after)."""
+    ana = customer(fresh_store)
+    with session_scope(fresh_store) as session:
+        shop.upsert_product(session, sku="TEA-500G", name="Tea", price="420", now=NOW - 30 * D)
+        order = shop.record_order(
+            session, external_id="o1", customer_id="ana", items=[shop.Line("TEA-500G", 1)],
+            placed_at=NOW - 20 * D,
+        )  # fmt: skip
+        session.flush()
+        item_id = session.execute(
+            select(OrderItem.id).where(OrderItem.order_id == order.id)
+        ).scalar_one()
+    soon = credit(fresh_store, ana, "30.00", NOW - 3 * D, SOON, order_item_id=item_id)
+    credit(fresh_store, ana, "20.00", NOW - 2 * D, LATER, order_item_id=item_id)
+    assert redeem(fresh_store, ana, "10.00", "evt-1").drawn == ((soon, Decimal("10.00")),)
+    for _ in range(2):  # cancelled twice (a repeated webhook): taken back once
+        with session_scope(fresh_store) as session:
+            shop.cancel_order(session, "o1", now=NOW)
+    taken = [(amount, expires) for amount, source, expires, _, reason in ledger(fresh_store)
+             if reason == "order cancelled: credit taken back"]  # fmt: skip
+    assert sorted(taken, key=str) == [
+        (Decimal("-10.00"), None), (Decimal("-20.00"), SOON), (Decimal("-20.00"), LATER)]  # fmt: skip
+    for moment in (NOW, SOON - timedelta(seconds=1), SOON, LATER - timedelta(seconds=1), LATER):
+        assert balance(fresh_store, ana, moment) == Decimal("-10.00"), moment
+
+
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
