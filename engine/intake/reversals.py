@@ -83,8 +83,10 @@ def take_back(conn: Connection, order_ids: Iterable[int], now: datetime) -> int:
         if owing:
             entries = _ledgers(conn, [row.item_id for row in owing])
             rows = [part for row in owing for part in _parts(row, entries[row.item_id], now)]
-            insert = ignoring_insert(conn, credit, "dedupe_key").values(rows)
-            reversed_items.update(conn.execute(insert.returning(credit.c.order_item_id)).scalars())
+            for at in range(0, len(rows), CHUNK):  # (7 values a row: far below SQLite's limit)
+                insert = ignoring_insert(conn, credit, "dedupe_key").values(rows[at : at + CHUNK])
+                written = conn.execute(insert.returning(credit.c.order_item_id)).scalars()
+                reversed_items.update(written)
     if reversed_items:
         _correct_notices(conn, sorted(reversed_items))
     return len(reversed_items)
