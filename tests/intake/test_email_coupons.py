@@ -259,3 +259,12 @@ def test_the_report_counts_emails_coupons_issued_redeemed_and_expired(
     assert after["total"]["issued"] == 0
     with Session(shop) as session:
         assert session.execute(select(func.count()).select_from(Coupon)).scalar_one() == 1
+
+
+def test_a_code_without_a_prefix_is_found_and_only_without_one(shop: Engine) -> None:
+    [code] = issue(shop, prefix="")
+    assert code.count("-") == 2
+    with Session(shop) as session:
+        found = find_coupon(session, code)
+        assert found is not None and found.code == code
+        assert find_coupon(session, f"EID-{code}") is None
