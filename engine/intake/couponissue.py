@@ -29,7 +29,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import Row
 from sqlmodel import Session
 
-from ..store import Coupon, CouponIssue, Customer, Message, ignoring_insert, to_money
+from ..store import CENT, Coupon, CouponIssue, Customer, Message, ignoring_insert, to_money
 from .couponcodes import CodeKey, code_key
 
 coupon: Any = Coupon.__table__  # type: ignore[attr-defined]
@@ -90,8 +90,8 @@ def value_of(
     """(percent off, amount off) of one message: its ladder rung, else the issue's."""
     if ladder and occurrence.startswith("nth-"):
         rung = json.loads(ladder).get(occurrence.removeprefix("nth-"))
-        if rung is not None:
-            return to_money(Decimal(rung)), None
+        if rung is not None:  # to the paisa, as a stored coupon's percent reads: "5.00"
+            return to_money(rung).quantize(CENT), None
     return percent, amount
 
 
