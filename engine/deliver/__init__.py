@@ -7,7 +7,8 @@ with `tokens`, `headers` writing the header lines) and sends them through a `mai
 `dispatchreport`; `detractors` forwards unhappy survey comments to the shop's support
 address; `dryrun` is a pass that writes nothing. `preview` builds one
 customer's unsaved message; `sink` is the development mail sink; `doctor` checks
-the sending domain's SPF, DKIM and DMARC records in DNS (`lifecycle doctor`).
+the sending domain's SPF (`spfcheck`), DKIM and DMARC records in DNS (`lifecycle doctor`),
+asked through `dnslookups`.
 
 May import: `engine.errors`, `engine.children`, `engine.exports`, `engine.store`,
 `engine.project`, `engine.intake`, `engine.plan`, `engine.render`.
@@ -22,7 +23,8 @@ Public names:
 - `detractors`: `DetractorForwarder`, `forward_detractors`
 - `dispatcher`: `dispatch`
 - `dispatchreport`: `DispatchReport`, `default_worker_id`
-- `doctor`: `DnsLookups`, `Finding`, `Verdict`, `diagnose`, `parse_nameserver`
+- `dnslookups`: `DnsLookups`, `Finding`, `Verdict`, `parse_nameserver`
+- `doctor`: `diagnose`
 - `dryrun`: `rehearse`
 - `mailer`: `Mailer`, `Outcome`, `SmtpMailer`
 - `outbox`: `count_due`
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
     from .detractors import DetractorForwarder, forward_detractors
     from .dispatcher import dispatch
     from .dispatchreport import DispatchReport, default_worker_id
-    from .doctor import DnsLookups, Finding, Verdict, diagnose, parse_nameserver
+    from .dnslookups import DnsLookups, Finding, Verdict, parse_nameserver
+    from .doctor import diagnose
     from .dryrun import rehearse
     from .mailer import Mailer, Outcome, SmtpMailer
     from .outbox import count_due
@@ -92,8 +95,8 @@ _PUBLIC = {
     "Composes": ".composepool",
     "DetractorForwarder": ".detractors",
     "DispatchReport": ".dispatchreport",
-    "DnsLookups": ".doctor",
-    "Finding": ".doctor",
+    "DnsLookups": ".dnslookups",
+    "Finding": ".dnslookups",
     "InvalidToken": ".tokens",
     "LoopServer": ".sink",
     "Mailer": ".mailer",
@@ -102,7 +105,7 @@ _PUBLIC = {
     "Purpose": ".tokens",
     "Signer": ".tokens",
     "SmtpMailer": ".mailer",
-    "Verdict": ".doctor",
+    "Verdict": ".dnslookups",
     "count_due": ".outbox",
     "default_worker_id": ".dispatchreport",
     "diagnose": ".doctor",
@@ -111,7 +114,7 @@ _PUBLIC = {
     "judge_blasts": ".canary",
     "resume_campaign": ".canary",
     "waiting_blasts": ".canary",
-    "parse_nameserver": ".doctor",
+    "parse_nameserver": ".dnslookups",
     "preview_customer": ".preview",
     "preview_sample": ".preview",
     "rehearse": ".dryrun",

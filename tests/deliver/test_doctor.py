@@ -22,16 +22,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from engine.deliver.doctor import (
-    DnsLookups,
-    Finding,
-    Record,
-    Verdict,
-    check_tracking,
-    diagnose,
-    organizational_domain,
-    parse_nameserver,
-)
+from engine.deliver.dnslookups import DnsLookups, Finding, Record, Verdict, parse_nameserver
+from engine.deliver.doctor import check_tracking, diagnose, organizational_domain
 from engine.project import Project, load_project
 from engine.project.config import Dkim
 
