@@ -1,6 +1,8 @@
 """`lifecycle coupons export`: the coupons still usable, for a shop platform to import.
 
-Active means not used and not expired now. `--csv` writes one row per coupon
+Active means not used and not expired now: first the coupons stored one by one
+(soonest to expire first), then the emails' coupons not redeemed yet, whose codes
+are derived from their messages (by email). `--csv` writes one row per coupon
 with WooCommerce's coupon fields (`EXPORT_COLUMNS`): `discount_type` percent
 or fixed_cart, `amount` and `minimum_amount` exact, `expiry_date` the day it
 expires in the shop's timezone (WooCommerce ends a coupon at the start of
