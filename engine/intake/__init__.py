@@ -1,8 +1,9 @@
 """Getting shop data in: the Python API, the CSV import and the events API.
 
 `shop` validates and writes customers, products, prices, orders and holidays one at a
-time; `importer` does the same in bulk from CSV files; `events` parses and applies the
-shop's events (`POST /api/events`, served by the tracking app). All three name the field
+time; `importer` does the same in bulk from CSV files; `events` parses the shop's events
+(`POST /api/events`, served by the tracking app; their shapes in `eventshapes`) and
+`eventapply` applies them. All three name the field
 and the value in every error and leave committing to the caller. `coupons` decides and
 records a coupon code presented with an order (by either, or the checkout's API), the
 coupon of an email being derived from its message (`couponissue`, `couponcodes`); `referrals`
@@ -23,8 +24,8 @@ Public names:
 - `couponissue`: `MessageCoupon`, `covers`, `ladder_json`, `message_coupons`, `not_stored`
 - `coupons`: `CouponView`, `Outcome`, `Presentation`, `Redemption`, `active_coupons`,
   `check_coupon`, `find_coupon`, `normalise_code`, `redeem_coupon`
-- `events`: `Applied`, `EventsRejected`, `MAX_BODY_BYTES`, `apply_events`,
-  `parse_events`
+- `eventapply`: `Applied`, `apply_events`
+- `events`: `EventsRejected`, `MAX_BODY_BYTES`, `parse_events`
 - `importer`: `BadRow`, `CsvFormatError`, `ImportRejected`, `ImportResult`, `KINDS`,
   `Progress`, `import_csv`
 - `referrals`: `ReferralCheck`, `ReferralRefusal`, `check_referral_code`,
@@ -64,7 +65,8 @@ if TYPE_CHECKING:
         normalise_code,
         redeem_coupon,
     )
-    from .events import MAX_BODY_BYTES, Applied, EventsRejected, apply_events, parse_events
+    from .eventapply import Applied, apply_events
+    from .events import MAX_BODY_BYTES, EventsRejected, parse_events
     from .importer import (
         KINDS,
         BadRow,
@@ -172,7 +174,7 @@ __all__ = [
 
 # Each public name and its module (see `engine.exports`).
 _PUBLIC = {
-    "Applied": ".events",
+    "Applied": ".eventapply",
     "BadRow": ".importer",
     "CODE_LENGTH": ".couponcodes",
     "CodeKey": ".couponcodes",
@@ -201,7 +203,7 @@ _PUBLIC = {
     "Statement": ".wallet",
     "active_coupons": ".coupons",
     "add_holiday": ".shop",
-    "apply_events": ".events",
+    "apply_events": ".eventapply",
     "balance_sql": ".wallet",
     "balances": ".wallet",
     "check_coupon": ".coupons",

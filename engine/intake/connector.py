@@ -37,7 +37,8 @@ from ..store import (
     ReceivedEvent,
     session_scope,
 )
-from .events import EventsRejected, apply_events, parse_events
+from .eventapply import apply_events
+from .events import EventsRejected, parse_events
 from .orderlife import tracking_url
 
 Translate = Callable[[Session, str, dict[str, Any], list[str]], list[dict[str, Any]]]

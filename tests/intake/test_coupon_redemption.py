@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from engine.intake.coupons import Outcome, Presentation, Redemption, redeem_coupon
-from engine.intake.events import apply_events, parse_events
+from engine.intake.eventapply import apply_events
+from engine.intake.events import parse_events
 from engine.intake.importer import ImportRejected, import_csv
 from engine.intake.shop import upsert_customer, upsert_product
 from engine.store.db import session_scope

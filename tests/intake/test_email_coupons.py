@@ -28,7 +28,8 @@ from engine.intake.coupons import (
     find_coupon,
     redeem_coupon,
 )
-from engine.intake.events import apply_events, parse_events
+from engine.intake.eventapply import apply_events
+from engine.intake.events import parse_events
 from engine.intake.shop import upsert_customer, upsert_product
 from engine.project.loader import load_project
 from engine.report.rewards import coupons as coupon_report

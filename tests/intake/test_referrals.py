@@ -16,7 +16,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from engine.errors import DataError, UnknownRecord
-from engine.intake.events import EventsRejected, apply_events, parse_events
+from engine.intake.eventapply import apply_events
+from engine.intake.events import EventsRejected, parse_events
 from engine.intake.importer import import_csv
 from engine.intake.referrals import check_referral_code, record_order_referral
 from engine.intake.shop import upsert_customer, upsert_product

@@ -20,7 +20,8 @@ from sqlmodel import Session, col
 
 from engine.errors import ConfigError
 from engine.intake import shop, wallet
-from engine.intake.events import EventProblem, EventsRejected, apply_events, parse_events
+from engine.intake.eventapply import apply_events
+from engine.intake.events import EventProblem, EventsRejected, parse_events
 from engine.intake.wallet import CreditRefused, Entry, Redemption
 from engine.project.loader import load_project
 from engine.store.db import session_scope
