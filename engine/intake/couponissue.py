@@ -80,7 +80,8 @@ def not_stored() -> Any:
 
 
 def ladder_json(ladder: dict[int, Decimal]) -> str | None:
-    """An issue's `ladder` column: {"2": "5.00", …}, or None without a ladder."""
+    """An issue's `ladder` column: {"2": "5", "3": "10", …} (percent off by order number),
+    or None without a ladder."""
     return json.dumps({str(n): str(p) for n, p in sorted(ladder.items())}) if ladder else None
 
 
