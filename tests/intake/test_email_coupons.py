@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -30,28 +29,18 @@ from engine.intake.coupons import (
 )
 from engine.intake.eventapply import apply_events
 from engine.intake.events import parse_events
-from engine.intake.shop import upsert_customer, upsert_product
 from engine.project.loader import load_project
 from engine.report.rewards import coupons as coupon_report
 from engine.store.db import session_scope
 from engine.store.models import Coupon, CouponIssue, CouponUse, Customer, Message
 from tests import store_fixtures
+from tests.intake.test_coupon_redemption import PLACED
+from tests.intake.test_coupon_redemption import shop as shop  # Rahim, Karim and a tea
 
 fresh_store = store_fixtures.fresh_store
 migrated_store = store_fixtures.migrated_store
 
 MINTED = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)
-PLACED = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def shop(fresh_store: Engine) -> Engine:
-    """Rahim and Karim, and a tea at 320.00."""
-    with session_scope(fresh_store) as session:
-        for ref, email in (("C-1", "rahim@example.com"), ("C-2", "karim@example.com")):
-            upsert_customer(session, external_id=ref, email=email, now=MINTED - timedelta(days=30))
-        upsert_product(session, sku="TEA-500G", name="Tea", price="320.00", now=MINTED)
-    return fresh_store
 
 
 def issue(

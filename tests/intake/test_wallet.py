@@ -143,11 +143,9 @@ def test_the_balance_after_an_expiry_is_exact_to_the_paisa(
     assert balance(fresh_store, ana["ana"], LATER) == Decimal("99.99")
 
 
-def test_a_credit_taken_back_is_not_drawn_from(fresh_store: Engine) -> None:
-    """A cancelled order's refund is reversed by a negative entry of its order item,
-    without a source: a redemption draws only from what is really left."""
-    ana = customer(fresh_store)
-    with session_scope(fresh_store) as session:
+def ordered_tea(engine: Engine) -> int:
+    """ana's order o1 of one tea, 20 days ago; its order item's id."""
+    with session_scope(engine) as session:
         shop.upsert_product(session, sku="TEA-500G", name="Tea", price="420", now=NOW - 30 * D)
         order = shop.record_order(
             session, external_id="o1", customer_id="ana", items=[shop.Line("TEA-500G", 1)],
@@ -155,7 +153,14 @@ def test_a_credit_taken_back_is_not_drawn_from(fresh_store: Engine) -> None:
         )  # fmt: skip
         session.flush()
         item = session.execute(select(OrderItem.id).where(OrderItem.order_id == order.id))
-        item_id = item.scalar_one()
+        return int(item.scalar_one())
+
+
+def test_a_credit_taken_back_is_not_drawn_from(fresh_store: Engine) -> None:
+    """A cancelled order's refund is reversed by a negative entry of its order item,
+    without a source: a redemption draws only from what is really left."""
+    ana = customer(fresh_store)
+    item_id = ordered_tea(fresh_store)
     taken_back = credit(fresh_store, ana, "50.00", NOW - 3 * D, SOON, order_item_id=item_id)
     kept = credit(fresh_store, ana, "30.00", NOW - 2 * D, LATER)
     credit(fresh_store, ana, "-50.00", NOW - D, key="refund-reversal:1", order_item_id=item_id)
@@ -181,16 +186,7 @@ def test_what_is_taken_back_expires_with_the_credits_it_falls_on(fresh_store: En
     debt that never expires. So the balance stays -10.00 as each credit expires: an entry
     taken back without an expiry would outlive its credit (-30.00 after SOON, -50.00 after)."""
     ana = customer(fresh_store)
-    with session_scope(fresh_store) as session:
-        shop.upsert_product(session, sku="TEA-500G", name="Tea", price="420", now=NOW - 30 * D)
-        order = shop.record_order(
-            session, external_id="o1", customer_id="ana", items=[shop.Line("TEA-500G", 1)],
-            placed_at=NOW - 20 * D,
-        )  # fmt: skip
-        session.flush()
-        item_id = session.execute(
-            select(OrderItem.id).where(OrderItem.order_id == order.id)
-        ).scalar_one()
+    item_id = ordered_tea(fresh_store)
     soon = credit(fresh_store, ana, "30.00", NOW - 3 * D, SOON, order_item_id=item_id)
     credit(fresh_store, ana, "20.00", NOW - 2 * D, LATER, order_item_id=item_id)
     assert redeem(fresh_store, ana, "10.00", "evt-1").drawn == ((soon, Decimal("10.00")),)
